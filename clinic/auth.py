@@ -1,0 +1,112 @@
+"""API authentication and clinic scoping.
+
+A hospital system authenticates with ``Authorization: Bearer <token>``; the token belongs
+to one API client bound to one clinic, read-only or read-write. Staff signed in to the web
+app may use the same API with their session, scoped to the clinics of their memberships.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions, permissions
+
+from .models import CLINICAL_WRITERS, ApiClient, Clinic, Membership, hash_token
+
+
+@dataclass(frozen=True)
+class ApiClientPrincipal:
+    """Stands in for ``request.user`` when a hospital system calls the API."""
+
+    client: ApiClient
+    is_authenticated: bool = True
+    is_active: bool = True
+    is_superuser: bool = False
+    is_staff: bool = False
+    is_anonymous: bool = False
+
+    @property
+    def pk(self):
+        return None
+
+    @property
+    def username(self) -> str:
+        return f"api-client:{self.client.pk}"
+
+    def __str__(self) -> str:
+        return f"API client {self.client.name}"
+
+
+class BearerTokenAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Invalid Authorization header: expected 'Bearer <token>'.")
+        try:
+            token = header[1].decode()
+        except UnicodeError:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        client = ApiClient.objects.select_related("clinic").filter(token_hash=hash_token(token)).first()
+        if client is None or client.is_revoked:
+            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        now = timezone.now()
+        if client.last_used_at is None or (now - client.last_used_at).total_seconds() > 60:
+            ApiClient.objects.filter(pk=client.pk).update(last_used_at=now)
+        return ApiClientPrincipal(client), client
+
+    def authenticate_header(self, request):
+        return self.keyword
+
+
+def api_client_of(request) -> ApiClient | None:
+    return request.auth if isinstance(request.auth, ApiClient) else None
+
+
+def visible_clinic_ids(request_or_user) -> list[int] | None:
+    """Clinic ids the caller may see; ``None`` means every clinic (a superuser)."""
+    client = api_client_of(request_or_user) if hasattr(request_or_user, "auth") else None
+    if client is not None:
+        return [client.clinic_id]
+    user = getattr(request_or_user, "user", request_or_user)
+    if user is None or not user.is_authenticated:
+        return []
+    if user.is_superuser:
+        return None
+    return list(Membership.objects.filter(user=user).values_list("clinic_id", flat=True))
+
+
+def can_write_clinic(request, clinic: Clinic | int, *, roles=CLINICAL_WRITERS) -> bool:
+    clinic_id = clinic if isinstance(clinic, int) else clinic.pk
+    client = api_client_of(request)
+    if client is not None:
+        return client.can_write and client.clinic_id == clinic_id
+    user = request.user
+    if user.is_superuser:
+        return True
+    return Membership.objects.filter(user=user, clinic_id=clinic_id, role__in=list(roles)).exists()
+
+
+class IsClinicMember(permissions.BasePermission):
+    """Authenticated as an API client or as staff with a membership; a read-only token
+    (or a viewer) gets 403 on any write."""
+
+    message = "This token is read-only."
+
+    def has_permission(self, request, view):
+        user = request.user
+        if user is None or not user.is_authenticated:
+            return False
+        client = api_client_of(request)
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        if client is not None:
+            return client.can_write
+        if user.is_superuser:
+            return True
+        self.message = "Your role does not allow this change."
+        return Membership.objects.filter(user=user, role__in=list(CLINICAL_WRITERS)).exists()

@@ -1,0 +1,223 @@
+"""Clinics and their policy, staff memberships with roles, API clients."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import zoneinfo
+from datetime import date
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"'{value}' is not an IANA time zone (for example Europe/Paris)")
+
+
+def validate_weekdays(value) -> None:
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(not isinstance(d, int) or isinstance(d, bool) or d < 0 or d > 6 for d in value)
+    ):
+        raise ValidationError("open weekdays must be a non-empty list of numbers 0 (Monday) to 6 (Sunday)")
+
+
+def default_open_weekdays() -> list[int]:
+    return [0, 1, 2, 3, 4]
+
+
+class Clinic(models.Model):
+    """A clinic, its time zone and its policy (SPEC 4.5 defaults)."""
+
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, validators=[validate_timezone])
+    # policy
+    lead_days = models.PositiveSmallIntegerField(default=7, validators=[MaxValueValidator(90)])
+    high_risk_extra_days = models.PositiveSmallIntegerField(default=7, validators=[MaxValueValidator(90)])
+    due_soon_days = models.PositiveSmallIntegerField(default=14, validators=[MaxValueValidator(180)])
+    open_weekdays = models.JSONField(default=default_open_weekdays, validators=[validate_weekdays])
+    discrepancy_threshold_small_ml = models.DecimalField(
+        "discrepancy threshold, reservoir <= 20 mL (mL)", max_digits=6, decimal_places=3, default=Decimal("1.000"),
+        validators=[MinValueValidator(Decimal("0"))],
+    )
+    discrepancy_threshold_large_ml = models.DecimalField(
+        "discrepancy threshold, reservoir > 20 mL (mL)", max_digits=6, decimal_places=3, default=Decimal("2.000"),
+        validators=[MinValueValidator(Decimal("0"))],
+    )
+    titration_limit_spinal_pct = models.DecimalField(
+        "titration limit per 24 h, spinal origin (%)", max_digits=5, decimal_places=1, default=Decimal("30.0"),
+        validators=[MinValueValidator(Decimal("0"))],
+    )
+    titration_limit_other_pct = models.DecimalField(
+        "titration limit per 24 h, cerebral / mixed / unknown (%)", max_digits=5, decimal_places=1,
+        default=Decimal("15.0"), validators=[MinValueValidator(Decimal("0"))],
+    )
+    withdrawal_window_hours = models.PositiveSmallIntegerField(default=72)
+    digest_hour = models.PositiveSmallIntegerField(default=7, validators=[MaxValueValidator(23)])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    def closure_dates(self) -> frozenset[date]:
+        return frozenset(self.closures.values_list("date", flat=True))
+
+    def policy(self, closures: frozenset[date] | None = None):
+        from pumps.projection import Policy
+
+        return Policy(
+            lead_days=self.lead_days,
+            high_risk_extra_days=self.high_risk_extra_days,
+            due_soon_days=self.due_soon_days,
+            open_weekdays=frozenset(self.open_weekdays),
+            closures=self.closure_dates() if closures is None else closures,
+            withdrawal_window_hours=self.withdrawal_window_hours,
+        )
+
+
+class ClinicClosure(models.Model):
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="closures")
+    date = models.DateField()
+    reason = models.CharField(max_length=200, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["date"]
+        constraints = [models.UniqueConstraint(fields=["clinic", "date"], name="unique_closure_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.clinic.code} closed {self.date}"
+
+
+class AlertRecipient(models.Model):
+    """A clinic alert address (a shared mailbox); escalation addresses get escalations."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="alert_recipients")
+    email = models.EmailField()
+    escalation = models.BooleanField(default=False, help_text="Receives escalated alerts only.")
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["email"]
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "email", "escalation"], name="unique_alert_recipient")
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Role(models.TextChoices):
+    NURSE = "nurse", "Nurse"
+    PRESCRIBER = "prescriber", "Prescriber (physician)"
+    PHARMACIST = "pharmacist", "Pharmacist"
+    ADMIN = "admin", "Clinic administrator"
+    VIEWER = "viewer", "Viewer"
+
+
+#: Who may record what (SPEC 9): a viewer writes nothing; only a prescriber enters or
+#: verifies a program.
+CLINICAL_WRITERS = {Role.NURSE, Role.PRESCRIBER, Role.PHARMACIST, Role.ADMIN}
+PROGRAM_WRITERS = {Role.PRESCRIBER}
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    receives_alerts = models.BooleanField(default=False, help_text="E-mail this person the clinic's alerts.")
+    history = HistoricalRecords()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "clinic"], name="one_membership_per_clinic")]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.get_role_display()} at {self.clinic.code}"
+
+
+def hash_token(token: str) -> str:
+    """API tokens are 256-bit random strings, so one SHA-256 is enough: there is nothing
+    to brute-force, and a lookup by hash stays a single indexed query."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiClientQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiClient(models.Model):
+    """A hospital system. Its token is shown once at creation and stored hashed."""
+
+    TOKEN_PREFIX = "pc_"
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="api_clients")
+    name = models.CharField(max_length=200)
+    can_write = models.BooleanField(default=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_hint = models.CharField(max_length=12, editable=False, help_text="First characters of the token.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiClientQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["clinic", "name"]
+
+    def __str__(self) -> str:
+        access = "read-write" if self.can_write else "read-only"
+        return f"{self.name} ({self.clinic.code}, {access})"
+
+    @classmethod
+    def create_with_token(cls, *, clinic: Clinic, name: str, can_write: bool) -> tuple[ApiClient, str]:
+        token = cls.TOKEN_PREFIX + secrets.token_urlsafe(32)
+        client = cls.objects.create(
+            clinic=clinic, name=name, can_write=can_write, token_hash=hash_token(token), token_hint=token[:10]
+        )
+        return client, token
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a write sent with an ``Idempotency-Key``, kept 24 hours."""
+
+    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="idempotency_records")
+    key = models.CharField(max_length=200)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    body_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client", "key"], name="unique_idempotency_key")]

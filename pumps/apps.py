@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PumpsConfig(AppConfig):
+    name = "pumps"
+    verbose_name = "Pumps"

@@ -1,0 +1,429 @@
+"""Clinical tables (SPEC 3). Nothing clinical is hard-deleted: records are voided with a
+reason, and django-simple-history keeps who changed what, when, with old and new values.
+
+Writes go through ``pumps.services``; these models hold fields, constraints, indexes and
+read-only helpers only.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from simple_history.models import HistoricalRecords
+
+from clinic.models import Clinic
+
+from . import projection as pj
+
+ML = {"max_digits": 9, "decimal_places": 3}
+DOSE = {"max_digits": 12, "decimal_places": 3}
+
+
+class Drug(models.Model):
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=100)
+    default_stability_days = models.PositiveSmallIntegerField(
+        help_text="In-pump stability when a refill names no product (baclofen: 180 days)."
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DrugProduct(models.Model):
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=200)
+    drug = models.ForeignKey(Drug, on_delete=models.PROTECT, related_name="products")
+    concentration_mcg_per_ml = models.DecimalField(
+        **DOSE, null=True, blank=True, help_text="Empty for a compounded product of any concentration."
+    )
+    stability_days = models.PositiveSmallIntegerField(null=True, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+    @property
+    def effective_stability_days(self) -> int:
+        return self.stability_days or self.drug.default_stability_days
+
+
+class PumpModel(models.Model):
+    VOLUME_CALCULATED = "calculated"
+    VOLUME_MEASURED = "measured"
+    MRI_INTERROGATE = "interrogate_after"
+    MRI_EMPTY = "empty_before"
+    MRI_CONDITIONAL = "conditional"
+
+    code = models.CharField(max_length=40, unique=True)
+    manufacturer = models.CharField(max_length=100)
+    name = models.CharField(max_length=100)
+    reservoir_ml = models.DecimalField(**ML)
+    default_alarm_ml = models.DecimalField(**ML)
+    volume_is = models.CharField(
+        max_length=12, choices=[(VOLUME_CALCULATED, "calculated"), (VOLUME_MEASURED, "measured")]
+    )
+    battery_months = models.PositiveSmallIntegerField(null=True, blank=True)
+    mri_behaviour = models.CharField(
+        max_length=20,
+        blank=True,
+        choices=[
+            (MRI_INTERROGATE, "stalls during MRI: interrogate afterwards"),
+            (MRI_EMPTY, "must be emptied before MRI"),
+            (MRI_CONDITIONAL, "MR conditional: follow the labelling"),
+        ],
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.manufacturer} {self.name} {self.code} ({self.reservoir_ml.normalize()} mL)"
+
+
+class VoidableQuerySet(models.QuerySet):
+    def live(self):
+        return self.filter(voided_at__isnull=True)
+
+
+class Voidable(models.Model):
+    voided_at = models.DateTimeField(null=True, blank=True)
+    voided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    void_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    objects = VoidableQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_voided(self) -> bool:
+        return self.voided_at is not None
+
+
+class Patient(models.Model):
+    class Origin(models.TextChoices):
+        SPINAL = "spinal", "spinal"
+        CEREBRAL = "cerebral", "cerebral"
+        MIXED = "mixed", "mixed"
+        UNKNOWN = "unknown", "unknown"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "active"
+        INACTIVE = "inactive", "inactive"
+        DECEASED = "deceased", "deceased"
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="patients")
+    mrn = models.CharField("MRN", max_length=64)
+    family_name = models.CharField(max_length=100)
+    given_name = models.CharField(max_length=100)
+    birth_date = models.DateField()
+    spasticity_origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.UNKNOWN)
+    withdrawal_high_risk = models.BooleanField(default=False)
+    high_risk_reason = models.CharField(max_length=300, blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    caregiver_phone = models.CharField(max_length=40, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["family_name", "given_name", "id"]
+        constraints = [models.UniqueConstraint(fields=["clinic", "mrn"], name="unique_mrn_per_clinic")]
+
+    def __str__(self) -> str:
+        return f"{self.mrn} {self.initials}"
+
+    @property
+    def initials(self) -> str:
+        return f"{self.given_name[:1]}{self.family_name[:1]}".upper()
+
+
+class Pump(models.Model):
+    """An implant. The ``projected_*`` fields and ``status`` are the stored projection,
+    recomputed in the same transaction as every write that changes them, so that the
+    sweep and the worklist read them from an index instead of recomputing every pump."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="pumps")
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="pumps")
+    model = models.ForeignKey(PumpModel, on_delete=models.PROTECT, related_name="pumps")
+    serial_number = models.CharField(max_length=64)
+    udi = models.CharField("UDI", max_length=200, blank=True)
+    implanted_on = models.DateField()
+    explanted_on = models.DateField(null=True, blank=True)
+    explant_reason = models.CharField(max_length=300, blank=True)
+    low_reservoir_alarm_ml = models.DecimalField(**ML)
+    expected_end_of_service = models.DateField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    # stored projection (worst case unless named expected)
+    status = models.CharField(max_length=12, default=pj.STATUS_INCOMPLETE, db_index=True)
+    low_reservoir_alarm_at = models.DateTimeField(null=True, blank=True)
+    empty_at = models.DateTimeField(null=True, blank=True)
+    expected_low_reservoir_alarm_at = models.DateTimeField(null=True, blank=True)
+    expected_empty_at = models.DateTimeField(null=True, blank=True)
+    drug_expires_at = models.DateTimeField(null=True, blank=True)
+    refill_due_on = models.DateField(null=True, blank=True)
+    anchor_at = models.DateTimeField(null=True, blank=True)
+    next_change_at = models.DateTimeField(
+        null=True, blank=True, help_text="The next instant at which the stored status changes."
+    )
+    projected_at = models.DateTimeField(null=True, blank=True)
+
+    history = HistoricalRecords(excluded_fields=["projected_at", "next_change_at"])
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient"], condition=Q(explanted_on__isnull=True), name="one_implanted_pump_per_patient"
+            ),
+            models.CheckConstraint(condition=Q(low_reservoir_alarm_ml__gte=0), name="pump_alarm_not_negative"),
+            models.CheckConstraint(
+                condition=Q(explanted_on__isnull=True) | Q(explanted_on__gte=models.F("implanted_on")),
+                name="pump_explant_after_implant",
+            ),
+        ]
+        indexes = [
+            # "which pumps change state before T": one range scan
+            models.Index(fields=["next_change_at"], name="pump_next_change_idx"),
+            models.Index(fields=["clinic", "status", "refill_due_on"], name="pump_worklist_idx"),
+            models.Index(fields=["clinic", "serial_number"], name="pump_serial_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model.code} #{self.serial_number}"
+
+    @property
+    def is_implanted(self) -> bool:
+        return self.explanted_on is None
+
+    @property
+    def reservoir_ml(self) -> Decimal:
+        return self.model.reservoir_ml
+
+    def live_status(self, at) -> str:
+        """Status as of ``at`` from the stored instants (no recompute)."""
+        clinic = self.clinic
+        return pj.status_at(
+            at,
+            tz=clinic.tz,
+            active=self.status != pj.STATUS_INACTIVE,
+            complete=self.status != pj.STATUS_INCOMPLETE,
+            empty_at=self.empty_at,
+            lra_at=self.low_reservoir_alarm_at,
+            due_on=self.refill_due_on,
+            due_soon_days=clinic.due_soon_days,
+        )
+
+
+class Program(Voidable):
+    class Mode(models.TextChoices):
+        CONTINUOUS = pj.MODE_CONTINUOUS, "continuous"
+        FLEX = pj.MODE_FLEX, "flex"
+
+    pump = models.ForeignKey(Pump, on_delete=models.PROTECT, related_name="programs")
+    effective_at = models.DateTimeField()
+    concentration_mcg_per_ml = models.DecimalField(**DOSE)
+    mode = models.CharField(max_length=12, choices=Mode.choices, default=Mode.CONTINUOUS)
+    daily_dose_mcg = models.DecimalField(
+        **DOSE, help_text="Basal mcg per 24 h (for flex, the total of the steps)."
+    )
+    steps = models.JSONField(default=list, blank=True, help_text='Flex: [{"start": "HH:MM", "dose_mcg_per_hour": "…"}]')
+    ptm_bolus_mcg = models.DecimalField(**DOSE, null=True, blank=True)
+    ptm_max_per_day = models.PositiveSmallIntegerField(null=True, blank=True)
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    entered_by_external = models.CharField(max_length=100, blank=True)
+    verified_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    verified_by_external = models.CharField(max_length=100, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    override_reason = models.CharField(max_length=500, blank=True)
+    refill = models.OneToOneField(
+        "Refill", null=True, blank=True, on_delete=models.PROTECT, related_name="program"
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["pump", "effective_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(concentration_mcg_per_ml__gt=0), name="program_concentration_positive"),
+            models.CheckConstraint(condition=Q(daily_dose_mcg__gte=0), name="program_dose_not_negative"),
+        ]
+        indexes = [models.Index(fields=["pump", "effective_at"], name="program_pump_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.mode} {self.daily_dose_mcg.normalize()} mcg/day at {self.concentration_mcg_per_ml.normalize()} mcg/mL"
+
+    def to_projection(self) -> pj.Program:
+        steps = tuple(
+            pj.FlexStep(
+                time(int(s["start"][:2]), int(s["start"][3:5])), Decimal(str(s["dose_mcg_per_hour"]))
+            )
+            for s in (self.steps or [])
+        )
+        return pj.Program(
+            effective_at=self.effective_at,
+            concentration_mcg_per_ml=self.concentration_mcg_per_ml,
+            mode=self.mode,
+            daily_dose_mcg=self.daily_dose_mcg,
+            steps=steps,
+            bolus_mcg=self.ptm_bolus_mcg,
+            bolus_max_per_day=self.ptm_max_per_day,
+        )
+
+    @property
+    def daily_volume_ml(self) -> Decimal:
+        return pj.to_decimal_ml(self.to_projection().daily_volume_ml())
+
+    @property
+    def worst_case_daily_volume_ml(self) -> Decimal:
+        return pj.to_decimal_ml(self.to_projection().worst_case_daily_volume_ml())
+
+
+class Refill(Voidable):
+    pump = models.ForeignKey(Pump, on_delete=models.PROTECT, related_name="refills")
+    performed_at = models.DateTimeField()
+    performed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    performed_by_external = models.CharField(max_length=100, blank=True)
+    extracted_volume_ml = models.DecimalField(**ML, null=True, blank=True)
+    added_volume_ml = models.DecimalField(**ML)
+    residual_left_ml = models.DecimalField(**ML, default=Decimal("0"))
+    bridge_bolus_ml = models.DecimalField(**ML, null=True, blank=True)
+    drug_product = models.ForeignKey(DrugProduct, null=True, blank=True, on_delete=models.PROTECT)
+    concentration_mcg_per_ml = models.DecimalField(**DOSE)
+    stability_days = models.PositiveSmallIntegerField()
+    lot_number = models.CharField(max_length=64, blank=True)
+    lot_expiry = models.DateField(null=True, blank=True)
+    # computed at write time; recomputed when earlier history changes (SPEC 4.7)
+    expected_residual_ml = models.DecimalField(**ML, null=True, blank=True)
+    discrepancy_ml = models.DecimalField(**ML, null=True, blank=True)
+    discrepancy_flagged = models.BooleanField(default=False)
+    refilled_after_empty = models.BooleanField(default=False)
+    flags = models.JSONField(default=list, blank=True)
+    notes = models.TextField(blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["pump", "performed_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(added_volume_ml__gt=0), name="refill_added_positive"),
+            models.CheckConstraint(
+                condition=Q(extracted_volume_ml__isnull=True) | Q(extracted_volume_ml__gte=0),
+                name="refill_extracted_not_negative",
+            ),
+            models.CheckConstraint(condition=Q(residual_left_ml__gte=0), name="refill_residual_not_negative"),
+            models.CheckConstraint(
+                condition=Q(bridge_bolus_ml__isnull=True) | Q(bridge_bolus_ml__gte=0),
+                name="refill_bridge_not_negative",
+            ),
+            models.CheckConstraint(condition=Q(concentration_mcg_per_ml__gt=0), name="refill_concentration_positive"),
+        ]
+        indexes = [models.Index(fields=["pump", "performed_at"], name="refill_pump_time_idx")]
+
+    def __str__(self) -> str:
+        return f"refill of {self.pump} at {self.performed_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_first_fill(self) -> bool:
+        return self.extracted_volume_ml is None
+
+    @property
+    def volume_after_ml(self) -> Decimal:
+        return (self.residual_left_ml or 0) + self.added_volume_ml - (self.bridge_bolus_ml or 0)
+
+    def to_projection(self) -> pj.Refill:
+        return pj.Refill(
+            performed_at=self.performed_at,
+            added_volume_ml=self.added_volume_ml,
+            residual_left_ml=self.residual_left_ml or Decimal(0),
+            bridge_bolus_ml=self.bridge_bolus_ml or Decimal(0),
+            stability_days=self.stability_days,
+        )
+
+
+class Reading(Voidable):
+    pump = models.ForeignKey(Pump, on_delete=models.PROTECT, related_name="readings")
+    read_at = models.DateTimeField()
+    reservoir_volume_ml = models.DecimalField(**ML)
+    eri = models.BooleanField("elective replacement indicator", default=False)
+    performed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    performed_by_external = models.CharField(max_length=100, blank=True)
+    notes = models.TextField(blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["pump", "read_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(reservoir_volume_ml__gte=0), name="reading_volume_not_negative")
+        ]
+        indexes = [models.Index(fields=["pump", "read_at"], name="reading_pump_time_idx")]
+
+    def to_projection(self) -> pj.Reading:
+        return pj.Reading(read_at=self.read_at, reservoir_volume_ml=self.reservoir_volume_ml)
+
+
+class Event(Voidable):
+    class Kind(models.TextChoices):
+        MRI = "mri", "MRI scan"
+        EMPTIED_FOR_MRI = "emptied_for_mri", "emptied for MRI"
+        ALARM_REPORTED = "alarm_reported", "alarm reported by patient"
+        WITHDRAWAL = "withdrawal_episode", "withdrawal episode"
+
+    pump = models.ForeignKey(Pump, on_delete=models.PROTECT, related_name="events")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    occurred_at = models.DateTimeField()
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    notes = models.TextField(blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["pump", "occurred_at", "id"]
+
+
+class Appointment(Voidable):
+    class Kind(models.TextChoices):
+        REFILL = "refill", "refill"
+        REPLACEMENT = "replacement_surgery", "replacement surgery"
+        REVIEW = "review", "review"
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "scheduled"
+        DONE = "done", "done"
+        CANCELLED = "cancelled", "cancelled"
+        MISSED = "missed", "missed"
+
+    pump = models.ForeignKey(Pump, on_delete=models.PROTECT, related_name="appointments")
+    scheduled_for = models.DateTimeField()
+    kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.REFILL)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.SCHEDULED)
+    notes = models.TextField(blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["scheduled_for", "id"]
+        indexes = [models.Index(fields=["pump", "scheduled_for"], name="appointment_pump_time_idx")]

@@ -1,0 +1,618 @@
+"""Reservoir projection: anchor -> consumption -> instants -> due date -> status.
+
+Pure Python (no Django, no clock): every function takes the instant ``at`` it is asked
+about, so tests and the sweep can ask about any moment. Inputs are ``Decimal`` volumes and
+doses and timezone-aware datetimes; arithmetic inside is exact (``Fraction``), because a
+volume crossing computed in binary or rounded decimal can land one minute late, and for
+this product one minute late is the unsafe direction.
+
+Time rules (SPEC section 1 and 4):
+- elapsed time is real time: a day of delivery is 24 hours of UTC time, also across
+  daylight-saving changes; we never add a timedelta to a local wall-clock time;
+- calendar dates (due dates, "today") are local dates in the clinic's zone;
+- flex steps start at local wall-clock times: the step in force at an instant is the one
+  whose start is the latest at or before that instant's local wall-clock time. A step
+  whose start falls in a skipped hour therefore begins when the clock jumps past it, and
+  steps in a repeated hour run twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
+
+HORIZON_DAYS = 730
+DAY = timedelta(days=1)
+_US_PER_DAY = 86_400 * 1_000_000
+_US_PER_HOUR = 3_600 * 1_000_000
+MILLILITRE_QUANTUM = Decimal("0.001")
+
+STATUS_INACTIVE = "inactive"
+STATUS_INCOMPLETE = "incomplete"
+STATUS_EMPTY = "empty"
+STATUS_ALARM = "alarm"
+STATUS_OVERDUE = "overdue"
+STATUS_DUE_SOON = "due_soon"
+STATUS_OK = "ok"
+#: Most urgent first; the order of SPEC 4.6 and of the worklist.
+STATUSES = (
+    STATUS_EMPTY,
+    STATUS_ALARM,
+    STATUS_OVERDUE,
+    STATUS_DUE_SOON,
+    STATUS_OK,
+    STATUS_INCOMPLETE,
+    STATUS_INACTIVE,
+)
+
+MODE_CONTINUOUS = "continuous"
+MODE_FLEX = "flex"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class FlexStep:
+    """A flex-dosing step: from local wall-clock ``start`` on, ``dose_mcg_per_hour``."""
+
+    start: time
+    dose_mcg_per_hour: Decimal
+
+
+@dataclass(frozen=True)
+class Program:
+    effective_at: datetime
+    concentration_mcg_per_ml: Decimal
+    mode: str = MODE_CONTINUOUS
+    daily_dose_mcg: Decimal | None = None  # continuous
+    steps: tuple[FlexStep, ...] = ()  # flex, sorted by start
+    bolus_mcg: Decimal | None = None
+    bolus_max_per_day: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "effective_at", _utc(self.effective_at, "effective_at"))
+
+    def basal_daily_dose_mcg(self) -> Fraction:
+        """The programmed basal dose of one nominal 24-hour day (boluses excluded)."""
+        if self.mode == MODE_FLEX:
+            return flex_daily_dose(self.steps)
+        return Fraction(self.daily_dose_mcg or 0)
+
+    def bolus_daily_volume_ml(self) -> Fraction:
+        if not self.bolus_mcg or not self.bolus_max_per_day:
+            return Fraction(0)
+        return Fraction(self.bolus_mcg) * self.bolus_max_per_day / Fraction(self.concentration_mcg_per_ml)
+
+    def daily_volume_ml(self) -> Fraction:
+        """Expected mL per nominal day (a flex program's 24-hour total)."""
+        return self.basal_daily_dose_mcg() / Fraction(self.concentration_mcg_per_ml)
+
+    def worst_case_daily_volume_ml(self) -> Fraction:
+        return self.daily_volume_ml() + self.bolus_daily_volume_ml()
+
+
+@dataclass(frozen=True)
+class Refill:
+    performed_at: datetime
+    added_volume_ml: Decimal
+    residual_left_ml: Decimal = Decimal(0)
+    bridge_bolus_ml: Decimal = Decimal(0)
+    stability_days: int = 180
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "performed_at", _utc(self.performed_at, "performed_at"))
+
+    @property
+    def at(self) -> datetime:
+        return self.performed_at
+
+    def anchor_volume(self) -> Fraction:
+        return (
+            Fraction(self.residual_left_ml or 0)
+            + Fraction(self.added_volume_ml)
+            - Fraction(self.bridge_bolus_ml or 0)
+        )
+
+
+@dataclass(frozen=True)
+class Reading:
+    read_at: datetime
+    reservoir_volume_ml: Decimal
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "read_at", _utc(self.read_at, "read_at"))
+
+    @property
+    def at(self) -> datetime:
+        return self.read_at
+
+
+@dataclass(frozen=True)
+class Policy:
+    lead_days: int = 7
+    high_risk_extra_days: int = 7
+    due_soon_days: int = 14
+    open_weekdays: frozenset[int] = frozenset({0, 1, 2, 3, 4})  # Monday = 0
+    closures: frozenset[date] = frozenset()
+    withdrawal_window_hours: int = 72
+
+
+@dataclass(frozen=True)
+class PumpState:
+    """Everything about the pump and patient that the projection needs."""
+
+    tz: tzinfo
+    alarm_volume_ml: Decimal
+    high_risk: bool = False
+    active: bool = True  # implanted and patient active
+
+
+# -------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class Projection:
+    at: datetime
+    status: str
+    anchor_at: datetime | None = None
+    anchor_volume_ml: Decimal | None = None
+    reservoir_volume_ml: Decimal | None = None  # expected, floored at 0
+    worst_case_volume_ml: Decimal | None = None  # worst case, floored at 0
+    daily_volume_ml: Decimal | None = None
+    worst_case_daily_volume_ml: Decimal | None = None
+    low_reservoir_alarm_at: datetime | None = None  # worst case
+    empty_at: datetime | None = None  # worst case
+    expected_low_reservoir_alarm_at: datetime | None = None
+    expected_empty_at: datetime | None = None
+    drug_expires_at: datetime | None = None
+    refill_due_on: date | None = None
+    tz: tzinfo = field(default=UTC, repr=False, compare=False)
+
+    @property
+    def days_to_due(self) -> int | None:
+        if self.refill_due_on is None:
+            return None
+        return (self.refill_due_on - local_date(self.at, self.tz)).days
+
+
+# ----------------------------------------------------------------------- utilities
+
+
+def to_decimal_ml(value: Fraction | Decimal | int) -> Decimal:
+    """Round a volume half-up to 0.001 mL (the stored and returned precision)."""
+    frac = Fraction(value)
+    return (Decimal(frac.numerator) / Decimal(frac.denominator)).quantize(
+        MILLILITRE_QUANTUM, rounding=ROUND_HALF_UP
+    )
+
+
+def _require_aware(moment: datetime, name: str = "at") -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")
+
+
+def _utc(moment: datetime, name: str) -> datetime:
+    """Instants are held in UTC so that adding a timedelta adds real elapsed time (an aware
+    datetime in a local zone would add wall-clock time across a DST change)."""
+    _require_aware(moment, name)
+    return moment.astimezone(UTC)
+
+
+def floor_minute(moment: datetime) -> datetime:
+    """Round an instant down to the whole UTC minute (earlier is safer)."""
+    moment = moment.astimezone(UTC)
+    return moment.replace(second=0, microsecond=0)
+
+
+def local_date(moment: datetime, tz: tzinfo) -> date:
+    return moment.astimezone(tz).date()
+
+
+def start_of_local_day(day: date, tz: tzinfo) -> datetime:
+    """The first instant whose local date is ``day``.
+
+    ``fold=0`` maps a nonexistent local midnight (a zone that springs forward at 00:00)
+    to the offset before the change, which is exactly the transition instant, and picks the
+    first of two midnights when midnight repeats.
+    """
+    return datetime.combine(day, time(0), tzinfo=tz).replace(fold=0).astimezone(UTC)
+
+
+def flex_daily_dose(steps: Sequence[FlexStep]) -> Fraction:
+    """mcg delivered by cyclic flex steps over a nominal 24-hour day."""
+    if not steps:
+        return Fraction(0)
+    minutes = [s.start.hour * 60 + s.start.minute for s in steps]
+    total = Fraction(0)
+    for i, step in enumerate(steps):
+        end = minutes[i + 1] if i + 1 < len(steps) else minutes[0] + 1440
+        total += Fraction(step.dose_mcg_per_hour) * Fraction(end - minutes[i], 60)
+    return total
+
+
+def _us(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# --------------------------------------------------------------- rate segments
+
+
+@dataclass(frozen=True)
+class _Segment:
+    start: datetime  # UTC
+    end: datetime  # UTC
+    expected_ml_per_us: Fraction
+    worst_ml_per_us: Fraction
+
+
+def _offset_intervals(
+    tz: tzinfo, start: datetime, end: datetime
+) -> Iterator[tuple[datetime, datetime, timedelta]]:
+    """Split [start, end) (UTC) into intervals of constant UTC offset in ``tz``.
+
+    Offsets are sampled once per day and a change is located to the second by bisection;
+    no zone changes its offset twice within one day.
+    """
+    cursor = start
+    offset = cursor.astimezone(tz).utcoffset()
+    while cursor < end:
+        probe = min(cursor + DAY, end)
+        if probe.astimezone(tz).utcoffset() == offset:
+            yield cursor, probe, offset
+            cursor = probe
+            continue
+        lo, hi = 0, int((probe - cursor).total_seconds())  # offset(lo) same, offset(hi) not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if (cursor + timedelta(seconds=mid)).astimezone(tz).utcoffset() == offset:
+                lo = mid
+            else:
+                hi = mid
+        change = cursor + timedelta(seconds=hi)
+        yield cursor, change, offset
+        cursor = change
+        offset = change.astimezone(tz).utcoffset()
+
+
+def _flex_segments(
+    program: Program, tz: tzinfo, start: datetime, end: datetime
+) -> Iterator[tuple[datetime, datetime, Fraction]]:
+    """Constant-rate pieces (UTC start, UTC end, mL per microsecond) of a flex program."""
+    conc = Fraction(program.concentration_mcg_per_ml)
+    starts = [s.start.hour * 60 + s.start.minute for s in program.steps]
+    rates = [Fraction(s.dose_mcg_per_hour) / conc / _US_PER_HOUR for s in program.steps]
+    for a, b, offset in _offset_intervals(tz, start, end):
+        # Within [a, b) the local wall clock is UTC + offset: continuous and monotonic, so
+        # step boundaries are plain wall-clock times. At a daylight-saving change a new
+        # interval begins and the step in force is re-read from the new wall clock.
+        naive = (a + offset).replace(tzinfo=None)
+        naive_end = (b + offset).replace(tzinfo=None)
+        while naive < naive_end:
+            minute = naive.hour * 60 + naive.minute
+            pos = bisect.bisect_right(starts, minute)
+            if pos == 0:  # before the first start of the day: yesterday's last step
+                idx, boundary_minute = len(starts) - 1, starts[0]
+            else:
+                idx = pos - 1
+                boundary_minute = starts[pos] if pos < len(starts) else starts[0] + 1440
+            boundary = datetime.combine(naive.date(), time(0)) + timedelta(minutes=boundary_minute)
+            piece_end = min(boundary, naive_end)
+            yield (naive - offset).replace(tzinfo=UTC), (piece_end - offset).replace(tzinfo=UTC), rates[idx]
+            naive = piece_end
+
+
+def _segments(programs: Sequence[Program], tz: tzinfo, t0: datetime, horizon: datetime) -> Iterator[_Segment]:
+    """Consumption-rate segments from ``t0`` to ``horizon`` across program changes."""
+    in_force = [p for p in programs if p.effective_at <= t0]
+    later = [p for p in programs if p.effective_at > t0]
+    if not in_force:
+        return
+    chain = [(t0, in_force[-1])] + [(p.effective_at, p) for p in later]
+    for i, (begin, program) in enumerate(chain):
+        end = chain[i + 1][0] if i + 1 < len(chain) else horizon
+        end = min(end, horizon)
+        if end <= begin:
+            continue
+        bolus = program.bolus_daily_volume_ml() / _US_PER_DAY
+        if program.mode == MODE_FLEX:
+            for a, b, rate in _flex_segments(program, tz, begin, end):
+                yield _Segment(a, b, rate, rate + bolus)
+        else:
+            rate = program.daily_volume_ml() / _US_PER_DAY
+            yield _Segment(begin, end, rate, rate + bolus)
+
+
+def _crossings(
+    segments: Iterable[_Segment], v0: Fraction, thresholds: dict[str, Fraction], worst: bool, t0: datetime
+) -> dict[str, datetime | None]:
+    """First instant at which the volume falls to or below each threshold."""
+    found: dict[str, datetime | None] = {}
+    pending = dict(thresholds)
+    for name, limit in list(pending.items()):
+        if v0 <= limit:
+            found[name] = t0
+            del pending[name]
+    volume = v0
+    for seg in segments:
+        if not pending:
+            break
+        rate = seg.worst_ml_per_us if worst else seg.expected_ml_per_us
+        length = _us(seg.end - seg.start)
+        after = volume - rate * length
+        for name, limit in list(pending.items()):
+            if after <= limit and rate > 0:
+                elapsed = (volume - limit) / rate  # microseconds, exact
+                found[name] = seg.start + timedelta(microseconds=int(elapsed // 1))
+                del pending[name]
+        volume = after
+    for name in pending:
+        found[name] = None
+    return found
+
+
+def _volume_at(segments: Iterable[_Segment], v0: Fraction, at: datetime, worst: bool) -> Fraction:
+    volume = v0
+    for seg in segments:
+        if seg.start >= at:
+            break
+        rate = seg.worst_ml_per_us if worst else seg.expected_ml_per_us
+        stop = min(seg.end, at)
+        volume -= rate * _us(stop - seg.start)
+    return volume
+
+
+# ------------------------------------------------------------------------ anchor
+
+
+@dataclass(frozen=True)
+class Anchor:
+    at: datetime
+    volume_ml: Fraction
+    refill: Refill | None  # the latest refill at or before the anchor (renews the drug)
+    is_refill: bool
+
+
+def find_anchor(refills: Sequence[Refill], readings: Sequence[Reading], at: datetime) -> Anchor | None:
+    """The latest refill or reading at or before ``at``; a refill wins a tie."""
+    past_refills = [r for r in refills if r.performed_at <= at]
+    past_readings = [r for r in readings if r.read_at <= at]
+    last_refill = max(past_refills, key=lambda r: r.performed_at, default=None)
+    last_reading = max(past_readings, key=lambda r: r.read_at, default=None)
+    if last_refill is None and last_reading is None:
+        return None
+    if last_reading is None or (last_refill is not None and last_refill.performed_at >= last_reading.read_at):
+        return Anchor(last_refill.performed_at, last_refill.anchor_volume(), last_refill, True)
+    return Anchor(last_reading.read_at, Fraction(last_reading.reservoir_volume_ml), last_refill, False)
+
+
+def program_in_force(programs: Sequence[Program], at: datetime) -> Program | None:
+    current = None
+    for p in sorted(programs, key=lambda p: p.effective_at):
+        if p.effective_at <= at:
+            current = p
+    return current
+
+
+# ----------------------------------------------------------------- due and status
+
+
+def refill_due_on(
+    *, worst_lra_at: datetime | None, drug_expires_at: datetime | None, tz: tzinfo, policy: Policy, high_risk: bool
+) -> date | None:
+    """SPEC 4.4: the earlier of (LRA date - lead) and (expiry date - 1), moved earlier
+    to the nearest open day of the clinic."""
+    candidates = []
+    if worst_lra_at is not None:
+        extra = policy.high_risk_extra_days if high_risk else 0
+        candidates.append(local_date(worst_lra_at, tz) - timedelta(days=policy.lead_days + extra))
+    if drug_expires_at is not None:
+        candidates.append(local_date(drug_expires_at, tz) - DAY)
+    if not candidates:
+        return None
+    return previous_open_day(min(candidates), policy)
+
+
+def previous_open_day(day: date, policy: Policy) -> date:
+    """``day`` itself if the clinic is open, else the nearest earlier open day."""
+    if not policy.open_weekdays:
+        return day
+    for _ in range(3660):  # closures are finite; ten years of closures would be absurd
+        if day.weekday() in policy.open_weekdays and day not in policy.closures:
+            return day
+        day -= DAY
+    raise ValueError("no open clinic day in the ten years before the due date")
+
+
+def status_at(
+    at: datetime,
+    *,
+    tz: tzinfo,
+    active: bool,
+    complete: bool,
+    empty_at: datetime | None,
+    lra_at: datetime | None,
+    due_on: date | None,
+    due_soon_days: int,
+) -> str:
+    """SPEC 4.6, first match wins. Works from stored instants too (the worklist, the sweep)."""
+    if not active:
+        return STATUS_INACTIVE
+    if not complete:
+        return STATUS_INCOMPLETE
+    if empty_at is not None and at >= empty_at:
+        return STATUS_EMPTY
+    if lra_at is not None and at >= lra_at:
+        return STATUS_ALARM
+    if due_on is not None:
+        today = local_date(at, tz)
+        if today > due_on:
+            return STATUS_OVERDUE
+        if (due_on - today).days <= due_soon_days:
+            return STATUS_DUE_SOON
+    return STATUS_OK
+
+
+def next_status_change(
+    after: datetime,
+    *,
+    tz: tzinfo,
+    active: bool,
+    complete: bool,
+    empty_at: datetime | None,
+    lra_at: datetime | None,
+    due_on: date | None,
+    due_soon_days: int,
+    extra_instants: Iterable[datetime | None] = (),
+) -> datetime | None:
+    """The first instant strictly after ``after`` at which something the sweep cares about
+    happens: a status change, or one of ``extra_instants`` (e.g. the withdrawal window)."""
+    if not active or not complete:
+        return None
+    candidates = [empty_at, lra_at, *extra_instants]
+    if due_on is not None:
+        candidates.append(start_of_local_day(due_on - timedelta(days=due_soon_days), tz))
+        candidates.append(start_of_local_day(due_on + DAY, tz))
+    future = [c for c in candidates if c is not None and c > after]
+    return min(future, default=None)
+
+
+# ---------------------------------------------------------------------- project
+
+
+def project(
+    *,
+    at: datetime,
+    pump: PumpState,
+    refills: Sequence[Refill],
+    readings: Sequence[Reading],
+    programs: Sequence[Program],
+    policy: Policy = Policy(),
+) -> Projection:
+    """The projection of one pump as of ``at``, using only records timestamped <= ``at``.
+
+    ``refills``, ``readings`` and ``programs`` are the pump's non-voided records in any
+    order; instants in the result are UTC and rounded down to the minute.
+    """
+    _require_aware(at)
+    at = at.astimezone(UTC)
+    tz = pump.tz
+    programs = sorted((p for p in programs if p.effective_at <= at), key=lambda p: p.effective_at)
+    anchor = find_anchor(refills, readings, at)
+    in_force_at_anchor = program_in_force(programs, anchor.at) if anchor else None
+    if anchor is None or in_force_at_anchor is None:
+        status = STATUS_INACTIVE if not pump.active else STATUS_INCOMPLETE
+        return Projection(at=at, status=status, anchor_at=anchor.at if anchor else None, tz=tz)
+
+    t0 = anchor.at.astimezone(UTC)
+    horizon = t0 + timedelta(days=HORIZON_DAYS)
+    v0 = anchor.volume_ml
+    alarm = Fraction(pump.alarm_volume_ml)
+    thresholds = {"lra": alarm, "empty": Fraction(0)}
+    segments = list(_segments(programs, tz, t0, max(horizon, at)))
+    within = [s for s in segments if s.start < horizon]
+    worst = _crossings(within, v0, thresholds, True, t0)
+    expected = _crossings(within, v0, thresholds, False, t0)
+
+    def _cap(moment: datetime | None) -> datetime | None:
+        if moment is None or moment > horizon:
+            return None
+        return floor_minute(moment)
+
+    drug_expires_at = None
+    if anchor.refill is not None:
+        drug_expires_at = floor_minute(anchor.refill.performed_at + timedelta(days=anchor.refill.stability_days))
+    lra_at, empty_at = _cap(worst["lra"]), _cap(worst["empty"])
+    due_on = refill_due_on(
+        worst_lra_at=lra_at, drug_expires_at=drug_expires_at, tz=tz, policy=policy, high_risk=pump.high_risk
+    )
+    current = program_in_force(programs, at)
+    status = status_at(
+        at,
+        tz=tz,
+        active=pump.active,
+        complete=True,
+        empty_at=empty_at,
+        lra_at=lra_at,
+        due_on=due_on,
+        due_soon_days=policy.due_soon_days,
+    )
+    return Projection(
+        at=at,
+        status=status,
+        anchor_at=t0,
+        anchor_volume_ml=to_decimal_ml(v0),
+        reservoir_volume_ml=to_decimal_ml(max(_volume_at(segments, v0, at, False), Fraction(0))),
+        worst_case_volume_ml=to_decimal_ml(max(_volume_at(segments, v0, at, True), Fraction(0))),
+        daily_volume_ml=to_decimal_ml(current.daily_volume_ml()),
+        worst_case_daily_volume_ml=to_decimal_ml(current.worst_case_daily_volume_ml()),
+        low_reservoir_alarm_at=lra_at,
+        empty_at=empty_at,
+        expected_low_reservoir_alarm_at=_cap(expected["lra"]),
+        expected_empty_at=_cap(expected["empty"]),
+        drug_expires_at=drug_expires_at,
+        refill_due_on=due_on,
+        tz=tz,
+    )
+
+
+def expected_volume_at(
+    *,
+    at: datetime,
+    pump: PumpState,
+    refills: Sequence[Refill],
+    readings: Sequence[Reading],
+    programs: Sequence[Program],
+) -> tuple[Fraction | None, datetime | None]:
+    """Expected (no boluses) volume at ``at`` from the latest anchor *strictly before*
+    ``at``, and the expected empty instant from that anchor. Used by the refill checks:
+    what should be in the reservoir when the nurse draws it out."""
+    _require_aware(at)
+    at = at.astimezone(UTC)
+    earlier_refills = [r for r in refills if r.performed_at < at]
+    earlier_readings = [r for r in readings if r.read_at < at]
+    programs = sorted((p for p in programs if p.effective_at <= at), key=lambda p: p.effective_at)
+    anchor = find_anchor(earlier_refills, earlier_readings, at)
+    if anchor is None or program_in_force(programs, anchor.at) is None:
+        return None, None
+    t0 = anchor.at.astimezone(UTC)
+    horizon = t0 + timedelta(days=HORIZON_DAYS)
+    segments = list(_segments(programs, pump.tz, t0, max(horizon, at)))
+    volume = _volume_at(segments, anchor.volume_ml, at, False)
+    empty = _crossings([s for s in segments if s.start < horizon], anchor.volume_ml, {"empty": Fraction(0)}, False, t0)
+    empty_at = empty["empty"]
+    return volume, (floor_minute(empty_at) if empty_at and empty_at <= horizon else None)
+
+
+def volume_series(
+    *,
+    start: datetime,
+    end: datetime,
+    points: int,
+    pump: PumpState,
+    refills: Sequence[Refill],
+    readings: Sequence[Reading],
+    programs: Sequence[Program],
+) -> list[tuple[datetime, Decimal, Decimal]]:
+    """(instant, expected, worst case) volumes for charts, from the anchor in force at
+    ``start``, projected forward (later records are not applied)."""
+    _require_aware(start, "start")
+    anchor = find_anchor(refills, readings, start)
+    programs = sorted(programs, key=lambda p: p.effective_at)
+    programs = [p for p in programs if p.effective_at <= start] if anchor else []
+    if anchor is None or not programs or program_in_force(programs, anchor.at) is None:
+        return []
+    t0 = anchor.at.astimezone(UTC)
+    segments = list(_segments(programs, pump.tz, t0, end))
+    out = []
+    step = (end - start) / max(points - 1, 1)
+    for i in range(points):
+        moment = start + step * i
+        exp = max(_volume_at(segments, anchor.volume_ml, moment, False), Fraction(0))
+        worst = max(_volume_at(segments, anchor.volume_ml, moment, True), Fraction(0))
+        out.append((moment, to_decimal_ml(exp), to_decimal_ml(worst)))
+    return out
