@@ -86,7 +86,7 @@ class PumpModel(models.Model):
         ordering = ["code"]
 
     def __str__(self) -> str:
-        return f"{self.manufacturer} {self.name} {self.code} ({self.reservoir_ml.normalize()} mL)"
+        return f"{self.manufacturer} {self.name} {self.code} ({self.reservoir_ml.normalize():f} mL)"
 
 
 class VoidableQuerySet(models.QuerySet):
@@ -271,7 +271,7 @@ class Program(Voidable):
         indexes = [models.Index(fields=["pump", "effective_at"], name="program_pump_time_idx")]
 
     def __str__(self) -> str:
-        return f"{self.mode} {self.daily_dose_mcg.normalize()} mcg/day at {self.concentration_mcg_per_ml.normalize()} mcg/mL"
+        return f"{self.mode} {self.daily_dose_mcg.normalize():f} mcg/day at {self.concentration_mcg_per_ml.normalize():f} mcg/mL"
 
     def to_projection(self) -> pj.Program:
         steps = tuple(

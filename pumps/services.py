@@ -124,6 +124,11 @@ def _stamp(instance, actor: Actor, reason: str = "") -> None:
 # ------------------------------------------------------------------- validation
 
 
+def _n(value: Decimal) -> str:
+    """A decimal for messages: 40 not 40.000 (nor 4E+1)."""
+    return f"{Decimal(value).normalize():f}"
+
+
 def q3(value) -> Decimal:
     """Decimals are stored rounded half-up to 0.001."""
     return Decimal(value).quantize(Q3, rounding=ROUND_HALF_UP)
@@ -155,7 +160,7 @@ def _lock_pump(pump: Pump | int, if_match: int | None = None) -> Pump:
     """Lock the pump row until the end of the transaction (PostgreSQL) so that writes for
     one pump run one after another; SQLite serializes writers by itself."""
     pump_id = pump if isinstance(pump, int) else pump.pk
-    locked = Pump.objects.select_for_update().select_related("clinic", "patient", "model").get(pk=pump_id)
+    locked = Pump.objects.select_for_update(of=("self",)).select_related("clinic", "patient", "model").get(pk=pump_id)
     if if_match is not None and locked.version != if_match:
         raise PreconditionFailed(
             f"The pump changed meanwhile (version {locked.version}, not {if_match}): reload it and try again."
@@ -364,7 +369,7 @@ def create_patient(*, clinic: Clinic, actor: Actor, now: datetime | None = None,
 @transaction.atomic
 def update_patient(*, patient: Patient, actor: Actor, now: datetime | None = None, **data) -> Patient:
     now = now or timezone.now()
-    patient = Patient.objects.select_for_update().select_related("clinic").get(pk=patient.pk)
+    patient = Patient.objects.select_for_update(of=("self",)).select_related("clinic").get(pk=patient.pk)
     errors = _patient_errors(data, pj.local_date(now, patient.clinic.tz))
     if "mrn" in data:
         data["mrn"] = str(data["mrn"] or "").strip()
@@ -409,7 +414,7 @@ def implant_pump(
     now: datetime | None = None,
 ) -> Pump:
     now = now or timezone.now()
-    patient = Patient.objects.select_for_update().select_related("clinic").get(pk=patient.pk)
+    patient = Patient.objects.select_for_update(of=("self",)).select_related("clinic").get(pk=patient.pk)
     errors = _Errors()
     if not str(serial_number or "").strip():
         errors.add("serial_number", "This field may not be blank.")
@@ -421,7 +426,7 @@ def implant_pump(
         elif low_reservoir_alarm_ml >= model.reservoir_ml:
             errors.add(
                 "low_reservoir_alarm_ml",
-                f"Must be below the reservoir capacity of {model.reservoir_ml.normalize()} mL.",
+                f"Must be below the reservoir capacity of {_n(model.reservoir_ml)} mL.",
             )
     if Pump.objects.filter(patient=patient, explanted_on__isnull=True).exists():
         errors.add(
@@ -468,7 +473,7 @@ def update_pump(
         elif alarm >= pump.model.reservoir_ml:
             errors.add(
                 "low_reservoir_alarm_ml",
-                f"Must be below the reservoir capacity of {pump.model.reservoir_ml.normalize()} mL.",
+                f"Must be below the reservoir capacity of {_n(pump.model.reservoir_ml)} mL.",
             )
     if "serial_number" in data and not str(data["serial_number"] or "").strip():
         errors.add("serial_number", "This field may not be blank.")
@@ -558,7 +563,7 @@ def _validate_program(
     elif reservoir_concentration is not None and q3(conc) != q3(reservoir_concentration):
         add(
             "concentration_mcg_per_ml",
-            f"The reservoir holds {reservoir_concentration.normalize()} mcg/mL: a program must use the "
+            f"The reservoir holds {_n(reservoir_concentration)} mcg/mL: a program must use the "
             "concentration of the drug in the pump (a concentration change needs a refill with a new program).",
         )
     daily: Decimal | None = None
@@ -763,16 +768,16 @@ def record_refill(
     if extracted_volume_ml is not None and extracted_volume_ml > capacity:
         errors.add(
             "extracted_volume_ml",
-            f"The extracted volume ({q3(extracted_volume_ml).normalize()} mL) exceeds the reservoir capacity "
-            f"of {capacity.normalize()} mL.",
+            f"The extracted volume ({_n(q3(extracted_volume_ml))} mL) exceeds the reservoir capacity "
+            f"of {_n(capacity)} mL.",
         )
     if added_volume_ml is not None and added_volume_ml > 0:
         after = residual_left + added_volume_ml - bridge
         if after > capacity:
             errors.add(
                 "added_volume_ml",
-                f"The volume after the refill ({q3(after).normalize()} mL) exceeds the reservoir capacity "
-                f"of {capacity.normalize()} mL.",
+                f"The volume after the refill ({_n(q3(after))} mL) exceeds the reservoir capacity "
+                f"of {_n(capacity)} mL.",
             )
         if bridge > residual_left + added_volume_ml:
             errors.add("bridge_bolus_ml", "The bridge bolus is larger than the volume in the reservoir.")
@@ -788,15 +793,15 @@ def record_refill(
     ):
         errors.add(
             "concentration_mcg_per_ml",
-            f"{drug_product.name} is {drug_product.concentration_mcg_per_ml.normalize()} mcg/mL, not "
-            f"{q3(concentration_mcg_per_ml).normalize()}.",
+            f"{drug_product.name} is {_n(drug_product.concentration_mcg_per_ml)} mcg/mL, not "
+            f"{_n(q3(concentration_mcg_per_ml))}.",
         )
     else:
         in_force = [p for p in history.programs if p.effective_at <= performed_at]
         if program is None and in_force and q3(concentration_mcg_per_ml) != in_force[-1].concentration_mcg_per_ml:
             errors.add(
                 "concentration_mcg_per_ml",
-                f"The program in force is at {in_force[-1].concentration_mcg_per_ml.normalize()} mcg/mL: "
+                f"The program in force is at {_n(in_force[-1].concentration_mcg_per_ml)} mcg/mL: "
                 f"{checks.MSG_CONCENTRATION_CHANGE}.",
             )
     if lot_expiry is not None and not errors.errors.get("performed_at"):
@@ -898,7 +903,7 @@ def record_reading(
     elif reservoir_volume_ml > pump.model.reservoir_ml:
         errors.add(
             "reservoir_volume_ml",
-            f"Exceeds the reservoir capacity of {pump.model.reservoir_ml.normalize()} mL.",
+            f"Exceeds the reservoir capacity of {_n(pump.model.reservoir_ml)} mL.",
         )
     errors.raise_if_any()
     user, external = resolve_clinician(pump.clinic, performed_by)
