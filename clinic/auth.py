@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
-from .models import CLINICAL_WRITERS, ApiClient, Clinic, Membership, hash_token
+from .models import CLINICAL_WRITERS, PROGRAM_WRITERS, ApiClient, Clinic, Membership, hash_token
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,20 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         return self.keyword
 
 
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """Documents the Bearer token in the OpenAPI schema (drf-spectacular)."""
+
+    target_class = "clinic.auth.BearerTokenAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API client's token: `Authorization: Bearer <token>` (`create_api_client`).",
+        }
+
+
 def api_client_of(request) -> ApiClient | None:
     return request.auth if isinstance(request.auth, ApiClient) else None
 
@@ -78,6 +93,19 @@ def visible_clinic_ids(request_or_user) -> list[int] | None:
     if user.is_superuser:
         return None
     return list(Membership.objects.filter(user=user).values_list("clinic_id", flat=True))
+
+
+def writable_clinic_ids(request, *, roles=CLINICAL_WRITERS) -> list[int] | None:
+    """Clinic ids in which the caller may record (``roles`` for staff); ``None``: every clinic."""
+    client = api_client_of(request)
+    if client is not None:
+        return [client.clinic_id] if client.can_write else []
+    user = request.user
+    if user is None or not user.is_authenticated:
+        return []
+    if user.is_superuser:
+        return None
+    return list(Membership.objects.filter(user=user, role__in=list(roles)).values_list("clinic_id", flat=True))
 
 
 def can_write_clinic(request, clinic: Clinic | int, *, roles=CLINICAL_WRITERS) -> bool:
@@ -110,3 +138,9 @@ class IsClinicMember(permissions.BasePermission):
             return True
         self.message = "Your role does not allow this change."
         return Membership.objects.filter(user=user, role__in=list(CLINICAL_WRITERS)).exists()
+
+
+def can_write_programs(request, clinic: Clinic | int) -> bool:
+    """Only a prescriber enters or verifies a program (SPEC 9); a read-write API client
+    names the clinician who did."""
+    return can_write_clinic(request, clinic, roles=PROGRAM_WRITERS)

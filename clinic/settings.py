@@ -158,6 +158,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+ALERT_SWEEP_INTERVAL_SECONDS = env.int("ALERT_SWEEP_INTERVAL_SECONDS", default=300)
+CELERY_BEAT_SCHEDULE = {
+    "alert-sweep": {"task": "pumps.sweep", "schedule": float(ALERT_SWEEP_INTERVAL_SECONDS)},
+    "alerting-watchdog": {"task": "pumps.watchdog", "schedule": float(ALERT_SWEEP_INTERVAL_SECONDS)},
+}
 
 # --- REST API ------------------------------------------------------------------------
 REST_FRAMEWORK = {

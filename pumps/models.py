@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from clinic.models import Clinic
@@ -256,6 +257,7 @@ class Program(Voidable):
     )
     verified_by_external = models.CharField(max_length=100, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+    entered_at = models.DateTimeField(default=timezone.now, help_text="When the program was entered here.")
     override_reason = models.CharField(max_length=500, blank=True)
     refill = models.OneToOneField(
         "Refill", null=True, blank=True, on_delete=models.PROTECT, related_name="program"
@@ -427,3 +429,137 @@ class Appointment(Voidable):
     class Meta:
         ordering = ["scheduled_for", "id"]
         indexes = [models.Index(fields=["pump", "scheduled_for"], name="appointment_pump_time_idx")]
+
+
+# ------------------------------------------------------------------------ alerting
+
+
+class AlertKind(models.TextChoices):
+    REFILL_DUE_SOON = "refill_due_soon", "refill due soon"
+    REFILL_OVERDUE = "refill_overdue", "refill overdue"
+    LOW_RESERVOIR = "low_reservoir", "low reservoir"
+    WITHDRAWAL_RISK = "withdrawal_risk", "withdrawal risk"
+    RESIDUAL_DISCREPANCY = "residual_discrepancy", "residual discrepancy"
+    BATTERY_REPLACEMENT = "battery_replacement", "battery replacement"
+    POST_MRI_CHECK = "post_mri_check", "post-MRI check"
+    UNVERIFIED_PROGRAM = "unverified_program", "unverified program"
+    ALERTING_STALLED = "alerting_stalled", "alerting stalled"
+
+
+class Severity(models.TextChoices):
+    INFO = "info", "info"
+    WARNING = "warning", "warning"
+    CRITICAL = "critical", "critical"
+
+
+class Alert(models.Model):
+    """One row per (pump, kind, episode): the episode is what the alert is about (the
+    anchoring refill for reservoir alerts, the MRI event, the program, the battery
+    threshold). The unique constraint is what makes "never a second alert" true even
+    when two sweeps run at once."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="alerts")
+    pump = models.ForeignKey(Pump, null=True, blank=True, on_delete=models.PROTECT, related_name="alerts")
+    kind = models.CharField(max_length=24, choices=AlertKind.choices)
+    episode = models.CharField(max_length=64)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    due_at = models.DateTimeField(null=True, blank=True, help_text="The instant the alert is about.")
+    message = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField()
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    acknowledged_by_external = models.CharField(max_length=100, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=200, blank=True)
+    repeat_count = models.PositiveIntegerField(default=0)
+    next_repeat_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    history = HistoricalRecords(excluded_fields=["repeat_count", "next_repeat_at"])
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["clinic", "pump", "kind", "episode"], name="one_alert_per_episode"),
+            # NULLs are distinct in a unique index: clinic-level alerts need their own.
+            models.UniqueConstraint(
+                fields=["clinic", "kind", "episode"], condition=Q(pump__isnull=True), name="one_clinic_alert_per_episode"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["next_repeat_at"], name="alert_repeat_idx"),
+            models.Index(fields=["clinic", "resolved_at", "acknowledged_at"], name="alert_open_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.severity}) #{self.pk}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None and self.acknowledged_at is None
+
+
+class Notification(models.Model):
+    """The outbox: one row per (alert, recipient, repeat number), committed before anything
+    is sent, claimed by compare-and-swap by the sender."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    STATUSES = [(PENDING, "pending"), (SENDING, "sending"), (SENT, "sent"), (FAILED, "failed")]
+
+    alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications")
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="notifications")
+    kind = models.CharField(max_length=24, help_text="The alert kind, or 'digest'.")
+    recipient = models.CharField(max_length=254)
+    repeat_number = models.PositiveIntegerField(default=0)
+    digest_on = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["alert", "recipient", "repeat_number"], condition=Q(alert__isnull=False),
+                name="one_notification_per_alert_recipient_repeat",
+            ),
+            models.UniqueConstraint(
+                fields=["clinic", "recipient", "digest_on"], condition=Q(digest_on__isnull=False),
+                name="one_digest_per_clinic_recipient_day",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="notification_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.recipient} ({self.status})"
+
+
+class DeliveryAttempt(models.Model):
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_log")
+    at = models.DateTimeField()
+    ok = models.BooleanField()
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+
+class SweepRun(models.Model):
+    """The heartbeat: one row per completed sweep."""
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(db_index=True)
+    pumps_checked = models.PositiveIntegerField(default=0)
+    alerts_created = models.PositiveIntegerField(default=0)
+    notifications_created = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-finished_at"]

@@ -234,6 +234,10 @@ def recompute_pump(pump: Pump, *, now: datetime, history: PumpHistory | None = N
     extra = []
     if proj.empty_at is not None:
         extra.append(proj.empty_at - timedelta(hours=pump.clinic.withdrawal_window_hours))
+    if pump.expected_end_of_service is not None:
+        for days in (180, 90):
+            extra.append(pj.start_of_local_day(pump.expected_end_of_service - timedelta(days=days), pump.clinic.tz))
+    extra.extend(p.entered_at + timedelta(hours=24) for p in history.programs if p.verified_at is None)
     pump.status = pj.status_at(
         now,
         tz=pump.clinic.tz,
@@ -485,6 +489,7 @@ def update_pump(
     pump.save()
     _bump_version(pump)
     recompute_pump(pump, now=now)
+    _evaluate_alerts(pump, now)
     return pump
 
 
@@ -509,6 +514,7 @@ def explant_pump(
     pump.save()
     _bump_version(pump)
     recompute_pump(pump, now=now)
+    _evaluate_alerts(pump, now)
     return pump
 
 
@@ -627,7 +633,7 @@ def _reservoir_concentration(refills: list[Refill], at: datetime) -> Decimal | N
 
 def _make_program(
     pump: Pump, data: ProgramInput, effective_at: datetime, daily: Decimal, steps: list, actor: Actor,
-    refill: Refill | None = None,
+    now: datetime, refill: Refill | None = None,
 ) -> Program:
     entered_user, entered_external = resolve_clinician(pump.clinic, data.entered_by)
     if entered_user is None and not entered_external and actor.user is not None:
@@ -642,6 +648,7 @@ def _make_program(
         ptm_bolus_mcg=q3(data.ptm_bolus_mcg) if data.ptm_bolus_mcg is not None else None,
         ptm_max_per_day=data.ptm_max_per_day,
         override_reason=(data.override_reason or "").strip(),
+        entered_at=now,
         entered_by=entered_user,
         entered_by_external=entered_external,
         refill=refill,
@@ -671,7 +678,7 @@ def record_program(
     )
     errors.raise_if_any()
     daily, steps = result
-    program = _make_program(pump, data, effective_at, daily, steps, actor)
+    program = _make_program(pump, data, effective_at, daily, steps, actor, now)
     _after_write(pump, now, since=effective_at)
     return program
 
@@ -700,6 +707,8 @@ def verify_program(*, program: Program, actor: Actor, verified_by: str | None = 
     program.verified_by, program.verified_by_external, program.verified_at = user, external, now
     _stamp(program, actor, "verified")
     program.save(update_fields=["verified_by", "verified_by_external", "verified_at", "updated_at"])
+    recompute_pump(pump, now=now)
+    _evaluate_alerts(pump, now)
     return program
 
 
@@ -866,7 +875,7 @@ def record_refill(
     refill.save()
     if program is not None and program_result is not None:
         daily, steps = program_result
-        _make_program(pump, program, performed_at, daily, steps, actor, refill=refill)
+        _make_program(pump, program, performed_at, daily, steps, actor, now, refill=refill)
     _after_write(pump, now, since=performed_at)
     refill.refresh_from_db()
     return refill
@@ -881,6 +890,15 @@ def _after_write(pump: Pump, now: datetime, *, since: datetime | None) -> None:
         _recompute_refill_checks(pump, history, since=min(r.performed_at for r in later))
     _bump_version(pump)
     recompute_pump(pump, now=now, history=history)
+    _evaluate_alerts(pump, now)
+
+
+def _evaluate_alerts(pump: Pump, now: datetime) -> None:
+    """Alerts are part of the write's transaction (the outbox): they commit with it and
+    are sent after it."""
+    from .alerts import evaluate_pump
+
+    evaluate_pump(pump, now)
 
 
 # ----------------------------------------------------------------------- readings
@@ -944,6 +962,7 @@ def record_event(
     _stamp(event, actor)
     event.save()
     _bump_version(pump)
+    _evaluate_alerts(pump, now)
     return event
 
 
@@ -968,6 +987,7 @@ def schedule_appointment(
     appointment = Appointment(pump=pump, scheduled_for=scheduled_for, kind=kind, notes=notes or "")
     _stamp(appointment, actor)
     appointment.save()
+    _evaluate_alerts(pump, now)
     return appointment
 
 
@@ -1024,6 +1044,7 @@ def void_record(*, record, reason: str, actor: Actor, now: datetime | None = Non
         _after_write(pump, now, since=moment)
     else:
         _bump_version(pump)
+        _evaluate_alerts(pump, now)
     return record
 
 

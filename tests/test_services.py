@@ -46,17 +46,27 @@ def test_first_fill_with_program_stores_the_spec_worked_example(pump, actor):
     assert pump.refill_due_on == date(2026, 4, 10)
     assert pump.drug_expires_at == datetime(2026, 8, 1, 10, 0, tzinfo=CHICAGO)
     assert pump.anchor_at == T0
-    # due_soon began at local midnight 2026-03-27 (due 04-10 minus 14 days); the next
-    # change is the overdue boundary, the start of local 2026-04-11.
-    assert pump.next_change_at == datetime(2026, 4, 11, 0, 0, tzinfo=CHICAGO)
     assert pump.version == 2
+    # the program, entered at NOW, must be verified within 24 h: the sweep's next look
+    assert pump.next_change_at == NOW + timedelta(hours=24)
 
 
-def test_stored_status_ok_before_due_soon_window_and_next_change_is_window_start(pump, actor):
-    first_fill(pump, actor, now=datetime(2026, 3, 20, 12, tzinfo=CHICAGO))
+def test_next_change_is_the_due_soon_window_then_the_overdue_day(pump, actor, prescriber):
+    now = datetime(2026, 3, 20, 12, tzinfo=CHICAGO)
+    first_fill(pump, actor, now=now)
+    s.verify_program(program=Program.objects.get(), actor=s.Actor(prescriber), now=now)
     pump.refresh_from_db()
     assert pump.status == "ok"
+    # due_soon begins at local midnight of 2026-03-27 (due 04-10 minus 14 days)
     assert pump.next_change_at == datetime(2026, 3, 27, 0, 0, tzinfo=CHICAGO)
+    s.record_reading(pump=pump, read_at=datetime(2026, 3, 27, 9, tzinfo=CHICAGO), reservoir_volume_ml=D("14.7"),
+                     actor=actor, now=datetime(2026, 3, 27, 12, tzinfo=CHICAGO))
+    pump.refresh_from_db()
+    # 14.7 mL at 0.45: LRA after 28.2 d -> 2026-04-24 14:20 CDT; due 04-17 (Friday), 21 days
+    # ahead: ok again, and the due_soon window now starts at local midnight of 04-03
+    assert pump.status == "ok"
+    assert pump.refill_due_on == date(2026, 4, 17)
+    assert pump.next_change_at == datetime(2026, 4, 3, 0, 0, tzinfo=CHICAGO)
 
 
 def test_pump_without_records_is_incomplete_and_never_swept(pump):

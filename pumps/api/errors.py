@@ -1,7 +1,16 @@
 """Errors as SPEC 8 says: 400 maps each field (or ``non_field_errors``) to a list of
-messages; 409 and 412 carry ``detail`` and a machine-readable ``code``."""
+messages; 409, 412 and 422 carry ``detail`` and a machine-readable ``code``.
+
+Errors of a nested object are flattened to dotted keys, the way the services name them:
+``{"program.daily_dose_mcg": [...]}``, and items of a list get an index:
+``{"program.steps[1].dose_mcg_per_hour": [...]}``. So every 400 body is one flat object
+of lists of strings, whether the serializer or the service found the problem.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions, status
@@ -17,17 +26,58 @@ class ConflictError(exceptions.APIException):
     default_code = "conflict"
 
 
+class IdempotencyKeyReused(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "This Idempotency-Key was already used for another request."
+    default_code = "idempotency_key_reused"
+
+
+def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
+    """``{"program": {"steps": [{}, {"start": ["x"]}]}}`` → ``{"program.steps[1].start": ["x"]}``."""
+    flat: dict[str, list[str]] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, Mapping):
+            for sub, item in value.items():
+                if isinstance(sub, int):  # ListField/DictField child errors are keyed by index
+                    walk(item, f"{key}[{sub}]")
+                else:
+                    walk(item, f"{key}.{sub}" if key else str(sub))
+        elif isinstance(value, list | tuple) and any(isinstance(v, Mapping | list | tuple) for v in value):
+            for index, item in enumerate(value):
+                if item:  # DRF gives {} for the valid items of a list
+                    walk(item, f"{key}[{index}]")
+        else:
+            messages = value if isinstance(value, list | tuple) else [value]
+            flat.setdefault(key or "non_field_errors", []).extend(str(m) for m in messages)
+
+    walk(errors, prefix)
+    return flat
+
+
+def _detail(exc: exceptions.APIException, code: str | None = None) -> dict[str, str]:
+    codes = exc.get_codes()
+    return {"detail": str(exc.detail), "code": code or (codes if isinstance(codes, str) else exc.default_code)}
+
+
 def exception_handler(exc, context):
     if isinstance(exc, ServiceValidationError):
-        return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
+        return Response(flatten_errors(exc.message_dict), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         data = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        return Response(data, status=status.HTTP_400_BAD_REQUEST)
+        return Response(flatten_errors(data), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Conflict):
         return Response({"detail": exc.message, "code": exc.code}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, PreconditionFailed):
         return Response({"detail": exc.message, "code": "stale_version"}, status=status.HTTP_412_PRECONDITION_FAILED)
+    if isinstance(exc, exceptions.ParseError):
+        # Malformed JSON is a 400 like any other bad input: same shape.
+        return Response({"non_field_errors": [str(exc.detail)]}, status=status.HTTP_400_BAD_REQUEST)
     response = drf_exception_handler(exc, context)
-    if response is not None and isinstance(exc, exceptions.ValidationError) and isinstance(response.data, list):
-        response.data = {"non_field_errors": response.data}
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = flatten_errors(response.data)
+    elif isinstance(exc, exceptions.APIException) and isinstance(response.data, dict) and "detail" in response.data:
+        response.data = _detail(exc)
     return response

@@ -1,0 +1,586 @@
+"""Alerting (SPEC 6): the sweep, the alert rules, and the outbox.
+
+Exactly once, by construction:
+- an alert is one row per (pump, kind, episode) under a unique constraint, so two sweeps
+  at once (or one run twice) cannot create a second one: the loser's INSERT fails and it
+  moves on;
+- a notification is one row per (alert, recipient, repeat number), also unique, committed
+  in the same transaction as its alert, before anything is sent (the outbox);
+- a sender claims a notification with a compare-and-swap ``UPDATE … WHERE status =
+  'pending'``; only the one whose UPDATE changed a row sends.
+
+If a worker dies after the SMTP server accepted a message but before the row was marked
+sent, the claim goes stale and the message is sent again after ``STALE_CLAIM``: delivery
+is at-least-once, which is the right side to err on for a clinical alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from clinic.models import AlertRecipient, Clinic, Membership, Role
+
+from . import projection as pj
+from .models import (
+    Alert,
+    AlertKind,
+    Appointment,
+    DeliveryAttempt,
+    Event,
+    Notification,
+    Program,
+    Pump,
+    PumpModel,
+    Reading,
+    Refill,
+    Severity,
+    SweepRun,
+)
+
+log = logging.getLogger("pumps.alerts")
+
+SWEEP_INTERVAL = timedelta(seconds=getattr(settings, "ALERT_SWEEP_INTERVAL_SECONDS", 300))
+STALE_CLAIM = timedelta(minutes=10)
+MAX_ATTEMPTS = 10
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Rule:
+    severity: str
+    repeat_every: timedelta | None  # None: once
+    escalate_after: timedelta | None  # None: never; timedelta(0): at once
+    emailed: bool = True  # refill_due_soon goes in the daily digest only
+    until_acknowledged: bool = True
+
+
+RULES: dict[str, Rule] = {
+    AlertKind.REFILL_DUE_SOON: Rule(Severity.INFO, None, None, emailed=False),
+    AlertKind.REFILL_OVERDUE: Rule(Severity.WARNING, timedelta(days=1), None),
+    AlertKind.LOW_RESERVOIR: Rule(Severity.CRITICAL, timedelta(hours=4), timedelta(hours=4)),
+    AlertKind.WITHDRAWAL_RISK: Rule(Severity.CRITICAL, timedelta(hours=2), timedelta(0)),
+    AlertKind.RESIDUAL_DISCREPANCY: Rule(Severity.WARNING, None, None),
+    AlertKind.BATTERY_REPLACEMENT: Rule(Severity.WARNING, None, None),
+    AlertKind.POST_MRI_CHECK: Rule(Severity.CRITICAL, timedelta(hours=4), None),
+    AlertKind.UNVERIFIED_PROGRAM: Rule(Severity.WARNING, timedelta(days=1), None),
+    AlertKind.ALERTING_STALLED: Rule(Severity.CRITICAL, timedelta(hours=1), None),
+}
+
+RESERVOIR_KINDS = (
+    AlertKind.REFILL_DUE_SOON,
+    AlertKind.REFILL_OVERDUE,
+    AlertKind.LOW_RESERVOIR,
+    AlertKind.WITHDRAWAL_RISK,
+)
+
+ADVICE = {
+    AlertKind.REFILL_DUE_SOON: "Book a refill appointment on or before the due date.",
+    AlertKind.REFILL_OVERDUE: "The refill is overdue: contact the patient today and book the refill.",
+    AlertKind.LOW_RESERVOIR: (
+        "The reservoir has reached the low-reservoir alarm volume (worst case). Refill now; "
+        "confirm the patient is well and can reach the clinic."
+    ),
+    AlertKind.WITHDRAWAL_RISK: (
+        "The reservoir may run empty (worst case) within the withdrawal window. Contact the patient "
+        "at once, refill urgently and assess for baclofen withdrawal (fever, altered mental state, "
+        "rebound spasticity)."
+    ),
+    AlertKind.RESIDUAL_DISCREPANCY: "Review the refill and the pump: the residual volume differed from the expected.",
+    AlertKind.BATTERY_REPLACEMENT: "Plan the pump replacement before its expected end of service.",
+    AlertKind.POST_MRI_CHECK: (
+        "An MRI was recorded on a pump that can stall in the scanner: interrogate the pump and "
+        "record a reading to confirm it has resumed."
+    ),
+    AlertKind.UNVERIFIED_PROGRAM: "A second clinician must verify this program.",
+    AlertKind.ALERTING_STALLED: (
+        "The periodic alert sweep has not completed recently: alerts may not be sent. Check the "
+        "worker and beat processes."
+    ),
+}
+
+
+# ----------------------------------------------------------------------- recipients
+
+
+def recipients_for(clinic: Clinic, *, escalation: bool = False, admins_only: bool = False) -> list[str]:
+    """The clinic's alert addresses and staff who opted in; with ``escalation`` also the
+    escalation list; ``admins_only`` for clinic-level alerts to clinic administrators."""
+    if admins_only:
+        emails = Membership.objects.filter(clinic=clinic, role=Role.ADMIN).exclude(user__email="")
+        return sorted({m.user.email.lower() for m in emails.select_related("user")})
+    flags = [False, True] if escalation else [False]
+    addresses = set(
+        AlertRecipient.objects.filter(clinic=clinic, escalation__in=flags).values_list("email", flat=True)
+    )
+    addresses |= set(
+        Membership.objects.filter(clinic=clinic, receives_alerts=True)
+        .exclude(user__email="")
+        .values_list("user__email", flat=True)
+    )
+    return sorted({a.lower() for a in addresses})
+
+
+# --------------------------------------------------------------------- alert rules
+
+
+@dataclass(frozen=True)
+class Wanted:
+    kind: str
+    episode: str
+    due_at: datetime | None
+    message: str
+    severity: str | None = None
+
+
+def reservoir_episode(pump: Pump) -> str:
+    """Reservoir alerts belong to the fill they are about: the latest refill at or before
+    the anchor (a reading re-anchors the same fill)."""
+    refill = (
+        Refill.objects.live().filter(pump=pump, performed_at__lte=pump.anchor_at).order_by("-performed_at", "-id")
+        .values_list("pk", flat=True).first()
+        if pump.anchor_at
+        else None
+    )
+    return f"fill:{refill}" if refill else "fill:none"
+
+
+def wanted_alerts(pump: Pump, now: datetime) -> list[Wanted]:
+    """Which alerts the pump's stored projection and records call for as of ``now``."""
+    if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
+        return []
+    clinic = pump.clinic
+    tz = clinic.tz
+    out: list[Wanted] = []
+    episode = reservoir_episode(pump)
+    status = pump.live_status(now)
+    if pump.low_reservoir_alarm_at and now >= pump.low_reservoir_alarm_at:
+        out.append(Wanted(AlertKind.LOW_RESERVOIR, episode, pump.low_reservoir_alarm_at,
+                          "worst-case volume at or below the alarm volume"))
+    if pump.empty_at and now >= pump.empty_at - timedelta(hours=clinic.withdrawal_window_hours):
+        out.append(Wanted(AlertKind.WITHDRAWAL_RISK, episode, pump.empty_at, "worst-case empty"))
+    today = pj.local_date(now, tz)
+    if pump.refill_due_on and today > pump.refill_due_on:
+        out.append(Wanted(AlertKind.REFILL_OVERDUE, episode, None, f"refill was due on {pump.refill_due_on}"))
+    elif status == pj.STATUS_DUE_SOON and pump.refill_due_on:
+        booked = Appointment.objects.live().filter(
+            pump=pump, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED,
+            scheduled_for__gte=now, scheduled_for__lt=pj.start_of_local_day(pump.refill_due_on + pj.DAY, tz),
+        ).exists()
+        if not booked:
+            out.append(Wanted(AlertKind.REFILL_DUE_SOON, episode, None, f"refill due on {pump.refill_due_on}"))
+    eos = pump.expected_end_of_service
+    if eos:
+        for days, severity in ((180, Severity.INFO), (90, Severity.WARNING)):
+            if today >= eos - timedelta(days=days):
+                out.append(Wanted(AlertKind.BATTERY_REPLACEMENT, f"eos-{days}:{eos.isoformat()}", None,
+                                  f"expected end of service {eos.isoformat()}", severity))
+    for program in Program.objects.live().filter(pump=pump, verified_at__isnull=True, entered_at__lte=now - timedelta(hours=24)):
+        out.append(Wanted(AlertKind.UNVERIFIED_PROGRAM, f"program:{program.pk}", None,
+                          "program not verified by a second clinician within 24 h"))
+    if pump.model.mri_behaviour == PumpModel.MRI_INTERROGATE:
+        last_reading = Reading.objects.live().filter(pump=pump).order_by("-read_at").values_list("read_at", flat=True).first()
+        mris = Event.objects.live().filter(pump=pump, kind=Event.Kind.MRI, occurred_at__lte=now)
+        if last_reading:
+            mris = mris.filter(occurred_at__gt=last_reading)
+        for event in mris:
+            out.append(Wanted(AlertKind.POST_MRI_CHECK, f"mri:{event.pk}", event.occurred_at,
+                              "MRI recorded and no reading since"))
+    for refill in Refill.objects.live().filter(pump=pump).filter(Q(discrepancy_flagged=True) | Q(refilled_after_empty=True)):
+        out.append(Wanted(AlertKind.RESIDUAL_DISCREPANCY, f"refill:{refill.pk}", refill.performed_at,
+                          "; ".join(refill.flags)[:300]))
+    return out
+
+
+@transaction.atomic
+def evaluate_pump(pump: Pump, now: datetime) -> tuple[int, int]:
+    """Create the alerts the pump calls for and resolve those it no longer does. Returns
+    (alerts created, notifications created). Safe to run concurrently."""
+    wanted = wanted_alerts(pump, now)
+    keys = {(w.kind, w.episode) for w in wanted}
+    created_alerts = created_notes = 0
+    open_alerts = Alert.objects.filter(pump=pump, resolved_at__isnull=True)
+    episode = reservoir_episode(pump)
+    for alert in open_alerts:
+        if (alert.kind, alert.episode) in keys:
+            continue
+        if alert.kind in (*RESERVOIR_KINDS, AlertKind.POST_MRI_CHECK, AlertKind.UNVERIFIED_PROGRAM):
+            new_fill = alert.kind in RESERVOIR_KINDS and alert.episode != episode
+            reason = "a new refill was recorded" if new_fill else "condition cleared"
+            Alert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(
+                resolved_at=now, resolution=reason, next_repeat_at=None
+            )
+    existing = set(Alert.objects.filter(pump=pump).values_list("kind", "episode"))
+    for w in wanted:
+        if (w.kind, w.episode) in existing:
+            continue
+        alert = _create_alert(pump.clinic, pump, w, now)
+        if alert is None:
+            continue
+        created_alerts += 1
+        created_notes += notify(alert, 0, now)
+    return created_alerts, created_notes
+
+
+def _create_alert(clinic: Clinic, pump: Pump | None, w: Wanted, now: datetime) -> Alert | None:
+    rule = RULES[w.kind]
+    alert = Alert(
+        clinic=clinic, pump=pump, kind=w.kind, episode=w.episode, severity=w.severity or rule.severity,
+        due_at=w.due_at, message=w.message, created_at=now,
+        next_repeat_at=(now + rule.repeat_every) if rule.repeat_every and rule.emailed else None,
+        escalated_at=now if rule.escalate_after == timedelta(0) else None,
+    )
+    try:
+        with transaction.atomic():  # a savepoint: losing the race is not an error
+            alert.save()
+    except IntegrityError:
+        return None
+    return alert
+
+
+def notify(alert: Alert, repeat_number: int, now: datetime) -> int:
+    """Queue the notifications of one (alert, repeat): the outbox rows."""
+    rule = RULES[alert.kind]
+    if not rule.emailed:
+        return 0
+    if alert.kind == AlertKind.ALERTING_STALLED:
+        addresses = recipients_for(alert.clinic, admins_only=True)
+    else:
+        addresses = recipients_for(alert.clinic, escalation=alert.escalated_at is not None)
+    created = 0
+    for address in addresses:
+        try:
+            with transaction.atomic():
+                Notification.objects.create(
+                    alert=alert, clinic=alert.clinic, kind=alert.kind, recipient=address,
+                    repeat_number=repeat_number, next_attempt_at=now, created_at=now,
+                )
+            created += 1
+        except IntegrityError:
+            continue
+    if created:
+        transaction.on_commit(lambda: enqueue_delivery())
+    return created
+
+
+def process_repeats(now: datetime) -> int:
+    """Repeat (and escalate) open alerts whose repeat is due. The compare-and-swap on
+    ``repeat_count`` lets only one sweep create a given repeat."""
+    created = 0
+    due = Alert.objects.filter(
+        next_repeat_at__lte=now, resolved_at__isnull=True, acknowledged_at__isnull=True
+    ).select_related("clinic")
+    for alert in due.iterator(chunk_size=CHUNK):
+        rule = RULES[alert.kind]
+        number = alert.repeat_count + 1
+        escalate = (
+            alert.escalated_at is None
+            and rule.escalate_after is not None
+            and now >= alert.created_at + rule.escalate_after
+        )
+        with transaction.atomic():
+            changed = Alert.objects.filter(pk=alert.pk, repeat_count=alert.repeat_count).update(
+                repeat_count=number,
+                next_repeat_at=now + rule.repeat_every,
+                **({"escalated_at": now} if escalate else {}),
+            )
+            if not changed:
+                continue
+            alert.repeat_count = number
+            if escalate:
+                alert.escalated_at = now
+            created += notify(alert, number, now)
+    return created
+
+
+# ------------------------------------------------------------------------- sweep
+
+
+@dataclass
+class SweepResult:
+    pumps_checked: int = 0
+    alerts_created: int = 0
+    notifications_created: int = 0
+
+
+def due_pumps(now: datetime):
+    """The pumps whose stored instants say something changed by ``now``: one range scan
+    of the ``next_change_at`` index."""
+    return Pump.objects.filter(next_change_at__lte=now).order_by("next_change_at", "id")
+
+
+def sweep(now: datetime | None = None) -> SweepResult:
+    """One sweep: refresh due pumps, create alerts, repeats and digests, and record the
+    heartbeat. The same code runs from beat and from ``manage.py run_alert_sweep``."""
+    from .services import recompute_pump
+
+    now = now or timezone.now()
+    started = timezone.now()
+    result = SweepResult()
+    ids = list(due_pumps(now).values_list("id", flat=True)[:100_000])
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start:start + CHUNK]
+        for pump in Pump.objects.filter(id__in=chunk).select_related("clinic", "patient", "model"):
+            with transaction.atomic():
+                locked = Pump.objects.select_for_update(of=("self",)).select_related(
+                    "clinic", "patient", "model").get(pk=pump.pk)
+                if locked.next_change_at is None or locked.next_change_at > now:
+                    continue  # another sweep got here first
+                recompute_pump(locked, now=now)
+                made, notes = evaluate_pump(locked, now)
+            result.pumps_checked += 1
+            result.alerts_created += made
+            result.notifications_created += notes
+    result.notifications_created += process_repeats(now)
+    result.notifications_created += queue_digests(now)
+    resolve_stalled(now)
+    SweepRun.objects.create(
+        started_at=started, finished_at=timezone.now(), pumps_checked=result.pumps_checked,
+        alerts_created=result.alerts_created, notifications_created=result.notifications_created,
+    )
+    return result
+
+
+# ------------------------------------------------------------------------ digest
+
+
+def queue_digests(now: datetime) -> int:
+    """One digest per clinic, recipient and local day, from the clinic's digest hour on."""
+    created = 0
+    for clinic in Clinic.objects.all():
+        local = now.astimezone(clinic.tz)
+        if local.hour < clinic.digest_hour:
+            continue
+        for address in recipients_for(clinic):
+            try:
+                with transaction.atomic():
+                    Notification.objects.create(
+                        clinic=clinic, kind="digest", recipient=address, digest_on=local.date(),
+                        next_attempt_at=now, created_at=now,
+                    )
+                created += 1
+            except IntegrityError:
+                continue
+    if created:
+        transaction.on_commit(lambda: enqueue_delivery())
+    return created
+
+
+def digest_context(clinic: Clinic, now: datetime) -> dict:
+    pumps = (
+        Pump.objects.filter(clinic=clinic, explanted_on__isnull=True)
+        .exclude(status__in=[pj.STATUS_INACTIVE, pj.STATUS_INCOMPLETE])
+        .select_related("patient", "model", "clinic")
+    )
+    rows: dict[str, list] = {pj.STATUS_EMPTY: [], pj.STATUS_ALARM: [], pj.STATUS_OVERDUE: [], pj.STATUS_DUE_SOON: []}
+    for pump in pumps:
+        status = pump.live_status(now)
+        if status in rows:
+            rows[status].append(pump)
+    critical = Alert.objects.filter(
+        clinic=clinic, severity=Severity.CRITICAL, acknowledged_at__isnull=True, resolved_at__isnull=True
+    ).select_related("pump__patient", "pump__model")
+    for items in rows.values():
+        items.sort(key=lambda p: (p.refill_due_on or date.max, p.pk))
+    return {
+        "clinic": clinic,
+        "date": pj.local_date(now, clinic.tz),
+        "empty": rows[pj.STATUS_EMPTY],
+        "alarm": rows[pj.STATUS_ALARM],
+        "overdue": rows[pj.STATUS_OVERDUE],
+        "due_soon": rows[pj.STATUS_DUE_SOON],
+        "critical_alerts": list(critical),
+        "sections": [
+            ("Empty (worst case)", rows[pj.STATUS_EMPTY]),
+            ("At low-reservoir alarm", rows[pj.STATUS_ALARM]),
+            ("Refill overdue", rows[pj.STATUS_OVERDUE]),
+            ("Refill due soon", rows[pj.STATUS_DUE_SOON]),
+        ],
+        "site_url": settings.SITE_URL,
+        "tz": clinic.tz,
+    }
+
+
+# ------------------------------------------------------------------- heartbeat
+
+
+def last_sweep() -> SweepRun | None:
+    return SweepRun.objects.order_by("-finished_at").first()
+
+
+def sweep_is_stale(now: datetime) -> bool:
+    last = last_sweep()
+    return last is None or now - last.finished_at > 3 * SWEEP_INTERVAL
+
+
+def raise_stalled(now: datetime) -> int:
+    """Called by the watchdog (and /health/): when the sweep has not completed in three
+    intervals, tell every clinic's administrators, once per stall."""
+    if not sweep_is_stale(now):
+        return 0
+    last = last_sweep()
+    episode = f"since:{last.finished_at.isoformat() if last else 'never'}"
+    created = 0
+    for clinic in Clinic.objects.all():
+        with transaction.atomic():
+            alert = _create_alert(
+                clinic, None, Wanted(AlertKind.ALERTING_STALLED, episode, last.finished_at if last else None,
+                                     "the alert sweep has not completed in 3 intervals"), now,
+            )
+            if alert is not None:
+                created += notify(alert, 0, now)
+    return created
+
+
+def resolve_stalled(now: datetime) -> None:
+    Alert.objects.filter(kind=AlertKind.ALERTING_STALLED, resolved_at__isnull=True).update(
+        resolved_at=now, resolution="the sweep ran again", next_repeat_at=None
+    )
+
+
+# ---------------------------------------------------------------------- outbox
+
+
+def enqueue_delivery(ids: Iterable[int] | None = None) -> None:
+    """Ask a worker to deliver pending notifications. If the broker is down the rows stay
+    pending and the next sweep picks them up: the write that queued them has committed."""
+    from .tasks import deliver_pending
+
+    try:
+        deliver_pending.delay()
+    except Exception as exc:  # noqa: BLE001 - broker outage must not fail the caller
+        log.warning("could not queue delivery (%s); the next sweep will deliver", exc.__class__.__name__)
+
+
+def backoff(attempts: int) -> timedelta:
+    """1, 2, 4, … minutes, at most an hour."""
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 60))
+
+
+def claim(notification_id: int, now: datetime) -> bool:
+    """Compare-and-swap: pending and due, or a stale claim of a worker that died."""
+    return bool(
+        Notification.objects.filter(pk=notification_id)
+        .filter(
+            Q(status=Notification.PENDING, next_attempt_at__lte=now)
+            | Q(status=Notification.SENDING, claimed_at__lt=now - STALE_CLAIM)
+        )
+        .update(status=Notification.SENDING, claimed_at=now)
+    )
+
+
+def deliverable_ids(now: datetime, limit: int = 1000) -> list[int]:
+    return list(
+        Notification.objects.filter(
+            Q(status=Notification.PENDING, next_attempt_at__lte=now)
+            | Q(status=Notification.SENDING, claimed_at__lt=now - STALE_CLAIM)
+        )
+        .order_by("next_attempt_at", "id")
+        .values_list("id", flat=True)[:limit]
+    )
+
+
+def deliver_due(now: datetime | None = None) -> int:
+    """Deliver every due notification; returns how many were sent."""
+    sent = 0
+    for notification_id in deliverable_ids(now or timezone.now()):
+        if deliver(notification_id, now=now):
+            sent += 1
+    return sent
+
+
+def deliver(notification_id: int, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    if not claim(notification_id, now):
+        return False
+    note = Notification.objects.select_related("alert__pump__patient", "alert__pump__model", "clinic").get(
+        pk=notification_id
+    )
+    try:
+        message = build_email(note, now)
+        message.send(fail_silently=False)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
+        error = f"{exc.__class__.__name__}: {exc}"[:2000]
+        attempts = note.attempts + 1
+        failed = attempts >= MAX_ATTEMPTS
+        Notification.objects.filter(pk=note.pk).update(
+            status=Notification.FAILED if failed else Notification.PENDING,
+            attempts=attempts, last_error=error, next_attempt_at=now + backoff(attempts), claimed_at=None,
+        )
+        DeliveryAttempt.objects.create(notification=note, at=now, ok=False, error=error)
+        log.warning("notification %s attempt %s failed: %s", note.pk, attempts, error)
+        return False
+    Notification.objects.filter(pk=note.pk).update(
+        status=Notification.SENT, sent_at=now, attempts=note.attempts + 1, last_error=""
+    )
+    DeliveryAttempt.objects.create(notification=note, at=now, ok=True)
+    log.info("notification %s (%s) sent", note.pk, note.kind)
+    return True
+
+
+# ---------------------------------------------------------------------- e-mails
+
+
+def pump_url(pump: Pump) -> str:
+    return f"{settings.SITE_URL}/pumps/{pump.pk}/"
+
+
+def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
+    clinic = note.clinic
+    if note.kind == "digest":
+        context = digest_context(clinic, now)
+        subject = f"[{clinic.code}] Daily pump digest {context['date'].isoformat()}"
+        template = "emails/digest"
+        headers = {"X-Clinic-Alert-Kind": "digest", "X-Clinic-Alert-Severity": "info",
+                   "X-Clinic-Alert-Id": f"digest-{clinic.code}-{context['date'].isoformat()}"}
+    else:
+        alert = note.alert
+        pump = alert.pump
+        context = {
+            "alert": alert, "pump": pump, "clinic": clinic, "kind_label": alert.get_kind_display(),
+            "advice": ADVICE[alert.kind], "repeat": note.repeat_number,
+            "due_local": alert.due_at.astimezone(clinic.tz) if alert.due_at else None,
+            "url": pump_url(pump) if pump else f"{settings.SITE_URL}/",
+            "patient_label": f"MRN {pump.patient.mrn} ({pump.patient.initials})" if pump else "",
+            "escalated": alert.escalated_at is not None,
+        }
+        who = f" — {context['patient_label']}" if pump else ""
+        subject = f"[{alert.severity.upper()}] {alert.get_kind_display().capitalize()}{who}"
+        if note.repeat_number:
+            subject += f" (reminder {note.repeat_number})"
+        template = "emails/alert"
+        headers = {"X-Clinic-Alert-Kind": alert.kind, "X-Clinic-Alert-Severity": alert.severity,
+                   "X-Clinic-Alert-Id": str(alert.pk)}
+    with timezone.override(clinic.tz):  # every instant in the clinic's local time
+        text = render_to_string(f"{template}.txt", context)
+        html = render_to_string(f"{template}.html", context)
+    message = EmailMultiAlternatives(subject=subject, body=text, to=[note.recipient], headers=headers)
+    message.attach_alternative(html, "text/html")
+    return message
+
+
+# ----------------------------------------------------------------- acknowledge
+
+
+@transaction.atomic
+def acknowledge(alert: Alert, *, user=None, external: str = "", now: datetime | None = None) -> Alert:
+    """Acknowledgement stops repeats."""
+    now = now or timezone.now()
+    alert = Alert.objects.select_for_update().get(pk=alert.pk)
+    if alert.acknowledged_at is None:
+        alert.acknowledged_at = now
+        alert.acknowledged_by = user
+        alert.acknowledged_by_external = external[:100]
+        alert.next_repeat_at = None
+        alert._history_user = user
+        alert.save()
+    return alert

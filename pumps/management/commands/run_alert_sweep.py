@@ -1,0 +1,18 @@
+from django.core.management.base import BaseCommand
+
+from pumps import alerts
+
+
+class Command(BaseCommand):
+    help = "Run one alert sweep synchronously (the code beat runs every 5 minutes), then deliver the outbox."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--no-deliver", action="store_true", help="Only create alerts and notifications.")
+
+    def handle(self, *args, **options):
+        result = alerts.sweep()
+        sent = 0 if options["no_deliver"] else alerts.deliver_due()
+        self.stdout.write(
+            f"checked {result.pumps_checked} pumps, created {result.alerts_created} alerts and "
+            f"{result.notifications_created} notifications, sent {sent}"
+        )

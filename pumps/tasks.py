@@ -1,0 +1,34 @@
+"""Thin Celery tasks: they take ids (or nothing) and call ``pumps.alerts``."""
+
+from celery import shared_task
+from django.utils import timezone
+
+from . import alerts
+
+
+@shared_task(name="pumps.sweep", ignore_result=True)
+def run_sweep() -> dict:
+    """Beat runs this every 5 minutes: the sweep, then delivery of the outbox."""
+    result = alerts.sweep()
+    deliver_pending.delay()
+    return {"pumps_checked": result.pumps_checked, "alerts_created": result.alerts_created}
+
+
+@shared_task(name="pumps.deliver_pending", ignore_result=True)
+def deliver_pending() -> int:
+    return alerts.deliver_due()
+
+
+@shared_task(name="pumps.deliver_notification", ignore_result=True)
+def deliver_notification(notification_id: int) -> bool:
+    return alerts.deliver(notification_id)
+
+
+@shared_task(name="pumps.watchdog", ignore_result=True)
+def watchdog() -> int:
+    """Raise ``alerting_stalled`` to clinic admins when the sweep stopped completing
+    (a crashing sweep task does not stop this one)."""
+    created = alerts.raise_stalled(timezone.now())
+    if created:
+        alerts.deliver_due()
+    return created
