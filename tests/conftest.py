@@ -74,3 +74,14 @@ def now():
 
 
 D = Decimal
+
+
+@pytest.fixture(autouse=True)
+def _celery_eager(settings):
+    """Unit tests run tasks in-process; tests of the real worker turn this off."""
+    from clinic.celery import app
+
+    app.conf.task_always_eager = True
+    settings.SITE_URL = "https://pumps.example.org"
+    yield
+    app.conf.task_always_eager = False

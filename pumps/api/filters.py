@@ -40,8 +40,8 @@ class AwareDateTimeFilter(django_filters.Filter):
 
 
 class CommaChoicesFormField(forms.Field):
-    def __init__(self, *, choices=(), **kwargs):
-        self.valid = tuple(choices)
+    def __init__(self, *, values=(), **kwargs):
+        self.valid = tuple(values)
         super().__init__(**kwargs)
 
     def to_python(self, value):
@@ -60,9 +60,9 @@ class CommaChoicesFilter(django_filters.Filter):
 
     field_class = CommaChoicesFormField
 
-    def __init__(self, *args, choices=(), **kwargs):
+    def __init__(self, *args, values=(), **kwargs):
         kwargs.setdefault("lookup_expr", "in")
-        super().__init__(*args, choices=choices, **kwargs)
+        super().__init__(*args, values=values, **kwargs)
 
 
 class VoidableFilterSet(django_filters.FilterSet):
@@ -86,7 +86,7 @@ class VoidableFilterSet(django_filters.FilterSet):
 
 class PatientFilter(django_filters.FilterSet):
     mrn = django_filters.CharFilter(field_name="mrn")
-    status = CommaChoicesFilter(field_name="status", choices=Patient.Status.values)
+    status = CommaChoicesFilter(field_name="status", values=Patient.Status.values)
     clinic = django_filters.CharFilter(field_name="clinic__code", help_text="The clinic's code.")
     updated_since = AwareDateTimeFilter(field_name="updated_at", lookup_expr="gte")
 
@@ -99,7 +99,7 @@ class WorklistFilter(django_filters.FilterSet):
     patient = django_filters.NumberFilter(field_name="patient_id")
     mrn = django_filters.CharFilter(field_name="patient__mrn", help_text="The patient's MRN.")
     serial_number = django_filters.CharFilter(field_name="serial_number")
-    status = CommaChoicesFilter(field_name="status", choices=pj.STATUSES, help_text="Stored status, e.g. alarm,empty.")
+    status = CommaChoicesFilter(field_name="status", values=pj.STATUSES, help_text="Stored status, e.g. alarm,empty.")
     due_before = django_filters.DateFilter(
         field_name="refill_due_on", lookup_expr="lte", help_text="Refill due on or before this date."
     )

@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -86,16 +87,6 @@ class ClinicDateTimeField(serializers.Field):
         return value.astimezone(_clinic_tz(self)).isoformat()
 
 
-@extend_schema_field(
-    {
-        "type": "string",
-        "format": "decimal",
-        "pattern": r"^-?\d+\.\d{3}$",
-        "example": "36.000",
-        "description": "A decimal. Requests may send a JSON number or a string of any scale; "
-        "it is rounded half-up to 0.001. Responses give a string with three decimals.",
-    }
-)
 class Decimal3Field(serializers.Field):
     """A decimal of any scale in, rounded half-up to 0.001; a 3-decimal string out."""
 
@@ -134,6 +125,27 @@ class Decimal3Field(serializers.Field):
         return f"{q3(value):f}"
 
 
+class Decimal3FieldSchema(OpenApiSerializerFieldExtension):
+    """In the schema: requests take a number or a string, responses give a string."""
+
+    target_class = Decimal3Field
+
+    def map_serializer_field(self, auto_schema, direction):
+        if direction == "request":
+            return {
+                "oneOf": [{"type": "string", "format": "decimal"}, {"type": "number"}],
+                "description": "A JSON number or a string of any scale; rounded half-up to 0.001.",
+                "example": "36",
+            }
+        return {
+            "type": "string",
+            "format": "decimal",
+            "pattern": r"^-?\d+\.\d{3}$",
+            "example": "36.000",
+            "description": "A decimal string with three decimals.",
+        }
+
+
 class ScopedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
     """A pump or patient among the caller's clinics: anything else "does not exist"."""
 
@@ -150,6 +162,7 @@ class ScopedPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
         return queryset if ids is None else queryset.filter(**{f"{self.clinic_field}__in": ids})
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class ScopedClinicField(serializers.SlugRelatedField):
     def get_queryset(self):
         request = self.context.get("request")
@@ -157,6 +170,15 @@ class ScopedClinicField(serializers.SlugRelatedField):
             return Clinic.objects.none()
         ids = visible_clinic_ids(request)
         return Clinic.objects.all() if ids is None else Clinic.objects.filter(pk__in=ids)
+
+
+# Not an OpenAPI enum: drf-spectacular would name it "StatusEnum" like the patient status
+# and warn of the collision (the names of settings.SPECTACULAR_SETTINGS are not ours).
+@extend_schema_field(
+    {"type": "string", "example": pj.STATUS_DUE_SOON, "description": f"One of: {', '.join(pj.STATUSES)}."}
+)
+class PumpStatusField(serializers.CharField):
+    """empty, alarm, overdue, due_soon, ok, incomplete, inactive (SPEC 4.6)."""
 
 
 def _clinician(user, external: str) -> str | None:
@@ -242,8 +264,8 @@ class PumpSerializer(ClinicSerializer):
     projected_at = ClinicDateTimeField(read_only=True, allow_null=True)
     created_at = ClinicDateTimeField(read_only=True)
     updated_at = ClinicDateTimeField(read_only=True)
-    status = serializers.ChoiceField(
-        choices=pj.STATUSES, read_only=True,
+    status = PumpStatusField(
+        read_only=True,
         help_text="Stored status as of `projected_at` (recomputed at every write and by the alert sweep).",
     )
 
@@ -318,7 +340,7 @@ class ProjectionSerializer(serializers.Serializer):
     """SPEC 8: the projection of one pump as of ``at``; null numbers when incomplete."""
 
     at = ClinicDateTimeField()
-    status = serializers.ChoiceField(choices=pj.STATUSES)
+    status = PumpStatusField()
     reservoir_volume_ml = Decimal3Field(allow_null=True, help_text="Expected volume at `at`, floored at 0.")
     daily_volume_ml = Decimal3Field(allow_null=True, help_text="Expected mL/day of the program in force at `at`.")
     worst_case_daily_volume_ml = Decimal3Field(allow_null=True, help_text="With every allowed on-demand bolus.")

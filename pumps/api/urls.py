@@ -1,1 +1,39 @@
-urlpatterns = []
+"""``/api/v1/``: the REST API (SPEC 8), its OpenAPI schema and browsable docs."""
+
+from django.contrib.auth.decorators import login_required
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
+from rest_framework.routers import SimpleRouter
+
+from clinic.auth import IsClinicMember
+
+from . import views
+
+router = SimpleRouter()
+router.register("patients", views.PatientViewSet, basename="patient")
+router.register("pumps", views.PumpViewSet, basename="pump")
+router.register("programs", views.ProgramViewSet, basename="program")
+router.register("refills", views.RefillViewSet, basename="refill")
+router.register("readings", views.ReadingViewSet, basename="reading")
+
+# Sign-in is required everywhere (SPEC 9), the schema and docs included: the schema takes
+# a Bearer token or a session; the HTML docs (assets from the sidecar, no CDN) a session.
+urlpatterns = [
+    path("worklist/", views.WorklistView.as_view(), name="worklist"),
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[IsClinicMember]), name="api-schema"),
+    path(
+        "docs/",
+        login_required(SpectacularSwaggerSplitView.as_view(url_name="api-schema", permission_classes=[IsClinicMember])),
+        name="api-docs",
+    ),
+    path(
+        "redoc/",
+        login_required(
+            SpectacularRedocView.as_view(
+                url_name="api-schema", template_name="pumps/api/redoc.html", permission_classes=[IsClinicMember]
+            )
+        ),
+        name="api-redoc",
+    ),
+    *router.urls,
+]

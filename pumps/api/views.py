@@ -1,0 +1,515 @@
+"""REST API views (SPEC 8). Thin: parse with a serializer, check the caller's role, call
+the service, render what was saved. Reads go through querysets scoped to the caller's
+clinics, so another clinic's record answers 404 and cannot be named in a write.
+
+Who may write (SPEC 9): a read-write API client anything in its clinic (naming the
+clinician in ``performed_by`` / ``entered_by`` / ``verified_by``); staff signed in with a
+session according to their role in the record's clinic: a viewer nothing, only a
+prescriber a program (posted alone or embedded in a refill), its verification or its void.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, F, IntegerField, OuterRef, Subquery, Value, When
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import exceptions, generics, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.utils.json import strict_constant
+
+from clinic.models import Clinic
+from clinic.auth import api_client_of, can_write_clinic, can_write_programs, visible_clinic_ids, writable_clinic_ids
+from pumps import projection as pj
+from pumps import services
+from pumps.models import Appointment, Patient, Program, Pump, Reading, Refill
+
+from . import filters
+from . import serializers as s
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import idempotent
+
+MSG_ROLE = "Your role does not allow this change."
+MSG_PRESCRIBER = "Only a prescriber may enter, verify or void a program."
+
+
+# ------------------------------------------------------------------------ plumbing
+
+
+class DecimalJSONParser(JSONParser):
+    """JSON numbers with a fraction become ``Decimal`` (never a binary float)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            return json.load(codecs.getreader(encoding)(stream), parse_float=Decimal, parse_constant=strict_constant)
+        except ValueError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+
+
+def actor_for(request) -> services.Actor:
+    client = api_client_of(request)
+    if client is not None:
+        return services.Actor(None, f"api client {client.name}")
+    return services.Actor(request.user, "")
+
+
+def if_match_version(request) -> int | None:
+    """The pump version a client sent in ``If-Match``: ``3``, ``"3"`` or ``W/"3"``; ``*``
+    or no header: no precondition."""
+    raw = request.headers.get("If-Match")
+    if raw is None or raw.strip() == "*":
+        return None
+    value = raw.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    if not value.isdigit():
+        raise exceptions.ValidationError(
+            {"If-Match": ['Send the pump\'s version (its ETag), for example 3 or "3".']}
+        )
+    return int(value)
+
+
+def require_write(request, clinic_id: int, *, programs: bool = False) -> None:
+    allowed = can_write_programs(request, clinic_id) if programs else can_write_clinic(request, clinic_id)
+    if not allowed:
+        raise exceptions.PermissionDenied(MSG_PRESCRIBER if programs else MSG_ROLE)
+
+
+def require_version(pump_id: int, version: int | None) -> None:
+    """``If-Match`` for the services that take none (void, verify): lock the pump row and
+    compare, inside the caller's transaction, before the service locks it again."""
+    if version is None:
+        return
+    current = Pump.objects.select_for_update().values_list("version", flat=True).get(pk=pump_id)
+    if current != version:
+        raise services.PreconditionFailed(
+            f"The pump changed meanwhile (version {current}, not {version}): reload it and try again."
+        )
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+ERRORS = {
+    400: OpenApiResponse(s.VALIDATION_ERROR_SCHEMA, description="Invalid input; nothing was saved."),
+    401: OpenApiResponse(s.ErrorDetailSerializer, description="No, unknown or revoked token."),
+    403: OpenApiResponse(s.ErrorDetailSerializer, description="Read-only token, or the role does not allow it."),
+    404: OpenApiResponse(s.ErrorDetailSerializer, description="No such record in the caller's clinics."),
+    409: OpenApiResponse(s.ErrorDetailSerializer, description="Probable duplicate (code probable_duplicate)."),
+    412: OpenApiResponse(s.ErrorDetailSerializer, description="If-Match names a stale pump version."),
+    415: OpenApiResponse(s.ErrorDetailSerializer, description="The body is not application/json."),
+    422: OpenApiResponse(s.ErrorDetailSerializer, description="Idempotency-Key reused for another request."),
+}
+IDEMPOTENCY_PARAM = OpenApiParameter(
+    IDEMPOTENCY_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="API clients: retry safely. The first success is replayed for 24 h; the same key with "
+    "another body or endpoint answers 422.",
+)
+IF_MATCH_PARAM = OpenApiParameter(
+    "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="The pump's `version` (its ETag), e.g. 3 or \"3\": 412 when the pump changed meanwhile.",
+)
+
+
+def _errors(*codes: int) -> dict:
+    return {code: ERRORS[code] for code in codes}
+
+
+def write_schema(request, response, *, codes=(400, 401, 403, 404, 415, 422), if_match=False, summary="", ok=201):
+    params = [IDEMPOTENCY_PARAM] + ([IF_MATCH_PARAM] if if_match else [])
+    return extend_schema(
+        request=request, responses={ok: response, **_errors(*codes)}, parameters=params, summary=summary
+    )
+
+
+class ScopedViewMixin:
+    """Querysets limited to the caller's clinics; filters apply to lists only."""
+
+    parser_classes = [DecimalJSONParser]
+    clinic_lookup = "clinic_id"
+
+    def base_queryset(self):
+        raise NotImplementedError
+
+    def get_queryset(self):
+        queryset = self.base_queryset()
+        if getattr(self, "swagger_fake_view", False):
+            return queryset.none()
+        ids = visible_clinic_ids(self.request)
+        return queryset if ids is None else queryset.filter(**{f"{self.clinic_lookup}__in": ids})
+
+    def filter_queryset(self, queryset):
+        if getattr(self, "action", "list") != "list":
+            return queryset
+        return super().filter_queryset(queryset)
+
+    def render(self, instance, *, code=status.HTTP_200_OK, serializer_class=None, headers=None):
+        """Render a saved record as the list and detail endpoints do (same queryset)."""
+        fresh = self.get_queryset().get(pk=instance.pk)
+        data = (serializer_class or self.get_serializer_class())(fresh, context=self.get_serializer_context()).data
+        headers = dict(headers or {})
+        if code == status.HTTP_201_CREATED:
+            headers["Location"] = reverse(f"{self.basename}-detail", args=[fresh.pk], request=self.request)
+        return Response(data, status=code, headers=headers)
+
+
+class VoidMixin:
+    """``POST /<resource>/{id}/void/ {reason}``: the record stays, out of every projection."""
+
+    void_needs_prescriber = False
+
+    @idempotent
+    def _void(self, request, pk=None):
+        record = self.get_object()
+        require_write(request, record.pump.clinic_id, programs=self.void_needs_prescriber)
+        body = s.VoidSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = if_match_version(request)
+        with transaction.atomic():
+            require_version(record.pump_id, version)
+            services.void_record(record=record, reason=body.validated_data["reason"], actor=actor_for(request))
+        return self.render(record)
+
+
+def void_action(serializer_class):
+    """A ``void`` action of its own for each resource (its schema names its serializer)."""
+
+    def void(self, request, pk=None):
+        return self._void(request, pk)
+
+    return write_schema(
+        s.VoidSerializer, serializer_class, codes=(400, 401, 403, 404, 412, 415, 422), if_match=True, ok=200,
+        summary="Void the record with a reason (it stays in the history, out of the projection)",
+    )(action(detail=True, methods=["post"])(void))
+
+
+# ------------------------------------------------------------------------- patients
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Patients of the caller's clinics"),
+    retrieve=extend_schema(summary="A patient", responses={200: s.PatientSerializer, **_errors(401, 404)}),
+    create=write_schema(s.PatientWriteSerializer, s.PatientSerializer, summary="Register a patient"),
+    partial_update=write_schema(
+        s.PatientWriteSerializer, s.PatientSerializer, ok=200, summary="Change a patient's details"
+    ),
+)
+class PatientViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.PatientSerializer
+    filterset_class = filters.PatientFilter
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def base_queryset(self):
+        return Patient.objects.select_related("clinic")
+
+    def _clinic_for_create(self, request, named):
+        if named is not None:
+            require_write(request, named.pk)
+            return named
+        client = api_client_of(request)
+        if client is not None:
+            return client.clinic
+        writable = writable_clinic_ids(request)
+        if writable is not None and len(writable) == 1:
+            return Clinic.objects.get(pk=writable[0])
+        raise exceptions.ValidationError({"clinic": ["Name the clinic (its code): you may record in several clinics."]})
+
+    @idempotent
+    def create(self, request):
+        body = s.PatientWriteSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        clinic = self._clinic_for_create(request, data.pop("clinic", None))
+        patient = services.create_patient(clinic=clinic, actor=actor_for(request), **data)
+        return self.render(patient, code=status.HTTP_201_CREATED)
+
+    @idempotent
+    def partial_update(self, request, pk=None):
+        patient = self.get_object()
+        require_write(request, patient.clinic_id)
+        body = s.PatientWriteSerializer(data=request.data, partial=True, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        if "clinic" in data:
+            raise exceptions.ValidationError({"clinic": ["A patient cannot move to another clinic."]})
+        services.update_patient(patient=patient, actor=actor_for(request), **data)
+        return self.render(patient)
+
+
+# ---------------------------------------------------------------------------- pumps
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Pumps (implants) of the caller's clinics, with their stored projection"),
+    retrieve=extend_schema(
+        summary="A pump; the ETag header carries its version",
+        responses={200: s.PumpSerializer, **_errors(401, 404)},
+    ),
+    create=write_schema(s.PumpCreateSerializer, s.PumpSerializer, summary="Record an implant"),
+    partial_update=write_schema(
+        s.PumpUpdateSerializer, s.PumpSerializer, ok=200, if_match=True,
+        codes=(400, 401, 403, 404, 412, 415, 422), summary="Change the alarm volume, serial number or UDI",
+    ),
+)
+class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.PumpSerializer
+    filterset_class = filters.PumpFilter
+    http_method_names = ["get", "post", "patch", "head", "options"]
+
+    def base_queryset(self):
+        return Pump.objects.select_related("clinic", "patient", "model")
+
+    def render(self, instance, **kwargs):
+        response = super().render(instance, **kwargs)
+        response["ETag"] = etag(response.data["version"])
+        return response
+
+    def retrieve(self, request, pk=None):
+        pump = self.get_object()
+        return Response(self.get_serializer(pump).data, headers={"ETag": etag(pump.version)})
+
+    @idempotent
+    def create(self, request):
+        body = s.PumpCreateSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        require_write(request, data["patient"].clinic_id)
+        pump = services.implant_pump(
+            patient=data["patient"], model=data["model"], serial_number=data["serial_number"],
+            implanted_on=data["implanted_on"], low_reservoir_alarm_ml=data.get("low_reservoir_alarm_ml"),
+            udi=data.get("udi", ""), actor=actor_for(request),
+        )
+        return self.render(pump, code=status.HTTP_201_CREATED)
+
+    @idempotent
+    def partial_update(self, request, pk=None):
+        pump = self.get_object()
+        require_write(request, pump.clinic_id)
+        body = s.PumpUpdateSerializer(data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        services.update_pump(
+            pump=pump, actor=actor_for(request), if_match=if_match_version(request), **body.validated_data
+        )
+        return self.render(pump)
+
+    @write_schema(
+        s.ExplantSerializer, s.PumpSerializer, ok=200, if_match=True, codes=(400, 401, 403, 404, 412, 415, 422),
+        summary="Record the explant of the pump",
+    )
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def explant(self, request, pk=None):
+        pump = self.get_object()
+        require_write(request, pump.clinic_id)
+        body = s.ExplantSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.explant_pump(
+            pump=pump, explanted_on=body.validated_data["explanted_on"], reason=body.validated_data["reason"],
+            actor=actor_for(request), if_match=if_match_version(request),
+        )
+        return self.render(pump)
+
+    @extend_schema(
+        summary="The reservoir projection of the pump as of an instant (SPEC 4)",
+        parameters=[
+            OpenApiParameter(
+                "at", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=False,
+                description="ISO 8601 with an offset (Z allowed); default now.",
+            )
+        ],
+        responses={200: s.ProjectionSerializer, **_errors(400, 401, 404)},
+        filters=False,
+    )
+    @action(detail=True, methods=["get"])
+    def projection(self, request, pk=None):
+        pump = self.get_object()
+        raw = request.query_params.get("at")
+        if raw in (None, ""):
+            at = timezone.now()
+        else:
+            try:
+                at = s.parse_aware_datetime(raw)
+            except exceptions.ValidationError as exc:
+                raise exceptions.ValidationError({"at": exc.detail}) from None
+        return Response(s.ProjectionSerializer(services.project_pump(pump, at)).data)
+
+
+# ------------------------------------------------------------------------- worklist
+
+
+URGENCY = Case(
+    *(When(status=value, then=Value(rank)) for rank, value in enumerate(pj.STATUSES)),
+    default=Value(len(pj.STATUSES)),
+    output_field=IntegerField(),
+)
+
+
+@extend_schema(
+    summary="Implanted pumps of the caller's clinics, most urgent first",
+    description="Sorted by stored status (empty, alarm, overdue, due_soon, ok, incomplete, inactive), then "
+    "by refill due date, earliest first.",
+)
+class WorklistView(ScopedViewMixin, generics.ListAPIView):
+    serializer_class = s.WorklistSerializer
+    filterset_class = filters.WorklistFilter
+
+    def base_queryset(self):
+        next_appointment = (
+            Appointment.objects.filter(
+                pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True,
+                scheduled_for__gte=timezone.now(),
+            )
+            .order_by("scheduled_for")
+            .values("scheduled_for")[:1]
+        )
+        return (
+            Pump.objects.filter(explanted_on__isnull=True)
+            .select_related("clinic", "patient", "model")
+            .annotate(urgency=URGENCY, next_appointment_at=Subquery(next_appointment))
+            .order_by("urgency", F("refill_due_on").asc(nulls_last=True), "id")
+        )
+
+
+# ------------------------------------------------------------------------- programs
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Programs (what each pump delivers, from an instant)"),
+    retrieve=extend_schema(summary="A program", responses={200: s.ProgramSerializer, **_errors(401, 404)}),
+    create=write_schema(
+        s.ProgramCreateSerializer, s.ProgramSerializer, if_match=True,
+        codes=(400, 401, 403, 404, 412, 415, 422), summary="Record a program change (prescribers)",
+    ),
+)
+class ProgramViewSet(
+    VoidMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = s.ProgramSerializer
+    filterset_class = filters.ProgramFilter
+    clinic_lookup = "pump__clinic_id"
+    void_needs_prescriber = True
+
+    def base_queryset(self):
+        return Program.objects.select_related("pump__clinic", "entered_by", "verified_by")
+
+    @idempotent
+    def create(self, request):
+        body = s.ProgramCreateSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        pump, effective_at = data.pop("pump"), data.pop("effective_at")
+        require_write(request, pump.clinic_id, programs=True)
+        program = services.record_program(
+            pump=pump, effective_at=effective_at, data=s.program_input(data), actor=actor_for(request),
+            if_match=if_match_version(request),
+        )
+        return self.render(program, code=status.HTTP_201_CREATED)
+
+    @write_schema(
+        s.VerifySerializer, s.ProgramSerializer, ok=200, if_match=True, codes=(400, 401, 403, 404, 412, 415, 422),
+        summary="A second clinician verifies the program",
+    )
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def verify(self, request, pk=None):
+        program = self.get_object()
+        require_write(request, program.pump.clinic_id, programs=True)
+        body = s.VerifySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = if_match_version(request)
+        with transaction.atomic():
+            require_version(program.pump_id, version)
+            services.verify_program(
+                program=program, verified_by=body.validated_data.get("verified_by"), actor=actor_for(request)
+            )
+        return self.render(program)
+
+    void = void_action(s.ProgramSerializer)
+
+
+# -------------------------------------------------------------------------- refills
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Refills, with their residual checks"),
+    retrieve=extend_schema(summary="A refill", responses={200: s.RefillSerializer, **_errors(401, 404)}),
+    create=write_schema(
+        s.RefillCreateSerializer, s.RefillSerializer, if_match=True,
+        codes=(400, 401, 403, 404, 409, 412, 415, 422),
+        summary="Record a refill, optionally with a new program taking effect at the same instant",
+    ),
+)
+class RefillViewSet(
+    VoidMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = s.RefillSerializer
+    filterset_class = filters.RefillFilter
+    clinic_lookup = "pump__clinic_id"
+
+    def base_queryset(self):
+        return Refill.objects.select_related(
+            "pump__clinic", "performed_by", "drug_product", "program__entered_by", "program__verified_by"
+        )
+
+    @idempotent
+    def create(self, request):
+        body = s.RefillCreateSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        pump, program = data.pop("pump"), data.pop("program", None)
+        require_write(request, pump.clinic_id, programs=program is not None)
+        refill = services.record_refill(
+            pump=pump, program=s.program_input(program) if program is not None else None,
+            actor=actor_for(request), if_match=if_match_version(request), **data,
+        )
+        return self.render(refill, code=status.HTTP_201_CREATED)
+
+    void = void_action(s.RefillSerializer)
+
+
+# ------------------------------------------------------------------------- readings
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Readings (pump interrogations)"),
+    retrieve=extend_schema(summary="A reading", responses={200: s.ReadingSerializer, **_errors(401, 404)}),
+    create=write_schema(
+        s.ReadingCreateSerializer, s.ReadingSerializer, if_match=True,
+        codes=(400, 401, 403, 404, 412, 415, 422), summary="Record a pump interrogation",
+    ),
+)
+class ReadingViewSet(
+    VoidMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = s.ReadingSerializer
+    filterset_class = filters.ReadingFilter
+    clinic_lookup = "pump__clinic_id"
+
+    def base_queryset(self):
+        return Reading.objects.select_related("pump__clinic", "performed_by")
+
+    @idempotent
+    def create(self, request):
+        body = s.ReadingCreateSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        pump = data.pop("pump")
+        require_write(request, pump.clinic_id)
+        reading = services.record_reading(
+            pump=pump, actor=actor_for(request), if_match=if_match_version(request), **data
+        )
+        return self.render(reading, code=status.HTTP_201_CREATED)
+
+    void = void_action(s.ReadingSerializer)

@@ -1,0 +1,337 @@
+"""Alerting (SPEC 6): which alerts, exactly once, repeats, escalation, acknowledgement,
+outbox retries, digest and heartbeat. E-mails are read from Django's test outbox here;
+tests/test_alerts_smtp.py reads them from a real SMTP server."""
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal as D
+
+import pytest
+from django.core import mail
+from django.core.management import call_command
+
+from clinic.models import AlertRecipient, Membership
+from pumps import alerts
+from pumps import services as s
+from pumps.models import Alert, DeliveryAttempt, Notification, Program, SweepRun
+from tests.conftest import CHICAGO
+from tests.factories import make_user
+
+T0 = datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO)
+LRA = datetime(2026, 4, 18, 23, 20, tzinfo=CHICAGO)  # SPEC 4.8 worst-case LRA
+WRITE_NOW = datetime(2026, 2, 2, 12, 0, tzinfo=CHICAGO)
+
+
+@pytest.fixture
+def recipients(clinic, nurse):
+    AlertRecipient.objects.create(clinic=clinic, email="ward@clinic.example")
+    AlertRecipient.objects.create(clinic=clinic, email="oncall@clinic.example", escalation=True)
+    nurse.email = "nina@clinic.example"
+    nurse.save()
+    Membership.objects.filter(user=nurse).update(receives_alerts=True)
+    return ["nina@clinic.example", "ward@clinic.example"]
+
+
+@pytest.fixture
+def filled(pump, nurse, prescriber, recipients):
+    """The SPEC 4.8 pump: refill with program at T0, program verified."""
+    s.record_refill(
+        pump=pump, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse),
+        program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)), now=WRITE_NOW,
+    )
+    s.verify_program(program=Program.objects.get(), actor=s.Actor(prescriber), now=WRITE_NOW)
+    pump.refresh_from_db()
+    return pump
+
+
+def sweep_and_send(now):
+    result = alerts.sweep(now)
+    alerts.deliver_due(now)
+    return result
+
+
+def sent(kind):
+    return [m for m in mail.outbox if m.extra_headers["X-Clinic-Alert-Kind"] == kind]
+
+
+def test_nothing_before_the_due_soon_window(filled):
+    result = sweep_and_send(datetime(2026, 3, 20, 12, tzinfo=CHICAGO))
+    assert result.pumps_checked == 0
+    assert Alert.objects.count() == 0
+    assert [m.extra_headers["X-Clinic-Alert-Kind"] for m in mail.outbox] == ["digest", "digest"]
+
+
+def test_due_soon_creates_an_info_alert_for_the_digest_only(filled):
+    sweep_and_send(datetime(2026, 3, 27, 0, 30, tzinfo=CHICAGO))
+    alert = Alert.objects.get()
+    assert (alert.kind, alert.severity, alert.episode) == ("refill_due_soon", "info", f"fill:{filled.refills.get().pk}")
+    assert mail.outbox == []  # before the 07:00 digest hour, and due-soon is never e-mailed alone
+
+
+def test_booked_refill_appointment_means_no_due_soon_alert(filled, nurse):
+    s.schedule_appointment(pump=filled, scheduled_for=datetime(2026, 4, 9, 10, tzinfo=CHICAGO), actor=s.Actor(nurse),
+                           now=WRITE_NOW)
+    sweep_and_send(datetime(2026, 3, 27, 0, 30, tzinfo=CHICAGO))
+    assert Alert.objects.count() == 0
+
+
+def test_low_reservoir_email_exactly_once_per_recipient_however_many_sweeps(filled):
+    now = LRA + timedelta(minutes=40)  # 2026-04-19 00:00 CDT
+    for _ in range(3):
+        sweep_and_send(now)
+        alerts.evaluate_pump(filled, now)  # even a direct re-evaluation adds nothing
+        sweep_and_send(now + timedelta(minutes=5))
+    low = sent("low_reservoir")
+    assert sorted(m.to[0] for m in low) == ["nina@clinic.example", "ward@clinic.example"]
+    assert Alert.objects.filter(kind="low_reservoir").count() == 1
+
+
+def test_low_reservoir_email_content_headers_and_least_patient_data(filled):
+    sweep_and_send(LRA + timedelta(minutes=40))
+    message = sent("low_reservoir")[0]
+    alert = Alert.objects.get(kind="low_reservoir")
+    assert message.subject == "[CRITICAL] Low reservoir — MRN MRN001 (AG)"
+    assert message.extra_headers == {
+        "X-Clinic-Alert-Kind": "low_reservoir",
+        "X-Clinic-Alert-Severity": "critical",
+        "X-Clinic-Alert-Id": str(alert.pk),
+    }
+    body = message.body
+    assert "Patient: MRN MRN001 (AG)" in body
+    assert "When: Sat 18 Apr 2026, 23:20 CDT (America/Chicago)" in body
+    assert "What to do: The reservoir has reached the low-reservoir alarm volume (worst case)." in body
+    assert f"Open the pump: https://pumps.example.org/pumps/{filled.pk}/" in body
+    html = message.alternatives[0]
+    assert html[1] == "text/html"
+    assert f'href="https://pumps.example.org/pumps/{filled.pk}/"' in html[0]
+    for text in (body, html[0]):
+        assert "Garcia" not in text and "Ana" not in text  # never the full name
+
+
+def test_overdue_and_low_reservoir_together(filled):
+    sweep_and_send(LRA + timedelta(minutes=40))
+    assert sorted(Alert.objects.values_list("kind", "severity")) == [
+        ("low_reservoir", "critical"), ("refill_overdue", "warning"),
+    ]
+    assert len(sent("refill_overdue")) == 2
+
+
+def test_low_reservoir_repeats_every_4_hours_and_escalates_after_4_hours(filled):
+    start = LRA + timedelta(minutes=40)
+    sweep_and_send(start)
+    sweep_and_send(start + timedelta(hours=3, minutes=59))
+    assert len(sent("low_reservoir")) == 2
+    sweep_and_send(start + timedelta(hours=4))
+    low = sent("low_reservoir")
+    assert len(low) == 5  # 2 first, then 3: the escalation address joins
+    assert sorted(m.to[0] for m in low[2:]) == ["nina@clinic.example", "oncall@clinic.example", "ward@clinic.example"]
+    assert all(m.subject.endswith("(reminder 1)") for m in low[2:])
+    assert "[escalated]" in low[-1].body
+
+
+def test_acknowledging_stops_repeats(filled, nurse):
+    start = LRA + timedelta(minutes=40)
+    sweep_and_send(start)
+    alert = Alert.objects.get(kind="low_reservoir")
+    alerts.acknowledge(alert, user=nurse, now=start + timedelta(hours=1))
+    sweep_and_send(start + timedelta(hours=8))
+    assert len(sent("low_reservoir")) == 2
+    alert.refresh_from_db()
+    assert alert.acknowledged_by == nurse and alert.next_repeat_at is None
+
+
+def test_withdrawal_risk_escalates_at_once_and_repeats_every_2_hours(filled):
+    start = datetime(2026, 4, 20, 10, 0, tzinfo=CHICAGO)  # empty 04-23 10:00 minus 72 h
+    sweep_and_send(start)
+    first = sent("withdrawal_risk")
+    assert sorted(m.to[0] for m in first) == [
+        "nina@clinic.example", "oncall@clinic.example", "ward@clinic.example",
+    ]
+    sweep_and_send(start + timedelta(hours=2))
+    assert len(sent("withdrawal_risk")) == 6
+
+
+def test_new_refill_resolves_the_old_episode(filled, nurse):
+    now = LRA + timedelta(minutes=40)
+    sweep_and_send(now)
+    s.record_refill(
+        pump=filled, performed_at=now + timedelta(hours=9), extracted_volume_ml=D("1.5"), added_volume_ml=D(36),
+        concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse), now=now + timedelta(hours=9, minutes=5),
+    )
+    old = Alert.objects.filter(kind__in=["low_reservoir", "refill_overdue"])
+    assert [(a.resolved_at is not None, a.resolution) for a in old] == [(True, "a new refill was recorded")] * 2
+    sweep_and_send(now + timedelta(hours=20))
+    assert len(sent("low_reservoir")) == 2  # no repeat of a resolved alert
+
+
+def test_flagged_refill_raises_one_residual_discrepancy_alert(filled, nurse):
+    refill = s.record_refill(
+        pump=filled, performed_at=datetime(2026, 3, 28, 9, tzinfo=CHICAGO), extracted_volume_ml=D("9"),
+        added_volume_ml=D(25), concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse),
+        now=datetime(2026, 3, 28, 12, tzinfo=CHICAGO),
+    )
+    alert = Alert.objects.get(kind="residual_discrepancy")
+    assert alert.episode == f"refill:{refill.pk}" and alert.severity == "warning"
+    assert alert.message.startswith("less drug than expected remained")
+    alerts.deliver_due(datetime(2026, 3, 28, 12, tzinfo=CHICAGO))
+    sweep_and_send(datetime(2026, 3, 30, 12, tzinfo=CHICAGO))
+    assert len(sent("residual_discrepancy")) == 2
+    assert "Detail: less drug than expected remained" in sent("residual_discrepancy")[0].body
+
+
+def test_mri_on_synchromed_needs_a_reading_after_it(filled, nurse):
+    mri_at = datetime(2026, 3, 2, 8, tzinfo=CHICAGO)
+    s.record_event(pump=filled, kind="mri", occurred_at=mri_at, actor=s.Actor(nurse), now=mri_at + timedelta(hours=2))
+    alert = Alert.objects.get(kind="post_mri_check")
+    assert alert.severity == "critical"
+    s.record_reading(pump=filled, read_at=mri_at + timedelta(hours=3), reservoir_volume_ml=D("22"),
+                     actor=s.Actor(nurse), now=mri_at + timedelta(hours=3))
+    alert.refresh_from_db()
+    assert alert.resolved_at is not None and alert.resolution == "condition cleared"
+
+
+def test_unverified_program_after_24_hours(pump, nurse, recipients):
+    s.record_refill(
+        pump=pump, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse),
+        program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)), now=WRITE_NOW,
+    )
+    sweep_and_send(WRITE_NOW + timedelta(hours=23, minutes=59))
+    assert not Alert.objects.filter(kind="unverified_program").exists()
+    sweep_and_send(WRITE_NOW + timedelta(hours=24))
+    assert Alert.objects.get(kind="unverified_program").episode == f"program:{Program.objects.get().pk}"
+    assert len(sent("unverified_program")) == 2
+
+
+def test_battery_alerts_180_and_90_days_before_end_of_service(filled):
+    # 8637-40 implanted 2026-01-15: expected end of service 2033-01-15
+    filled.expected_end_of_service = date(2026, 9, 30)
+    filled.save()
+    s.recompute_pump(filled, now=datetime(2026, 3, 1, tzinfo=CHICAGO))
+    filled.refresh_from_db()
+    assert filled.next_change_at == datetime(2026, 3, 27, 0, 0, tzinfo=CHICAGO)  # due-soon window first
+    alerts.evaluate_pump(filled, datetime(2026, 4, 3, 12, tzinfo=CHICAGO))  # 180 days before: 04-03
+    assert list(Alert.objects.filter(kind="battery_replacement").values_list("episode", "severity")) == [
+        ("eos-180:2026-09-30", "info")
+    ]
+
+
+def test_failing_smtp_is_retried_with_backoff_and_logged(filled, settings, monkeypatch):
+    now = LRA + timedelta(minutes=40)
+    calls = {"n": 0}
+
+    def broken_send(self, fail_silently=False):
+        calls["n"] += 1
+        raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr("django.core.mail.EmailMultiAlternatives.send", broken_send)
+    sweep_and_send(now)
+    note = Notification.objects.filter(kind="low_reservoir").order_by("recipient").first()
+    assert (note.status, note.attempts) == ("pending", 1)
+    assert note.next_attempt_at == now + timedelta(minutes=1)
+    assert note.last_error == "ConnectionRefusedError: [Errno 111] Connection refused"
+    alerts.deliver_due(now + timedelta(seconds=30))  # not yet due again
+    note.refresh_from_db()
+    assert note.attempts == 1
+    alerts.deliver_due(now + timedelta(minutes=1))
+    note.refresh_from_db()
+    assert note.attempts == 2 and note.next_attempt_at == now + timedelta(minutes=3)
+    assert list(DeliveryAttempt.objects.filter(notification=note).values_list("ok", flat=True)) == [False, False]
+    monkeypatch.undo()
+    alerts.deliver_due(now + timedelta(minutes=3))
+    note.refresh_from_db()
+    assert note.status == "sent"
+    assert len(sent("low_reservoir")) == 2  # nothing lost
+
+
+def test_notification_failing_ten_times_is_marked_failed(filled, monkeypatch):
+    now = LRA + timedelta(minutes=40)
+    monkeypatch.setattr(
+        "django.core.mail.EmailMultiAlternatives.send",
+        lambda self, fail_silently=False: (_ for _ in ()).throw(OSError("smtp down")),
+    )
+    sweep_and_send(now)
+    moment = now
+    for _ in range(12):
+        moment += timedelta(hours=1)
+        alerts.deliver_due(moment)
+    notes = Notification.objects.filter(kind="low_reservoir")
+    assert {n.status for n in notes} == {"failed"}
+    assert {n.attempts for n in notes} == {10}
+
+
+def test_worker_killed_after_claim_is_resent_at_least_once(filled):
+    now = LRA + timedelta(minutes=40)
+    alerts.sweep(now)
+    note = Notification.objects.filter(kind="low_reservoir").first()
+    assert alerts.claim(note.pk, now)  # a worker claimed it, then died before recording
+    assert not alerts.claim(note.pk, now + timedelta(minutes=9))  # the claim still stands
+    alerts.deliver_due(now + timedelta(minutes=5))
+    assert note.recipient not in [m.to[0] for m in sent("low_reservoir")]
+    alerts.deliver_due(now + timedelta(minutes=11))  # stale claim: delivered again
+    assert note.recipient in [m.to[0] for m in sent("low_reservoir")]
+
+
+def test_a_claimed_notification_cannot_be_claimed_twice(filled):
+    now = LRA + timedelta(minutes=40)
+    alerts.sweep(now)
+    note = Notification.objects.first()
+    assert alerts.claim(note.pk, now) is True
+    assert alerts.claim(note.pk, now) is False
+
+
+def test_daily_digest_once_per_recipient_at_the_digest_hour(filled):
+    alerts.sweep(datetime(2026, 3, 30, 6, 59, tzinfo=CHICAGO))
+    assert not Notification.objects.filter(kind="digest").exists()
+    for minute in (0, 5, 10):
+        sweep_and_send(datetime(2026, 3, 30, 7, minute, tzinfo=CHICAGO))
+    digests = sent("digest")
+    assert sorted(m.to[0] for m in digests) == ["nina@clinic.example", "ward@clinic.example"]
+    message = digests[0]
+    assert message.subject == "[north] Daily pump digest 2026-03-30"
+    assert "Refill due soon (1)" in message.body
+    assert "- MRN MRN001 (AG), 8637-40 #SN-0001: due 2026-04-10, alarm 2026-04-18 23:20" in message.body
+    assert "Garcia" not in message.body
+
+
+def test_sweep_records_a_heartbeat_and_run_alert_sweep_command_uses_it(filled, capsys):
+    call_command("run_alert_sweep")
+    run = SweepRun.objects.get()
+    assert run.finished_at >= run.started_at
+    assert "checked" in capsys.readouterr().out
+
+
+def test_sweep_reads_only_pumps_due_by_now(filled, django_assert_num_queries):
+    # one indexed query for the due set; nothing else touches pumps when none is due
+    assert list(alerts.due_pumps(datetime(2026, 3, 1, tzinfo=CHICAGO))) == []
+    assert list(alerts.due_pumps(datetime(2026, 3, 27, 0, 0, tzinfo=CHICAGO))) == [filled]
+
+
+def test_health_reports_stale_sweep_with_503_and_alerts_admins(client, clinic):
+    from django.utils import timezone
+
+    admin = make_user("ada", clinic, "admin", email="ada@clinic.example")
+    assert admin.email
+    response = client.get("/health/")
+    assert response.status_code == 503
+    assert response.json()["checks"]["alert_sweep"] == "never ran"
+    stalled = Alert.objects.get(kind="alerting_stalled")
+    assert Notification.objects.get(alert=stalled).recipient == "ada@clinic.example"
+    client.get("/health/")
+    assert Alert.objects.filter(kind="alerting_stalled").count() == 1
+    now = timezone.now()
+    SweepRun.objects.create(started_at=now, finished_at=now)
+    response = client.get("/health/")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok", "alert_sweep": "ok"}
+    alerts.sweep()
+    stalled.refresh_from_db()
+    assert stalled.resolution == "the sweep ran again"
+
+
+def test_health_is_503_when_last_sweep_older_than_three_intervals(client, db):
+    from django.utils import timezone
+
+    now = timezone.now()
+    SweepRun.objects.create(started_at=now - timedelta(minutes=16), finished_at=now - timedelta(minutes=15, seconds=1))
+    assert client.get("/health/").status_code == 503
+    SweepRun.objects.create(started_at=now - timedelta(minutes=15), finished_at=now - timedelta(minutes=14))
+    assert client.get("/health/").status_code == 200
