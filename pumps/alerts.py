@@ -553,7 +553,7 @@ def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
             "patient_label": f"MRN {pump.patient.mrn} ({pump.patient.initials})" if pump else "",
             "escalated": alert.escalated_at is not None,
         }
-        who = f" — {context['patient_label']}" if pump else ""
+        who = f": {context['patient_label']}" if pump else ""
         subject = f"[{alert.severity.upper()}] {alert.get_kind_display().capitalize()}{who}"
         if note.repeat_number:
             subject += f" (reminder {note.repeat_number})"

@@ -89,7 +89,7 @@ def test_low_reservoir_email_content_headers_and_least_patient_data(filled):
     sweep_and_send(LRA + timedelta(minutes=40))
     message = sent("low_reservoir")[0]
     alert = Alert.objects.get(kind="low_reservoir")
-    assert message.subject == "[CRITICAL] Low reservoir — MRN MRN001 (AG)"
+    assert message.subject == "[CRITICAL] Low reservoir: MRN MRN001 (AG)"
     assert message.extra_headers == {
         "X-Clinic-Alert-Kind": "low_reservoir",
         "X-Clinic-Alert-Severity": "critical",

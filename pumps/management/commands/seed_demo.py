@@ -41,7 +41,7 @@ from django.utils.dateparse import parse_datetime
 from clinic.models import AlertRecipient, Clinic, ClinicClosure, Membership, Role
 from pumps import projection as pj
 from pumps import services
-from pumps.models import DrugProduct, Event, Patient, Program, Pump, PumpModel
+from pumps.models import Appointment, DrugProduct, Event, Patient, Program, Pump, PumpModel
 from pumps.services import Actor, ProgramInput
 
 DEMO_USERNAME = "demo"
@@ -349,7 +349,8 @@ class Demo:
 
     # ------------------------------------------------------------------ patients
 
-    def create_patient(self, ctx: Context, rng: random.Random, *, high_risk: bool, origin: str | None = None):
+    def create_patient(self, ctx: Context, rng: random.Random, *, high_risk: bool, origin: str | None = None,
+                       reason: str | None = None):
         ctx.patients += 1
         origin = origin or rng.choices(
             (Patient.Origin.SPINAL, Patient.Origin.CEREBRAL, Patient.Origin.MIXED, Patient.Origin.UNKNOWN),
@@ -358,8 +359,9 @@ class Demo:
         # Cerebral palsy patients are often children or young adults.
         age = rng.randint(8, 45) if origin == Patient.Origin.CEREBRAL else rng.randint(19, 82)
         birth = self.day - timedelta(days=age * 365 + rng.randint(0, 364))
-        reason = ""
-        if high_risk:
+        if not high_risk:
+            reason = ""
+        elif reason is None:
             reason = HIGH_RISK_REASONS[0] if origin == Patient.Origin.SPINAL else rng.choice(HIGH_RISK_REASONS[1:])
         patient = services.create_patient(
             clinic=ctx.clinic,
@@ -530,8 +532,10 @@ class Demo:
             lra = centre - _days(alarm / rate / 2)
         else:  # empty
             lra = centre - _days(draws["empty_days"]) - _days(alarm / rate)
-        ideal = pj.local_date(lra - _days(to_alarm), ctx.tz)
         hour, minute = draws["last_time"]
+        ideal = pj.local_date(lra - _days(to_alarm), ctx.tz)
+        while self.local(ctx, ideal, hour, minute) > self.latest:
+            ideal -= ONE_DAY
         first_ok = None
         for weekend_too in (False, True):
             for k in range(0, 30):
@@ -648,7 +652,7 @@ class Demo:
                     )
                 )
             elif kind == "reading":
-                self.write_reading(rng, pump, plan, at, after_mri=payload)
+                self.write_reading(ctx, rng, pump, plan, at, after_mri=payload)
             else:
                 services.record_event(pump=pump, kind=payload[0], occurred_at=at, notes=payload[1], actor=ACTOR, now=self.now)
         for n, program in enumerate(programs):
@@ -709,7 +713,7 @@ class Demo:
         self.counts["refills"] += 1
         return list(Program.objects.filter(refill=saved))
 
-    def write_reading(self, rng, pump: Pump, plan: PumpPlan, at: datetime, *, after_mri: bool) -> None:
+    def write_reading(self, ctx, rng, pump: Pump, plan: PumpPlan, at: datetime, *, after_mri: bool) -> None:
         projection = services.project_pump(pump, at)
         expected = projection.reservoir_volume_ml or Decimal(0)
         if plan.model.volume_is == PumpModel.VOLUME_MEASURED:
@@ -721,7 +725,7 @@ class Demo:
         volume = min(max(volume, Decimal(0)), plan.model.reservoir_ml).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
         services.record_reading(
             pump=pump, read_at=at, reservoir_volume_ml=volume, actor=ACTOR, now=self.now,
-            performed_by=rng.choice(pump.clinic.memberships.filter(role=Role.NURSE).values_list("user__username", flat=True).order_by("user__username")),
+            performed_by=rng.choice(ctx.nurses),
             notes="Post-MRI interrogation: pump running." if after_mri else "Interrogation at review visit.",
         )
         self.counts["readings"] += 1
@@ -780,20 +784,19 @@ class Demo:
         return {"user": user, "clinics": [c.clinic for c in contexts], "counts": self.counts}
 
     def write_scenario(self, ctx: Context, rng: random.Random, scenario: str, features: dict) -> None:
-        patient = self.create_patient(ctx, rng, high_risk=bool(features.get("high_risk")), origin=features.get("origin"))
-        if features.get("withdrawal_history"):
-            patient_reason = "previous withdrawal episode after a missed refill"
-            services.update_patient(patient=patient, actor=ACTOR, now=self.now, high_risk_reason=patient_reason)
+        reason = HIGH_RISK_REASONS[2] if features.get("withdrawal_history") else None
+        patient = self.create_patient(
+            ctx, rng, high_risk=bool(features.get("high_risk")), origin=features.get("origin"), reason=reason
+        )
         if scenario == pj.STATUS_INCOMPLETE:
             self.write_incomplete(ctx, rng, patient)
             return
         if scenario == "replaced":
-            self.write_replacement(ctx, rng, patient, features)
+            self.write_replacement(ctx, rng, patient)
             return
         if scenario == "explanted":
             explant_on = self.open_day_on_or_before(ctx, self.day - timedelta(days=rng.randint(10, 40)))
-            features["ends_before"] = explant_on
-            plan = self.plan_pump(ctx, rng, target="explanted", patient=patient, features=features)
+            plan = self.plan_pump(ctx, rng, target="explanted", patient=patient, features=features, ends_before=explant_on)
             pump = self.write_pump(ctx, rng, patient, plan)
             services.explant_pump(
                 pump=pump, explanted_on=explant_on, actor=ACTOR, now=self.now,
@@ -810,10 +813,11 @@ class Demo:
         if features.get("recent_mri") and plan.model.manufacturer == "Medtronic":
             day = self.open_day_on_or_before(ctx, self.day - timedelta(days=2))
             at = self.local(ctx, day, 16, 30)
-            if at > plan.refills[-1].at + ONE_DAY:
+            if plan.refills[-1].at + ONE_DAY < at <= self.latest:
                 plan.events.append((at, Event.Kind.MRI, "Lumbar spine MRI at an outside hospital; no interrogation yet."))
         pump = self.write_pump(ctx, rng, patient, plan)
         self.counts["pumps"] += 1
+        self.check_status(pump, plan)
         self.write_appointments(ctx, rng, pump, features)
         if features.get("alarm_reported"):
             pump.refresh_from_db()
@@ -823,6 +827,15 @@ class Demo:
                     pump=pump, kind=Event.Kind.ALARM_REPORTED, occurred_at=at, actor=ACTOR, now=self.now,
                     notes="Caregiver phoned: the pump is beeping (low-reservoir alarm).",
                 )
+
+    def check_status(self, pump: Pump, plan: PumpPlan) -> None:
+        """The stored status (computed by the services as of now) must be the planned one:
+        the plan was checked with the same projection over the whole reference day."""
+        pump.refresh_from_db(fields=["status"])
+        if pump.status != plan.reached:
+            raise CommandError(
+                f"pump {pump.serial_number}: planned status {plan.reached}, stored status {pump.status}"
+            )
 
     def write_incomplete(self, ctx, rng, patient) -> None:
         """A pump just implanted elsewhere and transferred in: either nothing recorded yet,
@@ -844,30 +857,27 @@ class Demo:
             self.counts["refills"] += 1
         self.counts["pumps"] += 1
 
-    def write_replacement(self, ctx, rng, patient, features) -> None:
-        """A SynchroMed II at its elective replacement indicator, replaced by a new pump
-        in one operation; the new pump's first fill carries on the same program."""
-        new_model = self.models["8637-40"]
-        # Plan the new pump first (one fill at the replacement), aimed at "ok".
-        new_features = {"model": "8637-40", "refills": 1, "no_titration": True}
-        new_plan = self.plan_pump(ctx, rng, target=pj.STATUS_OK, patient=patient, features=new_features)
+    def write_replacement(self, ctx, rng, patient) -> None:
+        """A SynchroMed II at its elective replacement indicator (ERI), replaced by a new
+        pump in one operation; the new pump's first fill carries on the same program."""
+        old_plan, old_specs, old_draws = self.prepare(
+            ctx, rng, patient=patient, features={"model": "8637-20", "refills": rng.randint(14, 20)}
+        )
+        new_plan, _, new_draws = self.prepare(
+            ctx, rng, patient=patient, features={"model": "8637-20", "refills": 1, "no_titration": True}
+        )
+        # The replacement day is the new pump's first fill, placed so that it is "ok" today.
+        new_specs = [old_specs[-1]]
+        new_plan.reached = self.place_last_refill(
+            ctx, new_plan, new_specs, new_draws, pj.STATUS_OK, patient.withdrawal_high_risk
+        )
         replaced_on = new_plan.implanted_on
-        old_features = {"model": "8637-20", "ends_before": replaced_on, "refills": rng.randint(4, 8)}
-        old_plan = self.plan_pump(ctx, rng, target="replaced", patient=patient, features=old_features)
-        # Carry the old pump's program over to the new one (same dose and concentration).
-        last_old = old_plan.refills[-1].spec
-        new_plan.refills[0].spec = last_old
-        self.place_last_refill(ctx, new_plan, [last_old], {
-            **{"fraction": [0.8], "hours": [(9, 0)], "discrepancy": {}, "titration": (last_old, [])},
-            "last_time": (14, 0), "ok_days": 35.0, "due_soon_days": 15.0, "overdue_days": 3.0, "empty_days": 5.0,
-        }, pj.STATUS_OK, patient.withdrawal_high_risk)
-        replaced_on = new_plan.implanted_on
-        if old_plan.refills[-1].at >= self.local(ctx, replaced_on, 0, 0) - ONE_DAY:
-            old_plan.refills = [r for r in old_plan.refills if r.at < self.local(ctx, replaced_on, 0, 0) - ONE_DAY]
+        self.place(ctx, old_plan, old_specs, old_draws, target="replaced", high_risk=False, ends_before=replaced_on)
+        self.add_readings(ctx, rng, old_plan, 0.2)
+        old_pump = self.write_pump(ctx, rng, patient, old_plan)
+
         eri_day = self.open_day_on_or_before(ctx, replaced_on - timedelta(days=rng.randint(8, 15)))
         eri_at = self.local(ctx, eri_day, 10, 30)
-        old_plan.readings = [r for r in old_plan.readings if r[0] < old_plan.refills[-1].at]
-        old_pump = self.write_pump(ctx, rng, patient, old_plan)
         if eri_at > old_plan.refills[-1].at + ONE_DAY:
             expected = services.project_pump(old_pump, eri_at).reservoir_volume_ml or Decimal(0)
             services.record_reading(
@@ -877,21 +887,21 @@ class Demo:
             )
             self.counts["readings"] += 1
         surgery = services.schedule_appointment(
-            pump=old_pump, scheduled_for=self.local(ctx, replaced_on, 8, 0), kind="replacement_surgery",
+            pump=old_pump, scheduled_for=self.local(ctx, replaced_on, 8, 0), kind=Appointment.Kind.REPLACEMENT,
             notes="Pump replacement (battery at ERI).", actor=ACTOR, now=self.now,
         )
-        services.update_appointment(appointment=surgery, actor=ACTOR, status="done")
+        services.update_appointment(appointment=surgery, actor=ACTOR, status=Appointment.Status.DONE)
         new_pump = services.replace_pump(
-            old=old_pump, model=new_model, serial_number=new_plan.serial, replaced_on=replaced_on, actor=ACTOR,
+            old=old_pump, model=new_plan.model, serial_number=new_plan.serial, replaced_on=replaced_on, actor=ACTOR,
             reason="Battery at elective replacement indicator: pump replaced.", now=self.now,
         )
-        new_plan.implanted_on = replaced_on
         self.counts["pumps"] += 2
-        nurse = rng.choice(ctx.nurses)
-        programs = self.write_refill(ctx, rng, new_pump, new_plan, new_plan.refills[0], nurse)
+        programs = self.write_refill(ctx, rng, new_pump, new_plan, new_plan.refills[0], rng.choice(ctx.nurses))
+        self.check_status(new_pump, new_plan)
         for program in programs:
+            entered = program.entered_by.username if program.entered_by else ""
             services.verify_program(
-                program=program, actor=ACTOR, verified_by=rng.choice(ctx.verifiers),
+                program=program, actor=ACTOR, verified_by=rng.choice([v for v in ctx.verifiers if v != entered]),
                 now=min(program.effective_at + timedelta(hours=3), self.latest),
             )
 
@@ -912,7 +922,7 @@ class Demo:
             appointment = services.schedule_appointment(
                 pump=pump, scheduled_for=self.local(ctx, pump.refill_due_on, 10, 30), actor=ACTOR, now=self.now,
             )
-            services.update_appointment(appointment=appointment, actor=ACTOR, status="missed", notes="Did not attend; phoned twice.")
+            services.update_appointment(appointment=appointment, actor=ACTOR, status=Appointment.Status.MISSED, notes="Did not attend; phoned twice.")
             return
         if rng.random() < features.get("appointment", 0):
             hour, minute = self.clinic_time(rng)

@@ -1,0 +1,210 @@
+"""Alert e-mails through a real SMTP server (aiosmtpd on loopback), a real Celery worker on
+the Redis broker, and two sweeps at once in two processes on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from decimal import Decimal as D
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from clinic.models import AlertRecipient
+from pumps import alerts
+from pumps import services as s
+from pumps.models import Notification, Program
+from tests.conftest import require_service
+from tests.factories import make_clinic, make_patient, make_pump, make_user
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        msg = message_from_bytes(envelope.content, policy=default_policy)
+        self.messages.append((envelope.rcpt_tos, msg))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_port():
+    return free_port()
+
+
+def start_smtp(port: int) -> tuple[Controller, Inbox]:
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller, inbox
+
+
+@pytest.fixture
+def use_smtp(settings, smtp_port):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = smtp_port
+    settings.EMAIL_TIMEOUT = 5
+    return smtp_port
+
+
+def low_reservoir_pump(code="north"):
+    """A pump whose worst-case LRA passed yesterday (real clock), with two recipients."""
+    now = timezone.now()
+    clinic = make_clinic(code=code, timezone="America/Chicago")
+    AlertRecipient.objects.create(clinic=clinic, email="ward@clinic.example")
+    nurse = make_user(f"nurse-{code}", clinic, "nurse", email="nurse@clinic.example")
+    prescriber = make_user(f"dr-{code}", clinic, "prescriber")
+    from clinic.models import Membership
+
+    Membership.objects.filter(user=nurse).update(receives_alerts=True)
+    pump = make_pump(make_patient(clinic, mrn="MRN-LR"))
+    filled_at = now - timedelta(days=76)  # LRA after 75.56 days at 0.45 mL/day
+    s.record_refill(
+        pump=pump, performed_at=filled_at, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000),
+        actor=s.Actor(nurse), program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
+        now=filled_at + timedelta(minutes=1),
+    )
+    s.verify_program(program=Program.objects.get(pump=pump), actor=s.Actor(prescriber), now=filled_at)
+    pump.refresh_from_db()
+    return pump
+
+
+def kinds(inbox: Inbox, kind: str):
+    return [(rcpts[0], msg) for rcpts, msg in inbox.messages if msg["X-Clinic-Alert-Kind"] == kind]
+
+
+def test_smtp_down_then_up_every_email_arrives(db, use_smtp):
+    pump = low_reservoir_pump()
+    now = timezone.now()
+    alerts.sweep(now)
+    assert alerts.deliver_due(now) == 0  # nothing listens on the port yet
+    failed = Notification.objects.filter(kind="low_reservoir")
+    assert {n.status for n in failed} == {"pending"}
+    assert all("ConnectionRefusedError" in n.last_error for n in failed)
+    controller, inbox = start_smtp(use_smtp)
+    try:
+        alerts.deliver_due(now + timedelta(minutes=1))
+        low = kinds(inbox, "low_reservoir")
+        assert sorted(r for r, _ in low) == ["nurse@clinic.example", "ward@clinic.example"]
+        msg = low[0][1]
+        assert msg["Subject"] == "[CRITICAL] Low reservoir: MRN MRN-LR (AG)"
+        assert msg["X-Clinic-Alert-Severity"] == "critical"
+        text = msg.get_body(preferencelist=("plain",)).get_content()
+        html = msg.get_body(preferencelist=("html",)).get_content()
+        assert f"https://pumps.example.org/pumps/{pump.pk}/" in text and "<a href=" in html
+        assert "Garcia" not in text + html
+        # one more sweep and delivery send nothing new
+        alerts.sweep(now + timedelta(minutes=5))
+        alerts.deliver_due(now + timedelta(minutes=5))
+        assert len(kinds(inbox, "low_reservoir")) == 2
+    finally:
+        controller.stop()
+
+
+def _subprocess_env(smtp_port: int) -> dict:
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "EMAIL_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "SITE_URL": "https://pumps.example.org",
+        "DJANGO_SETTINGS_MODULE": "clinic.settings",
+    }
+    env.pop("CELERY_TASK_ALWAYS_EAGER", None)
+    return env
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_sweep_processes_at_once_send_one_email_per_recipient(smtp_port):
+    low_reservoir_pump()
+    controller, inbox = start_smtp(smtp_port)
+    try:
+        env = _subprocess_env(smtp_port)
+        cmd = [sys.executable, "manage.py", "run_alert_sweep"]
+        procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+        low = kinds(inbox, "low_reservoir")
+        assert sorted(r for r, _ in low) == ["nurse@clinic.example", "ward@clinic.example"]
+        overdue = kinds(inbox, "refill_overdue")
+        assert sorted(r for r, _ in overdue) == ["nurse@clinic.example", "ward@clinic.example"]
+        # every message the server got is one sent notification: no double sends
+        assert Notification.objects.filter(status="sent").count() == len(inbox.messages)
+    finally:
+        controller.stop()
+
+
+def _redis_url() -> str | None:
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    return url if url.startswith("redis://") else None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_real_celery_worker_on_redis_delivers_the_outbox(smtp_port, settings):
+    url = _redis_url()
+    if not url:
+        require_service("Redis broker", "set CELERY_BROKER_URL=redis://... to run the worker test")
+    import redis
+
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.exceptions.ConnectionError as exc:
+        require_service("Redis broker", str(exc))
+    from clinic.celery import app
+
+    queue = f"test-{os.getpid()}-{int(time.time())}"
+    low_reservoir_pump()
+    controller, inbox = start_smtp(smtp_port)
+    env = {**_subprocess_env(smtp_port), "CELERY_BROKER_URL": url, "CELERY_TASK_DEFAULT_QUEUE": queue}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "clinic", "worker", "--pool=solo", "--concurrency=1",
+         "-Q", queue, "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "info"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        app.conf.task_always_eager = False
+        app.conf.task_default_queue = queue
+        app.conf.broker_url = url
+        with app.connection_for_write() as conn:
+            from pumps.tasks import run_sweep
+
+            run_sweep.apply_async(connection=conn, queue=queue)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(kinds(inbox, "low_reservoir")) < 2:
+            time.sleep(0.5)
+        low = kinds(inbox, "low_reservoir")
+        assert sorted(r for r, _ in low) == ["nurse@clinic.example", "ward@clinic.example"]
+        assert Notification.objects.filter(kind="low_reservoir", status="sent").count() == 2
+    finally:
+        app.conf.task_default_queue = "celery"
+        app.conf.broker_url = settings.CELERY_BROKER_URL
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        controller.stop()
