@@ -78,6 +78,18 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
         }
 
 
+def detach_principal(request) -> None:
+    """DRF also sets ``request.user`` on the Django request; for an API client that is an
+    ``ApiClientPrincipal``, not a ``User``, and code below the API that reads the Django
+    request's user (django-simple-history's middleware, for audit rows of models saved
+    without an explicit ``_history_user``) must see an anonymous user instead. Call it
+    from ``APIView.initial`` after authentication."""
+    if api_client_of(request) is not None:
+        from django.contrib.auth.models import AnonymousUser
+
+        request._request.user = AnonymousUser()
+
+
 def api_client_of(request) -> ApiClient | None:
     return request.auth if isinstance(request.auth, ApiClient) else None
 

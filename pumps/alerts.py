@@ -399,6 +399,9 @@ def digest_context(clinic: Clinic, now: datetime) -> dict:
         "overdue": rows[pj.STATUS_OVERDUE],
         "due_soon": rows[pj.STATUS_DUE_SOON],
         "critical_alerts": list(critical),
+        "undelivered": list(
+            Notification.objects.filter(clinic=clinic, status=Notification.FAILED).order_by("-created_at")[:50]
+        ),
         "sections": [
             ("Empty (worst case)", rows[pj.STATUS_EMPTY]),
             ("At low-reservoir alarm", rows[pj.STATUS_ALARM]),
@@ -565,7 +568,22 @@ def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
         html = render_to_string(f"{template}.html", context)
     message = EmailMultiAlternatives(subject=subject, body=text, to=[note.recipient], headers=headers)
     message.attach_alternative(html, "text/html")
+    if note.kind in RESERVOIR_KINDS and note.alert.pump is not None:
+        appointment = next_refill_appointment(note.alert.pump, now)
+        if appointment is not None:
+            from .calendar import appointment_ics
+
+            message.attach(f"refill-appointment-{appointment.pk}.ics", appointment_ics(appointment), "text/calendar")
     return message
+
+
+def next_refill_appointment(pump: Pump, now: datetime) -> Appointment | None:
+    return (
+        Appointment.objects.live()
+        .filter(pump=pump, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED, scheduled_for__gte=now)
+        .order_by("scheduled_for")
+        .first()
+    )
 
 
 # ----------------------------------------------------------------- acknowledge

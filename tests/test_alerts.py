@@ -335,3 +335,32 @@ def test_health_is_503_when_last_sweep_older_than_three_intervals(client, db):
     assert client.get("/health/").status_code == 503
     SweepRun.objects.create(started_at=now - timedelta(minutes=15), finished_at=now - timedelta(minutes=14))
     assert client.get("/health/").status_code == 200
+
+
+def test_alert_email_carries_the_booked_refill_appointment_as_icalendar(filled, nurse):
+    from icalendar import Calendar
+
+    when = LRA + timedelta(hours=10)
+    appointment = s.schedule_appointment(pump=filled, scheduled_for=when, actor=s.Actor(nurse), now=WRITE_NOW)
+    sweep_and_send(LRA + timedelta(minutes=40))
+    message = sent("low_reservoir")[0]
+    name, content, mimetype = message.attachments[0]
+    assert (name, mimetype) == (f"refill-appointment-{appointment.pk}.ics", "text/calendar")
+    event = Calendar.from_ical(content).walk("VEVENT")[0]
+    assert event.decoded("dtstart") == when
+    assert str(event["summary"]) == "Pump refill: MRN MRN001 (AG)"
+    assert "Garcia" not in str(content)
+
+
+def test_digest_lists_notifications_that_could_not_be_delivered(filled, recipients):
+    from clinic.models import Clinic
+
+    Notification.objects.create(
+        clinic=Clinic.objects.get(code="north"), kind="low_reservoir", recipient="gone@clinic.example",
+        status="failed", attempts=10, last_error="SMTPRecipientsRefused: 550 no such user",
+        next_attempt_at=WRITE_NOW, created_at=WRITE_NOW,
+    )
+    sweep_and_send(datetime(2026, 3, 30, 7, 0, tzinfo=CHICAGO))
+    digest = sent("digest")[0]
+    assert "Notifications that could not be delivered (1)" in digest.body
+    assert "- low_reservoir to gone@clinic.example: SMTPRecipientsRefused: 550 no such user" in digest.body

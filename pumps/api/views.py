@@ -28,7 +28,7 @@ from rest_framework.reverse import reverse
 from rest_framework.utils.json import strict_constant
 
 from clinic.models import Clinic
-from clinic.auth import api_client_of, can_write_clinic, can_write_programs, visible_clinic_ids, writable_clinic_ids
+from clinic.auth import api_client_of, can_write_clinic, detach_principal, can_write_programs, visible_clinic_ids, writable_clinic_ids
 from pumps import projection as pj
 from pumps import services
 from pumps.models import Appointment, Patient, Program, Pump, Reading, Refill
@@ -139,6 +139,10 @@ class ScopedViewMixin:
 
     parser_classes = [DecimalJSONParser]
     clinic_lookup = "clinic_id"
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        detach_principal(request)
 
     def base_queryset(self):
         raise NotImplementedError

@@ -40,7 +40,7 @@ from django.utils.dateparse import parse_datetime
 
 from clinic.models import AlertRecipient, Clinic, ClinicClosure, Membership, Role
 from pumps import projection as pj
-from pumps import services
+from pumps import alerts, services
 from pumps.models import Appointment, DrugProduct, Event, Patient, Program, Pump, PumpModel
 from pumps.services import Actor, ProgramInput
 
@@ -238,6 +238,11 @@ class PumpPlan:
     first_fill_without_program: bool = False
     fills: list[Decimal] = field(default_factory=list)  # volume after each planned refill
     reached: str = ""  # the status the plan gives over the reference day
+
+    @property
+    def last_program_at(self) -> datetime | None:
+        times = [r.at for r in self.refills if r.new_program] + [at for at, _ in self.titrations]
+        return max(times, default=None)
 
     @property
     def alarm(self) -> Decimal:
@@ -630,9 +635,13 @@ class Demo:
     # --------------------------------------------------------------- write a pump
 
     def write_pump(self, ctx: Context, rng: random.Random, patient: Patient, plan: PumpPlan) -> Pump:
+        """Record the history in time order, each write with ``now`` at its own instant, as
+        the clinic would have recorded it (the audit trail, write-time checks and alerts
+        then see the history as it happened). ``refresh`` brings the pump to today."""
+        first_at = plan.refills[0].at if plan.refills else self.local(ctx, plan.implanted_on, 17, 0)
         pump = services.implant_pump(
             patient=patient, model=plan.model, serial_number=plan.serial, implanted_on=plan.implanted_on,
-            actor=ACTOR, low_reservoir_alarm_ml=plan.alarm_ml, now=self.now,
+            actor=ACTOR, low_reservoir_alarm_ml=plan.alarm_ml, now=first_at,
         )
         actions = [(r.at, 0, "refill", r) for r in plan.refills]
         actions += [(at, 1, "program", spec) for at, spec in plan.titrations]
@@ -648,21 +657,37 @@ class Demo:
                 programs.append(
                     services.record_program(
                         pump=pump, effective_at=at, data=payload.as_input(rng.choice(ctx.prescribers)),
-                        actor=ACTOR, now=self.now,
+                        actor=ACTOR, now=at,
                     )
                 )
             elif kind == "reading":
                 self.write_reading(ctx, rng, pump, plan, at, after_mri=payload)
             else:
-                services.record_event(pump=pump, kind=payload[0], occurred_at=at, notes=payload[1], actor=ACTOR, now=self.now)
-        for n, program in enumerate(programs):
-            if plan.leave_last_program_unverified and n == len(programs) - 1:
-                continue
-            entered = program.entered_by.username if program.entered_by else ""
-            verifier = rng.choice([v for v in ctx.verifiers if v != entered])
-            verified_at = min(program.effective_at + timedelta(hours=rng.randint(1, 20)), self.latest)
-            services.verify_program(program=program, actor=ACTOR, verified_by=verifier, now=verified_at)
+                services.record_event(pump=pump, kind=payload[0], occurred_at=at, notes=payload[1], actor=ACTOR, now=at)
+            # A second clinician verifies each new program within the day (the next record
+            # of a pump is always at least 21 hours later).
+            while programs:
+                program = programs.pop(0)
+                if plan.leave_last_program_unverified and program.effective_at == plan.last_program_at:
+                    continue
+                self.verify(ctx, rng, program)
         return pump
+
+    def verify(self, ctx: Context, rng: random.Random, program: Program) -> None:
+        entered = program.entered_by.username if program.entered_by else ""
+        services.verify_program(
+            program=program, actor=ACTOR, verified_by=rng.choice([v for v in ctx.verifiers if v != entered]),
+            now=min(program.effective_at + timedelta(hours=rng.randint(1, 18), minutes=rng.randint(0, 59)), self.latest),
+        )
+
+    def refresh(self, pump: Pump) -> Pump:
+        """Bring the stored projection and the alerts of a pump to the reference time: what
+        the periodic sweep does for a pump whose state changed since its last write."""
+        with transaction.atomic():
+            locked = Pump.objects.select_for_update().select_related("clinic", "patient", "model").get(pk=pump.pk)
+            services.recompute_pump(locked, now=self.now)
+            alerts.evaluate_pump(locked, self.now)
+        return locked
 
     def write_refill(self, ctx, rng, pump: Pump, plan: PumpPlan, refill: RefillPlan, nurse: str) -> list[Program]:
         first = refill is plan.refills[0]
@@ -708,7 +733,7 @@ class Demo:
             program=spec.as_input(rng.choice(ctx.prescribers)) if carries_program else None,
             notes=notes,
             actor=ACTOR,
-            now=self.now,
+            now=refill.at,
         )
         self.counts["refills"] += 1
         return list(Program.objects.filter(refill=saved))
@@ -724,7 +749,7 @@ class Demo:
             volume = expected - (expected - worst) * Decimal(rng.choice(("0.2", "0.4", "0.6")))
         volume = min(max(volume, Decimal(0)), plan.model.reservoir_ml).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
         services.record_reading(
-            pump=pump, read_at=at, reservoir_volume_ml=volume, actor=ACTOR, now=self.now,
+            pump=pump, read_at=at, reservoir_volume_ml=volume, actor=ACTOR, now=at,
             performed_by=rng.choice(ctx.nurses),
             notes="Post-MRI interrogation: pump running." if after_mri else "Interrogation at review visit.",
         )
@@ -790,74 +815,69 @@ class Demo:
         )
         if scenario == pj.STATUS_INCOMPLETE:
             self.write_incomplete(ctx, rng, patient)
-            return
-        if scenario == "replaced":
+        elif scenario == "replaced":
             self.write_replacement(ctx, rng, patient)
-            return
-        if scenario == "explanted":
-            explant_on = self.open_day_on_or_before(ctx, self.day - timedelta(days=rng.randint(10, 40)))
-            plan = self.plan_pump(ctx, rng, target="explanted", patient=patient, features=features, ends_before=explant_on)
-            pump = self.write_pump(ctx, rng, patient, plan)
-            services.explant_pump(
-                pump=pump, explanted_on=explant_on, actor=ACTOR, now=self.now,
-                reason="Pocket infection: pump and catheter explanted; oral baclofen bridge started.",
-            )
-            self.counts["pumps"] += 1
-            return
-        plan = self.plan_pump(ctx, rng, target=scenario, patient=patient, features=features)
+        elif scenario == "explanted":
+            self.write_explanted(ctx, rng, patient, features)
+        else:
+            self.write_implanted(ctx, rng, patient, scenario, features)
+
+    def write_implanted(self, ctx, rng, patient: Patient, target: str, features: dict) -> None:
+        plan = self.plan_pump(ctx, rng, target=target, patient=patient, features=features)
         plan.leave_last_program_unverified = bool(features.get("unverified"))
         if features.get("withdrawal_history") and len(plan.refills) >= 3:
-            # The episode that made this patient high-risk: a late refill long ago.
-            at = plan.refills[1].at + timedelta(hours=2)
-            plan.events.append((at, Event.Kind.WITHDRAWAL, "Itching, fever and rebound spasticity; admitted for 2 days."))
+            # The episode that made this patient high-risk, long ago.
+            plan.events.append((
+                plan.refills[1].at - timedelta(hours=36), Event.Kind.WITHDRAWAL,
+                "Itching, fever and rebound spasticity while a refill was delayed; admitted for 2 days.",
+            ))
         if features.get("recent_mri") and plan.model.manufacturer == "Medtronic":
-            day = self.open_day_on_or_before(ctx, self.day - timedelta(days=2))
-            at = self.local(ctx, day, 16, 30)
+            at = self.local(ctx, self.open_day_on_or_before(ctx, self.day - timedelta(days=2)), 16, 30)
             if plan.refills[-1].at + ONE_DAY < at <= self.latest:
                 plan.events.append((at, Event.Kind.MRI, "Lumbar spine MRI at an outside hospital; no interrogation yet."))
-        pump = self.write_pump(ctx, rng, patient, plan)
-        self.counts["pumps"] += 1
-        self.check_status(pump, plan)
-        self.write_appointments(ctx, rng, pump, features)
         if features.get("alarm_reported"):
-            pump.refresh_from_db()
-            if pump.low_reservoir_alarm_at is not None:
-                at = min(pump.low_reservoir_alarm_at + timedelta(hours=5), self.latest)
-                services.record_event(
-                    pump=pump, kind=Event.Kind.ALARM_REPORTED, occurred_at=at, actor=ACTOR, now=self.now,
-                    notes="Caregiver phoned: the pump is beeping (low-reservoir alarm).",
-                )
+            lra = self.plan_projection(ctx, plan, patient.withdrawal_high_risk).low_reservoir_alarm_at
+            if lra is not None and lra + timedelta(hours=5) <= self.latest:
+                plan.events.append((
+                    lra + timedelta(hours=5), Event.Kind.ALARM_REPORTED,
+                    "Caregiver phoned: the pump is beeping (low-reservoir alarm).",
+                ))
+        pump = self.write_pump(ctx, rng, patient, plan)
+        self.write_appointments(ctx, rng, pump, plan, features)
+        self.finish(pump, plan.reached)
 
-    def check_status(self, pump: Pump, plan: PumpPlan) -> None:
-        """The stored status (computed by the services as of now) must be the planned one:
-        the plan was checked with the same projection over the whole reference day."""
-        pump.refresh_from_db(fields=["status"])
-        if pump.status != plan.reached:
-            raise CommandError(
-                f"pump {pump.serial_number}: planned status {plan.reached}, stored status {pump.status}"
-            )
+    def write_explanted(self, ctx, rng, patient: Patient, features: dict) -> None:
+        explant_on = self.open_day_on_or_before(ctx, self.day - timedelta(days=rng.randint(10, 40)))
+        plan = self.plan_pump(ctx, rng, target="explanted", patient=patient, features=features, ends_before=explant_on)
+        pump = self.write_pump(ctx, rng, patient, plan)
+        services.explant_pump(
+            pump=pump, explanted_on=explant_on, actor=ACTOR, now=self.local(ctx, explant_on, 17, 0),
+            reason="Pocket infection: pump and catheter explanted; oral baclofen bridge started.",
+        )
+        self.finish(pump, pj.STATUS_INACTIVE)
 
-    def write_incomplete(self, ctx, rng, patient) -> None:
+    def write_incomplete(self, ctx, rng, patient: Patient) -> None:
         """A pump just implanted elsewhere and transferred in: either nothing recorded yet,
         or the first fill recorded but the program not yet entered."""
         model = self.models[rng.choices(*zip(*MODEL_WEIGHTS, strict=True))[0]]
         implanted = self.open_day_on_or_before(ctx, self.day - timedelta(days=rng.randint(2, 6)))
         pump = services.implant_pump(
             patient=patient, model=model, serial_number=self.serial_for(model, rng), implanted_on=implanted,
-            actor=ACTOR, now=self.now,
+            actor=ACTOR, now=self.local(ctx, implanted, 12, 0),
         )
         if rng.random() < 0.5:
             conc = Decimal(rng.choice((500, 1000, 2000)))
+            at = self.local(ctx, implanted, 14, 0)
             services.record_refill(
-                pump=pump, performed_at=self.local(ctx, implanted, 14, 0), added_volume_ml=model.reservoir_ml,
+                pump=pump, performed_at=at, added_volume_ml=model.reservoir_ml,
                 concentration_mcg_per_ml=conc, drug_product=self.products[ctx.products[int(conc)]],
                 performed_by=rng.choice(ctx.nurses), notes="First fill in theatre; program sheet awaited.",
-                actor=ACTOR, now=self.now,
+                actor=ACTOR, now=at,
             )
             self.counts["refills"] += 1
-        self.counts["pumps"] += 1
+        self.finish(pump, pj.STATUS_INCOMPLETE)
 
-    def write_replacement(self, ctx, rng, patient) -> None:
+    def write_replacement(self, ctx, rng, patient: Patient) -> None:
         """A SynchroMed II at its elective replacement indicator (ERI), replaced by a new
         pump in one operation; the new pump's first fill carries on the same program."""
         old_plan, old_specs, old_draws = self.prepare(
@@ -866,68 +886,86 @@ class Demo:
         new_plan, _, new_draws = self.prepare(
             ctx, rng, patient=patient, features={"model": "8637-20", "refills": 1, "no_titration": True}
         )
-        # The replacement day is the new pump's first fill, placed so that it is "ok" today.
-        new_specs = [old_specs[-1]]
+        # The replacement day is the new pump's first fill (in theatre, after the 08:00
+        # operation), placed so that the new pump is "ok" today.
+        new_draws["last_time"] = (13, 0)
         new_plan.reached = self.place_last_refill(
-            ctx, new_plan, new_specs, new_draws, pj.STATUS_OK, patient.withdrawal_high_risk
+            ctx, new_plan, [old_specs[-1]], new_draws, pj.STATUS_OK, patient.withdrawal_high_risk
         )
         replaced_on = new_plan.implanted_on
         self.place(ctx, old_plan, old_specs, old_draws, target="replaced", high_risk=False, ends_before=replaced_on)
         self.add_readings(ctx, rng, old_plan, 0.2)
         old_pump = self.write_pump(ctx, rng, patient, old_plan)
 
-        eri_day = self.open_day_on_or_before(ctx, replaced_on - timedelta(days=rng.randint(8, 15)))
-        eri_at = self.local(ctx, eri_day, 10, 30)
+        eri_at = self.local(ctx, self.open_day_on_or_before(ctx, replaced_on - timedelta(days=rng.randint(8, 15))), 10, 30)
+        booked_at = eri_at + timedelta(hours=1)
         if eri_at > old_plan.refills[-1].at + ONE_DAY:
             expected = services.project_pump(old_pump, eri_at).reservoir_volume_ml or Decimal(0)
             services.record_reading(
                 pump=old_pump, read_at=eri_at, reservoir_volume_ml=expected.quantize(Decimal("0.1")), eri=True,
-                performed_by=rng.choice(ctx.nurses), actor=ACTOR, now=self.now,
+                performed_by=rng.choice(ctx.nurses), actor=ACTOR, now=eri_at,
                 notes="Elective replacement indicator on interrogation: replacement booked.",
             )
             self.counts["readings"] += 1
         surgery = services.schedule_appointment(
             pump=old_pump, scheduled_for=self.local(ctx, replaced_on, 8, 0), kind=Appointment.Kind.REPLACEMENT,
-            notes="Pump replacement (battery at ERI).", actor=ACTOR, now=self.now,
+            notes="Pump replacement (battery at ERI).", actor=ACTOR, now=booked_at,
         )
         services.update_appointment(appointment=surgery, actor=ACTOR, status=Appointment.Status.DONE)
         new_pump = services.replace_pump(
             old=old_pump, model=new_plan.model, serial_number=new_plan.serial, replaced_on=replaced_on, actor=ACTOR,
-            reason="Battery at elective replacement indicator: pump replaced.", now=self.now,
+            reason="Battery at elective replacement indicator: pump replaced.", now=self.local(ctx, replaced_on, 12, 0),
         )
-        self.counts["pumps"] += 2
-        programs = self.write_refill(ctx, rng, new_pump, new_plan, new_plan.refills[0], rng.choice(ctx.nurses))
-        self.check_status(new_pump, new_plan)
-        for program in programs:
-            entered = program.entered_by.username if program.entered_by else ""
-            services.verify_program(
-                program=program, actor=ACTOR, verified_by=rng.choice([v for v in ctx.verifiers if v != entered]),
-                now=min(program.effective_at + timedelta(hours=3), self.latest),
-            )
+        for program in self.write_refill(ctx, rng, new_pump, new_plan, new_plan.refills[0], rng.choice(ctx.nurses)):
+            self.verify(ctx, rng, program)
+        self.finish(old_pump, pj.STATUS_INACTIVE)
+        self.finish(new_pump, new_plan.reached)
 
-    def write_appointments(self, ctx, rng, pump: Pump, features) -> None:
+    def plan_projection(self, ctx, plan: PumpPlan, high_risk: bool) -> pj.Projection:
+        last = plan.refills[-1]
+        refill = pj.Refill(performed_at=last.at, added_volume_ml=last.fill_ml + (last.bridge_ml or 0),
+                           bridge_bolus_ml=last.bridge_ml or Decimal(0))
+        state = pj.PumpState(tz=ctx.tz, alarm_volume_ml=plan.alarm, high_risk=high_risk)
+        return pj.project(at=self.window[0], pump=state, refills=[refill], readings=[],
+                          programs=self.program_timeline(plan), policy=ctx.policy)
+
+    def finish(self, pump: Pump, planned: str) -> None:
+        """Refresh the pump as of the reference time and check that it has the status its
+        plan was built for (a mismatch would be a bug in this command, not in the data)."""
+        pump = self.refresh(pump)
+        self.counts["pumps"] += 1
+        self.counts[f"status:{pump.status}"] += 1
+        if pump.status != planned:
+            raise CommandError(f"pump {pump.serial_number}: planned status {planned}, stored status {pump.status}")
+
+    def write_appointments(self, ctx, rng, pump: Pump, plan: PumpPlan, features) -> None:
+        """Appointments booked yesterday: urgent for the alarm, the next refill for some."""
         pump.refresh_from_db()
         if pump.refill_due_on is None:
             return
+        booked_at = self.latest
         if features.get("urgent_appointment"):
             day = self.day + ONE_DAY
-            while day.weekday() >= 5:
+            while day.weekday() not in ctx.policy.open_weekdays or day in ctx.policy.closures:
                 day += ONE_DAY
             services.schedule_appointment(
                 pump=pump, scheduled_for=self.local(ctx, day, 9, 0), notes="Urgent refill: low-reservoir alarm.",
-                actor=ACTOR, now=self.now,
+                actor=ACTOR, now=booked_at,
             )
-            return
-        if features.get("missed_appointment"):
+        elif features.get("missed_appointment"):
+            # Booked at the last refill, for the due date; the patient did not come.
             appointment = services.schedule_appointment(
-                pump=pump, scheduled_for=self.local(ctx, pump.refill_due_on, 10, 30), actor=ACTOR, now=self.now,
+                pump=pump, scheduled_for=self.local(ctx, pump.refill_due_on, 10, 30), actor=ACTOR,
+                now=plan.refills[-1].at + timedelta(hours=1),
             )
-            services.update_appointment(appointment=appointment, actor=ACTOR, status=Appointment.Status.MISSED, notes="Did not attend; phoned twice.")
-            return
-        if rng.random() < features.get("appointment", 0):
-            hour, minute = self.clinic_time(rng)
+            services.update_appointment(
+                appointment=appointment, actor=ACTOR, status=Appointment.Status.MISSED,
+                notes="Did not attend; phoned twice, no answer.",
+            )
+        elif rng.random() < features.get("appointment", 0):
             services.schedule_appointment(
-                pump=pump, scheduled_for=self.local(ctx, pump.refill_due_on, hour, minute), actor=ACTOR, now=self.now,
+                pump=pump, scheduled_for=self.local(ctx, pump.refill_due_on, *self.clinic_time(rng)), actor=ACTOR,
+                now=booked_at,
             )
 
 
@@ -968,8 +1006,8 @@ class Command(BaseCommand):
             raise CommandError("The pump catalog is empty: run 'manage.py migrate' first.")
         with transaction.atomic():
             result = Demo(pumps=pumps, seed=seed, now=moment).run()
-        statuses = Counter(Pump.objects.filter(clinic__in=result["clinics"]).values_list("status", flat=True))
         counts = result["counts"]
+        statuses = {s: counts[f"status:{s}"] for s in pj.STATUSES}
         for clinic in result["clinics"]:
             self.stdout.write(f"Clinic {clinic.code}: {clinic.name} ({clinic.timezone})")
         self.stdout.write(
