@@ -186,9 +186,13 @@ class Projection:
 def to_decimal_ml(value: Fraction | Decimal | int) -> Decimal:
     """Round a volume half-up to 0.001 mL (the stored and returned precision)."""
     frac = Fraction(value)
-    return (Decimal(frac.numerator) / Decimal(frac.denominator)).quantize(
-        MILLILITRE_QUANTUM, rounding=ROUND_HALF_UP
-    )
+    # Exact half-up (away from zero) on the rational itself: dividing as Decimals first
+    # would round at 28 digits and could round a second time here.
+    thousandths = abs(frac) * 1000
+    whole = int(thousandths + Fraction(1, 2))  # floor(x + 1/2) for x >= 0
+    if frac < 0:
+        whole = -whole
+    return Decimal(whole).scaleb(-3).quantize(MILLILITRE_QUANTUM, rounding=ROUND_HALF_UP)
 
 
 def _require_aware(moment: datetime, name: str = "at") -> None:
@@ -600,7 +604,8 @@ def volume_series(
 ) -> list[tuple[datetime, Decimal, Decimal]]:
     """(instant, expected, worst case) volumes for charts, from the anchor in force at
     ``start``, projected forward (later records are not applied)."""
-    _require_aware(start, "start")
+    start = _utc(start, "start")
+    end = _utc(end, "end")
     anchor = find_anchor(refills, readings, start)
     programs = sorted(programs, key=lambda p: p.effective_at)
     programs = [p for p in programs if p.effective_at <= start] if anchor else []
