@@ -19,6 +19,7 @@ Time rules (SPEC section 1 and 4):
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -270,14 +271,16 @@ def _offset_intervals(
             yield cursor, probe, offset
             cursor = probe
             continue
-        lo, hi = 0, int((probe - cursor).total_seconds())  # offset(lo) same, offset(hi) not
+        # Offsets change on whole seconds: search whole seconds from the cursor's second.
+        base = cursor.replace(microsecond=0)
+        lo, hi = 0, math.ceil((probe - base).total_seconds())  # offset(lo) same, offset(hi) not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if (cursor + timedelta(seconds=mid)).astimezone(tz).utcoffset() == offset:
+            if (base + timedelta(seconds=mid)).astimezone(tz).utcoffset() == offset:
                 lo = mid
             else:
                 hi = mid
-        change = cursor + timedelta(seconds=hi)
+        change = base + timedelta(seconds=hi)
         yield cursor, change, offset
         cursor = change
         offset = change.astimezone(tz).utcoffset()

@@ -791,6 +791,21 @@ def test_lra_at_t0_when_v0_already_at_alarm():
     assert p.status == STATUS_ALARM
 
 
+def test_lra_at_t0_even_when_nothing_flows_at_t0():
+    # Tokyo reading 2026-02-01 00:00 JST reports 2 mL = alarm. Flex @1000: 00:00 -> 0 mcg/h,
+    # 06:00 -> 50 mcg/h (0.05 mL/h). V0 <= alarm: LRA at t0, not when delivery resumes at 06:00.
+    r_at = datetime(2026, 2, 1, 0, 0, tzinfo=TYO)
+    p = project(at=datetime(2026, 2, 1, 5, 0, tzinfo=TYO), pump=pump(TYO), refills=[],
+                readings=[reading(r_at, "2")],
+                programs=[flex(r_at - DAY, "1000", [(0, 0, "0"), (6, 0, "50")])])
+    assert p.low_reservoir_alarm_at == r_at
+    assert p.status == STATUS_ALARM
+    assert p.reservoir_volume_ml == D("2.000")  # nothing delivered 00:00-05:00
+    # 18 h * 0.05 = 0.9 per day: 1.1 at 02-02 00:00, 0.2 at 02-03 00:00; 0.2 / 0.05 = 4 h
+    # after 06:00 -> empty 2026-02-03 10:00 JST.
+    assert p.empty_at == datetime(2026, 2, 3, 10, 0, tzinfo=TYO)
+
+
 def test_reading_of_zero_is_empty_at_its_instant():
     t0 = datetime(2026, 5, 1, 10, 0, 30, tzinfo=UTC)
     r_at = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
