@@ -7,4 +7,5 @@ urlpatterns = [
     path("health/", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("pumps.api.urls")),
+    path("", include("pumps.urls")),
 ]
