@@ -210,7 +210,43 @@ SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-LOGIN_URL = "/admin/login/"
+
+# --- Staff web app -------------------------------------------------------------------
+# htmx (django-htmx ships the script), a Content-Security-Policy without inline scripts
+# (django-csp), and login throttling (django-axes: its backend refuses a locked-out
+# sign-in, its middleware answers with the lock-out page; it is the last middleware).
+INSTALLED_APPS += ["django_htmx", "axes"]
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1, "csp.middleware.CSPMiddleware")
+MIDDLEWARE += ["django_htmx.middleware.HtmxMiddleware", "axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = ["pumps.auth_backends.LoginThrottleBackend", "django.contrib.auth.backends.ModelBackend"]
+CONTENT_SECURITY_POLICY = {
+    # The API reference pages (Redoc, Swagger UI) inject their own <style> elements.
+    "EXCLUDE_URL_PREFIXES": ["/api/v1/redoc/", "/api/v1/docs/"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+STATICFILES_DIRS = [BASE_DIR / "static"]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+PASSWORD_RESET_TIMEOUT = 60 * 60 * 24  # a reset link works for one day
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+WORKLIST_PAGE_SIZE = 100
 
 # --- Clinical defaults ---------------------------------------------------------------
 # How far ahead of the server clock a clinical timestamp may be (clock skew of devices).

@@ -239,6 +239,7 @@ def _create_alert(clinic: Clinic, pump: Pump | None, w: Wanted, now: datetime) -
         next_repeat_at=(now + rule.repeat_every) if rule.repeat_every and rule.emailed else None,
         escalated_at=now if rule.escalate_after == timedelta(0) else None,
     )
+    alert._history_user = None  # created by the system, whoever's request triggered it
     try:
         with transaction.atomic():  # a savepoint: losing the race is not an error
             alert.save()
@@ -599,6 +600,6 @@ def acknowledge(alert: Alert, *, user=None, external: str = "", now: datetime | 
         alert.acknowledged_by = user
         alert.acknowledged_by_external = external[:100]
         alert.next_repeat_at = None
-        alert._history_user = user
+        alert._history_user = user if user is not None and getattr(user, "pk", None) else None
         alert.save()
     return alert

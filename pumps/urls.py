@@ -1,3 +1,30 @@
-"""Staff web pages."""
+"""Staff web pages. Alert e-mails link to ``SITE_URL/pumps/<id>/``: keep that path."""
 
-urlpatterns: list = []
+from django.urls import include, path
+
+from . import views
+
+urlpatterns = [
+    path("", views.worklist, name="worklist"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("patients/<int:pk>/", views.patient_detail, name="patient"),
+    path("patients/<int:pk>/edit/", views.patient_edit, name="patient_edit"),
+    path("pumps/<int:pk>/", views.pump_detail, name="pump"),
+    path("pumps/<int:pk>/refill/", views.refill_create, name="refill"),
+    path("pumps/<int:pk>/refill/preview/", views.refill_preview, name="refill_preview"),
+    path("pumps/<int:pk>/program/", views.program_create, name="program"),
+    path("pumps/<int:pk>/program/preview/", views.program_preview, name="program_preview"),
+    path("programs/<int:pk>/verify/", views.program_verify, name="program_verify"),
+    path("pumps/<int:pk>/reading/", views.reading_create, name="reading"),
+    path("pumps/<int:pk>/event/", views.event_create, name="event"),
+    path("pumps/<int:pk>/explant/", views.explant, name="explant"),
+    path("pumps/<int:pk>/replace/", views.replace, name="replace"),
+    path("pumps/<int:pk>/appointments/", views.appointments, name="appointments"),
+    path("pumps/<int:pk>/worksheet/", views.worksheet, name="worksheet"),
+    path("appointments/<int:pk>/", views.appointment_update, name="appointment_update"),
+    path("appointments/<int:pk>.ics", views.appointment_calendar, name="appointment_ics"),
+    path("void/<str:kind>/<int:pk>/", views.void, name="void"),
+    path("alerts/", views.alert_inbox, name="alerts"),
+    path("alerts/<int:pk>/acknowledge/", views.alert_acknowledge, name="alert_acknowledge"),
+    path("clinics/<slug:code>/settings/", views.clinic_settings, name="clinic_settings"),
+]

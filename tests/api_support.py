@@ -19,6 +19,11 @@ REFILL_AT = "2026-02-02T09:00:00-06:00"
 AFTER_REFILL = datetime(2026, 2, 2, 10, 0, tzinfo=CHICAGO)
 
 
+# Query counts are measured with the clock frozen: a token's last_used_at is stamped at
+# most once a minute (one more query), and that must not depend on how long a test runs.
+QUERY_CLOCK = datetime(2026, 6, 1, 12, 0, tzinfo=CHICAGO)
+
+
 def token_client(clinic, *, write: bool = True, name: str = "EHR") -> tuple[APIClient, ApiClient]:
     client, token = ApiClient.create_with_token(clinic=clinic, name=name, can_write=write)
     api = APIClient()

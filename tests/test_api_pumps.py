@@ -12,7 +12,15 @@ from django.test.utils import CaptureQueriesContext
 
 from pumps import services
 from pumps.models import Appointment, Pump
-from tests.api_support import AFTER_REFILL, API, CHICAGO, token_client, travel, worked_example_refill
+from tests.api_support import (
+    AFTER_REFILL,
+    API,
+    CHICAGO,
+    QUERY_CLOCK,
+    token_client,
+    travel,
+    worked_example_refill,
+)
 from tests.factories import make_clinic, make_patient, make_pump
 
 NOW = datetime(2026, 2, 2, 10, 0, tzinfo=CHICAGO)
@@ -173,8 +181,8 @@ def test_projection_defaults_to_now(api, pump):
         response = api.get(f"{API}/pumps/{pump.pk}/projection/")
     assert response.json()["at"] == "2026-04-19T12:00:00-05:00"
     assert response.json()["status"] == "alarm"
-    # 76 d 3 h after the refill (DST: 76 d 2 h of wall clock + 1 h) at 0.45 mL/day.
-    assert response.json()["reservoir_volume_ml"] == "1.744"
+    # 76 d 2 h of real time after the refill (76 d 3 h of wall clock: DST) at 0.45 mL/day.
+    assert response.json()["reservoir_volume_ml"] == "1.763"
 
 
 @pytest.mark.parametrize(
@@ -213,6 +221,7 @@ def test_filters(api, pump, clinic):
         "status": ["Unknown status late: use empty, alarm, overdue, due_soon, ok, incomplete, inactive."]
     }
     assert api.get(f"{API}/pumps/", {"due_before": "10/04/2026"}).json() == {"due_before": ["Enter a valid date."]}
+    assert api.get(f"{API}/pumps/", {"due_before": "2026-4-1x"}).status_code == 400
 
 
 def test_pagination_envelope(api, clinic):
@@ -274,16 +283,17 @@ def test_worklist_and_list_query_counts_do_not_grow(api, clinic, django_assert_m
             Appointment.objects.create(pump=pump, scheduled_for=datetime(2027, 1, 1, tzinfo=CHICAGO) + timedelta(i))
 
     add(0, 2)
-    api.get(f"{API}/worklist/")
-    counts = {}
-    for url in (f"{API}/worklist/", f"{API}/pumps/"):
-        with CaptureQueriesContext(connection) as queries:
-            assert api.get(url).json()["count"] == 2
-        counts[url] = len(queries.captured_queries)
-    add(2, 15)
-    for url, count in counts.items():
-        with django_assert_max_num_queries(count):
-            assert api.get(url).json()["count"] == 17
+    with travel(QUERY_CLOCK):
+        api.get(f"{API}/worklist/")
+        counts = {}
+        for url in (f"{API}/worklist/", f"{API}/pumps/"):
+            with CaptureQueriesContext(connection) as queries:
+                assert api.get(url).json()["count"] == 2
+            counts[url] = len(queries.captured_queries)
+        add(2, 15)
+        for url, count in counts.items():
+            with django_assert_max_num_queries(count):
+                assert api.get(url).json()["count"] == 17
 
 
 def test_decimal_alarm_values_are_strings(api, pump):

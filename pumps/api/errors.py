@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -80,4 +82,8 @@ def exception_handler(exc, context):
         response.data = flatten_errors(response.data)
     elif isinstance(exc, exceptions.APIException) and isinstance(response.data, dict) and "detail" in response.data:
         response.data = _detail(exc)
+    elif isinstance(exc, Http404):
+        response.data = {"detail": str(response.data.get("detail", "Not found.")), "code": "not_found"}
+    elif isinstance(exc, DjangoPermissionDenied):
+        response.data = {"detail": str(response.data.get("detail", "")), "code": "permission_denied"}
     return response

@@ -21,6 +21,8 @@ from pumps.models import Patient, Program, Pump, Reading, Refill
 
 from .serializers import parse_aware_datetime
 
+ISO_DATE = ["%Y-%m-%d"]
+
 
 class AwareDateTimeFormField(forms.Field):
     def to_python(self, value):
@@ -101,10 +103,12 @@ class WorklistFilter(django_filters.FilterSet):
     serial_number = django_filters.CharFilter(field_name="serial_number")
     status = CommaChoicesFilter(field_name="status", values=pj.STATUSES, help_text="Stored status, e.g. alarm,empty.")
     due_before = django_filters.DateFilter(
-        field_name="refill_due_on", lookup_expr="lte", help_text="Refill due on or before this date."
+        field_name="refill_due_on", lookup_expr="lte", input_formats=ISO_DATE,
+        help_text="Refill due on or before this date (YYYY-MM-DD).",
     )
     due_after = django_filters.DateFilter(
-        field_name="refill_due_on", lookup_expr="gte", help_text="Refill due on or after this date."
+        field_name="refill_due_on", lookup_expr="gte", input_formats=ISO_DATE,
+        help_text="Refill due on or after this date (YYYY-MM-DD).",
     )
     clinic = django_filters.CharFilter(field_name="clinic__code", help_text="The clinic's code.")
     updated_since = AwareDateTimeFilter(field_name="updated_at", lookup_expr="gte")

@@ -208,6 +208,8 @@ class ClinicSerializer(serializers.ModelSerializer):
 
 
 class PatientSerializer(ClinicSerializer):
+    """A patient of one of the caller's clinics."""
+
     clinic = serializers.SlugRelatedField(slug_field="code", read_only=True)
     created_at = ClinicDateTimeField(read_only=True)
     updated_at = ClinicDateTimeField(read_only=True)
@@ -249,6 +251,9 @@ class PatientWriteSerializer(serializers.Serializer):
 
 
 class PumpSerializer(ClinicSerializer):
+    """An implant, with its stored projection (worst case unless named expected) and its
+    `version`, the ETag to send in `If-Match`."""
+
     clinic = serializers.SlugRelatedField(slug_field="code", read_only=True)
     model = serializers.SlugRelatedField(slug_field="code", read_only=True, help_text="Pump model catalog code.")
     model_name = serializers.SerializerMethodField()
@@ -288,6 +293,8 @@ class PumpSerializer(ClinicSerializer):
 
 
 class PumpCreateSerializer(serializers.Serializer):
+    """An implant: the patient may have no other implanted pump."""
+
     patient = ScopedPrimaryKeyRelatedField(queryset=Patient.objects.select_related("clinic"))
     model = serializers.SlugRelatedField(
         slug_field="code", queryset=PumpModel.objects.all(),
@@ -303,17 +310,23 @@ class PumpCreateSerializer(serializers.Serializer):
 
 
 class PumpUpdateSerializer(serializers.Serializer):
+    """The fields of an implant that may change."""
+
     low_reservoir_alarm_ml = Decimal3Field(required=False)
     serial_number = serializers.CharField(max_length=64, required=False)
     udi = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
 
 class ExplantSerializer(serializers.Serializer):
+    """The explant date (local to the clinic) and why."""
+
     explanted_on = serializers.DateField()
     reason = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
 
 
 class WorklistPatientSerializer(serializers.Serializer):
+    """The least patient data a worklist needs."""
+
     id = serializers.IntegerField()
     mrn = serializers.CharField()
     initials = serializers.CharField()
@@ -322,6 +335,8 @@ class WorklistPatientSerializer(serializers.Serializer):
 
 
 class WorklistSerializer(PumpSerializer):
+    """A worklist row: the pump, its patient's identifiers and what is due."""
+
     patient = WorklistPatientSerializer(read_only=True)
     days_to_due = serializers.SerializerMethodField(help_text="From today in the clinic's zone; negative: overdue.")
     next_appointment_at = ClinicDateTimeField(read_only=True, allow_null=True)
@@ -360,6 +375,8 @@ class ProjectionSerializer(serializers.Serializer):
 
 
 class FlexStepSerializer(serializers.Serializer):
+    """A flex step: from `start` (local HH:MM) until the next step's start."""
+
     start = serializers.CharField(help_text="Local wall-clock time in the clinic's zone, HH:MM.")
     dose_mcg_per_hour = Decimal3Field(max_digits=DOSE_DIGITS)
 
@@ -392,6 +409,8 @@ def program_input(data: dict) -> ProgramInput:
 
 
 class ProgramCreateSerializer(ProgramFieldsSerializer):
+    """A program change of a pump from `effective_at` (prescribers; titration limit applies)."""
+
     pump = ScopedPrimaryKeyRelatedField(queryset=Pump.objects.all())
     effective_at = ClinicDateTimeField()
 
@@ -399,6 +418,8 @@ class ProgramCreateSerializer(ProgramFieldsSerializer):
 
 
 class VerifySerializer(serializers.Serializer):
+    """The second clinician who checked the program."""
+
     verified_by = serializers.CharField(
         max_length=150, required=False, allow_blank=True, allow_null=True,
         help_text="The second clinician. Staff signed in verify as themselves when omitted.",
@@ -406,10 +427,14 @@ class VerifySerializer(serializers.Serializer):
 
 
 class VoidSerializer(serializers.Serializer):
+    """Why the record is voided (required)."""
+
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
 class ProgramSerializer(ClinicSerializer):
+    """What the pump delivers from `effective_at`; who entered and verified it."""
+
     effective_at = ClinicDateTimeField(read_only=True)
     concentration_mcg_per_ml = Decimal3Field(read_only=True)
     daily_dose_mcg = Decimal3Field(read_only=True, help_text="Basal mcg per 24 h (flex: the total of the steps).")
@@ -455,6 +480,8 @@ class EmbeddedProgramSerializer(ProgramSerializer):
 
 
 class RefillCreateSerializer(serializers.Serializer):
+    """A refill; `program` (optional) takes effect at `performed_at`, saved with it."""
+
     pump = ScopedPrimaryKeyRelatedField(queryset=Pump.objects.all())
     performed_at = ClinicDateTimeField()
     extracted_volume_ml = Decimal3Field(
@@ -486,6 +513,9 @@ class RefillCreateSerializer(serializers.Serializer):
 
 
 class RefillSerializer(ClinicSerializer):
+    """A refill with the checks computed when it was recorded (recomputed when earlier
+    history changes): expected residual, discrepancy and flags."""
+
     performed_at = ClinicDateTimeField(read_only=True)
     performed_by = serializers.SerializerMethodField()
     extracted_volume_ml = Decimal3Field(read_only=True, allow_null=True)
@@ -537,6 +567,8 @@ class RefillSerializer(ClinicSerializer):
 
 
 class ReadingCreateSerializer(serializers.Serializer):
+    """A pump interrogation; it re-anchors the projection."""
+
     pump = ScopedPrimaryKeyRelatedField(queryset=Pump.objects.all())
     read_at = ClinicDateTimeField()
     reservoir_volume_ml = Decimal3Field()
@@ -546,6 +578,8 @@ class ReadingCreateSerializer(serializers.Serializer):
 
 
 class ReadingSerializer(ClinicSerializer):
+    """A pump interrogation: the reservoir volume the pump reported."""
+
     read_at = ClinicDateTimeField(read_only=True)
     reservoir_volume_ml = Decimal3Field(read_only=True)
     performed_by = serializers.SerializerMethodField()

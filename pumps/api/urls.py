@@ -2,12 +2,16 @@
 
 from django.contrib.auth.decorators import login_required
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerSplitView,
+)
 from rest_framework.routers import SimpleRouter
 
 from clinic.auth import IsClinicMember
 
-from . import views
+from . import alerts, views
 
 router = SimpleRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
@@ -15,6 +19,7 @@ router.register("pumps", views.PumpViewSet, basename="pump")
 router.register("programs", views.ProgramViewSet, basename="program")
 router.register("refills", views.RefillViewSet, basename="refill")
 router.register("readings", views.ReadingViewSet, basename="reading")
+router.register("alerts", alerts.AlertViewSet, basename="alert")
 
 # Sign-in is required everywhere (SPEC 9), the schema and docs included: the schema takes
 # a Bearer token or a session; the HTML docs (assets from the sidecar, no CDN) a session.

@@ -19,7 +19,12 @@ from django.db import transaction
 from django.db.models import Case, F, IntegerField, OuterRef, Subquery, Value, When
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions, generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import JSONParser
@@ -27,8 +32,15 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.utils.json import strict_constant
 
+from clinic.auth import (
+    api_client_of,
+    can_write_clinic,
+    can_write_programs,
+    detach_principal,
+    visible_clinic_ids,
+    writable_clinic_ids,
+)
 from clinic.models import Clinic
-from clinic.auth import api_client_of, can_write_clinic, detach_principal, can_write_programs, visible_clinic_ids, writable_clinic_ids
 from pumps import projection as pj
 from pumps import services
 from pumps.models import Appointment, Patient, Program, Pump, Reading, Refill
@@ -139,13 +151,18 @@ class ScopedViewMixin:
 
     parser_classes = [DecimalJSONParser]
     clinic_lookup = "clinic_id"
+    #: the request serializer of each write action; ``serializer_class`` renders records
+    write_serializers: dict = {"void": s.VoidSerializer}
+
+    def get_serializer_class(self):
+        return self.write_serializers.get(getattr(self, "action", None), self.serializer_class)
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         detach_principal(request)
 
     def base_queryset(self):
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} must define base_queryset()")
 
     def get_queryset(self):
         queryset = self.base_queryset()
@@ -162,7 +179,7 @@ class ScopedViewMixin:
     def render(self, instance, *, code=status.HTTP_200_OK, serializer_class=None, headers=None):
         """Render a saved record as the list and detail endpoints do (same queryset)."""
         fresh = self.get_queryset().get(pk=instance.pk)
-        data = (serializer_class or self.get_serializer_class())(fresh, context=self.get_serializer_context()).data
+        data = (serializer_class or self.serializer_class)(fresh, context=self.get_serializer_context()).data
         headers = dict(headers or {})
         if code == status.HTTP_201_CREATED:
             headers["Location"] = reverse(f"{self.basename}-detail", args=[fresh.pk], request=self.request)
@@ -178,7 +195,7 @@ class VoidMixin:
     def _void(self, request, pk=None):
         record = self.get_object()
         require_write(request, record.pump.clinic_id, programs=self.void_needs_prescriber)
-        body = s.VoidSerializer(data=request.data)
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         version = if_match_version(request)
         with transaction.atomic():
@@ -212,6 +229,7 @@ def void_action(serializer_class):
 )
 class PatientViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.PatientSerializer
+    write_serializers = {"create": s.PatientWriteSerializer, "partial_update": s.PatientWriteSerializer}
     filterset_class = filters.PatientFilter
     http_method_names = ["get", "post", "patch", "head", "options"]
 
@@ -232,7 +250,7 @@ class PatientViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveMode
 
     @idempotent
     def create(self, request):
-        body = s.PatientWriteSerializer(data=request.data, context=self.get_serializer_context())
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         clinic = self._clinic_for_create(request, data.pop("clinic", None))
@@ -243,7 +261,7 @@ class PatientViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveMode
     def partial_update(self, request, pk=None):
         patient = self.get_object()
         require_write(request, patient.clinic_id)
-        body = s.PatientWriteSerializer(data=request.data, partial=True, context=self.get_serializer_context())
+        body = self.get_serializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         if "clinic" in data:
@@ -269,6 +287,9 @@ class PatientViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveMode
 )
 class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = s.PumpSerializer
+    write_serializers = {
+        "create": s.PumpCreateSerializer, "partial_update": s.PumpUpdateSerializer, "explant": s.ExplantSerializer,
+    }
     filterset_class = filters.PumpFilter
     http_method_names = ["get", "post", "patch", "head", "options"]
 
@@ -286,7 +307,7 @@ class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMi
 
     @idempotent
     def create(self, request):
-        body = s.PumpCreateSerializer(data=request.data, context=self.get_serializer_context())
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
         require_write(request, data["patient"].clinic_id)
@@ -301,7 +322,7 @@ class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMi
     def partial_update(self, request, pk=None):
         pump = self.get_object()
         require_write(request, pump.clinic_id)
-        body = s.PumpUpdateSerializer(data=request.data, partial=True)
+        body = self.get_serializer(data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         services.update_pump(
             pump=pump, actor=actor_for(request), if_match=if_match_version(request), **body.validated_data
@@ -317,7 +338,7 @@ class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMi
     def explant(self, request, pk=None):
         pump = self.get_object()
         require_write(request, pump.clinic_id)
-        body = s.ExplantSerializer(data=request.data)
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         services.explant_pump(
             pump=pump, explanted_on=body.validated_data["explanted_on"], reason=body.validated_data["reason"],
@@ -401,6 +422,7 @@ class ProgramViewSet(
     VoidMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     serializer_class = s.ProgramSerializer
+    write_serializers = {"create": s.ProgramCreateSerializer, "verify": s.VerifySerializer, "void": s.VoidSerializer}
     filterset_class = filters.ProgramFilter
     clinic_lookup = "pump__clinic_id"
     void_needs_prescriber = True
@@ -410,7 +432,7 @@ class ProgramViewSet(
 
     @idempotent
     def create(self, request):
-        body = s.ProgramCreateSerializer(data=request.data, context=self.get_serializer_context())
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         pump, effective_at = data.pop("pump"), data.pop("effective_at")
@@ -430,7 +452,7 @@ class ProgramViewSet(
     def verify(self, request, pk=None):
         program = self.get_object()
         require_write(request, program.pump.clinic_id, programs=True)
-        body = s.VerifySerializer(data=request.data)
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         version = if_match_version(request)
         with transaction.atomic():
@@ -459,6 +481,7 @@ class RefillViewSet(
     VoidMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     serializer_class = s.RefillSerializer
+    write_serializers = {"create": s.RefillCreateSerializer, "void": s.VoidSerializer}
     filterset_class = filters.RefillFilter
     clinic_lookup = "pump__clinic_id"
 
@@ -469,7 +492,7 @@ class RefillViewSet(
 
     @idempotent
     def create(self, request):
-        body = s.RefillCreateSerializer(data=request.data, context=self.get_serializer_context())
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         pump, program = data.pop("pump"), data.pop("program", None)
@@ -498,6 +521,7 @@ class ReadingViewSet(
     VoidMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     serializer_class = s.ReadingSerializer
+    write_serializers = {"create": s.ReadingCreateSerializer, "void": s.VoidSerializer}
     filterset_class = filters.ReadingFilter
     clinic_lookup = "pump__clinic_id"
 
@@ -506,7 +530,7 @@ class ReadingViewSet(
 
     @idempotent
     def create(self, request):
-        body = s.ReadingCreateSerializer(data=request.data, context=self.get_serializer_context())
+        body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         pump = data.pop("pump")

@@ -69,7 +69,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"{verb} user {user.username}: {membership.get_role_display()} at {found.code}"
-                + ("" if new_membership else " (role changed)")
+                + ("" if new_membership else " (membership updated)")
                 + "."
             )
         )

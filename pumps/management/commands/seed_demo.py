@@ -39,8 +39,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from clinic.models import AlertRecipient, Clinic, ClinicClosure, Membership, Role
-from pumps import projection as pj
 from pumps import alerts, services
+from pumps import projection as pj
 from pumps.models import Appointment, DrugProduct, Event, Patient, Program, Pump, PumpModel
 from pumps.services import Actor, ProgramInput
 
@@ -232,7 +232,8 @@ class PumpPlan:
     refills: list[RefillPlan] = field(default_factory=list)
     titrations: list[tuple[datetime, ProgramSpec]] = field(default_factory=list)
     readings: list[tuple[datetime, bool]] = field(default_factory=list)  # (at, after an MRI)
-    events: list[tuple[datetime, str, str]] = field(default_factory=list)
+    # (occurred at, kind, notes[, recorded at])
+    events: list[tuple] = field(default_factory=list)
     explant: tuple[date, str] | None = None
     leave_last_program_unverified: bool = False
     first_fill_without_program: bool = False
@@ -623,7 +624,7 @@ class Demo:
                 continue
             plan.readings.append((at, after_mri))
             if after_mri:
-                plan.events.append((at - timedelta(hours=3), Event.Kind.MRI, "Brain MRI (1.5 T)."))
+                plan.events.append((at - timedelta(hours=3), Event.Kind.MRI, "Brain MRI (1.5 T).", at))
 
     def plan_pump(self, ctx, rng: random.Random, *, target: str, patient: Patient, features: dict,
                   ends_before: date | None = None) -> PumpPlan:
@@ -646,7 +647,10 @@ class Demo:
         actions = [(r.at, 0, "refill", r) for r in plan.refills]
         actions += [(at, 1, "program", spec) for at, spec in plan.titrations]
         actions += [(at, 2, "reading", after_mri) for at, after_mri in plan.readings]
-        actions += [(at, 3, "event", (kind, notes)) for at, kind, notes in plan.events]
+        # An event is recorded when the clinic learns of it: an MRI done elsewhere is
+        # recorded at the interrogation that follows it (so no post-MRI alert fires in
+        # between), other events as they happen.
+        actions += [(e[3] if len(e) > 3 else e[0], 3, "event", e) for e in plan.events]
         actions.sort(key=lambda a: (a[0], a[1]))
         nurse = rng.choice(ctx.nurses)
         programs = []
@@ -663,7 +667,9 @@ class Demo:
             elif kind == "reading":
                 self.write_reading(ctx, rng, pump, plan, at, after_mri=payload)
             else:
-                services.record_event(pump=pump, kind=payload[0], occurred_at=at, notes=payload[1], actor=ACTOR, now=at)
+                services.record_event(
+                    pump=pump, kind=payload[1], occurred_at=payload[0], notes=payload[2], actor=ACTOR, now=at
+                )
             # A second clinician verifies each new program within the day (the next record
             # of a pump is always at least 21 hours later).
             while programs:

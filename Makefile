@@ -1,0 +1,74 @@
+# Intrathecal pump clinic tracker.
+#
+#   make run    virtual environment, install, migrate, demo data when the database is
+#               empty, then the Celery worker and beat in the background and the web
+#               server in the foreground (Ctrl-C stops all three)
+#   make test   install, then the test suite
+#
+# Needs only Python 3.11 or later. Embedded defaults: SQLite, a file-system Celery broker
+# and e-mail written to files, all under var/ (see README.md for the environment).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: help run test install migrate clean distclean
+
+help:
+	@echo "make run      start the app with demo data on http://$(HOST):$(PORT)/ (worker and beat included)"
+	@echo "make test     run the test suite"
+	@echo "make install  create $(VENV) and install the project (only when pyproject.toml changed)"
+	@echo "make migrate  apply database migrations"
+	@echo "make clean    remove var/ (database, broker, mail, secret key) and caches"
+
+$(PY):
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or later is needed (python3.11 or python3 on PATH)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or later is needed, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate --no-input
+
+run: migrate
+	@mkdir -p var/log
+	$(PY) manage.py seed_demo --if-empty
+	@# One sweep now: alerts and the heartbeat of /health/ are current before beat's first run.
+	$(PY) manage.py run_alert_sweep
+	@set -uo pipefail; \
+	$(VENV)/bin/celery -A clinic worker --loglevel=INFO --concurrency=2 >var/log/worker.log 2>&1 & worker=$$!; \
+	$(VENV)/bin/celery -A clinic beat --loglevel=INFO --schedule var/celerybeat-schedule >var/log/beat.log 2>&1 & beat=$$!; \
+	stop() { kill $$worker $$beat 2>/dev/null; wait $$worker $$beat 2>/dev/null; echo "Stopped the worker and beat."; }; \
+	trap stop EXIT; trap 'exit 130' INT TERM; \
+	echo; \
+	echo "  Admin:         http://$(HOST):$(PORT)/admin/"; \
+	echo "  API docs:      http://$(HOST):$(PORT)/api/v1/docs/   health: http://$(HOST):$(PORT)/health/"; \
+	echo "  Demo sign-in:  demo / demo-pump-clinic"; \
+	echo "  Worker log:    var/log/worker.log   beat log: var/log/beat.log   e-mail: var/mail/"; \
+	echo "  Ctrl-C stops the web server, the worker and beat."; \
+	echo; \
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf var .pytest_cache .hypothesis test-artifacts *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

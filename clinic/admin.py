@@ -1,0 +1,217 @@
+"""Admin for clinics (policy, closures, alert recipients, memberships), memberships and
+API clients.
+
+A clinic's policy and closures decide every pump's due date and status, so saving a
+clinic refreshes the stored projection of its pumps in the same transaction. API tokens
+are shown once, when created, and stored only as a hash; a client is revoked, not deleted.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import ngettext
+from simple_history.admin import SimpleHistoryAdmin
+
+from .models import WEEKDAY_NAMES, AlertRecipient, ApiClient, Clinic, ClinicClosure, Membership
+
+admin.site.site_header = "Intrathecal pump clinic: administration"
+admin.site.site_title = "Pump clinic admin"
+admin.site.index_title = "Catalogs, clinics, staff and records"
+
+
+def refresh_clinic_pumps(clinic: Clinic, now=None) -> int:
+    """Recompute the stored projection (and the alerts it calls for) of every implanted
+    pump of ``clinic`` after a change of its policy or closures. The same per-pump work
+    as the periodic sweep; each pump row is locked while it is refreshed."""
+    from pumps import alerts
+    from pumps.models import Pump
+    from pumps.services import recompute_pump
+
+    now = now or timezone.now()
+    count = 0
+    ids = list(Pump.objects.filter(clinic=clinic, explanted_on__isnull=True).values_list("pk", flat=True))
+    for pk in ids:
+        with transaction.atomic():
+            pump = Pump.objects.select_for_update().select_related("clinic", "patient", "model").get(pk=pk)
+            recompute_pump(pump, now=now)
+            alerts.evaluate_pump(pump, now)
+        count += 1
+    return count
+
+
+class ClinicForm(forms.ModelForm):
+    timezone = forms.ChoiceField(
+        choices=[(name, name) for name in sorted(zoneinfo.available_timezones())],
+        help_text="Due dates and flex-step times are local to this zone.",
+    )
+    open_weekdays = forms.TypedMultipleChoiceField(
+        choices=list(enumerate(WEEKDAY_NAMES)),
+        coerce=int,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="A due date that falls on a closed day moves to the nearest earlier open day.",
+    )
+
+    class Meta:
+        model = Clinic
+        fields = (
+            "code", "name", "timezone", "lead_days", "high_risk_extra_days", "due_soon_days", "open_weekdays",
+            "discrepancy_threshold_small_ml", "discrepancy_threshold_large_ml", "titration_limit_spinal_pct",
+            "titration_limit_other_pct", "withdrawal_window_hours", "digest_hour",
+        )
+
+
+class ClinicClosureInline(admin.TabularInline):
+    model = ClinicClosure
+    extra = 0
+    fields = ("date", "reason")
+
+
+class AlertRecipientInline(admin.TabularInline):
+    model = AlertRecipient
+    extra = 0
+    fields = ("email", "escalation")
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    fields = ("user", "role", "receives_alerts")
+    autocomplete_fields = ("user",)
+
+
+@admin.register(Clinic)
+class ClinicAdmin(SimpleHistoryAdmin):
+    form = ClinicForm
+    list_display = ("code", "name", "timezone", "lead_days", "due_soon_days", "pump_count")
+    search_fields = ("code", "name")
+    readonly_fields = ("created_at", "updated_at")
+    inlines = (ClinicClosureInline, AlertRecipientInline, MembershipInline)
+    fieldsets = (
+        (None, {"fields": ("code", "name", "timezone")}),
+        (
+            "Refill scheduling",
+            {
+                "fields": ("lead_days", "high_risk_extra_days", "due_soon_days", "open_weekdays"),
+                "description": (
+                    "Due date = low-reservoir alarm date − lead days (− the high-risk extra days), or the day "
+                    "before the drug expires if earlier, moved to an open day."
+                ),
+            },
+        ),
+        (
+            "Refill and program checks",
+            {
+                "fields": (
+                    "discrepancy_threshold_small_ml",
+                    "discrepancy_threshold_large_ml",
+                    "titration_limit_spinal_pct",
+                    "titration_limit_other_pct",
+                ),
+                "description": "Defaults: Maino 2017 (1 mL / 2 mL); Saulino 2016 (+30 % spinal, +15 % other).",
+            },
+        ),
+        ("Alerts", {"fields": ("withdrawal_window_hours", "digest_hour")}),
+        ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
+    )
+
+    @admin.display(description="implanted pumps")
+    def pump_count(self, obj: Clinic) -> int:
+        return obj.pumps.filter(explanted_on__isnull=True).count()
+
+    def get_readonly_fields(self, request, obj=None):
+        # The code is how integrations and commands name the clinic: fixed once created.
+        return (*self.readonly_fields, "code") if obj is not None else self.readonly_fields
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if change:
+            count = refresh_clinic_pumps(form.instance)
+            if count:
+                self.message_user(
+                    request, ngettext("Recomputed %d pump.", "Recomputed %d pumps.", count) % count, messages.INFO
+                )
+
+
+@admin.register(Membership)
+class MembershipAdmin(SimpleHistoryAdmin):
+    list_display = ("user", "clinic", "role", "receives_alerts")
+    list_filter = ("clinic", "role", "receives_alerts")
+    search_fields = ("user__username", "user__first_name", "user__last_name", "user__email", "clinic__code")
+    autocomplete_fields = ("user",)
+    list_select_related = ("user", "clinic")
+
+
+class ApiClientAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiClient
+        fields = ("clinic", "name", "can_write")
+
+
+@admin.register(ApiClient)
+class ApiClientAdmin(admin.ModelAdmin):
+    list_display = ("name", "clinic", "access", "token_hint", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("clinic", "can_write", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("name", "token_hint", "clinic__code")
+    readonly_fields = ("token_hint", "token_hash", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke_tokens",)
+    list_select_related = ("clinic",)
+
+    @admin.display(description="access")
+    def access(self, obj: ApiClient) -> str:
+        return "read-write" if obj.can_write else "read-only"
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiClientAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("clinic", "name", "can_write")
+        return ("clinic", "name", "can_write", "token_hint", "token_hash", "created_at", "last_used_at", "revoked_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        return (*self.readonly_fields, "clinic")
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        client, token = ApiClient.create_with_token(
+            clinic=form.cleaned_data["clinic"], name=form.cleaned_data["name"], can_write=form.cleaned_data["can_write"]
+        )
+        # The admin goes on with ``obj`` (logging, redirect): make it the saved client.
+        for field in ("pk", "token_hash", "token_hint", "created_at"):
+            setattr(obj, field, getattr(client, field))
+        obj._state.adding = False
+        access = "read-write" if client.can_write else "read-only"
+        self.message_user(
+            request,
+            f"The {access} token of API client '{client.name}' is shown once and stored only as a hash: "
+            f"copy it now. Token: {token}",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke_tokens(self, request, queryset):
+        count = 0
+        for client in queryset.filter(revoked_at__isnull=True):
+            client.revoke()
+            count += 1
+        self.message_user(
+            request, ngettext("Revoked %d token.", "Revoked %d tokens.", count) % count, messages.SUCCESS
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        # Revoke instead: the client stays on record with the requests it made.
+        return False

@@ -1,0 +1,354 @@
+"""Server-rendered SVG charts for the pump page: no JavaScript, nothing from a CDN.
+
+Each chart is an ``<svg role="img">`` with a title and a text description that says in
+words what the lines show (screen readers read it), and the page puts the same numbers
+in a table beside it. Lines differ by dash pattern as well as colour, and every marker is
+labelled with text: colour is never the only cue. Colours come from CSS classes in
+``static/css/app.css``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+from decimal import Decimal
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from . import projection as pj
+
+WIDTH = 720
+HEIGHT = 300
+LEFT, RIGHT, TOP, BOTTOM = 60, 20, 20, 46
+SERIES_POINTS = 121
+
+
+def _n(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _ml(value: Decimal | float) -> str:
+    return f"{Decimal(str(value)).normalize():f}"
+
+
+def _day(value: date) -> str:
+    return f"{value:%b} {value.day}"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Maps instants and values onto the plot area."""
+
+    t0: datetime
+    t1: datetime
+    v0: float
+    v1: float
+    width: int = WIDTH
+    height: int = HEIGHT
+
+    def x(self, moment: datetime) -> float:
+        span = (self.t1 - self.t0).total_seconds() or 1
+        frac = (moment - self.t0).total_seconds() / span
+        return LEFT + max(0.0, min(1.0, frac)) * (self.width - LEFT - RIGHT)
+
+    def y(self, value: float) -> float:
+        span = (self.v1 - self.v0) or 1
+        frac = (float(value) - self.v0) / span
+        return self.height - BOTTOM - max(0.0, min(1.0, frac)) * (self.height - TOP - BOTTOM)
+
+    def inside(self, moment: datetime) -> bool:
+        return self.t0 <= moment <= self.t1
+
+
+def nice_step(span: float, count: int = 5) -> float:
+    """A 1, 2, 2.5 or 5 × 10^n step giving about ``count`` intervals over ``span``."""
+    if span <= 0:
+        return 1.0
+    raw = span / count
+    power = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 2.5, 5, 10):
+        if raw <= factor * power:
+            return factor * power
+    return 10 * power
+
+
+def value_ticks(v0: float, v1: float, count: int = 5) -> list[float]:
+    step = nice_step(v1 - v0, count)
+    first = math.ceil(v0 / step) * step
+    ticks, value = [], first
+    while value <= v1 + step * 1e-9:
+        ticks.append(round(value, 6))
+        value += step
+    return ticks
+
+
+TICK_DAYS = (1, 2, 7, 14, 28, 56, 91, 182, 365, 730)
+
+
+def time_ticks(t0: datetime, t1: datetime, tz: tzinfo, count: int = 6) -> list[tuple[datetime, str]]:
+    """Local midnights every 1, 2, 7, 14 … days, labelled with the local date."""
+    days = max((t1 - t0).total_seconds() / 86400, 1)
+    step = next((d for d in TICK_DAYS if days / d <= count), TICK_DAYS[-1])
+    day = pj.local_date(t0, tz) + timedelta(days=1)
+    if step >= 7:  # align weekly ticks on Mondays for a steadier axis
+        day += timedelta(days=(7 - day.weekday()) % 7)
+    ticks = []
+    while True:
+        moment = pj.start_of_local_day(day, tz)
+        if moment > t1:
+            break
+        label = _day(day) if step < 182 else f"{day:%b %Y}"
+        ticks.append((moment, label))
+        day += timedelta(days=step)
+    return ticks
+
+
+class Svg:
+    def __init__(self, chart_id: str, title: str, description: str, frame: Frame):
+        self.id = chart_id
+        self.frame = frame
+        self.parts: list[str] = [
+            f'<svg class="chart" id="{chart_id}" viewBox="0 0 {frame.width} {frame.height}" role="img" '
+            f'aria-labelledby="{chart_id}-title {chart_id}-desc" preserveAspectRatio="xMidYMid meet" '
+            'xmlns="http://www.w3.org/2000/svg">',
+            f'<title id="{chart_id}-title">{escape(title)}</title>',
+            f'<desc id="{chart_id}-desc">{escape(description)}</desc>',
+        ]
+
+    def add(self, markup: str) -> None:
+        self.parts.append(markup)
+
+    def text(self, x: float, y: float, text: str, cls: str = "chart-label", anchor: str = "start") -> None:
+        self.add(f'<text x="{_n(x)}" y="{_n(y)}" class="{cls}" text-anchor="{anchor}">{escape(text)}</text>')
+
+    def line(self, x1: float, y1: float, x2: float, y2: float, cls: str) -> None:
+        self.add(f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" class="{cls}"/>')
+
+    def polyline(self, points: list[tuple[float, float]], cls: str) -> None:
+        coords = " ".join(f"{_n(x)},{_n(y)}" for x, y in points)
+        self.add(f'<polyline points="{coords}" class="{cls}" fill="none"/>')
+
+    def axes(self, y_ticks: list[float], y_unit: str, x_ticks: list[tuple[datetime, str]] | None = None) -> None:
+        f = self.frame
+        bottom, top = f.height - BOTTOM, TOP
+        for value in y_ticks:
+            y = f.y(value)
+            self.line(LEFT, y, f.width - RIGHT, y, "chart-grid")
+            self.text(LEFT - 6, y + 4, _n(value), "chart-tick", "end")
+        self.text(14, (top + bottom) / 2, y_unit, "chart-unit", "middle")
+        for moment, label in x_ticks or []:
+            x = f.x(moment)
+            self.line(x, bottom, x, bottom + 5, "chart-axis")
+            self.text(x, bottom + 18, label, "chart-tick", "middle")
+        self.line(LEFT, bottom, f.width - RIGHT, bottom, "chart-axis")
+        self.line(LEFT, top, LEFT, bottom, "chart-axis")
+
+    def legend(self, items: list[tuple[str, str]]) -> None:
+        """(css class of the sample line, label) along the bottom edge."""
+        x = LEFT
+        y = self.frame.height - 8
+        for cls, label in items:
+            self.line(x, y - 4, x + 24, y - 4, cls)
+            self.text(x + 30, y, label, "chart-legend")
+            x += 42 + 7.2 * len(label)
+
+    def render(self) -> SafeString:
+        return mark_safe("".join([*self.parts, "</svg>"]))  # noqa: S308 - every text is escaped above
+
+
+# --------------------------------------------------------------- reservoir volume
+
+
+@dataclass(frozen=True)
+class VolumeChart:
+    svg: SafeString
+    series: list[tuple[datetime, Decimal, Decimal]]  # (instant, expected, worst) for the table
+    start: datetime
+    end: datetime
+
+
+def series_start(anchor_at: datetime, program_times: list[datetime], now: datetime) -> datetime:
+    """The chart starts at the anchor, or at a later program change before ``now``:
+    ``pj.volume_series`` projects forward with the programs in force at its start."""
+    later = [t for t in program_times if anchor_at < t <= now]
+    return max([anchor_at, *later])
+
+
+def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Projection, capacity_ml: Decimal,
+                 program_times: list[datetime], now: datetime, tz: tzinfo) -> VolumeChart | None:
+    """Projected reservoir volume, expected and worst case, with the alarm volume, the
+    due date and now."""
+    if projection.anchor_at is None or projection.status == pj.STATUS_INCOMPLETE or projection.anchor_volume_ml is None:
+        return None
+    refills, readings, programs = history_inputs
+    start = series_start(projection.anchor_at, program_times, now)
+    horizon = projection.anchor_at + timedelta(days=pj.HORIZON_DAYS)
+    ends = [e for e in (projection.empty_at, projection.expected_empty_at) if e is not None]
+    if projection.refill_due_on is not None:
+        ends.append(pj.start_of_local_day(projection.refill_due_on + timedelta(days=1), tz))
+    end = max([*ends, now]) + timedelta(days=3) if ends else start + timedelta(days=180)
+    end = min(end, horizon)
+    if end <= start:
+        end = start + timedelta(days=1)
+    series = pj.volume_series(start=start, end=end, points=SERIES_POINTS, pump=pump_state, refills=refills,
+                              readings=readings, programs=programs)
+    if not series:
+        return None
+    top = float(max(capacity_ml, max(s[1] for s in series)))
+    frame = Frame(start, end, 0.0, top)
+    alarm = pump_state.alarm_volume_ml
+    words = [f"Projected reservoir volume from {start.astimezone(tz):%Y-%m-%d %H:%M} to {end.astimezone(tz):%Y-%m-%d}."]
+    if projection.low_reservoir_alarm_at:
+        words.append(
+            f"Worst case reaches the {_ml(alarm)} mL alarm volume on "
+            f"{projection.low_reservoir_alarm_at.astimezone(tz):%Y-%m-%d %H:%M}"
+        )
+    if projection.empty_at:
+        words.append(f"and is empty on {projection.empty_at.astimezone(tz):%Y-%m-%d %H:%M}.")
+    if projection.expected_empty_at:
+        words.append(f"Expected (no on-demand boluses) empty on {projection.expected_empty_at.astimezone(tz):%Y-%m-%d %H:%M}.")
+    if projection.refill_due_on:
+        words.append(f"Refill due on {projection.refill_due_on.isoformat()}.")
+    svg = Svg("volume-chart", "Projected reservoir volume (mL)", " ".join(words), frame)
+    svg.axes(value_ticks(0, top), "mL", time_ticks(start, end, tz))
+
+    # alarm volume, labelled at the left where the lines are still high
+    y_alarm = frame.y(float(alarm))
+    svg.line(LEFT, y_alarm, WIDTH - RIGHT, y_alarm, "chart-alarm")
+    svg.text(LEFT + 6, y_alarm - 5, f"Alarm volume {_ml(alarm)} mL", "chart-label chart-label-alarm")
+    # due date (label at the top) and now (label at the bottom): they are often close
+    if projection.refill_due_on is not None:
+        due = pj.start_of_local_day(projection.refill_due_on, tz)
+        if frame.inside(due):
+            x = frame.x(due)
+            svg.line(x, TOP, x, HEIGHT - BOTTOM, "chart-due")
+            svg.text(x - 4, TOP + 12, f"Due {_day(projection.refill_due_on)}", "chart-label chart-label-due", "end")
+    if frame.inside(now):
+        x = frame.x(now)
+        svg.line(x, TOP, x, HEIGHT - BOTTOM, "chart-now")
+        svg.text(x + 4, HEIGHT - BOTTOM - 30, "Now", "chart-label")
+    svg.polyline([(frame.x(t), frame.y(float(w))) for t, _e, w in series], "series-worst")
+    svg.polyline([(frame.x(t), frame.y(float(e))) for t, e, _w in series], "series-expected")
+    # worst-case alarm (circle) and empty (square) instants, spelled out at the top right
+    notes = []
+    if projection.low_reservoir_alarm_at is not None:
+        notes.append(f"Worst-case alarm {projection.low_reservoir_alarm_at.astimezone(tz):%b %-d %H:%M}")
+        if frame.inside(projection.low_reservoir_alarm_at):
+            x, y = frame.x(projection.low_reservoir_alarm_at), frame.y(float(alarm))
+            svg.add(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="4.5" class="chart-marker"/>')
+    if projection.empty_at is not None:
+        notes.append(f"empty {projection.empty_at.astimezone(tz):%b %-d %H:%M}")
+        if frame.inside(projection.empty_at):
+            x, y = frame.x(projection.empty_at), frame.y(0)
+            svg.add(f'<rect x="{_n(x - 4)}" y="{_n(y - 4)}" width="8" height="8" class="chart-marker"/>')
+    if notes:
+        svg.text(WIDTH - RIGHT - 4, TOP + 30, " · ".join(notes), "chart-label chart-label-strong", "end")
+    svg.legend([("series-expected", "Expected"), ("series-worst", "Worst case (all boluses)"),
+                ("chart-alarm", "Alarm volume"), ("chart-due", "Due date"), ("chart-now", "Now")])
+    step = max(1, len(series) // 12)
+    table = series[::step]
+    if table[-1] is not series[-1]:
+        table.append(series[-1])
+    return VolumeChart(svg.render(), table, start, end)
+
+
+# ------------------------------------------------------------------- dose history
+
+
+@dataclass(frozen=True)
+class DoseChart:
+    svg: SafeString
+    steps: list[tuple[datetime, Decimal, Decimal]]  # (from, mcg/day, mL/day)
+
+
+def dose_chart(*, programs: list, refills: list, now: datetime, tz: tzinfo) -> DoseChart | None:
+    """Basal daily dose (mcg/day) of each program over time, with the refills marked."""
+    live = sorted((p for p in programs if not p.is_voided and p.effective_at <= now), key=lambda p: p.effective_at)
+    if not live:
+        return None
+    start = live[0].effective_at
+    end = max(now, start + timedelta(days=1))
+    doses = [(p.effective_at, p.daily_dose_mcg, p.daily_volume_ml) for p in live]
+    top = float(max(d for _t, d, _v in doses)) * 1.15 or 1.0
+    frame = Frame(start, end, 0.0, top)
+    first, last = doses[0], doses[-1]
+    words = (
+        f"Basal daily dose from {first[0].astimezone(tz):%Y-%m-%d}: {_ml(first[1])} mcg/day at first, "
+        f"{_ml(last[1])} mcg/day now, over {len(doses)} program(s)."
+    )
+    svg = Svg("dose-chart", "Dose history (mcg/day)", words, frame)
+    svg.axes(value_ticks(0, top), "mcg/day", time_ticks(start, end, tz))
+    points: list[tuple[float, float]] = []
+    for i, (moment, dose, _ml_day) in enumerate(doses):
+        x, y = frame.x(moment), frame.y(float(dose))
+        if points:
+            points.append((x, points[-1][1]))
+        points.append((x, y))
+        if i == len(doses) - 1:
+            points.append((frame.x(end), y))
+    svg.polyline(points, "series-dose")
+    for moment, dose, _v in doses:
+        svg.add(f'<circle cx="{_n(frame.x(moment))}" cy="{_n(frame.y(float(dose)))}" r="3.5" class="chart-marker"/>')
+    for refill in refills:
+        if refill.is_voided or not frame.inside(refill.performed_at):
+            continue
+        x = frame.x(refill.performed_at)
+        svg.line(x, HEIGHT - BOTTOM, x, HEIGHT - BOTTOM - 10, "chart-refill")
+    svg.legend([("series-dose", "Basal dose"), ("chart-refill", "Refill")])
+    return DoseChart(svg.render(), doses)
+
+
+# ---------------------------------------------------------- residual discrepancies
+
+
+@dataclass(frozen=True)
+class DiscrepancyChart:
+    svg: SafeString
+    bars: list[tuple[datetime, Decimal, bool]]
+
+
+def discrepancy_chart(*, refills: list, threshold_ml: Decimal, tz: tzinfo) -> DiscrepancyChart | None:
+    """Residual discrepancy of each refill (extracted + left − expected), with the
+    clinic's threshold above and below zero; flagged refills are labelled."""
+    bars = [(r.performed_at, r.discrepancy_ml, r.discrepancy_flagged) for r in refills
+            if not r.is_voided and r.discrepancy_ml is not None]
+    if not bars:
+        return None
+    bars = bars[-24:]
+    reach = max([float(threshold_ml) * 1.5, *(abs(float(d)) for _t, d, _f in bars)]) * 1.2
+    width = WIDTH
+    frame = Frame(bars[0][0], bars[-1][0], -reach, reach, width=width)
+    flagged = sum(1 for b in bars if b[2])
+    words = (
+        f"Residual discrepancy of the last {len(bars)} refills; threshold ±{_ml(threshold_ml)} mL; "
+        f"{flagged} flagged. Below zero: less drug than expected remained; above zero: more than expected."
+    )
+    svg = Svg("discrepancy-chart", "Residual discrepancy at each refill (mL)", words, frame)
+    svg.axes(value_ticks(-reach, reach), "mL")
+    y0 = frame.y(0)
+    plot = width - LEFT - RIGHT
+    slot = plot / len(bars)
+    bar_w = min(36.0, slot * 0.6)
+    for sign in (1, -1):
+        y = frame.y(sign * float(threshold_ml))
+        svg.line(LEFT, y, width - RIGHT, y, "chart-threshold")
+    svg.text(width - RIGHT - 4, frame.y(float(threshold_ml)) - 5, f"+{_ml(threshold_ml)} mL threshold",
+             "chart-label", "end")
+    svg.line(LEFT, y0, width - RIGHT, y0, "chart-axis")
+    for i, (moment, value, is_flagged) in enumerate(bars):
+        cx = LEFT + slot * (i + 0.5)
+        y = frame.y(float(value))
+        top, height = min(y, y0), abs(y - y0)
+        cls = "bar-flagged" if is_flagged else "bar-ok"
+        svg.add(f'<rect x="{_n(cx - bar_w / 2)}" y="{_n(top)}" width="{_n(bar_w)}" height="{_n(max(height, 1))}" '
+                f'class="{cls}"/>')
+        label = f"{'+' if value > 0 else ''}{_ml(value)}{' !' if is_flagged else ''}"
+        svg.text(cx, top - 4 if value >= 0 else top + height + 12, label,
+                 "chart-label chart-label-strong" if is_flagged else "chart-label", "middle")
+        if len(bars) <= 12 or i % max(1, len(bars) // 8) == 0:
+            svg.text(cx, HEIGHT - BOTTOM + 18, _day(moment.astimezone(tz).date()), "chart-tick", "middle")
+    svg.line(LEFT, HEIGHT - BOTTOM, width - RIGHT, HEIGHT - BOTTOM, "chart-axis")
+    svg.legend([("chart-threshold", "Threshold"), ("bar-legend-flagged", "Flagged (!)")])
+    return DiscrepancyChart(svg.render(), bars)

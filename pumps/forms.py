@@ -1,0 +1,549 @@
+"""Forms of the staff pages. They parse and convert input (local wall-clock times in the
+clinic's zone to aware instants, decimals, flex steps); the services validate and write,
+and their field-level messages are put back on the form (``apply_service_errors``)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, tzinfo
+from decimal import Decimal
+
+from django import forms
+from django.db import transaction
+from django.utils import timezone
+
+from clinic.models import WEEKDAY_NAMES, AlertRecipient, Clinic, ClinicClosure
+
+from . import alerts, services
+from . import projection as pj
+from .models import Appointment, DrugProduct, Event, Patient, Program, Pump, PumpModel
+
+ML_FIELD = {"max_digits": 9, "decimal_places": 3}
+DOSE_FIELD = {"max_digits": 12, "decimal_places": 3}
+
+
+# ------------------------------------------------------------------ local instants
+
+
+class LocalDateTimeField(forms.DateTimeField):
+    """A ``datetime-local`` input read as a wall-clock time in the clinic's zone.
+
+    A time that does not exist there (skipped by a spring-forward change) is refused; a
+    time that occurs twice (the repeated hour in autumn) is refused too unless the user
+    picks which, because an hour's error moves a projection by an hour."""
+
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+    input_formats = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"]
+
+    def __init__(self, *args, tz: tzinfo | None = None, **kwargs):
+        self.tz = tz
+        super().__init__(*args, **kwargs)
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if isinstance(value, datetime):
+            naive = value.replace(tzinfo=None) if timezone.is_naive(value) else None
+            if naive is None:
+                return value
+        else:
+            naive = None
+            for fmt in self.input_formats:
+                try:
+                    naive = datetime.strptime(str(value).strip(), fmt)
+                    break
+                except ValueError:
+                    continue
+            if naive is None:
+                raise forms.ValidationError("Enter a date and time (YYYY-MM-DD HH:MM).", code="invalid")
+        return localize(naive, self.tz)
+
+    def prepare_value(self, value):
+        if isinstance(value, datetime) and timezone.is_aware(value) and self.tz is not None:
+            return value.astimezone(self.tz).strftime("%Y-%m-%dT%H:%M")
+        return value
+
+
+def localize(naive: datetime, tz: tzinfo) -> datetime:
+    """A naive local wall-clock time in ``tz`` as an aware instant, refusing times that do
+    not exist or exist twice there."""
+    first = naive.replace(tzinfo=tz, fold=0)
+    second = naive.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() != second.utcoffset():
+        # Round-trip tells a skipped time (it comes back different) from a repeated one.
+        if first.astimezone(pj.UTC).astimezone(tz).replace(tzinfo=None) != naive:
+            raise forms.ValidationError(
+                f"{naive:%Y-%m-%d %H:%M} does not exist in {tz}: the clocks skipped that hour.", code="nonexistent"
+            )
+        raise forms.ValidationError(
+            f"{naive:%Y-%m-%d %H:%M} happened twice in {tz} (the clocks went back): enter a time outside "
+            "the repeated hour, or record it a few minutes later.",
+            code="ambiguous",
+        )
+    return first
+
+
+def now_local_input(tz: tzinfo, now: datetime | None = None) -> str:
+    return (now or timezone.now()).astimezone(tz).strftime("%Y-%m-%dT%H:%M")
+
+
+# ----------------------------------------------------------------- service errors
+
+
+def apply_service_errors(form: forms.Form, exc: services.ServiceValidationError, *, prefix_map=None) -> None:
+    """Put a ``ServiceValidationError``'s messages on the form's fields: keys such as
+    ``added_volume_ml`` or ``program.daily_dose_mcg`` (``prefix_map`` maps ``program.``
+    to the form's ``program_``); anything else becomes a non-field error."""
+    prefix_map = prefix_map or {}
+    for key, messages in exc.message_dict.items():
+        if isinstance(messages, dict):  # a nested object: program: {field: [...]}
+            for sub, sub_messages in messages.items():
+                _add(form, f"{key}.{sub}", sub_messages, prefix_map)
+            continue
+        _add(form, key, messages, prefix_map)
+
+
+def _add(form, key: str, messages, prefix_map) -> None:
+    name = key
+    for source, target in prefix_map.items():
+        if key.startswith(source):
+            name = target + key[len(source):]
+    messages = [messages] if isinstance(messages, str) else list(messages)
+    if name in form.fields:
+        for message in messages:
+            form.add_error(name, _sentence(message))
+    else:
+        label = "" if key in ("non_field_errors", "pump", "__all__") else f"{key.replace('_', ' ')}: "
+        for message in messages:
+            form.add_error(None, label + _sentence(message))
+
+
+def _sentence(message: str) -> str:
+    message = str(message)
+    return message[:1].upper() + message[1:] if message else message
+
+
+# ---------------------------------------------------------------------- programs
+
+
+STEP_LINE = re.compile(r"^\s*(\d{1,2}:\d{2})\s+([0-9]+(?:[.,][0-9]+)?)\s*(?:mcg/h(?:our)?)?\s*$")
+
+
+def parse_steps(text: str) -> list[dict] | str:
+    """Flex steps typed one per line as ``HH:MM dose`` (mcg/hour); returns the list the
+    services take, or an error message."""
+    steps = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        match = STEP_LINE.match(line)
+        if not match:
+            return f"Line {number}: write a start time and a dose, for example 07:00 20.5"
+        start, dose = match.groups()
+        if len(start) == 4:
+            start = "0" + start
+        steps.append({"start": start, "dose_mcg_per_hour": dose.replace(",", ".")})
+    return steps
+
+
+def steps_text(steps: list[dict]) -> str:
+    return "\n".join(f"{s['start']} {Decimal(str(s['dose_mcg_per_hour'])).normalize():f}" for s in steps or [])
+
+
+class ProgramFieldsMixin:
+    """The fields of a program (SPEC 3): concentration, continuous or flex, on-demand bolus,
+    override reason. ``program_prefix`` is "" for the program page, "program_" when the
+    program rides on a refill."""
+
+    program_prefix = ""
+
+    def add_program_fields(self, *, with_concentration: bool) -> None:
+        p = self.program_prefix
+        if with_concentration:
+            self.fields[f"{p}concentration_mcg_per_ml"] = forms.DecimalField(
+                label="Concentration (mcg/mL)", **DOSE_FIELD, required=False,
+                help_text="The drug in the reservoir.",
+            )
+        self.fields[f"{p}mode"] = forms.ChoiceField(
+            label="Mode", choices=Program.Mode.choices, initial=Program.Mode.CONTINUOUS, widget=forms.RadioSelect,
+            required=False,
+        )
+        self.fields[f"{p}daily_dose_mcg"] = forms.DecimalField(
+            label="Daily dose (mcg/day)", **DOSE_FIELD, required=False,
+            help_text="Continuous mode: the basal dose over 24 hours.",
+        )
+        self.fields[f"{p}steps"] = forms.CharField(
+            label="Flex steps (local start time and mcg/hour, one per line)", required=False,
+            widget=forms.Textarea(attrs={"rows": 4, "placeholder": "07:00 18\n22:00 25"}),
+            help_text="Flex mode: each step runs from its start time until the next, cyclic over 24 hours.",
+        )
+        self.fields[f"{p}ptm_bolus_mcg"] = forms.DecimalField(
+            label="On-demand bolus (mcg)", **DOSE_FIELD, required=False,
+        )
+        self.fields[f"{p}ptm_max_per_day"] = forms.IntegerField(
+            label="On-demand boluses, maximum per day", required=False,
+        )
+        self.fields[f"{p}override_reason"] = forms.CharField(
+            label="Titration override reason", max_length=500, required=False,
+            widget=forms.Textarea(attrs={"rows": 2}),
+            help_text="Needed only when the daily dose rises above the titration limit in 24 hours.",
+        )
+
+    def clean_steps_field(self, name: str):
+        raw = self.cleaned_data.get(name, "")
+        parsed = parse_steps(raw)
+        if isinstance(parsed, str):
+            raise forms.ValidationError(parsed)
+        return parsed
+
+    def program_input(self, concentration: Decimal | None = None) -> services.ProgramInput:
+        p = self.program_prefix
+        data = self.cleaned_data
+        mode = data.get(f"{p}mode") or Program.Mode.CONTINUOUS
+        flex = mode == Program.Mode.FLEX
+        return services.ProgramInput(
+            concentration_mcg_per_ml=concentration if concentration is not None else data.get(f"{p}concentration_mcg_per_ml"),
+            mode=mode,
+            daily_dose_mcg=None if flex else data.get(f"{p}daily_dose_mcg"),
+            steps=(data.get(f"{p}steps") or []) if flex else None,
+            ptm_bolus_mcg=data.get(f"{p}ptm_bolus_mcg"),
+            ptm_max_per_day=data.get(f"{p}ptm_max_per_day"),
+            override_reason=data.get(f"{p}override_reason") or "",
+        )
+
+
+class ProgramForm(ProgramFieldsMixin, forms.Form):
+    def __init__(self, *args, pump: Pump, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pump = pump
+        self.fields["effective_at"] = LocalDateTimeField(
+            label=f"Takes effect at (local time, {pump.clinic.timezone})", tz=pump.clinic.tz
+        )
+        self.add_program_fields(with_concentration=True)
+        self.order_fields(["effective_at"])
+
+    def clean_steps(self):
+        return self.clean_steps_field("steps")
+
+
+# ----------------------------------------------------------------------- refills
+
+
+class RefillForm(ProgramFieldsMixin, forms.Form):
+    program_prefix = "program_"
+
+    performed_at = LocalDateTimeField(label="Performed at (local time)")
+    extracted_volume_ml = forms.DecimalField(
+        label="Extracted residual volume (mL)", **ML_FIELD, required=False,
+        help_text="What you drew out of the reservoir (0 if nothing could be drawn). Empty for the first fill after implant.",
+    )
+    residual_left_ml = forms.DecimalField(
+        label="Residual deliberately left in (mL)", **ML_FIELD, required=False,
+        help_text="Usually 0.",
+    )
+    added_volume_ml = forms.DecimalField(label="Volume added (mL)", **ML_FIELD)
+    drug_product = forms.ModelChoiceField(
+        label="Drug product", queryset=DrugProduct.objects.select_related("drug").order_by("code"), required=False,
+        to_field_name="code", empty_label="(not named: the drug's default stability applies)",
+    )
+    concentration_mcg_per_ml = forms.DecimalField(label="Concentration (mcg/mL)", **DOSE_FIELD)
+    lot_number = forms.CharField(label="Lot number", max_length=64, required=False)
+    lot_expiry = forms.DateField(label="Lot expiry", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    changes_program = forms.BooleanField(
+        label="This refill changes the program (new concentration or dose)", required=False,
+    )
+    bridge_bolus_ml = forms.DecimalField(
+        label="Bridge bolus (mL)", **ML_FIELD, required=False,
+        help_text="On a concentration change: the volume given as a bridge bolus to clear the catheter of the old drug.",
+    )
+    notes = forms.CharField(label="Notes", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    confirm_duplicate = forms.BooleanField(
+        label="Yes: this is a second refill of this pump, not a duplicate entry", required=False,
+    )
+
+    def __init__(self, *args, pump: Pump, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pump = pump
+        self.fields["performed_at"].tz = pump.clinic.tz
+        self.fields["performed_at"].label = f"Performed at (local time, {pump.clinic.timezone})"
+        self.add_program_fields(with_concentration=False)
+
+    def clean_program_steps(self):
+        return self.clean_steps_field("program_steps")
+
+    def program_or_none(self) -> services.ProgramInput | None:
+        if not self.cleaned_data.get("changes_program"):
+            return None
+        return self.program_input(concentration=self.cleaned_data.get("concentration_mcg_per_ml"))
+
+    def save(self, *, actor: services.Actor):
+        data = self.cleaned_data
+        return services.record_refill(
+            pump=self.pump,
+            performed_at=data["performed_at"],
+            extracted_volume_ml=data.get("extracted_volume_ml"),
+            added_volume_ml=data.get("added_volume_ml"),
+            residual_left_ml=data.get("residual_left_ml"),
+            bridge_bolus_ml=data.get("bridge_bolus_ml"),
+            concentration_mcg_per_ml=data.get("concentration_mcg_per_ml"),
+            drug_product=data.get("drug_product"),
+            lot_number=data.get("lot_number") or "",
+            lot_expiry=data.get("lot_expiry"),
+            notes=data.get("notes") or "",
+            program=self.program_or_none(),
+            confirm_duplicate=bool(data.get("confirm_duplicate")),
+            actor=actor,
+        )
+
+
+def stability_days_for(product: DrugProduct | None) -> int:
+    if product is not None:
+        return product.effective_stability_days
+    from .models import Drug
+
+    baclofen = Drug.objects.filter(code="baclofen").first()
+    return baclofen.default_stability_days if baclofen else 180
+
+
+# --------------------------------------------------------------- other records
+
+
+class ReadingForm(forms.Form):
+    read_at = LocalDateTimeField(label="Read at (local time)")
+    reservoir_volume_ml = forms.DecimalField(label="Reservoir volume reported by the pump (mL)", **ML_FIELD)
+    eri = forms.BooleanField(label="Elective replacement indicator (ERI) shown", required=False)
+    notes = forms.CharField(label="Notes", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, pump: Pump, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pump = pump
+        self.fields["read_at"].tz = pump.clinic.tz
+        self.fields["read_at"].label = f"Read at (local time, {pump.clinic.timezone})"
+
+    def save(self, *, actor):
+        data = self.cleaned_data
+        return services.record_reading(
+            pump=self.pump, read_at=data["read_at"], reservoir_volume_ml=data["reservoir_volume_ml"],
+            eri=bool(data.get("eri")), notes=data.get("notes") or "", actor=actor,
+        )
+
+
+class EventForm(forms.Form):
+    kind = forms.ChoiceField(label="Event", choices=Event.Kind.choices)
+    occurred_at = LocalDateTimeField(label="Occurred at (local time)")
+    notes = forms.CharField(label="Notes", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, pump: Pump, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pump = pump
+        self.fields["occurred_at"].tz = pump.clinic.tz
+        self.fields["occurred_at"].label = f"Occurred at (local time, {pump.clinic.timezone})"
+
+    def save(self, *, actor):
+        data = self.cleaned_data
+        return services.record_event(
+            pump=self.pump, kind=data["kind"], occurred_at=data["occurred_at"], notes=data.get("notes") or "",
+            actor=actor,
+        )
+
+
+class ExplantForm(forms.Form):
+    explanted_on = forms.DateField(label="Explanted on", widget=forms.DateInput(attrs={"type": "date"}))
+    reason = forms.CharField(label="Reason", max_length=300, required=False)
+
+    def __init__(self, *args, pump: Pump, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pump = pump
+
+    def save(self, *, actor):
+        return services.explant_pump(
+            pump=self.pump, explanted_on=self.cleaned_data["explanted_on"], reason=self.cleaned_data.get("reason") or "",
+            actor=actor,
+        )
+
+
+class ReplaceForm(forms.Form):
+    replaced_on = forms.DateField(label="Replaced on", widget=forms.DateInput(attrs={"type": "date"}))
+    model = forms.ModelChoiceField(label="New pump model", queryset=PumpModel.objects.order_by("code"),
+                                   to_field_name="code")
+    serial_number = forms.CharField(label="New pump serial number", max_length=64)
+    udi = forms.CharField(label="UDI (optional)", max_length=200, required=False)
+    low_reservoir_alarm_ml = forms.DecimalField(
+        label="Low-reservoir alarm volume (mL)", **ML_FIELD, required=False,
+        help_text="Empty: the model's default.",
+    )
+    reason = forms.CharField(label="Reason for replacement", max_length=300, required=False,
+                             initial="replacement")
+
+    def __init__(self, *args, pump: Pump, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pump = pump
+
+    def save(self, *, actor):
+        data = self.cleaned_data
+        return services.replace_pump(
+            old=self.pump, model=data["model"], serial_number=data["serial_number"], replaced_on=data["replaced_on"],
+            low_reservoir_alarm_ml=data.get("low_reservoir_alarm_ml"), udi=data.get("udi") or "",
+            reason=data.get("reason") or "replacement", actor=actor,
+        )
+
+
+class AppointmentForm(forms.Form):
+    scheduled_for = LocalDateTimeField(label="Date and time (local time)")
+    kind = forms.ChoiceField(label="Kind", choices=Appointment.Kind.choices, initial=Appointment.Kind.REFILL)
+    notes = forms.CharField(label="Notes", required=False, max_length=500)
+
+    def __init__(self, *args, pump: Pump, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pump = pump
+        self.fields["scheduled_for"].tz = pump.clinic.tz
+        self.fields["scheduled_for"].label = f"Date and time (local time, {pump.clinic.timezone})"
+
+    def save(self, *, actor):
+        data = self.cleaned_data
+        return services.schedule_appointment(
+            pump=self.pump, scheduled_for=data["scheduled_for"], kind=data["kind"], notes=data.get("notes") or "",
+            actor=actor,
+        )
+
+
+class AppointmentStatusForm(forms.Form):
+    status = forms.ChoiceField(label="Status", choices=Appointment.Status.choices)
+
+
+class VoidForm(forms.Form):
+    reason = forms.CharField(label="Reason for voiding", max_length=500,
+                             widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class PatientForm(forms.ModelForm):
+    class Meta:
+        model = Patient
+        fields = [
+            "mrn", "family_name", "given_name", "birth_date", "spasticity_origin", "withdrawal_high_risk",
+            "high_risk_reason", "phone", "caregiver_phone", "status",
+        ]
+        widgets = {"birth_date": forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")}
+        labels = {"withdrawal_high_risk": "High risk of withdrawal", "high_risk_reason": "Reason (high risk)"}
+
+    def validate_unique(self):
+        """The service says whether the MRN is taken, in its own words."""
+
+    def save_with(self, *, actor):
+        data = {k: self.cleaned_data[k] for k in self.Meta.fields}
+        return services.update_patient(patient=self.instance, actor=actor, **data)
+
+
+# ------------------------------------------------------------------ clinic settings
+
+
+class ClinicPolicyForm(forms.ModelForm):
+    open_weekdays = forms.TypedMultipleChoiceField(
+        label="Open weekdays", choices=list(enumerate(WEEKDAY_NAMES)), coerce=int,
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    class Meta:
+        model = Clinic
+        fields = [
+            "name", "lead_days", "high_risk_extra_days", "due_soon_days", "open_weekdays",
+            "discrepancy_threshold_small_ml", "discrepancy_threshold_large_ml", "titration_limit_spinal_pct",
+            "titration_limit_other_pct", "withdrawal_window_hours", "digest_hour",
+        ]
+        labels = {
+            "lead_days": "Lead days before the alarm date",
+            "high_risk_extra_days": "Extra lead days for high-risk patients",
+            "due_soon_days": "Due soon within (days)",
+            "withdrawal_window_hours": "Withdrawal window (hours before empty)",
+            "digest_hour": "Daily digest hour (local time, 0–23)",
+        }
+
+    def save_with(self, *, actor, now: datetime) -> Clinic:
+        """One transaction: the clinic (its audit row names the user) and the stored
+        projections that its policy moves."""
+        clinic = self.save(commit=False)
+        with transaction.atomic():
+            clinic._history_user = actor.user
+            clinic.save()
+            recompute_clinic(clinic, now)
+        return clinic
+
+
+class RecipientForm(forms.ModelForm):
+    class Meta:
+        model = AlertRecipient
+        fields = ["email", "escalation"]
+        labels = {"email": "Alert address", "escalation": "Escalations only"}
+
+    def __init__(self, *args, clinic: Clinic, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.instance.clinic = clinic
+
+    def clean(self):
+        data = super().clean()
+        email = (data.get("email") or "").lower()
+        if email and AlertRecipient.objects.filter(
+            clinic=self.instance.clinic, email__iexact=email, escalation=bool(data.get("escalation"))
+        ).exists():
+            self.add_error("email", "This address is already on the list.")
+        data["email"] = email
+        return data
+
+    def validate_unique(self):
+        """``clean`` checks the (clinic, email, escalation) pair with a clear message."""
+
+
+class ClosureForm(forms.ModelForm):
+    class Meta:
+        model = ClinicClosure
+        fields = ["date", "reason"]
+        widgets = {"date": forms.DateInput(attrs={"type": "date"})}
+        labels = {"date": "Closed on", "reason": "Reason (e.g. public holiday)"}
+
+    def __init__(self, *args, clinic: Clinic, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.instance.clinic = clinic
+
+    def clean_date(self):
+        day = self.cleaned_data["date"]
+        if ClinicClosure.objects.filter(clinic=self.instance.clinic, date=day).exists():
+            raise forms.ValidationError("This day is already marked closed.")
+        return day
+
+    def validate_unique(self):
+        """``clean_date`` says so in words."""
+
+    def save_with(self, *, actor, now: datetime) -> ClinicClosure:
+        closure = self.save(commit=False)
+        with transaction.atomic():
+            closure._history_user = actor.user
+            closure.save()
+            recompute_clinic(closure.clinic, now)
+        return closure
+
+
+def delete_closure(closure: ClinicClosure, *, actor, now: datetime) -> None:
+    with transaction.atomic():
+        clinic = closure.clinic
+        closure._history_user = actor.user
+        closure.delete()
+        recompute_clinic(clinic, now)
+
+
+def recompute_clinic(clinic: Clinic, now: datetime) -> int:
+    """The policy and closures move due dates and statuses: refresh the stored projection
+    of every implanted pump of the clinic (locking each, as the services do) and its alerts,
+    inside the caller's transaction."""
+    count = 0
+    for pump_id in Pump.objects.filter(clinic=clinic, explanted_on__isnull=True).values_list("pk", flat=True):
+        pump = Pump.objects.select_for_update(of=("self",)).select_related("clinic", "patient", "model").get(pk=pump_id)
+        services.recompute_pump(pump, now=now)
+        alerts.evaluate_pump(pump, now)
+        count += 1
+    return count
+
+
+def default_visit_time(now: datetime, tz: tzinfo) -> datetime:
+    """Tomorrow 09:00 local, for a new appointment."""
+    day = pj.local_date(now, tz) + timedelta(days=1)
+    return datetime.combine(day, datetime.min.time()).replace(hour=9, tzinfo=tz)

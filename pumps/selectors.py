@@ -1,0 +1,702 @@
+"""Reads shared by the staff pages: scoping, the worklist, the pump page, previews.
+
+Every function here reads; writes go through ``pumps.services``. Each page's data comes
+from a fixed number of queries whatever the number of pumps or records (tests assert
+the counts), and every number comes from the one projection engine (``pumps.projection``
+through ``services.project_pump``) and the one set of checks (``pumps.checks``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.http import Http404
+
+from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership, Role
+
+from . import checks, services
+from . import projection as pj
+from .models import (
+    Alert,
+    Appointment,
+    DrugProduct,
+    Event,
+    Patient,
+    Program,
+    Pump,
+    Reading,
+    Refill,
+    SweepRun,
+)
+
+STATUS_LABELS = {
+    pj.STATUS_EMPTY: "Empty",
+    pj.STATUS_ALARM: "Low-reservoir alarm",
+    pj.STATUS_OVERDUE: "Refill overdue",
+    pj.STATUS_DUE_SOON: "Refill due soon",
+    pj.STATUS_OK: "OK",
+    pj.STATUS_INCOMPLETE: "Incomplete data",
+    pj.STATUS_INACTIVE: "Inactive",
+}
+URGENCY = {status: rank for rank, status in enumerate(pj.STATUSES)}
+
+
+# ------------------------------------------------------------------------- scoping
+
+
+def scope(queryset: QuerySet, user, clinic_field: str = "clinic") -> QuerySet:
+    """Only the records of the user's clinics (a superuser sees every clinic). A
+    subquery, not a list of ids: no extra query."""
+    if user.is_superuser:
+        return queryset
+    member_of = Membership.objects.filter(user=user).values("clinic_id")
+    return queryset.filter(**{f"{clinic_field}_id__in": member_of})
+
+
+def visible_clinics(user) -> list[Clinic]:
+    if user.is_superuser:
+        return list(Clinic.objects.order_by("code"))
+    return list(Clinic.objects.filter(memberships__user=user).order_by("code"))
+
+
+@dataclass(frozen=True)
+class Permissions:
+    """What the user may do in one clinic (SPEC 9): a viewer writes nothing; only a
+    prescriber enters or verifies a program; clinic settings are for clinic admins."""
+
+    role: str | None
+    superuser: bool = False
+
+    @property
+    def can_write(self) -> bool:
+        return self.superuser or self.role in CLINICAL_WRITERS
+
+    @property
+    def can_program(self) -> bool:
+        return self.superuser or self.role in PROGRAM_WRITERS
+
+    @property
+    def can_admin(self) -> bool:
+        return self.superuser or self.role == Role.ADMIN
+
+    @property
+    def role_label(self) -> str:
+        if self.superuser and not self.role:
+            return "Superuser"
+        return Role(self.role).label if self.role else ""
+
+
+def admin_clinics(user) -> list[Clinic]:
+    """Clinics whose settings the user may change."""
+    if user.is_superuser:
+        return list(Clinic.objects.order_by("code"))
+    return list(Clinic.objects.filter(memberships__user=user, memberships__role=Role.ADMIN).order_by("code"))
+
+
+def permissions_for(user, clinic: Clinic | int) -> Permissions:
+    clinic_id = clinic if isinstance(clinic, int) else clinic.pk
+    role = Membership.objects.filter(user=user, clinic_id=clinic_id).values_list("role", flat=True).first()
+    return Permissions(role=role, superuser=user.is_superuser)
+
+
+def pump_for(user, pk: int, *, related: tuple[str, ...] = ("clinic", "patient", "model")) -> Pump:
+    """A pump of the user's clinics, or 404 (another clinic's record answers 404)."""
+    pump = scope(Pump.objects.select_related(*related), user).filter(pk=pk).first()
+    if pump is None:
+        raise Http404("No such pump.")
+    return pump
+
+
+def patient_for(user, pk: int) -> Patient:
+    patient = scope(Patient.objects.select_related("clinic"), user).filter(pk=pk).first()
+    if patient is None:
+        raise Http404("No such patient.")
+    return patient
+
+
+def record_for(user, model, pk: int):
+    """A refill, reading, program, event or appointment of the user's clinics, or 404."""
+    record = scope(model.objects.select_related("pump__clinic", "pump__patient", "pump__model"), user,
+                   clinic_field="pump__clinic").filter(pk=pk).first()
+    if record is None:
+        raise Http404("No such record.")
+    return record
+
+
+# ----------------------------------------------------------------------- alerting
+
+
+@dataclass(frozen=True)
+class AlertingHealth:
+    last_finished_at: datetime | None
+    stale: bool
+
+
+def alerting_health(now: datetime) -> AlertingHealth:
+    """When the alert sweep last completed; stale after 3 intervals (SPEC 6)."""
+    last = SweepRun.objects.order_by("-finished_at").values_list("finished_at", flat=True).first()
+    interval = timedelta(seconds=settings.ALERT_SWEEP_INTERVAL_SECONDS)
+    return AlertingHealth(last, last is None or now - last > 3 * interval)
+
+
+# ------------------------------------------------------------------------ worklist
+
+
+@dataclass
+class WorklistFilters:
+    status: str = ""
+    clinic: str = ""  # clinic code
+    prescriber: int | None = None  # user id of the prescriber of the program in force
+    q: str = ""  # MRN, name or serial number
+
+
+@dataclass
+class WorklistRow:
+    pump: Pump
+    status: str
+    days_to_due: int | None
+    next_appointment_at: datetime | None
+    next_appointment_kind: str | None
+    prescriber: Any  # a User or None
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS[self.status]
+
+
+@dataclass
+class Worklist:
+    rows: list[WorklistRow]
+    counts: dict[str, int]  # per status, before the status filter
+    clinics: list[Clinic]
+    prescribers: list[Any]
+    total: int
+
+
+def _current_program(now: datetime):
+    return Program.objects.filter(pump=OuterRef("pk"), voided_at__isnull=True, effective_at__lte=now).order_by(
+        "-effective_at", "-id"
+    )
+
+
+def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
+    """Every implanted pump of the user's clinics, most urgent first: empty, alarm,
+    overdue, due soon, ok, incomplete, inactive; then by due date and alarm instant.
+
+    The status is the live status as of ``now`` from the stored instants, so that a pump
+    that crossed its alarm since the last sweep already shows it. Four queries."""
+    next_appointment = Appointment.objects.filter(
+        pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True, scheduled_for__gte=now
+    ).order_by("scheduled_for", "id")
+    pumps = (
+        scope(Pump.objects.filter(explanted_on__isnull=True), user)
+        .select_related("clinic", "patient", "model")
+        .annotate(
+            next_appointment_at=Subquery(next_appointment.values("scheduled_for")[:1]),
+            next_appointment_kind=Subquery(next_appointment.values("kind")[:1]),
+            prescriber_id=Subquery(_current_program(now).values("entered_by_id")[:1]),
+        )
+    )
+    if filters.clinic:
+        pumps = pumps.filter(clinic__code=filters.clinic)
+    if filters.prescriber:
+        pumps = pumps.filter(prescriber_id=filters.prescriber)
+    text = filters.q.strip()
+    if text:
+        by_id = Q(patient__mrn__iexact=text) | Q(patient__mrn__istartswith=text) | Q(serial_number__iexact=text)
+        by_name = Q()
+        for word in text.replace(",", " ").split():
+            by_name &= Q(patient__family_name__icontains=word) | Q(patient__given_name__icontains=word)
+        pumps = pumps.filter(by_id | by_name)
+    pumps = list(pumps)
+
+    clinics = visible_clinics(user)
+    User = get_user_model()
+    prescriber_ids = {p.prescriber_id for p in pumps if p.prescriber_id}
+    members = scope(Membership.objects.filter(role=Role.PRESCRIBER), user).values("user_id")
+    people = {
+        u.pk: u for u in User.objects.filter(Q(pk__in=prescriber_ids) | Q(pk__in=members)).order_by(
+            "last_name", "first_name", "username"
+        )
+    }
+
+    rows = []
+    for pump in pumps:
+        status = pump.live_status(now)
+        days = (pump.refill_due_on - pj.local_date(now, pump.clinic.tz)).days if pump.refill_due_on else None
+        rows.append(WorklistRow(pump, status, days, pump.next_appointment_at, pump.next_appointment_kind,
+                                people.get(pump.prescriber_id)))
+    counts = Counter(r.status for r in rows)
+    if filters.status:
+        rows = [r for r in rows if r.status == filters.status]
+    far = datetime.max.replace(tzinfo=now.tzinfo)
+    rows.sort(key=lambda r: (
+        URGENCY[r.status],
+        r.pump.refill_due_on or date.max,
+        r.pump.low_reservoir_alarm_at or far,
+        r.pump.pk,
+    ))
+    return Worklist(
+        rows=rows,
+        counts={s: counts.get(s, 0) for s in pj.STATUSES},
+        clinics=clinics,
+        prescribers=list(people.values()),
+        total=sum(counts.values()),
+    )
+
+
+# ----------------------------------------------------------------------- pump page
+
+
+@dataclass
+class AuditEntry:
+    at: datetime
+    user: Any
+    what: str  # "Refill #12"
+    action: str  # created / changed / deleted
+    changes: list[tuple[str, str, str]]  # (field, old, new)
+    reason: str
+
+
+@dataclass
+class PumpPage:
+    pump: Pump
+    permissions: Permissions
+    projection: pj.Projection
+    program_in_force: Program | None
+    refills: list[Refill]  # every refill, voided too, oldest first
+    readings: list[Reading]
+    programs: list[Program]
+    events: list[Event]
+    appointments: list[Appointment]
+    alerts: list[Alert]
+    audit: list[AuditEntry]
+    other_pumps: list[Pump]
+    history: services.PumpHistory  # live records only
+    threshold_ml: Decimal
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS[self.projection.status]
+
+    @property
+    def live_refills(self) -> list[Refill]:
+        return self.history.refills
+
+    @property
+    def unverified_programs(self) -> list[Program]:
+        return [p for p in self.programs if p.verified_at is None and not p.is_voided]
+
+    @property
+    def next_refill_appointment(self) -> Appointment | None:
+        upcoming = [
+            a for a in self.appointments
+            if not a.is_voided and a.kind == Appointment.Kind.REFILL and a.status == Appointment.Status.SCHEDULED
+            and a.scheduled_for >= self.projection.at
+        ]
+        return min(upcoming, key=lambda a: a.scheduled_for, default=None)
+
+    @property
+    def open_alerts(self) -> list[Alert]:
+        return [a for a in self.alerts if a.is_open]
+
+
+AUDIT_SKIP = {"id", "created_at", "updated_at", "version", "entered_at"}
+AUDIT_LIMIT = 200
+
+
+def _audit_value(value, users: dict, products: dict, attname: str) -> str:
+    if value is None or value == "":
+        return "—"
+    if attname.endswith("_by_id") or attname == "acknowledged_by_id":
+        user = users.get(value)
+        return display_name(user) if user else f"user #{value}"
+    if attname == "drug_product_id":
+        product = products.get(value)
+        return product.code if product else f"#{value}"
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="minutes")
+    return str(value)
+
+
+def _audit(pump: Pump, patient: Patient) -> list[AuditEntry]:
+    """The audit history of the pump's records, newest first: who, when, old and new
+    values. One query per audited table; diffs computed in memory."""
+    sources = [
+        ("Patient", Patient.history.filter(id=patient.pk)),
+        ("Pump", Pump.history.filter(id=pump.pk)),
+        ("Refill", Refill.history.filter(pump_id=pump.pk)),
+        ("Program", Program.history.filter(pump_id=pump.pk)),
+        ("Reading", Reading.history.filter(pump_id=pump.pk)),
+        ("Event", Event.history.filter(pump_id=pump.pk)),
+        ("Appointment", Appointment.history.filter(pump_id=pump.pk)),
+        ("Alert", Alert.history.filter(pump_id=pump.pk)),
+    ]
+    rows: list[tuple[str, Any]] = []
+    for label, qs in sources:
+        rows.extend((label, r) for r in qs.select_related("history_user").order_by("history_date", "history_id"))
+    user_ids = set()
+    for _label, r in rows:
+        for attname in ("performed_by_id", "entered_by_id", "verified_by_id", "voided_by_id", "acknowledged_by_id"):
+            if getattr(r, attname, None):
+                user_ids.add(getattr(r, attname))
+    users = {u.pk: u for u in get_user_model().objects.filter(pk__in=user_ids)} if user_ids else {}
+    products = {p.pk: p for p in DrugProduct.objects.all()} if any(
+        getattr(r, "drug_product_id", None) for _l, r in rows
+    ) else {}
+    previous: dict[tuple[str, int], Any] = {}
+    entries: list[AuditEntry] = []
+    for label, r in rows:
+        fields = [f for f in r.instance_type._meta.fields if f.attname not in AUDIT_SKIP]
+        key = (label, r.id)
+        before = previous.get(key)
+        changes = []
+        if r.history_type == "~" and before is not None:
+            for f in fields:
+                old, new = getattr(before, f.attname, None), getattr(r, f.attname, None)
+                if old != new:
+                    changes.append((f.verbose_name, _audit_value(old, users, products, f.attname),
+                                    _audit_value(new, users, products, f.attname)))
+            if not changes:
+                previous[key] = r
+                continue
+        action = {"+": "created", "~": "changed", "-": "deleted"}[r.history_type]
+        entries.append(AuditEntry(r.history_date, r.history_user, f"{label} #{r.id}", action, changes,
+                                  r.history_change_reason or ""))
+        previous[key] = r
+    entries.sort(key=lambda e: e.at, reverse=True)
+    return entries[:AUDIT_LIMIT]
+
+
+def pump_page(user, pk: int, now: datetime) -> PumpPage:
+    """Everything the pump page shows, in a fixed number of queries."""
+    pump = pump_for(user, pk)
+    refills = list(
+        Refill.objects.filter(pump=pump).select_related("performed_by", "drug_product", "voided_by", "program")
+        .order_by("performed_at", "id")
+    )
+    readings = list(Reading.objects.filter(pump=pump).select_related("performed_by").order_by("read_at", "id"))
+    programs = list(
+        Program.objects.filter(pump=pump).select_related("entered_by", "verified_by").order_by("effective_at", "id")
+    )
+    events = list(Event.objects.filter(pump=pump).select_related("recorded_by").order_by("occurred_at", "id"))
+    appointments = list(Appointment.objects.filter(pump=pump).order_by("scheduled_for", "id"))
+    alerts = list(Alert.objects.filter(pump=pump).select_related("acknowledged_by").order_by("-created_at", "-id"))
+    history = services.PumpHistory(
+        refills=[r for r in refills if not r.is_voided],
+        readings=[r for r in readings if not r.is_voided],
+        programs=[p for p in programs if not p.is_voided],
+    )
+    projection = services.project_pump(pump, now, history)
+    in_force = [p for p in history.programs if p.effective_at <= now]
+    other_pumps = list(Pump.objects.filter(patient=pump.patient).exclude(pk=pump.pk).select_related("model")
+                       .order_by("-implanted_on"))
+    threshold = checks.discrepancy_threshold_ml(
+        pump.model.reservoir_ml,
+        small=pump.clinic.discrepancy_threshold_small_ml,
+        large=pump.clinic.discrepancy_threshold_large_ml,
+    )
+    return PumpPage(
+        pump=pump,
+        permissions=permissions_for(user, pump.clinic_id),
+        projection=projection,
+        program_in_force=in_force[-1] if in_force else None,
+        refills=refills,
+        readings=readings,
+        programs=programs,
+        events=events,
+        appointments=appointments,
+        alerts=alerts,
+        audit=_audit(pump, pump.patient),
+        other_pumps=other_pumps,
+        history=history,
+        threshold_ml=threshold,
+    )
+
+
+def display_name(user) -> str:
+    if user is None:
+        return ""
+    full = f"{user.first_name} {user.last_name}".strip()
+    return full or user.username
+
+
+# ------------------------------------------------------------------------ patients
+
+
+@dataclass
+class PatientPage:
+    patient: Patient
+    pumps: list[Pump]
+    permissions: Permissions
+
+
+def patient_page(user, pk: int) -> PatientPage:
+    patient = patient_for(user, pk)
+    pumps = list(Pump.objects.filter(patient=patient).select_related("model", "clinic").order_by("-implanted_on", "-id"))
+    return PatientPage(patient, pumps, permissions_for(user, patient.clinic_id))
+
+
+# -------------------------------------------------------------------------- alerts
+
+
+@dataclass
+class AlertFilters:
+    show: str = "open"  # open | all
+    severity: str = ""
+    kind: str = ""
+
+
+def alerts_for(user, filters: AlertFilters, limit: int = 500) -> list[Alert]:
+    """Alerts of the user's clinics, critical first, newest first. One query."""
+    alerts = scope(Alert.objects.select_related("clinic", "pump__patient", "pump__model", "acknowledged_by"), user)
+    if filters.show != "all":
+        alerts = alerts.filter(resolved_at__isnull=True, acknowledged_at__isnull=True)
+    if filters.severity:
+        alerts = alerts.filter(severity=filters.severity)
+    if filters.kind:
+        alerts = alerts.filter(kind=filters.kind)
+    rank = {"critical": 0, "warning": 1, "info": 2}
+    rows = list(alerts.order_by("-created_at", "-id")[:limit])
+    rows.sort(key=lambda a: (0 if a.is_open else 1, rank.get(a.severity, 3)))
+    return rows
+
+
+def writable_clinic_ids(user) -> set[int] | None:
+    """Clinics in which the user may record; ``None``: every clinic (a superuser)."""
+    if user.is_superuser:
+        return None
+    return set(Membership.objects.filter(user=user, role__in=list(CLINICAL_WRITERS)).values_list("clinic_id", flat=True))
+
+
+# ------------------------------------------------------------------------- preview
+
+
+@dataclass
+class RefillPreview:
+    """What a refill would show, computed with the projection engine before saving."""
+
+    first_fill: bool
+    expected_residual_ml: Decimal | None = None
+    discrepancy_ml: Decimal | None = None
+    discrepancy_flagged: bool = False
+    meaning: str = ""
+    threshold_ml: Decimal | None = None
+    refilled_after_empty: bool = False
+    volume_after_ml: Decimal | None = None
+    capacity_ml: Decimal | None = None
+    over_capacity: bool = False
+    concentration_in_force: Decimal | None = None
+    concentration_change: bool = False
+    projection: pj.Projection | None = None
+    days_to_due: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def refill_preview(
+    pump: Pump,
+    *,
+    performed_at: datetime | None,
+    extracted_volume_ml: Decimal | None,
+    added_volume_ml: Decimal | None,
+    residual_left_ml: Decimal | None,
+    bridge_bolus_ml: Decimal | None,
+    concentration_mcg_per_ml: Decimal | None,
+    stability_days: int,
+    program: services.ProgramInput | None,
+    now: datetime,
+) -> RefillPreview:
+    """The expected residual, the discrepancy and its meaning, the volume after and the new
+    instants, from the same functions the services use when the refill is saved
+    (``pj.expected_volume_at``, ``checks.residual_discrepancy``, ``pj.project``)."""
+    history = services.load_history(pump)
+    at = performed_at or now
+    residual_left = residual_left_ml or Decimal(0)
+    bridge = bridge_bolus_ml or Decimal(0)
+    first_fill = not any(r.performed_at < at for r in history.refills)
+    preview = RefillPreview(first_fill=first_fill, capacity_ml=pump.model.reservoir_ml)
+    state = services.pump_state(pump)
+    refills, readings, programs = history.inputs()
+
+    in_force = [p for p in history.programs if p.effective_at <= at]
+    if in_force:
+        preview.concentration_in_force = in_force[-1].concentration_mcg_per_ml
+        if concentration_mcg_per_ml is not None and services.q3(concentration_mcg_per_ml) != in_force[-1].concentration_mcg_per_ml:
+            preview.concentration_change = True
+
+    preview.threshold_ml = checks.discrepancy_threshold_ml(
+        pump.model.reservoir_ml,
+        small=pump.clinic.discrepancy_threshold_small_ml,
+        large=pump.clinic.discrepancy_threshold_large_ml,
+    )
+    expected, expected_empty = pj.expected_volume_at(
+        at=at, pump=state, refills=refills, readings=readings, programs=programs
+    )
+    if expected is not None:
+        preview.expected_residual_ml = pj.to_decimal_ml(max(expected, Fraction(0)))
+    if not first_fill and extracted_volume_ml is not None:
+        result = checks.residual_discrepancy(
+            expected_volume=expected, extracted_ml=extracted_volume_ml, residual_left_ml=residual_left,
+            threshold_ml=preview.threshold_ml,
+        )
+        preview.discrepancy_ml = result.discrepancy_ml
+        preview.discrepancy_flagged = result.flagged
+        preview.meaning = result.meaning
+    preview.refilled_after_empty = expected_empty is not None and at >= expected_empty and not first_fill
+
+    if added_volume_ml is None or added_volume_ml <= 0:
+        return preview
+    preview.volume_after_ml = services.q3(residual_left + added_volume_ml - bridge)
+    preview.over_capacity = preview.volume_after_ml > pump.model.reservoir_ml
+    if preview.volume_after_ml < 0 or concentration_mcg_per_ml is None or concentration_mcg_per_ml <= 0:
+        return preview
+    new_refill = pj.Refill(
+        performed_at=at, added_volume_ml=services.q3(added_volume_ml), residual_left_ml=services.q3(residual_left),
+        bridge_bolus_ml=services.q3(bridge), stability_days=stability_days,
+    )
+    new_programs = list(programs)
+    if program is not None:
+        proposed = program_projection(program, at)
+        if proposed is None:
+            preview.notes.append("Complete the new program to see the new dates.")
+            return preview
+        new_programs = [p for p in new_programs if p.effective_at != proposed.effective_at] + [proposed]
+    elif preview.concentration_change:
+        return preview
+    preview.projection = pj.project(
+        at=max(at, now), pump=state, refills=[*refills, new_refill], readings=readings,
+        programs=new_programs, policy=pump.clinic.policy(),
+    )
+    if preview.projection.refill_due_on is not None:
+        preview.days_to_due = (preview.projection.refill_due_on - pj.local_date(now, pump.clinic.tz)).days
+    return preview
+
+
+def program_projection(data: services.ProgramInput, effective_at: datetime) -> pj.Program | None:
+    """A program input as the projection sees it, or None while it is incomplete or
+    invalid (the services say why when it is saved)."""
+    conc = data.concentration_mcg_per_ml
+    if conc is None or conc <= 0:
+        return None
+    if data.mode == pj.MODE_FLEX:
+        try:
+            steps = checks.parse_flex_steps(data.steps or [])
+        except checks.CheckError:
+            return None
+        daily = None
+    else:
+        if data.daily_dose_mcg is None or data.daily_dose_mcg <= 0:
+            return None
+        steps, daily = (), data.daily_dose_mcg
+    bolus, per_day = data.ptm_bolus_mcg, data.ptm_max_per_day
+    if bolus is not None and bolus < 0 or per_day is not None and per_day < 0:
+        return None
+    return pj.Program(
+        effective_at=effective_at, concentration_mcg_per_ml=conc, mode=data.mode, daily_dose_mcg=daily, steps=steps,
+        bolus_mcg=bolus if per_day else None, bolus_max_per_day=per_day if bolus else None,
+    )
+
+
+@dataclass
+class ProgramPreview:
+    daily_dose_mcg: Decimal | None = None
+    daily_volume_ml: Decimal | None = None
+    worst_case_daily_volume_ml: Decimal | None = None
+    previous_daily_dose_mcg: Decimal | None = None  # in force 24 h before
+    change_pct: Decimal | None = None
+    limit_pct: Decimal | None = None
+    ceiling_mcg: Decimal | None = None
+    titration_exceeded: bool = False
+    titration_message: str = ""
+    override_given: bool = False
+    projection: pj.Projection | None = None
+    reservoir_concentration: Decimal | None = None
+    concentration_mismatch: bool = False
+
+
+def program_preview(pump: Pump, data: services.ProgramInput, effective_at: datetime | None, now: datetime) -> ProgramPreview:
+    """mL/day, the titration check against the program in force 24 hours before
+    (``checks.check_titration``, as the services apply it) and the new dates."""
+    at = effective_at or now
+    preview = ProgramPreview(override_given=bool((data.override_reason or "").strip()))
+    history = services.load_history(pump)
+    earlier_refills = [r for r in history.refills if r.performed_at <= at]
+    if earlier_refills:
+        preview.reservoir_concentration = earlier_refills[-1].concentration_mcg_per_ml
+        if data.concentration_mcg_per_ml is not None and data.concentration_mcg_per_ml > 0:
+            preview.concentration_mismatch = (
+                services.q3(data.concentration_mcg_per_ml) != preview.reservoir_concentration
+            )
+    proposed = program_projection(data, at)
+    if proposed is None:
+        return preview
+    daily = proposed.basal_daily_dose_mcg()
+    preview.daily_dose_mcg = pj.to_decimal_ml(daily)
+    preview.daily_volume_ml = pj.to_decimal_ml(proposed.daily_volume_ml())
+    preview.worst_case_daily_volume_ml = pj.to_decimal_ml(proposed.worst_case_daily_volume_ml())
+    before = [p for p in history.programs if p.effective_at <= at - timedelta(hours=24)]
+    if before:
+        old = before[-1].to_projection().basal_daily_dose_mcg()
+        limit = checks.titration_limit_pct(
+            pump.patient.spasticity_origin,
+            spinal_pct=pump.clinic.titration_limit_spinal_pct,
+            other_pct=pump.clinic.titration_limit_other_pct,
+        )
+        preview.previous_daily_dose_mcg = pj.to_decimal_ml(old)
+        preview.limit_pct = limit
+        preview.ceiling_mcg = pj.to_decimal_ml(old * (1 + Fraction(limit) / 100))
+        if old:
+            preview.change_pct = (pj.to_decimal_ml((daily - old) / old * 100)).quantize(Decimal("0.1"))
+        try:
+            checks.check_titration(new_daily_mcg=daily, old_daily_mcg=old, limit_pct=limit, override_reason="")
+        except checks.CheckError as exc:
+            preview.titration_exceeded = True
+            preview.titration_message = exc.message
+    if not preview.concentration_mismatch:
+        refills, readings, programs = history.inputs()
+        programs = [p for p in programs if p.effective_at != proposed.effective_at] + [proposed]
+        preview.projection = pj.project(
+            at=max(at, now), pump=services.pump_state(pump), refills=refills, readings=readings, programs=programs,
+            policy=pump.clinic.policy(),
+        )
+    return preview
+
+
+# ----------------------------------------------------------------------- worksheet
+
+
+@dataclass
+class Worksheet:
+    page: PumpPage
+    visit_at: datetime
+    appointment: Appointment | None
+    at_visit: pj.Projection
+
+
+def worksheet(user, pk: int, now: datetime, appointment_id: int | None = None) -> Worksheet:
+    """The printable refill worksheet: what to expect at the visit (the next refill
+    appointment, or now)."""
+    page = pump_page(user, pk, now)
+    appointment = None
+    if appointment_id is not None:
+        appointment = next((a for a in page.appointments if a.pk == appointment_id and not a.is_voided), None)
+        if appointment is None:
+            raise Http404("No such appointment.")
+    else:
+        appointment = page.next_refill_appointment
+    visit_at = appointment.scheduled_for if appointment is not None and appointment.scheduled_for > now else now
+    at_visit = services.project_pump(page.pump, visit_at, page.history)
+    return Worksheet(page, visit_at, appointment, at_visit)

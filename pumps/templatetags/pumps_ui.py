@@ -1,0 +1,96 @@
+"""Template filters of the staff pages: instants in the clinic's zone, volumes, status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from django import template
+
+from pumps import selectors
+
+register = template.Library()
+
+
+def _tz(where):
+    if where is None:
+        return None
+    if hasattr(where, "tz"):  # a Clinic
+        return where.tz
+    if hasattr(where, "clinic"):  # a Pump, a Patient, an Alert
+        return where.clinic.tz
+    return where
+
+
+@register.filter
+def local(value: datetime | None, where=None) -> str:
+    """An instant as local wall-clock time in the clinic's zone, with the zone's abbreviation."""
+    if value is None:
+        return "—"
+    tz = _tz(where)
+    moment = value.astimezone(tz) if tz is not None else value
+    return f"{moment:%Y-%m-%d %H:%M} {moment.tzname()}"
+
+
+@register.filter
+def localdate(value: datetime | None, where=None) -> str:
+    if value is None:
+        return "—"
+    tz = _tz(where)
+    moment = value.astimezone(tz) if tz is not None else value
+    return f"{moment:%Y-%m-%d}"
+
+
+@register.filter
+def isodate(value) -> str:
+    return value.isoformat() if value else "—"
+
+
+@register.filter
+def weekday(value) -> str:
+    return f"{value:%a}" if value else ""
+
+
+@register.filter
+def ml(value) -> str:
+    """A decimal without trailing zeros: 36, 35.25, -1.5."""
+    if value is None or value == "":
+        return "—"
+    text = f"{Decimal(str(value)).normalize():f}"
+    return "0" if text in ("-0", "") else text
+
+
+@register.filter
+def signed(value) -> str:
+    if value is None:
+        return "—"
+    text = ml(value)
+    return f"+{text}" if Decimal(str(value)) > 0 else text
+
+
+@register.filter
+def status_label(value: str) -> str:
+    return selectors.STATUS_LABELS.get(value, value)
+
+
+@register.filter
+def days_phrase(days: int | None) -> str:
+    if days is None:
+        return "—"
+    if days == 0:
+        return "due today"
+    if days == 1:
+        return "in 1 day"
+    if days > 1:
+        return f"in {days} days"
+    return f"{-days} day overdue" if days == -1 else f"{-days} days overdue"
+
+
+@register.filter
+def person(user) -> str:
+    return selectors.display_name(user) or "—"
+
+
+@register.filter
+def get(mapping, key):
+    return mapping.get(key) if mapping else None

@@ -1,0 +1,557 @@
+"""Staff web pages (SPEC 7, 9). Thin: selectors read, forms parse, services write (one
+transaction per action) and their field-level messages go back on the form. Every page
+needs sign-in; another clinic's record answers 404; roles limit what can be changed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from clinic.models import AlertRecipient, Clinic, ClinicClosure
+
+from . import alerts, charts, forms, selectors, services
+from . import projection as pj
+from .calendar import appointment_ics
+from .models import Alert, AlertKind, Appointment, Event, Program, Reading, Refill, Severity
+
+MSG_VIEWER = "Your role in this clinic does not allow changes."
+MSG_PRESCRIBER = "Only a prescriber (physician) enters or verifies a program."
+MSG_ADMIN = "Only a clinic administrator changes the clinic's settings."
+
+
+def actor_of(request) -> services.Actor:
+    return services.Actor(request.user, "")
+
+
+def render_page(request, template: str, context: dict, *, status: int = 200, now: datetime | None = None):
+    """Every full page shows whether alerting runs (SPEC 6: red when stale)."""
+    now = now or timezone.now()
+    context.setdefault("now", now)
+    if not getattr(request, "htmx", False):
+        context["alerting"] = selectors.alerting_health(now)
+        context["sweep_interval_minutes"] = settings.ALERT_SWEEP_INTERVAL_SECONDS // 60
+        context["nav_admin_clinics"] = selectors.admin_clinics(request.user)
+    return render(request, template, context, status=status)
+
+
+def require(allowed: bool, message: str) -> None:
+    if not allowed:
+        raise PermissionDenied(message)
+
+
+def pump_url(pump, anchor: str = "") -> str:
+    return reverse("pump", args=[pump.pk]) + (f"#{anchor}" if anchor else "")
+
+
+# ------------------------------------------------------------------------ worklist
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+@login_required
+@require_GET
+def worklist(request):
+    now = timezone.now()
+    filters = selectors.WorklistFilters(
+        status=request.GET.get("status", "") if request.GET.get("status", "") in pj.STATUSES else "",
+        clinic=request.GET.get("clinic", ""),
+        prescriber=_int_or_none(request.GET.get("prescriber")),
+        q=request.GET.get("q", "")[:100],
+    )
+    data = selectors.worklist_for(request.user, filters, now)
+    page = Paginator(data.rows, settings.WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "worklist": data, "page": page, "filters": filters, "statuses": pj.STATUSES,
+        "query": query.urlencode(), "status_labels": selectors.STATUS_LABELS,
+    }
+    if request.htmx and request.htmx.target == "worklist-results":
+        return render(request, "partials/worklist_results.html", {**context, "now": now})
+    return render_page(request, "pumps/worklist.html", context, now=now)
+
+
+# ---------------------------------------------------------------- patient and pump
+
+
+@login_required
+@require_GET
+def patient_detail(request, pk: int):
+    data = selectors.patient_page(request.user, pk)
+    return render_page(request, "pumps/patient.html", {"data": data, "patient": data.patient,
+                                                        "clinic": data.patient.clinic, "can": data.permissions})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def patient_edit(request, pk: int):
+    patient = selectors.patient_for(request.user, pk)
+    require(selectors.permissions_for(request.user, patient.clinic_id).can_write, MSG_VIEWER)
+    form = forms.PatientForm(request.POST or None, instance=patient)
+    if request.method == "POST" and form.is_valid():
+        try:
+            form.save_with(actor=actor_of(request))
+        except services.ServiceValidationError as exc:
+            forms.apply_service_errors(form, exc)
+        else:
+            messages.success(request, "Patient details saved.")
+            return redirect("patient", pk=patient.pk)
+    return render_page(request, "pumps/patient_edit.html", {"form": form, "patient": patient})
+
+
+def pump_charts(page: selectors.PumpPage, now: datetime) -> dict:
+    tz = page.pump.clinic.tz
+    return {
+        "volume": charts.volume_chart(
+            pump_state=services.pump_state(page.pump), history_inputs=page.history.inputs(),
+            projection=page.projection, capacity_ml=page.pump.model.reservoir_ml,
+            program_times=[p.effective_at for p in page.history.programs], now=now, tz=tz,
+        ),
+        "dose": charts.dose_chart(programs=page.programs, refills=page.refills, now=now, tz=tz),
+        "discrepancy": charts.discrepancy_chart(refills=page.refills, threshold_ml=page.threshold_ml, tz=tz),
+    }
+
+
+@login_required
+@require_GET
+def pump_detail(request, pk: int):
+    now = timezone.now()
+    page = selectors.pump_page(request.user, pk, now)
+    context = {
+        "data": page, "pump": page.pump, "patient": page.pump.patient, "clinic": page.pump.clinic,
+        "p": page.projection, "can": page.permissions, "charts": pump_charts(page, now),
+        "writable": None if page.permissions.can_write else set(), "advice": alerts.ADVICE,
+        "flex": any(prog.mode == Program.Mode.FLEX for prog in page.history.programs),
+    }
+    return render_page(request, "pumps/pump.html", context, now=now)
+
+
+# -------------------------------------------------------------------------- refills
+
+
+def _refill_preview(form: forms.RefillForm, pump, now: datetime) -> selectors.RefillPreview:
+    form.is_valid()  # the preview uses whatever parses; the save reports the rest
+    data = getattr(form, "cleaned_data", {})
+    program = form.program_or_none() if data.get("changes_program") else None
+    return selectors.refill_preview(
+        pump,
+        performed_at=data.get("performed_at"),
+        extracted_volume_ml=data.get("extracted_volume_ml"),
+        added_volume_ml=data.get("added_volume_ml"),
+        residual_left_ml=data.get("residual_left_ml"),
+        bridge_bolus_ml=data.get("bridge_bolus_ml"),
+        concentration_mcg_per_ml=data.get("concentration_mcg_per_ml"),
+        stability_days=forms.stability_days_for(data.get("drug_product")),
+        program=program,
+        now=now,
+    )
+
+
+def _refill_initial(pump, now: datetime) -> dict:
+    history = services.load_history(pump)
+    in_force = [p for p in history.programs if p.effective_at <= now]
+    last = history.refills[-1] if history.refills else None
+    initial = {"performed_at": forms.now_local_input(pump.clinic.tz, now), "residual_left_ml": 0}
+    if in_force:
+        initial["concentration_mcg_per_ml"] = in_force[-1].concentration_mcg_per_ml.normalize()
+    if last is not None and last.drug_product is not None:
+        initial["drug_product"] = last.drug_product.code
+    return initial
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def refill_create(request, pk: int):
+    now = timezone.now()
+    pump = selectors.pump_for(request.user, pk)
+    require(selectors.permissions_for(request.user, pump.clinic_id).can_write, MSG_VIEWER)
+    conflict = ""
+    if request.method == "POST":
+        form = forms.RefillForm(request.POST, pump=pump)
+        if form.is_valid():
+            try:
+                refill = form.save(actor=actor_of(request))
+            except services.ServiceValidationError as exc:
+                forms.apply_service_errors(form, exc, prefix_map={"program.": "program_"})
+            except services.Conflict as exc:
+                conflict = exc.message.split(" Send confirm_duplicate")[0]
+            else:
+                text = "Refill recorded."
+                if refill.discrepancy_flagged or refill.refilled_after_empty:
+                    messages.warning(request, f"{text} Flagged: {'; '.join(refill.flags)}.")
+                else:
+                    messages.success(request, text)
+                return redirect(pump_url(pump, "refills"))
+    else:
+        form = forms.RefillForm(initial=_refill_initial(pump, now), pump=pump)
+    preview_form = form if request.method == "POST" else forms.RefillForm(_initial_as_data(form), pump=pump)
+    preview = _refill_preview(preview_form, pump, now)
+    context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "preview": preview,
+               "conflict": conflict, "show_program": bool(form["changes_program"].value()) or preview.concentration_change}
+    return render_page(request, "pumps/refill_form.html", context, status=400 if form.errors or conflict else 200,
+                       now=now)
+
+
+@login_required
+@require_POST
+def refill_preview(request, pk: int):
+    now = timezone.now()
+    pump = selectors.pump_for(request.user, pk)
+    form = forms.RefillForm(request.POST, pump=pump)
+    preview = _refill_preview(form, pump, now)
+    return render(request, "partials/refill_preview.html", {"preview": preview, "pump": pump, "clinic": pump.clinic,
+                                                             "now": now})
+
+
+# ------------------------------------------------------------------------- programs
+
+
+def _program_preview(form: forms.ProgramForm, pump, now: datetime) -> selectors.ProgramPreview:
+    form.is_valid()
+    data = getattr(form, "cleaned_data", {})
+    return selectors.program_preview(pump, form.program_input(), data.get("effective_at"), now)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def program_create(request, pk: int):
+    now = timezone.now()
+    pump = selectors.pump_for(request.user, pk)
+    require(selectors.permissions_for(request.user, pump.clinic_id).can_program, MSG_PRESCRIBER)
+    history = services.load_history(pump)
+    in_force = [p for p in history.programs if p.effective_at <= now]
+    if request.method == "POST":
+        form = forms.ProgramForm(request.POST, pump=pump)
+        if form.is_valid():
+            try:
+                services.record_program(
+                    pump=pump, effective_at=form.cleaned_data["effective_at"], data=form.program_input(),
+                    actor=actor_of(request),
+                )
+            except services.ServiceValidationError as exc:
+                forms.apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Program saved. A second clinician must verify it.")
+                return redirect(pump_url(pump, "programs"))
+    else:
+        initial = {"effective_at": forms.now_local_input(pump.clinic.tz, now)}
+        current = in_force[-1] if in_force else None
+        if history.refills:
+            initial["concentration_mcg_per_ml"] = history.refills[-1].concentration_mcg_per_ml.normalize()
+        if current is not None:
+            initial.update(
+                mode=current.mode, daily_dose_mcg=current.daily_dose_mcg.normalize() if current.mode == "continuous" else None,
+                steps=forms.steps_text(current.steps), ptm_bolus_mcg=current.ptm_bolus_mcg,
+                ptm_max_per_day=current.ptm_max_per_day,
+            )
+        form = forms.ProgramForm(initial=initial, pump=pump)
+    preview = _program_preview(
+        form if request.method == "POST" else forms.ProgramForm(_initial_as_data(form), pump=pump), pump, now
+    )
+    context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "preview": preview,
+               "current": in_force[-1] if in_force else None}
+    return render_page(request, "pumps/program_form.html", context, status=400 if form.errors else 200, now=now)
+
+
+def _initial_as_data(form) -> dict:
+    return {name: ("" if value is None else value) for name, value in form.initial.items()}
+
+
+@login_required
+@require_POST
+def program_preview(request, pk: int):
+    now = timezone.now()
+    pump = selectors.pump_for(request.user, pk)
+    form = forms.ProgramForm(request.POST, pump=pump)
+    return render(request, "partials/program_preview.html",
+                  {"preview": _program_preview(form, pump, now), "pump": pump, "clinic": pump.clinic, "now": now})
+
+
+@login_required
+@require_POST
+def program_verify(request, pk: int):
+    program = selectors.record_for(request.user, Program, pk)
+    require(selectors.permissions_for(request.user, program.pump.clinic_id).can_program, MSG_PRESCRIBER)
+    try:
+        services.verify_program(program=program, actor=actor_of(request))
+    except services.ServiceValidationError as exc:
+        for problems in exc.message_dict.values():
+            for problem in problems:
+                messages.error(request, f"Not verified: {problem}")
+    else:
+        messages.success(request, "Program verified.")
+    return redirect(pump_url(program.pump, "programs"))
+
+
+# ----------------------------------------------------------- readings, events, ...
+
+
+def _record_form(request, pk: int, form_class, *, title: str, intro: str, done: str, anchor: str, initial=None):
+    """A page with one form whose ``save`` calls a service: readings, events, explant,
+    replacement."""
+    now = timezone.now()
+    pump = selectors.pump_for(request.user, pk)
+    require(selectors.permissions_for(request.user, pump.clinic_id).can_write, MSG_VIEWER)
+    if request.method == "POST":
+        form = form_class(request.POST, pump=pump)
+        if form.is_valid():
+            try:
+                result = form.save(actor=actor_of(request))
+            except services.ServiceValidationError as exc:
+                forms.apply_service_errors(form, exc)
+            else:
+                messages.success(request, done)
+                target = result if isinstance(result, type(pump)) and result.pk != pump.pk else pump
+                return redirect(pump_url(target, anchor))
+    else:
+        form = form_class(initial=initial(pump, now) if initial else None, pump=pump)
+    context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "title": title,
+               "intro": intro}
+    return render_page(request, "pumps/record_form.html", context, status=400 if form.errors else 200, now=now)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reading_create(request, pk: int):
+    return _record_form(
+        request, pk, forms.ReadingForm, title="Record a pump reading",
+        intro="An interrogation of the pump re-anchors the projection on the volume the pump reports.",
+        done="Reading recorded.", anchor="readings",
+        initial=lambda pump, now: {"read_at": forms.now_local_input(pump.clinic.tz, now)},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def event_create(request, pk: int):
+    return _record_form(
+        request, pk, forms.EventForm, title="Record an event",
+        intro="MRI scans, emptying for MRI, alarms reported by the patient and withdrawal episodes.",
+        done="Event recorded.", anchor="events",
+        initial=lambda pump, now: {"occurred_at": forms.now_local_input(pump.clinic.tz, now)},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def explant(request, pk: int):
+    return _record_form(
+        request, pk, forms.ExplantForm, title="Record the explant",
+        intro="The pump leaves the worklist; its history is kept.", done="Explant recorded.", anchor="",
+        initial=lambda pump, now: {"explanted_on": pj.local_date(now, pump.clinic.tz).isoformat()},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def replace(request, pk: int):
+    return _record_form(
+        request, pk, forms.ReplaceForm, title="Replace the pump",
+        intro="Explants this pump and implants the new one in one step. Record the first fill of the new pump next.",
+        done="Pump replaced: record the first fill of the new pump.", anchor="",
+        initial=lambda pump, now: {"replaced_on": pj.local_date(now, pump.clinic.tz).isoformat(),
+                                   "model": pump.model.code, "reason": "replacement"},
+    )
+
+
+# --------------------------------------------------------------------- appointments
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def appointments(request, pk: int):
+    now = timezone.now()
+    pump = selectors.pump_for(request.user, pk)
+    perms = selectors.permissions_for(request.user, pump.clinic_id)
+    if request.method == "POST":
+        require(perms.can_write, MSG_VIEWER)
+        form = forms.AppointmentForm(request.POST, pump=pump)
+        if form.is_valid():
+            try:
+                form.save(actor=actor_of(request))
+            except services.ServiceValidationError as exc:
+                forms.apply_service_errors(form, exc)
+            else:
+                messages.success(request, "Appointment booked.")
+                return redirect("appointments", pk=pump.pk)
+    else:
+        visit = forms.default_visit_time(now, pump.clinic.tz)
+        form = forms.AppointmentForm(initial={"scheduled_for": visit.strftime("%Y-%m-%dT%H:%M")}, pump=pump)
+    booked = list(Appointment.objects.filter(pump=pump).order_by("-scheduled_for", "-id"))
+    context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "can": perms,
+               "appointments": booked, "statuses": Appointment.Status.choices}
+    return render_page(request, "pumps/appointments.html", context, status=400 if form.errors else 200, now=now)
+
+
+@login_required
+@require_POST
+def appointment_update(request, pk: int):
+    appointment = selectors.record_for(request.user, Appointment, pk)
+    require(selectors.permissions_for(request.user, appointment.pump.clinic_id).can_write, MSG_VIEWER)
+    form = forms.AppointmentStatusForm(request.POST)
+    if form.is_valid():
+        services.update_appointment(appointment=appointment, status=form.cleaned_data["status"], actor=actor_of(request))
+        messages.success(request, f"Appointment marked {form.cleaned_data['status']}.")
+    else:
+        messages.error(request, "Choose a status.")
+    return redirect("appointments", pk=appointment.pump_id)
+
+
+@login_required
+@require_GET
+def appointment_calendar(request, pk: int):
+    appointment = selectors.record_for(request.user, Appointment, pk)
+    response = HttpResponse(appointment_ics(appointment), content_type="text/calendar; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="appointment-{appointment.pk}.ics"'
+    return response
+
+
+# ---------------------------------------------------------------------------- voids
+
+VOIDABLE = {"refill": Refill, "reading": Reading, "program": Program, "event": Event, "appointment": Appointment}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def void(request, kind: str, pk: int):
+    model = VOIDABLE.get(kind)
+    if model is None:
+        raise Http404("Nothing to void here.")
+    record = selectors.record_for(request.user, model, pk)
+    perms = selectors.permissions_for(request.user, record.pump.clinic_id)
+    require(perms.can_program if model is Program else perms.can_write, MSG_PRESCRIBER if model is Program else MSG_VIEWER)
+    form = forms.VoidForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.void_record(record=record, reason=form.cleaned_data["reason"], actor=actor_of(request))
+        except services.ServiceValidationError as exc:
+            forms.apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"The {kind} was voided: it stays in the history and no longer counts.")
+            return redirect(pump_url(record.pump))
+    context = {"form": form, "record": record, "kind": kind, "pump": record.pump, "patient": record.pump.patient,
+               "clinic": record.pump.clinic}
+    return render_page(request, "pumps/void_form.html", context, status=400 if form.errors else 200)
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+@login_required
+@require_GET
+def alert_inbox(request):
+    filters = selectors.AlertFilters(
+        show="all" if request.GET.get("show") == "all" else "open",
+        severity=request.GET.get("severity", "") if request.GET.get("severity") in Severity.values else "",
+        kind=request.GET.get("kind", "") if request.GET.get("kind") in AlertKind.values else "",
+    )
+    rows = selectors.alerts_for(request.user, filters)
+    context = {"alerts": rows, "filters": filters, "writable": selectors.writable_clinic_ids(request.user),
+               "kinds": AlertKind.choices, "severities": Severity.choices, "advice": alerts.ADVICE}
+    return render_page(request, "pumps/alerts.html", context)
+
+
+@login_required
+@require_POST
+def alert_acknowledge(request, pk: int):
+    alert = selectors.scope(Alert.objects.select_related("clinic", "pump__patient", "pump__model"), request.user).filter(
+        pk=pk
+    ).first()
+    if alert is None:
+        raise Http404("No such alert.")
+    require(selectors.permissions_for(request.user, alert.clinic_id).can_write, MSG_VIEWER)
+    alert = alerts.acknowledge(alert, user=request.user)
+    if request.htmx:
+        template = "partials/alert_item.html" if request.POST.get("layout") == "item" else "partials/alert_row.html"
+        return render(request, template, {
+            "alert": alert, "writable": selectors.writable_clinic_ids(request.user), "advice": alerts.ADVICE,
+            "just_acknowledged": True,
+        })
+    messages.success(request, "Alert acknowledged: its reminders stop.")
+    target = request.POST.get("next", "")
+    safe = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    return redirect(target if target and safe else reverse("alerts"))
+
+
+# ------------------------------------------------------------------------ worksheet
+
+
+@login_required
+@require_GET
+def worksheet(request, pk: int):
+    now = timezone.now()
+    sheet = selectors.worksheet(request.user, pk, now, _int_or_none(request.GET.get("appointment")))
+    page = sheet.page
+    context = {"sheet": sheet, "data": page, "pump": page.pump, "patient": page.pump.patient,
+               "clinic": page.pump.clinic, "p": sheet.at_visit, "current": page.program_in_force,
+               "last_refill": page.live_refills[-1] if page.live_refills else None}
+    return render_page(request, "pumps/worksheet.html", context, now=now)
+
+
+# ------------------------------------------------------------------ clinic settings
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def clinic_settings(request, code: str):
+    now = timezone.now()
+    clinic = selectors.scope(Clinic.objects.all(), request.user, clinic_field="id").filter(code=code).first() \
+        if not request.user.is_superuser else Clinic.objects.filter(code=code).first()
+    if clinic is None:
+        raise Http404("No such clinic.")
+    require(selectors.permissions_for(request.user, clinic).can_admin, MSG_ADMIN)
+    action = request.POST.get("action", "")
+    policy = forms.ClinicPolicyForm(request.POST if action == "policy" else None, instance=clinic)
+    recipient = forms.RecipientForm(request.POST if action == "add_recipient" else None, clinic=clinic)
+    closure = forms.ClosureForm(request.POST if action == "add_closure" else None, clinic=clinic)
+    actor = actor_of(request)
+    if request.method == "POST":
+        if action == "policy" and policy.is_valid():
+            policy.save_with(actor=actor, now=now)
+            messages.success(request, "Policy saved; due dates and statuses recomputed.")
+            return redirect("clinic_settings", code=clinic.code)
+        if action == "add_recipient" and recipient.is_valid():
+            recipient.instance._history_user = request.user
+            recipient.save()
+            messages.success(request, f"{recipient.instance.email} added to the alert addresses.")
+            return redirect("clinic_settings", code=clinic.code)
+        if action == "remove_recipient":
+            target = AlertRecipient.objects.filter(clinic=clinic, pk=_int_or_none(request.POST.get("id"))).first()
+            if target is not None:
+                target._history_user = request.user
+                target.delete()
+                messages.success(request, f"{target.email} removed from the alert addresses.")
+            return redirect("clinic_settings", code=clinic.code)
+        if action == "add_closure" and closure.is_valid():
+            closure.save_with(actor=actor, now=now)
+            messages.success(request, "Closure added; due dates moved to open days.")
+            return redirect("clinic_settings", code=clinic.code)
+        if action == "remove_closure":
+            target = ClinicClosure.objects.filter(clinic=clinic, pk=_int_or_none(request.POST.get("id"))).first()
+            if target is not None:
+                forms.delete_closure(target, actor=actor, now=now)
+                messages.success(request, f"Closure on {target.date.isoformat()} removed.")
+            return redirect("clinic_settings", code=clinic.code)
+    invalid = any(f.errors for f in (policy, recipient, closure))
+    context = {
+        "clinic": clinic, "policy": policy, "recipient": recipient, "closure": closure,
+        "recipients": list(clinic.alert_recipients.all()),
+        "closures": list(clinic.closures.filter(date__gte=pj.local_date(now, clinic.tz)).order_by("date")),
+    }
+    return render_page(request, "pumps/clinic_settings.html", context, status=400 if invalid else 200, now=now)

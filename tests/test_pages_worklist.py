@@ -1,0 +1,187 @@
+"""The worklist (home page): every implanted pump of the user's clinics, most urgent first,
+with status text, days to due, alarm and empty instants, next appointment, filters,
+search and the alerting-stalled banner; a fixed number of queries."""
+
+from datetime import datetime, timedelta
+from decimal import Decimal as D
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from pumps import services as s
+from tests.factories import make_patient, make_pump, make_user
+from tests.pages_support import (
+    CHICAGO,
+    DUE_SOON_AT,
+    T0,
+    assert_no_inline_script,
+    heartbeat,
+    new_patient,
+    signed_in,
+    text_of,
+    travel,
+    worked_example,
+)
+
+
+@pytest.fixture
+def board(clinic, nurse, prescriber, other_clinic):
+    """Six pumps whose status as of 2026-03-28 12:00 Chicago is, in turn, each status."""
+    by_nurse, by_doctor = s.Actor(nurse), s.Actor(prescriber)
+    pumps = {
+        "due_soon": worked_example(new_patient(clinic, "MRN-A", "Garcia", "Ana"), by_doctor, serial="A1"),
+        "ok": worked_example(new_patient(clinic, "MRN-B", "Baker", "Ben"), by_nurse, serial="B1",
+                             at=datetime(2026, 3, 20, 9, 0, tzinfo=CHICAGO)),
+        "alarm": worked_example(new_patient(clinic, "MRN-C", "Chen", "Cora"), by_nurse, serial="C1", added="26"),
+        "empty": worked_example(new_patient(clinic, "MRN-D", "Dubois", "Dan"), by_nurse, serial="D1", added="20"),
+        "incomplete": make_pump(new_patient(clinic, "MRN-E", "Evans", "Eve"), serial="E1"),
+        "overdue": worked_example(new_patient(clinic, "MRN-F", "Fischer", "Fay"), by_nurse, serial="F1", added="30"),
+    }
+    s.schedule_appointment(pump=pumps["due_soon"], scheduled_for=datetime(2026, 4, 7, 9, 30, tzinfo=CHICAGO),
+                           actor=by_nurse, now=T0)
+    # another clinic's pump never shows
+    worked_example(make_patient(other_clinic, mrn="MRN-Z", family_name="Zed", given_name="Zoe"), s.Actor(None, "t"),
+                   serial="Z1", at=datetime(2026, 2, 3, 9, 0, tzinfo=CHICAGO))
+    return pumps
+
+
+def rows(html: str) -> list[str]:
+    import re
+
+    return re.findall(r'<tr class="row-[a-z_]+" data-status="([a-z_]+)">', html)
+
+
+def test_sign_in_required(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/"
+
+
+def test_pumps_sorted_by_urgency_with_status_text_dates_and_appointment(board, nurse):
+    with travel(DUE_SOON_AT):
+        response = signed_in(nurse).get("/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert rows(html) == ["empty", "alarm", "overdue", "due_soon", "ok", "incomplete"]
+    text = text_of(html)
+    # status is written out, never colour alone
+    for label in ("Empty", "Low-reservoir alarm", "Refill overdue", "Refill due soon", "OK", "Incomplete data"):
+        assert f"{label} 1" in text  # the status summary chips
+    # SPEC 4.8 worked example as of 2026-03-28 12:00 local
+    assert ("Garcia, Ana MRN MRN-A 8637-40 #A1 2026-04-10 (Fri) in 13 days 2026-04-18 23:20 CDT "
+            "2026-04-23 10:00 CDT 2026-04-07 09:30 CDT refill") in text
+    # the overdue pump: 30 mL -> alarm 2026-04-05 15:20 CDT, due Friday 2026-03-27: 1 day overdue
+    assert "Fischer, Fay MRN MRN-F 8637-40 #F1 2026-03-27 (Fri) 1 day overdue 2026-04-05 15:20 CDT" in text
+    assert "MRN-Z" not in text
+    assert "6 pumps shown of 6." in text
+    assert_no_inline_script(html)
+
+
+def test_status_comes_from_the_clock_not_the_last_sweep(board, nurse):
+    # stored status was computed at the first fill (ok); the page reads the instants as of now
+    board["due_soon"].refresh_from_db()
+    assert board["due_soon"].status == "ok"
+    with travel(datetime(2026, 4, 19, 9, 0, tzinfo=CHICAGO)):
+        html = signed_in(nurse).get("/?q=MRN-A").content.decode()
+    assert rows(html) == ["alarm"]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("status=overdue", ["overdue"]),
+        ("status=due_soon", ["due_soon"]),
+        ("q=MRN-C", ["alarm"]),
+        ("q=mrn-d", ["empty"]),
+        ("q=fisch", ["overdue"]),
+        ("q=Ana+Garcia", ["due_soon"]),
+        ("q=E1", ["incomplete"]),
+        ("q=nobody", []),
+        ("clinic=south", []),
+    ],
+)
+def test_filters_and_search(board, nurse, query, expected):
+    with travel(DUE_SOON_AT):
+        html = signed_in(nurse).get(f"/?{query}").content.decode()
+    assert rows(html) == expected
+
+
+def test_prescriber_filter_is_the_prescriber_of_the_program_in_force(board, nurse, prescriber):
+    with travel(DUE_SOON_AT):
+        html = signed_in(nurse).get(f"/?prescriber={prescriber.pk}").content.decode()
+    assert rows(html) == ["due_soon"]
+    assert f'<option value="{prescriber.pk}" selected>dr_pat</option>' in html
+
+
+def test_clinic_filter_for_a_member_of_two_clinics(board, other_clinic, nurse):
+    from clinic.models import Membership
+
+    Membership.objects.create(user=nurse, clinic=other_clinic, role="nurse")
+    with travel(DUE_SOON_AT):
+        both = signed_in(nurse).get("/").content.decode()
+        south = signed_in(nurse).get("/?clinic=south").content.decode()
+    assert len(rows(both)) == 7
+    assert rows(south) == ["ok"]
+    assert "Zed, Zoe" in south
+
+
+def test_htmx_search_returns_only_the_results_fragment(board, nurse):
+    with travel(DUE_SOON_AT):
+        response = signed_in(nurse).get("/?q=MRN-F", headers={"HX-Request": "true", "HX-Target": "worklist-results"})
+    html = response.content.decode()
+    assert html.lstrip().startswith('<div id="worklist-results"')
+    assert "<html" not in html
+    assert rows(html) == ["overdue"]
+
+
+def test_banner_when_alerting_is_stalled(board, nurse):
+    with travel(DUE_SOON_AT):
+        stalled = text_of(signed_in(nurse).get("/").content.decode())
+        heartbeat(DUE_SOON_AT - timedelta(minutes=16))  # 3 intervals of 5 minutes: stale
+        late = text_of(signed_in(nurse).get("/").content.decode())
+        heartbeat(DUE_SOON_AT - timedelta(minutes=4))
+        fresh = text_of(signed_in(nurse).get("/").content.decode())
+    assert "Alerting is stalled. The alert sweep has never completed" in stalled
+    assert "Alerting is stalled. The alert sweep last completed 16 minutes ago" in late
+    assert "Alerting is stalled" not in fresh
+    assert "Alert sweep last completed 2026-03-28 17:56 UTC (every 5 min)." in fresh
+
+
+def test_worklist_queries_do_not_grow_with_the_number_of_pumps(clinic, nurse):
+    actor = s.Actor(nurse)
+
+    def add(n):
+        for i in range(n):
+            pump = worked_example(new_patient(clinic, f"Q-{add.count}", "Query", f"P{add.count}"), actor,
+                                  serial=f"Q{add.count}")
+            s.schedule_appointment(pump=pump, scheduled_for=datetime(2026, 4, 1, 9, tzinfo=CHICAGO), actor=actor, now=T0)
+            add.count += 1
+
+    add.count = 0
+    client = signed_in(nurse)
+
+    def count():
+        with travel(DUE_SOON_AT), CaptureQueriesContext(connection) as queries:
+            assert client.get("/").status_code == 200
+        return len(queries)
+
+    add(2)
+    small = count()
+    add(10)
+    assert count() == small == 8
+
+
+def test_viewer_sees_the_worklist(board, clinic):
+    viewer = make_user("vera", clinic, "viewer")
+    with travel(DUE_SOON_AT):
+        html = signed_in(viewer).get("/").content.decode()
+    assert len(rows(html)) == 6
+
+
+def test_inactive_patient_is_listed_last_as_inactive(board, clinic, nurse):
+    s.update_patient(patient=board["ok"].patient, status="deceased", actor=s.Actor(nurse), now=DUE_SOON_AT)
+    with travel(DUE_SOON_AT):
+        html = signed_in(nurse).get("/").content.decode()
+    assert rows(html) == ["empty", "alarm", "overdue", "due_soon", "incomplete", "inactive"]
+    assert D(1) == D(1)
