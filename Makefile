@@ -44,10 +44,11 @@ install: $(STAMP)
 migrate: $(STAMP)
 	$(PY) manage.py migrate --no-input
 
+# One sweep before the server starts: alerts and the heartbeat of /health/ are current
+# before beat's first run, one interval later.
 run: migrate
 	@mkdir -p var/log
 	$(PY) manage.py seed_demo --if-empty
-	@# One sweep now: alerts and the heartbeat of /health/ are current before beat's first run.
 	$(PY) manage.py run_alert_sweep
 	@set -uo pipefail; \
 	$(VENV)/bin/celery -A clinic worker --loglevel=INFO --concurrency=2 >var/log/worker.log 2>&1 & worker=$$!; \

@@ -50,6 +50,11 @@ def require(allowed: bool, message: str) -> None:
         raise PermissionDenied(message)
 
 
+def plain(value) -> str | None:
+    """A stored decimal as typed: 1000, not 1000.000 nor 1E+3."""
+    return None if value is None else f"{value.normalize():f}"
+
+
 def pump_url(pump, anchor: str = "") -> str:
     return reverse("pump", args=[pump.pk]) + (f"#{anchor}" if anchor else "")
 
@@ -169,7 +174,7 @@ def _refill_initial(pump, now: datetime) -> dict:
     last = history.refills[-1] if history.refills else None
     initial = {"performed_at": forms.now_local_input(pump.clinic.tz, now), "residual_left_ml": 0}
     if in_force:
-        initial["concentration_mcg_per_ml"] = in_force[-1].concentration_mcg_per_ml.normalize()
+        initial["concentration_mcg_per_ml"] = plain(in_force[-1].concentration_mcg_per_ml)
     if last is not None and last.drug_product is not None:
         initial["drug_product"] = last.drug_product.code
     return initial
@@ -200,7 +205,8 @@ def refill_create(request, pk: int):
                 return redirect(pump_url(pump, "refills"))
     else:
         form = forms.RefillForm(initial=_refill_initial(pump, now), pump=pump)
-    preview_form = form if request.method == "POST" else forms.RefillForm(_initial_as_data(form), pump=pump)
+    # A fresh form: the service's messages took their fields out of ``form.cleaned_data``.
+    preview_form = forms.RefillForm(request.POST if request.method == "POST" else _initial_as_data(form), pump=pump)
     preview = _refill_preview(preview_form, pump, now)
     context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "preview": preview,
                "conflict": conflict, "show_program": bool(form["changes_program"].value()) or preview.concentration_change}
@@ -253,16 +259,16 @@ def program_create(request, pk: int):
         initial = {"effective_at": forms.now_local_input(pump.clinic.tz, now)}
         current = in_force[-1] if in_force else None
         if history.refills:
-            initial["concentration_mcg_per_ml"] = history.refills[-1].concentration_mcg_per_ml.normalize()
+            initial["concentration_mcg_per_ml"] = plain(history.refills[-1].concentration_mcg_per_ml)
         if current is not None:
             initial.update(
-                mode=current.mode, daily_dose_mcg=current.daily_dose_mcg.normalize() if current.mode == "continuous" else None,
-                steps=forms.steps_text(current.steps), ptm_bolus_mcg=current.ptm_bolus_mcg,
+                mode=current.mode, daily_dose_mcg=plain(current.daily_dose_mcg) if current.mode == "continuous" else None,
+                steps=forms.steps_text(current.steps), ptm_bolus_mcg=plain(current.ptm_bolus_mcg),
                 ptm_max_per_day=current.ptm_max_per_day,
             )
         form = forms.ProgramForm(initial=initial, pump=pump)
     preview = _program_preview(
-        form if request.method == "POST" else forms.ProgramForm(_initial_as_data(form), pump=pump), pump, now
+        forms.ProgramForm(request.POST if request.method == "POST" else _initial_as_data(form), pump=pump), pump, now
     )
     context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "preview": preview,
                "current": in_force[-1] if in_force else None}
