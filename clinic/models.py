@@ -221,3 +221,6 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["client", "key"], name="unique_idempotency_key")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} ({self.key})"

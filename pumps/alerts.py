@@ -17,7 +17,6 @@ is at-least-once, which is the right side to err on for a clinical alert.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -205,10 +204,14 @@ def wanted_alerts(pump: Pump, now: datetime) -> list[Wanted]:
 def evaluate_pump(pump: Pump, now: datetime) -> tuple[int, int]:
     """Create the alerts the pump calls for and resolve those it no longer does. Returns
     (alerts created, notifications created). Safe to run concurrently."""
-    wanted = wanted_alerts(pump, now)
-    keys = {(w.kind, w.episode) for w in wanted}
     created_alerts = created_notes = 0
     open_alerts = Alert.objects.filter(pump=pump, resolved_at__isnull=True)
+    if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
+        reason = "pump explanted" if pump.explanted_on is not None else "patient not active"
+        open_alerts.update(resolved_at=now, resolution=reason, next_repeat_at=None)
+        return 0, 0
+    wanted = wanted_alerts(pump, now)
+    keys = {(w.kind, w.episode) for w in wanted}
     episode = reservoir_episode(pump)
     for alert in open_alerts:
         if (alert.kind, alert.episode) in keys:
@@ -269,8 +272,17 @@ def notify(alert: Alert, repeat_number: int, now: datetime) -> int:
         except IntegrityError:
             continue
     if created:
-        transaction.on_commit(lambda: enqueue_delivery())
+        queue_delivery_on_commit()
     return created
+
+
+def queue_delivery_on_commit() -> None:
+    """One delivery task per transaction, however many notifications it queued."""
+    from django.db import connection
+
+    pending = getattr(connection, "run_on_commit", [])
+    if not any(entry[1] is enqueue_delivery for entry in pending):
+        transaction.on_commit(enqueue_delivery)
 
 
 def process_repeats(now: datetime) -> int:
@@ -372,7 +384,7 @@ def queue_digests(now: datetime) -> int:
             except IntegrityError:
                 continue
     if created:
-        transaction.on_commit(lambda: enqueue_delivery())
+        queue_delivery_on_commit()
     return created
 
 
@@ -454,7 +466,7 @@ def resolve_stalled(now: datetime) -> None:
 # ---------------------------------------------------------------------- outbox
 
 
-def enqueue_delivery(ids: Iterable[int] | None = None) -> None:
+def enqueue_delivery() -> None:
     """Ask a worker to deliver pending notifications. If the broker is down the rows stay
     pending and the next sweep picks them up: the write that queued them has committed."""
     from .tasks import deliver_pending

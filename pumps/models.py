@@ -383,6 +383,9 @@ class Reading(Voidable):
         ]
         indexes = [models.Index(fields=["pump", "read_at"], name="reading_pump_time_idx")]
 
+    def __str__(self) -> str:
+        return f"reading of {self.pump} at {self.read_at:%Y-%m-%d %H:%M}"
+
     def to_projection(self) -> pj.Reading:
         return pj.Reading(read_at=self.read_at, reservoir_volume_ml=self.reservoir_volume_ml)
 
@@ -405,6 +408,9 @@ class Event(Voidable):
 
     class Meta:
         ordering = ["pump", "occurred_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} at {self.occurred_at:%Y-%m-%d %H:%M}"
 
 
 class Appointment(Voidable):
@@ -429,6 +435,9 @@ class Appointment(Voidable):
     class Meta:
         ordering = ["scheduled_for", "id"]
         indexes = [models.Index(fields=["pump", "scheduled_for"], name="appointment_pump_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.scheduled_for:%Y-%m-%d %H:%M} ({self.status})"
 
 
 # ------------------------------------------------------------------------ alerting
@@ -551,6 +560,9 @@ class DeliveryAttempt(models.Model):
     class Meta:
         ordering = ["at", "id"]
 
+    def __str__(self) -> str:
+        return f"{'delivered' if self.ok else 'failed'} at {self.at:%Y-%m-%d %H:%M}"
+
 
 class SweepRun(models.Model):
     """The heartbeat: one row per completed sweep."""
@@ -563,3 +575,6 @@ class SweepRun(models.Model):
 
     class Meta:
         ordering = ["-finished_at"]
+
+    def __str__(self) -> str:
+        return f"sweep finished {self.finished_at:%Y-%m-%d %H:%M:%S}"

@@ -58,7 +58,8 @@ def scope(queryset: QuerySet, user, clinic_field: str = "clinic") -> QuerySet:
     if user.is_superuser:
         return queryset
     member_of = Membership.objects.filter(user=user).values("clinic_id")
-    return queryset.filter(**{f"{clinic_field}_id__in": member_of})
+    lookup = "id__in" if clinic_field == "id" else f"{clinic_field}_id__in"
+    return queryset.filter(**{lookup: member_of})
 
 
 def visible_clinics(user) -> list[Clinic]:
@@ -394,7 +395,7 @@ def pump_page(user, pk: int, now: datetime) -> PumpPage:
     )
     events = list(Event.objects.filter(pump=pump).select_related("recorded_by").order_by("occurred_at", "id"))
     appointments = list(Appointment.objects.filter(pump=pump).order_by("scheduled_for", "id"))
-    alerts = list(Alert.objects.filter(pump=pump).select_related("acknowledged_by").order_by("-created_at", "-id"))
+    alerts = list(Alert.objects.filter(pump=pump).select_related("clinic", "acknowledged_by").order_by("-created_at", "-id"))
     history = services.PumpHistory(
         refills=[r for r in refills if not r.is_voided],
         readings=[r for r in readings if not r.is_voided],
@@ -444,9 +445,11 @@ class PatientPage:
     permissions: Permissions
 
 
-def patient_page(user, pk: int) -> PatientPage:
+def patient_page(user, pk: int, now: datetime) -> PatientPage:
     patient = patient_for(user, pk)
     pumps = list(Pump.objects.filter(patient=patient).select_related("model", "clinic").order_by("-implanted_on", "-id"))
+    for pump in pumps:
+        pump.current_status = pump.live_status(now)
     return PatientPage(patient, pumps, permissions_for(user, patient.clinic_id))
 
 

@@ -98,7 +98,7 @@ def worklist(request):
 @login_required
 @require_GET
 def patient_detail(request, pk: int):
-    data = selectors.patient_page(request.user, pk)
+    data = selectors.patient_page(request.user, pk, timezone.now())
     return render_page(request, "pumps/patient.html", {"data": data, "patient": data.patient,
                                                         "clinic": data.patient.clinic, "can": data.permissions})
 

@@ -364,3 +364,24 @@ def test_digest_lists_notifications_that_could_not_be_delivered(filled, recipien
     digest = sent("digest")[0]
     assert "Notifications that could not be delivered (1)" in digest.body
     assert "- low_reservoir to gone@clinic.example: SMTPRecipientsRefused: 550 no such user" in digest.body
+
+
+def test_explant_resolves_the_pumps_open_alerts(filled, nurse):
+    now = LRA + timedelta(minutes=40)
+    sweep_and_send(now)
+    s.explant_pump(pump=filled, explanted_on=date(2026, 4, 19), actor=s.Actor(nurse), now=now + timedelta(hours=1))
+    assert set(Alert.objects.values_list("resolution", flat=True)) == {"pump explanted"}
+    sweep_and_send(now + timedelta(hours=8))
+    assert len(sent("low_reservoir")) == 2
+
+
+def test_one_delivery_task_per_transaction(filled, monkeypatch, django_capture_on_commit_callbacks):
+    queued = []
+    monkeypatch.setattr("pumps.tasks.deliver_pending.delay", lambda: queued.append(1))
+    with django_capture_on_commit_callbacks(execute=True):
+        from django.db import transaction
+
+        with transaction.atomic():
+            alerts.sweep(LRA + timedelta(minutes=40))
+    assert Notification.objects.count() >= 4
+    assert queued == [1]

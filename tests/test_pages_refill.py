@@ -47,7 +47,7 @@ def test_form_prefills_the_time_and_the_concentration_in_force(filled, nurse):
     assert 'name="concentration_mcg_per_ml" value="1000"' in html
     assert '<option value="gablofen-1000" selected>' not in html  # the first fill named no product
     text = text_of(html)
-    assert "Expected residual 22.275 mL" in text  # at 09:30, half an hour later than the visit
+    assert "Expected residual 22.491 mL" in text  # 22.5 - 0.45 / 48 at 09:30
     assert_no_inline_script(html)
     for name in ("performed_at", "extracted_volume_ml", "added_volume_ml", "concentration_mcg_per_ml",
                  "bridge_bolus_ml", "program_daily_dose_mcg", "program_override_reason"):
@@ -154,7 +154,7 @@ def test_concentration_change_asks_for_a_program_and_a_bridge_bolus(filled, nurs
     assert "Volume after refill 37.5 mL of 40 mL" in preview
     assert "Delivery 0.225 mL/day expected" in preview
     assert saved.status_code == 302
-    program = Program.objects.get(refill__isnull=False)
+    program = Program.objects.filter(refill__isnull=False).latest("effective_at")
     assert (program.concentration_mcg_per_ml, program.daily_dose_mcg) == (D("2000"), D("450"))
     assert program.effective_at == VISIT
 

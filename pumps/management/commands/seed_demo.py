@@ -268,7 +268,7 @@ class Context:
 class Demo:
     """Builds the demo data; ``run()`` writes it through the services."""
 
-    def __init__(self, *, pumps: int, seed: int, now: datetime, stdout=None):
+    def __init__(self, *, pumps: int, seed: int, now: datetime):
         self.pumps = pumps
         self.seed = seed
         self.now = now
