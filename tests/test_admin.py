@@ -334,3 +334,22 @@ def test_outbox_lists_queued_notifications(admin_client, records):
     note = Notification.objects.first()
     page = admin_client.get(url(Notification, "change", note.pk)).content.decode()
     assert note.recipient in page
+
+
+def test_acknowledge_action_stops_an_alerts_repeats(admin_client, records, superuser):
+    from pumps.models import Alert
+
+    alert = Alert.objects.get(kind="residual_discrepancy")
+    other = Alert.objects.create(
+        clinic=records["clinic"], pump=records["pump"], kind="low_reservoir", episode="fill:x", severity="critical",
+        created_at=timezone.now(), next_repeat_at=timezone.now() + timedelta(hours=4),
+    )
+    response = admin_client.post(
+        url(Alert, "changelist"), {"action": "acknowledge_alerts", "_selected_action": [other.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert "Acknowledged 1 alert." in response.content.decode()
+    other.refresh_from_db()
+    alert.refresh_from_db()
+    assert other.acknowledged_by == superuser and other.next_repeat_at is None
+    assert alert.acknowledged_at is None
