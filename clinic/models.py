@@ -179,6 +179,12 @@ class ApiClient(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    webhook_url = models.URLField(
+        max_length=500, blank=True, help_text="Every alert of the clinic is POSTed here as signed JSON."
+    )
+    webhook_secret = models.CharField(
+        max_length=64, blank=True, editable=False, help_text="HMAC-SHA256 key of the webhook signature."
+    )
 
     objects = ApiClientQuerySet.as_manager()
 
@@ -200,6 +206,13 @@ class ApiClient(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def set_webhook(self, url: str) -> str:
+        """Register (or clear, with "") the webhook URL; a new secret each time, shown once."""
+        self.webhook_url = url
+        self.webhook_secret = secrets.token_hex(32) if url else ""
+        self.save(update_fields=["webhook_url", "webhook_secret"])
+        return self.webhook_secret
 
     def revoke(self) -> None:
         if self.revoked_at is None:

@@ -27,7 +27,7 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from clinic.models import AlertRecipient, Clinic, Membership, Role
+from clinic.models import AlertRecipient, ApiClient, Clinic, Membership, Role
 
 from . import projection as pj
 from .models import (
@@ -260,13 +260,17 @@ def notify(alert: Alert, repeat_number: int, now: datetime) -> int:
         addresses = recipients_for(alert.clinic, admins_only=True)
     else:
         addresses = recipients_for(alert.clinic, escalation=alert.escalated_at is not None)
+    targets = [(Notification.EMAIL, address, None) for address in addresses]
+    if alert.kind != AlertKind.ALERTING_STALLED:
+        for client in ApiClient.objects.active().filter(clinic=alert.clinic).exclude(webhook_url=""):
+            targets.append((Notification.WEBHOOK, f"webhook:{client.pk}", client))
     created = 0
-    for address in addresses:
+    for channel, recipient, client in targets:
         try:
             with transaction.atomic():
                 Notification.objects.create(
-                    alert=alert, clinic=alert.clinic, kind=alert.kind, recipient=address,
-                    repeat_number=repeat_number, next_attempt_at=now, created_at=now,
+                    alert=alert, clinic=alert.clinic, kind=alert.kind, channel=channel, recipient=recipient,
+                    api_client=client, repeat_number=repeat_number, next_attempt_at=now, created_at=now,
                 )
             created += 1
         except IntegrityError:
@@ -518,12 +522,16 @@ def deliver(notification_id: int, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     if not claim(notification_id, now):
         return False
-    note = Notification.objects.select_related("alert__pump__patient", "alert__pump__model", "clinic").get(
+    note = Notification.objects.select_related(
+        "alert__pump__patient", "alert__pump__model", "clinic", "api_client"
+    ).get(
         pk=notification_id
     )
     try:
-        message = build_email(note, now)
-        message.send(fail_silently=False)
+        if note.channel == Notification.WEBHOOK:
+            post_webhook(note, now)
+        else:
+            build_email(note, now).send(fail_silently=False)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
         error = f"{exc.__class__.__name__}: {exc}"[:2000]
         attempts = note.attempts + 1
@@ -597,6 +605,79 @@ def next_refill_appointment(pump: Pump, now: datetime) -> Appointment | None:
         .order_by("scheduled_for")
         .first()
     )
+
+
+# ---------------------------------------------------------------------- webhooks
+
+WEBHOOK_TIMEOUT_SECONDS = 10
+
+
+class WebhookError(Exception):
+    pass
+
+
+def webhook_payload(alert: Alert, repeat_number: int) -> dict:
+    pump = alert.pump
+    tz = alert.clinic.tz
+    return {
+        "id": alert.pk,
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "clinic": alert.clinic.code,
+        "pump": pump.pk if pump else None,
+        "patient": pump.patient_id if pump else None,
+        "mrn": pump.patient.mrn if pump else None,
+        "episode": alert.episode,
+        "message": alert.message,
+        "due_at": alert.due_at.astimezone(tz).isoformat() if alert.due_at else None,
+        "created_at": alert.created_at.astimezone(tz).isoformat(),
+        "repeat": repeat_number,
+        "escalated": alert.escalated_at is not None,
+        "advice": ADVICE[alert.kind],
+        "url": pump_url(pump) if pump else None,
+    }
+
+
+def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256 over ``<timestamp>.<body>`` with the client's secret."""
+    import hashlib
+    import hmac
+
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def post_webhook(note: Notification, now: datetime) -> None:
+    """POST the alert as JSON, signed; any answer but 2xx is a failure to retry."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    client = note.api_client
+    if client is None or client.is_revoked or not client.webhook_url:
+        raise WebhookError("the API client has no webhook any more")
+    body = json.dumps(webhook_payload(note.alert, note.repeat_number), separators=(",", ":")).encode()
+    timestamp = str(int(now.timestamp()))
+    request = urllib.request.Request(
+        client.webhook_url, data=body, method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "pump-clinic-webhook/1",
+            "X-Clinic-Alert-Kind": note.alert.kind,
+            "X-Clinic-Alert-Severity": note.alert.severity,
+            "X-Clinic-Alert-Id": str(note.alert.pk),
+            "X-Clinic-Delivery": str(note.pk),
+            "X-Clinic-Timestamp": timestamp,
+            "X-Clinic-Signature": sign_webhook(client.webhook_secret, timestamp, body),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raise WebhookError(f"HTTP {exc.code} from {client.webhook_url}") from None
+    if not 200 <= status < 300:
+        raise WebhookError(f"HTTP {status} from {client.webhook_url}")
 
 
 # ----------------------------------------------------------------- acknowledge

@@ -521,8 +521,15 @@ class Notification(models.Model):
 
     alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications")
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="notifications")
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
     kind = models.CharField(max_length=24, help_text="The alert kind, or 'digest'.")
-    recipient = models.CharField(max_length=254)
+    channel = models.CharField(max_length=10, choices=[(EMAIL, "e-mail"), (WEBHOOK, "webhook")], default=EMAIL)
+    recipient = models.CharField(max_length=254, help_text="An e-mail address, or webhook:<API client id>.")
+    api_client = models.ForeignKey(
+        "clinic.ApiClient", null=True, blank=True, on_delete=models.CASCADE, related_name="notifications"
+    )
     repeat_number = models.PositiveIntegerField(default=0)
     digest_on = models.DateField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)

@@ -32,7 +32,7 @@ def test_schema_is_openapi_3_json_with_every_resource(clinic):
         "/api/v1/programs/{id}/", "/api/v1/programs/{id}/verify/", "/api/v1/programs/{id}/void/",
         "/api/v1/refills/", "/api/v1/refills/{id}/", "/api/v1/refills/{id}/void/", "/api/v1/readings/",
         "/api/v1/readings/{id}/", "/api/v1/readings/{id}/void/", "/api/v1/worklist/",
-        "/api/v1/alerts/", "/api/v1/alerts/{id}/", "/api/v1/alerts/{id}/acknowledge/",
+        "/api/v1/alerts/", "/api/v1/alerts/{id}/", "/api/v1/alerts/{id}/acknowledge/", "/api/v1/webhook/",
     }
 
 

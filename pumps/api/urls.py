@@ -11,7 +11,7 @@ from rest_framework.routers import SimpleRouter
 
 from clinic.auth import IsClinicMember
 
-from . import alerts, views
+from . import alerts, views, webhook
 
 router = SimpleRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
@@ -25,6 +25,7 @@ router.register("alerts", alerts.AlertViewSet, basename="alert")
 # a Bearer token or a session; the HTML docs (assets from the sidecar, no CDN) a session.
 urlpatterns = [
     path("worklist/", views.WorklistView.as_view(), name="worklist"),
+    path("webhook/", webhook.WebhookView.as_view(), name="webhook"),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[IsClinicMember]), name="api-schema"),
     path(
         "docs/",
