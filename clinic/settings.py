@@ -199,6 +199,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "EventKindEnum": "pumps.models.Event.Kind",
+        "AppointmentKindEnum": "pumps.models.Appointment.Kind",
+        "AppointmentStatusEnum": "pumps.models.Appointment.Status",
+        "PatientStatusEnum": "pumps.models.Patient.Status",
+    },
 }
 
 # --- Security ------------------------------------------------------------------------

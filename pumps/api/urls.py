@@ -11,7 +11,7 @@ from rest_framework.routers import SimpleRouter
 
 from clinic.auth import IsClinicMember
 
-from . import alerts, views, webhook
+from . import alerts, records, views, webhook
 
 router = SimpleRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
@@ -20,12 +20,15 @@ router.register("programs", views.ProgramViewSet, basename="program")
 router.register("refills", views.RefillViewSet, basename="refill")
 router.register("readings", views.ReadingViewSet, basename="reading")
 router.register("alerts", alerts.AlertViewSet, basename="alert")
+router.register("events", records.EventViewSet, basename="event")
+router.register("appointments", records.AppointmentViewSet, basename="appointment")
 
 # Sign-in is required everywhere (SPEC 9), the schema and docs included: the schema takes
 # a Bearer token or a session; the HTML docs (assets from the sidecar, no CDN) a session.
 urlpatterns = [
     path("worklist/", views.WorklistView.as_view(), name="worklist"),
     path("webhook/", webhook.WebhookView.as_view(), name="webhook"),
+    path("pumps/<int:pk>/history/", records.PumpHistoryView.as_view(), name="pump-history"),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[IsClinicMember]), name="api-schema"),
     path(
         "docs/",

@@ -1,0 +1,255 @@
+"""``/api/v1/events/`` (MRI, emptied for MRI, alarm reported, withdrawal episode) and
+``/api/v1/appointments/`` (with their iCalendar), and ``/api/v1/pumps/{id}/history/``:
+the audit trail of a pump and its records (who, when, what changed)."""
+
+from __future__ import annotations
+
+import django_filters
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import generics, mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+
+from pumps import services
+from pumps.calendar import appointment_ics
+from pumps.models import Appointment, Event, Program, Pump, Reading, Refill
+
+from . import serializers as s
+from .filters import AwareDateTimeFilter, VoidableFilterSet
+from .idempotency import idempotent
+from .views import ScopedViewMixin, VoidMixin, _errors, actor_for, require_write, void_action, write_schema
+
+# ---------------------------------------------------------------------------- events
+
+
+class EventSerializer(s.ClinicSerializer):
+    occurred_at = s.ClinicDateTimeField(read_only=True)
+    recorded_by = serializers.SerializerMethodField()
+    voided_at = s.ClinicDateTimeField(read_only=True, allow_null=True)
+    created_at = s.ClinicDateTimeField(read_only=True)
+    updated_at = s.ClinicDateTimeField(read_only=True)
+
+    class Meta:
+        model = Event
+        fields = ["id", "pump", "kind", "occurred_at", "notes", "recorded_by", "voided_at", "void_reason",
+                  "created_at", "updated_at"]
+        read_only_fields = fields
+
+    def clinic_of(self, instance):
+        return instance.pump.clinic
+
+    def get_recorded_by(self, event) -> str | None:
+        return event.recorded_by.get_username() if event.recorded_by_id else None
+
+
+class EventCreateSerializer(serializers.Serializer):
+    pump = s.ScopedPrimaryKeyRelatedField(queryset=Pump.objects.all())
+    kind = serializers.ChoiceField(choices=Event.Kind.choices)
+    occurred_at = s.ClinicDateTimeField()
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class EventFilter(VoidableFilterSet):
+    kind = django_filters.ChoiceFilter(choices=Event.Kind.choices)
+
+    class Meta:
+        model = Event
+        fields = ["pump", "patient", "mrn", "serial_number", "kind", "updated_since", "include_voided"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Events: MRI scans, emptied for MRI, alarms reported, withdrawal episodes"),
+    retrieve=extend_schema(summary="An event", responses={200: EventSerializer, **_errors(401, 404)}),
+    create=write_schema(EventCreateSerializer, EventSerializer, summary="Record an event"),
+)
+class EventViewSet(
+    VoidMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = EventSerializer
+    write_serializers = {"create": EventCreateSerializer, "void": s.VoidSerializer}
+    filterset_class = EventFilter
+    clinic_lookup = "pump__clinic_id"
+
+    def base_queryset(self):
+        return Event.objects.select_related("pump__clinic", "recorded_by")
+
+    @idempotent
+    def create(self, request):
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        pump = data.pop("pump")
+        require_write(request, pump.clinic_id)
+        event = services.record_event(pump=pump, actor=actor_for(request), **data)
+        return self.render(event, code=status.HTTP_201_CREATED)
+
+    void = void_action(EventSerializer)
+
+
+# ---------------------------------------------------------------------- appointments
+
+
+class AppointmentSerializer(s.ClinicSerializer):
+    scheduled_for = s.ClinicDateTimeField(read_only=True)
+    voided_at = s.ClinicDateTimeField(read_only=True, allow_null=True)
+    created_at = s.ClinicDateTimeField(read_only=True)
+    updated_at = s.ClinicDateTimeField(read_only=True)
+
+    class Meta:
+        model = Appointment
+        fields = ["id", "pump", "scheduled_for", "kind", "status", "notes", "voided_at", "void_reason",
+                  "created_at", "updated_at"]
+        read_only_fields = fields
+
+    def clinic_of(self, instance):
+        return instance.pump.clinic
+
+
+class AppointmentCreateSerializer(serializers.Serializer):
+    pump = s.ScopedPrimaryKeyRelatedField(queryset=Pump.objects.all())
+    scheduled_for = s.ClinicDateTimeField()
+    kind = serializers.ChoiceField(choices=Appointment.Kind.choices, default=Appointment.Kind.REFILL)
+    notes = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class AppointmentUpdateSerializer(serializers.Serializer):
+    scheduled_for = s.ClinicDateTimeField(required=False)
+    status = serializers.ChoiceField(choices=Appointment.Status.choices, required=False)
+    notes = serializers.CharField(required=False, allow_blank=True)
+
+
+class AppointmentFilter(VoidableFilterSet):
+    kind = django_filters.ChoiceFilter(choices=Appointment.Kind.choices)
+    status = django_filters.ChoiceFilter(choices=Appointment.Status.choices)
+    after = AwareDateTimeFilter(field_name="scheduled_for", lookup_expr="gte")
+    before = AwareDateTimeFilter(field_name="scheduled_for", lookup_expr="lte")
+
+    class Meta:
+        model = Appointment
+        fields = ["pump", "patient", "mrn", "serial_number", "kind", "status", "after", "before", "updated_since",
+                  "include_voided"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Appointments (refills, replacement surgery, reviews)"),
+    retrieve=extend_schema(summary="An appointment", responses={200: AppointmentSerializer, **_errors(401, 404)}),
+    create=write_schema(AppointmentCreateSerializer, AppointmentSerializer, summary="Book an appointment"),
+    partial_update=write_schema(
+        AppointmentUpdateSerializer, AppointmentSerializer, ok=200, summary="Reschedule, or mark done / cancelled / missed"
+    ),
+)
+class AppointmentViewSet(
+    VoidMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    serializer_class = AppointmentSerializer
+    write_serializers = {
+        "create": AppointmentCreateSerializer, "partial_update": AppointmentUpdateSerializer,
+        "void": s.VoidSerializer,
+    }
+    filterset_class = AppointmentFilter
+    clinic_lookup = "pump__clinic_id"
+
+    def base_queryset(self):
+        return Appointment.objects.select_related("pump__clinic")
+
+    @idempotent
+    def create(self, request):
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        pump = data.pop("pump")
+        require_write(request, pump.clinic_id)
+        appointment = services.schedule_appointment(pump=pump, actor=actor_for(request), **data)
+        return self.render(appointment, code=status.HTTP_201_CREATED)
+
+    @idempotent
+    def partial_update(self, request, pk=None):
+        appointment = self.get_object()
+        require_write(request, appointment.pump.clinic_id)
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.update_appointment(appointment=appointment, actor=actor_for(request), **body.validated_data)
+        return self.render(appointment)
+
+    @extend_schema(summary="The appointment as iCalendar (text/calendar)",
+                   responses={(200, "text/calendar"): OpenApiResponse(OpenApiTypes.BINARY), **_errors(401, 404)})
+    @action(detail=True, methods=["get"], url_path="ics")
+    def ics(self, request, pk=None):
+        appointment = self.get_object()
+        response = HttpResponse(appointment_ics(appointment), content_type="text/calendar; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="appointment-{appointment.pk}.ics"'
+        return response
+
+    void = void_action(AppointmentSerializer)
+
+
+# --------------------------------------------------------------------------- history
+
+
+class HistoryEntrySerializer(serializers.Serializer):
+    record = serializers.CharField(help_text="pump, program, refill, reading, event or appointment")
+    record_id = serializers.IntegerField()
+    change = serializers.CharField(help_text="created, changed or deleted")
+    at = serializers.DateTimeField()
+    by = serializers.CharField(allow_null=True, help_text="Staff username, or null for a system or API change.")
+    reason = serializers.CharField(allow_null=True)
+    changes = serializers.DictField(
+        child=serializers.ListField(), help_text="Field name → [old, new] (values as text)."
+    )
+
+
+CHANGE = {"+": "created", "~": "changed", "-": "deleted"}
+
+
+def pump_history(pump: Pump, limit: int = 500) -> list[dict]:
+    """Every audit row of the pump and its records, newest first, with old and new values."""
+    tz = pump.clinic.tz
+    sources = [
+        ("pump", Pump.history.filter(id=pump.pk)),
+        ("program", Program.history.filter(pump_id=pump.pk)),
+        ("refill", Refill.history.filter(pump_id=pump.pk)),
+        ("reading", Reading.history.filter(pump_id=pump.pk)),
+        ("event", Event.history.filter(pump_id=pump.pk)),
+        ("appointment", Appointment.history.filter(pump_id=pump.pk)),
+    ]
+    entries = []
+    for name, queryset in sources:
+        rows = list(queryset.select_related("history_user").order_by("id", "history_date", "history_id"))
+        previous: dict = {}
+        for row in rows:
+            before = previous.get(row.id)
+            changes = {}
+            if before is not None:
+                for change in row.diff_against(before).changes:
+                    changes[change.field] = [_text(change.old), _text(change.new)]
+            previous[row.id] = row
+            entries.append({
+                "record": name, "record_id": row.id, "change": CHANGE.get(row.history_type, row.history_type),
+                "at": row.history_date.astimezone(tz), "by": row.history_user.get_username() if row.history_user else None,
+                "reason": row.history_change_reason, "changes": changes,
+            })
+    entries.sort(key=lambda e: e["at"], reverse=True)
+    return entries[:limit]
+
+
+def _text(value):
+    return None if value is None else str(value)
+
+
+@extend_schema(summary="Audit history of a pump and its records, newest first",
+               responses={200: HistoryEntrySerializer(many=True), **_errors(401, 404)})
+class PumpHistoryView(ScopedViewMixin, generics.GenericAPIView):
+    serializer_class = HistoryEntrySerializer
+    pagination_class = None
+    filter_backends: list = []
+
+    def base_queryset(self):
+        return Pump.objects.select_related("clinic")
+
+    def get(self, request, pk):
+        pump = generics.get_object_or_404(self.get_queryset(), pk=pk)
+        data = HistoryEntrySerializer(pump_history(pump), many=True).data
+        from rest_framework.response import Response
+
+        return Response(data)
