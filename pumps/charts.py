@@ -137,7 +137,9 @@ class Svg:
             y = f.y(value)
             self.line(LEFT, y, f.width - RIGHT, y, "chart-grid")
             self.text(LEFT - 6, y + 4, _n(value), "chart-tick", "end")
-        self.text(14, (top + bottom) / 2, y_unit, "chart-unit", "middle")
+        middle = (top + bottom) / 2
+        self.add(f'<text x="16" y="{_n(middle)}" class="chart-unit" text-anchor="middle" '
+                 f'transform="rotate(-90 16 {_n(middle)})">{escape(y_unit)}</text>')
         for moment, label in x_ticks or []:
             x = f.x(moment)
             self.line(x, bottom, x, bottom + 5, "chart-axis")
@@ -180,8 +182,10 @@ def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Pro
                  program_times: list[datetime], now: datetime, tz: tzinfo) -> VolumeChart | None:
     """Projected reservoir volume, expected and worst case, with the alarm volume, the
     due date and now."""
-    if projection.anchor_at is None or projection.status == pj.STATUS_INCOMPLETE or projection.anchor_volume_ml is None:
-        return None
+    if projection.anchor_at is None or projection.anchor_volume_ml is None or projection.status in (
+        pj.STATUS_INCOMPLETE, pj.STATUS_INACTIVE
+    ):
+        return None  # nothing to project, or nothing left to watch (explanted, patient not active)
     refills, readings, programs = history_inputs
     start = series_start(projection.anchor_at, program_times, now)
     horizon = projection.anchor_at + timedelta(days=pj.HORIZON_DAYS)

@@ -50,7 +50,7 @@ class LocalDateTimeField(forms.DateTimeField):
             naive = None
             for fmt in self.input_formats:
                 try:
-                    naive = datetime.strptime(str(value).strip(), fmt)
+                    naive = datetime.strptime(str(value).strip(), fmt)  # noqa: DTZ007 - local wall clock, localized below
                     break
                 except ValueError:
                     continue

@@ -10,7 +10,14 @@ import pytest
 from pumps import services as s
 from pumps.models import Program
 from tests.factories import make_user
-from tests.pages_support import CHICAGO, assert_no_inline_script, signed_in, text_of, travel, worked_example
+from tests.pages_support import (
+    CHICAGO,
+    assert_no_inline_script,
+    signed_in,
+    text_of,
+    travel,
+    worked_example,
+)
 
 NOW = datetime(2026, 3, 4, 9, 0, tzinfo=CHICAGO)
 MSG_TITRATION = ("The basal daily dose rises from 450 to 600 mcg/day, above the titration limit of +30 % in 24 h "

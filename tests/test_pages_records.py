@@ -65,6 +65,8 @@ def test_explant_and_replacement(filled, nurse):
     assert (filled.explanted_on, filled.explant_reason) == (date(2026, 3, 27), "end of battery life")
     assert (new.low_reservoir_alarm_ml, new.implanted_on, new.model.code) == (D("4"), date(2026, 3, 27), "8637-20")
     assert "explanted 2026-03-27" in page
+    assert "Inactive" in page
+    assert "No volume projection to chart: the pump is explanted or the patient is not active." in page
     assert "Record refill" not in page
     assert "This pump was already explanted on 2026-03-27." in again.content.decode()
 

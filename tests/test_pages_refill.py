@@ -7,10 +7,17 @@ from decimal import Decimal as D
 
 import pytest
 
-from pumps.models import Program, Refill
 from pumps import services as s
+from pumps.models import Program, Refill
 from tests.factories import make_user
-from tests.pages_support import CHICAGO, assert_no_inline_script, signed_in, text_of, travel, worked_example
+from tests.pages_support import (
+    CHICAGO,
+    assert_no_inline_script,
+    signed_in,
+    text_of,
+    travel,
+    worked_example,
+)
 
 VISIT = datetime(2026, 3, 4, 9, 0, tzinfo=CHICAGO)  # 30 days after the SPEC 4.8 fill: 22.5 mL expected
 NOW = datetime(2026, 3, 4, 9, 30, tzinfo=CHICAGO)

@@ -151,7 +151,7 @@ def test_worklist_queries_do_not_grow_with_the_number_of_pumps(clinic, nurse):
     actor = s.Actor(nurse)
 
     def add(n):
-        for i in range(n):
+        for _ in range(n):
             pump = worked_example(new_patient(clinic, f"Q-{add.count}", "Query", f"P{add.count}"), actor,
                                   serial=f"Q{add.count}")
             s.schedule_appointment(pump=pump, scheduled_for=datetime(2026, 4, 1, 9, tzinfo=CHICAGO), actor=actor, now=T0)
