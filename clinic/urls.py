@@ -7,5 +7,6 @@ urlpatterns = [
     path("health/", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("pumps.api.urls")),
+    path("fhir/r4/", include("pumps.fhir.urls")),
     path("", include("pumps.urls")),
 ]

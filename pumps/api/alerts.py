@@ -13,7 +13,7 @@ from pumps.models import Alert, AlertKind, Severity
 from pumps.services import resolve_clinician
 
 from . import serializers as s
-from .filters import AwareDateTimeFilter, CommaChoicesFilter
+from .filters import AwareDateTimeFilter, CommaChoicesFilter, IdFilter
 from .idempotency import idempotent
 from .views import ScopedViewMixin, _errors, api_client_of, require_write, write_schema
 
@@ -65,10 +65,10 @@ class AcknowledgeSerializer(serializers.Serializer):
 
 
 class AlertFilter(django_filters.FilterSet):
-    pump = django_filters.NumberFilter(field_name="pump_id")
-    patient = django_filters.NumberFilter(field_name="pump__patient_id")
-    kind = CommaChoicesFilter(field_name="kind", values=AlertKind.values)
-    severity = CommaChoicesFilter(field_name="severity", values=Severity.values)
+    pump = IdFilter(field_name="pump_id")
+    patient = IdFilter(field_name="pump__patient_id")
+    kind = CommaChoicesFilter(field_name="kind", values=AlertKind.values, noun="kind")
+    severity = CommaChoicesFilter(field_name="severity", values=Severity.values, noun="severity")
     state = django_filters.ChoiceFilter(
         method="_state", choices=[("open", "open"), ("acknowledged", "acknowledged"), ("resolved", "resolved")],
     )

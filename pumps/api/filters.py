@@ -41,9 +41,24 @@ class AwareDateTimeFilter(django_filters.Filter):
     field_class = AwareDateTimeFormField
 
 
+class IdFormField(forms.IntegerField):
+    """A record id: a whole number that fits the database's 64-bit key."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(**kwargs)
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class IdFilter(django_filters.Filter):
+    field_class = IdFormField
+
+
 class CommaChoicesFormField(forms.Field):
-    def __init__(self, *, values=(), **kwargs):
+    def __init__(self, *, values=(), noun="status", **kwargs):
         self.valid = tuple(values)
+        self.noun = noun
         super().__init__(**kwargs)
 
     def to_python(self, value):
@@ -52,7 +67,9 @@ class CommaChoicesFormField(forms.Field):
         values = [v.strip() for v in str(value).split(",") if v.strip()]
         unknown = [v for v in values if v not in self.valid]
         if unknown or not values:
-            raise forms.ValidationError(f"Unknown status {', '.join(unknown)}: use {', '.join(self.valid)}.")
+            # django-filter %-formats messages: a % typed by the client must stay a %
+            given = ", ".join(unknown).replace("%", "%%")
+            raise forms.ValidationError(f"Unknown {self.noun} {given}: use {', '.join(self.valid)}.")
         return values
 
 
@@ -62,17 +79,17 @@ class CommaChoicesFilter(django_filters.Filter):
 
     field_class = CommaChoicesFormField
 
-    def __init__(self, *args, values=(), **kwargs):
+    def __init__(self, *args, values=(), noun="status", **kwargs):
         kwargs.setdefault("lookup_expr", "in")
-        super().__init__(*args, values=values, **kwargs)
+        super().__init__(*args, values=values, noun=noun, **kwargs)
 
 
 class VoidableFilterSet(django_filters.FilterSet):
     include_voided = django_filters.BooleanFilter(
         method="_include_voided", help_text="Also list voided records (default: live records only)."
     )
-    pump = django_filters.NumberFilter(field_name="pump_id")
-    patient = django_filters.NumberFilter(field_name="pump__patient_id")
+    pump = IdFilter(field_name="pump_id")
+    patient = IdFilter(field_name="pump__patient_id")
     mrn = django_filters.CharFilter(field_name="pump__patient__mrn", help_text="The patient's MRN.")
     serial_number = django_filters.CharFilter(field_name="pump__serial_number", help_text="The pump's serial number.")
     updated_since = AwareDateTimeFilter(field_name="updated_at", lookup_expr="gte")
@@ -98,7 +115,7 @@ class PatientFilter(django_filters.FilterSet):
 
 
 class WorklistFilter(django_filters.FilterSet):
-    patient = django_filters.NumberFilter(field_name="patient_id")
+    patient = IdFilter(field_name="patient_id")
     mrn = django_filters.CharFilter(field_name="patient__mrn", help_text="The patient's MRN.")
     serial_number = django_filters.CharFilter(field_name="serial_number")
     status = CommaChoicesFilter(field_name="status", values=pj.STATUSES, help_text="Stored status, e.g. alarm,empty.")

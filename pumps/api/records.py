@@ -5,11 +5,12 @@ the audit trail of a pump and its records (who, when, what changed)."""
 from __future__ import annotations
 
 import django_filters
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from pumps import services
 from pumps.calendar import appointment_ics
@@ -248,8 +249,7 @@ class PumpHistoryView(ScopedViewMixin, generics.GenericAPIView):
         return Pump.objects.select_related("clinic")
 
     def get(self, request, pk):
-        pump = generics.get_object_or_404(self.get_queryset(), pk=pk)
-        data = HistoryEntrySerializer(pump_history(pump), many=True).data
-        from rest_framework.response import Response
-
-        return Response(data)
+        if not str(pk).isdigit() or int(pk) >= 2**63:
+            raise Http404
+        pump = generics.get_object_or_404(self.get_queryset(), pk=int(pk))
+        return Response(HistoryEntrySerializer(pump_history(pump), many=True).data)

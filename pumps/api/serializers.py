@@ -15,7 +15,7 @@ Conventions:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ObjectDoesNotExist
@@ -38,6 +38,8 @@ MSG_BAD_DATETIME = (
     "or 2026-02-02T15:00:00Z."
 )
 
+MSG_BAD_OFFSET = "Datetime offset out of range: UTC offsets lie between -12:00 and +14:00."
+MSG_OUT_OF_RANGE = "Datetime out of range: give an instant between years 1 and 9999 in UTC."
 ML_DIGITS = 9  # pumps.models.ML
 DOSE_DIGITS = 12  # pumps.models.DOSE
 
@@ -60,7 +62,12 @@ def parse_aware_datetime(value) -> datetime:
         raise serializers.ValidationError(MSG_BAD_DATETIME, code="invalid")
     if timezone.is_naive(moment):
         raise serializers.ValidationError(MSG_NO_OFFSET, code="naive")
-    return moment
+    if abs(moment.utcoffset()) > timedelta(hours=14):
+        raise serializers.ValidationError(MSG_BAD_OFFSET, code="invalid")
+    try:
+        return moment.astimezone(UTC)  # years 1 and 9999 with an offset fall off the calendar
+    except OverflowError:
+        raise serializers.ValidationError(MSG_OUT_OF_RANGE, code="invalid") from None
 
 
 def _clinic_tz(field) -> tzinfo:

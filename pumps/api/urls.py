@@ -1,7 +1,7 @@
 """``/api/v1/``: the REST API (SPEC 8), its OpenAPI schema and browsable docs."""
 
 from django.contrib.auth.decorators import login_required
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -28,7 +28,7 @@ router.register("appointments", records.AppointmentViewSet, basename="appointmen
 urlpatterns = [
     path("worklist/", views.WorklistView.as_view(), name="worklist"),
     path("webhook/", webhook.WebhookView.as_view(), name="webhook"),
-    path("pumps/<int:pk>/history/", records.PumpHistoryView.as_view(), name="pump-history"),
+    re_path(r"^pumps/(?P<pk>[^/.]+)/history/$", records.PumpHistoryView.as_view(), name="pump-history"),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[IsClinicMember]), name="api-schema"),
     path(
         "docs/",

@@ -63,9 +63,30 @@ class DecimalJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            return json.load(codecs.getreader(encoding)(stream), parse_float=Decimal, parse_constant=strict_constant)
+            data = json.load(codecs.getreader(encoding)(stream), parse_float=Decimal, parse_constant=strict_constant)
         except ValueError as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+        _reject_unstorable_text(data)
+        return data
+
+
+def _reject_unstorable_text(value) -> None:
+    """NUL characters and lone surrogates cannot be stored (PostgreSQL text is UTF-8
+    without NUL): refuse them at the door rather than fail at the database."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise exceptions.ParseError("JSON parse error - strings must not contain NUL (\\u0000) characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise exceptions.ParseError("JSON parse error - strings must not contain lone surrogates") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_unstorable_text(key)
+            _reject_unstorable_text(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_unstorable_text(item)
 
 
 def actor_for(request) -> services.Actor:

@@ -41,7 +41,8 @@ class WebhookView(APIView):
         return Response({"url": api_client_of(request).webhook_url})
 
     @extend_schema(summary="Register the webhook URL (a new signing secret is returned once)",
-                   request=WebhookSerializer, responses={200: WebhookSecretSerializer, **_errors(400, 401, 403, 415)})
+                   request=WebhookSerializer,
+                   responses={200: WebhookSecretSerializer, 204: None, **_errors(400, 401, 403, 415)})
     def put(self, request):
         body = WebhookSerializer(data=request.data)
         body.is_valid(raise_exception=True)
