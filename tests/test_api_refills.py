@@ -354,7 +354,7 @@ def test_list_filters_by_pump_patient_and_flag(api, filled, pump, clinic):
     assert api.get(f"{API}/refills/", {"mrn": "MRN002"}).json()["count"] == 1
     assert api.get(f"{API}/refills/", {"serial_number": "SN-0001"}).json()["count"] == 1
     assert api.get(f"{API}/refills/", {"discrepancy_flagged": "true"}).json()["count"] == 0
-    assert api.get(f"{API}/refills/", {"pump": "x"}).json() == {"pump": ["Enter a number."]}
+    assert api.get(f"{API}/refills/", {"pump": "x"}).json() == {"pump": ["Enter a whole number."]}
 
 
 def test_list_query_count_does_not_grow_with_rows(db, clinic, django_assert_max_num_queries):

@@ -37,8 +37,11 @@ INTRATHECAL = {
     "coding": [{"system": "http://snomed.info/sct", "code": "72607000", "display": "Intrathecal route"}],
     "text": "intrathecal",
 }
-ORDERED = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/dose-rate-type", "code": "ordered",
-                       "display": "Ordered"}]}
+ORDERED = {
+    "coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/dose-rate-type", "code": "ordered", "display": "Ordered"}
+    ]
+}
 UDI = "(01)00643169001763(17)300712(21)NGP123456"
 SYSTEM = services.Actor.system("test")
 
@@ -60,32 +63,63 @@ def history(clinic, patient, pump, nurse, prescriber):
     critical alert."""
     services.update_pump(pump=pump, actor=SYSTEM, udi=UDI, now=at(2026, 2, 1, 12))
     first = services.record_refill(
-        pump=pump, performed_at=at(2026, 2, 2, 9), added_volume_ml=D("36"), concentration_mcg_per_ml=D("1000"),
-        drug_product=DrugProduct.objects.get(code="gablofen-1000"), lot_number="L123", lot_expiry=date(2027, 1, 31),
-        performed_by="nina", actor=SYSTEM, now=at(2026, 2, 2, 10),
+        pump=pump,
+        performed_at=at(2026, 2, 2, 9),
+        added_volume_ml=D("36"),
+        concentration_mcg_per_ml=D("1000"),
+        drug_product=DrugProduct.objects.get(code="gablofen-1000"),
+        lot_number="L123",
+        lot_expiry=date(2027, 1, 31),
+        performed_by="nina",
+        actor=SYSTEM,
+        now=at(2026, 2, 2, 10),
         program=services.ProgramInput(concentration_mcg_per_ml=D("1000"), daily_dose_mcg=D("450"), entered_by="dr_pat"),
     )
     flex = services.record_program(
-        pump=pump, effective_at=at(2026, 2, 20, 9), actor=SYSTEM, now=at(2026, 2, 20, 10),
+        pump=pump,
+        effective_at=at(2026, 2, 20, 9),
+        actor=SYSTEM,
+        now=at(2026, 2, 20, 10),
         data=services.ProgramInput(
-            concentration_mcg_per_ml=D("1000"), mode="flex",
+            concentration_mcg_per_ml=D("1000"),
+            mode="flex",
             steps=[{"start": "07:00", "dose_mcg_per_hour": "20"}, {"start": "19:30", "dose_mcg_per_hour": "15.5"}],
-            ptm_bolus_mcg=D("50"), ptm_max_per_day=4, entered_by="dr_pat",
+            ptm_bolus_mcg=D("50"),
+            ptm_max_per_day=4,
+            entered_by="dr_pat",
         ),
     )
     second = services.record_refill(
-        pump=pump, performed_at=at(2026, 3, 2, 9), extracted_volume_ml=D("20.0"), added_volume_ml=D("30"),
-        concentration_mcg_per_ml=D("1000"), performed_by="Dr. External 42", actor=SYSTEM, now=at(2026, 3, 2, 10),
+        pump=pump,
+        performed_at=at(2026, 3, 2, 9),
+        extracted_volume_ml=D("20.0"),
+        added_volume_ml=D("30"),
+        concentration_mcg_per_ml=D("1000"),
+        performed_by="Dr. External 42",
+        actor=SYSTEM,
+        now=at(2026, 3, 2, 10),
     )
-    appointment = services.schedule_appointment(pump=pump, scheduled_for=at(2026, 3, 30, 10), actor=SYSTEM,
-                                                now=at(2026, 3, 2, 10))
+    appointment = services.schedule_appointment(
+        pump=pump, scheduled_for=at(2026, 3, 30, 10), actor=SYSTEM, now=at(2026, 3, 2, 10)
+    )
     alert = Alert.objects.create(
-        clinic=clinic, pump=pump, kind="low_reservoir", episode=f"fill:{second.pk}", severity="critical",
-        created_at=at(2026, 4, 16, 13, 30), due_at=at(2026, 4, 16, 13, 21),
+        clinic=clinic,
+        pump=pump,
+        kind="low_reservoir",
+        episode=f"fill:{second.pk}",
+        severity="critical",
+        created_at=at(2026, 4, 16, 13, 30),
+        due_at=at(2026, 4, 16, 13, 21),
         message="worst-case volume at or below the alarm volume",
     )
-    return {"first": first, "program": first.program, "flex": flex, "second": second,
-            "appointment": appointment, "alert": alert}
+    return {
+        "first": first,
+        "program": first.program,
+        "flex": flex,
+        "second": second,
+        "appointment": appointment,
+        "alert": alert,
+    }
 
 
 @pytest.fixture
@@ -113,7 +147,12 @@ def test_metadata_is_a_valid_capability_statement_listing_every_resource(api):
     rest = body["rest"][0]
     assert rest["mode"] == "server"
     assert [r["type"] for r in rest["resource"]] == [
-        "Patient", "Device", "MedicationRequest", "MedicationAdministration", "Appointment", "Flag",
+        "Patient",
+        "Device",
+        "MedicationRequest",
+        "MedicationAdministration",
+        "Appointment",
+        "Flag",
     ]
     for resource in rest["resource"]:
         assert resource["interaction"] == [{"code": "read"}, {"code": "search-type"}]
@@ -149,7 +188,9 @@ def test_no_token_is_401_with_an_operation_outcome(db, path):
     OperationOutcome.model_validate(body)
     assert body == {
         "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": "login", "diagnostics": "Authentication credentials were not provided."}],
+        "issue": [
+            {"severity": "error", "code": "login", "diagnostics": "Authentication credentials were not provided."}
+        ],
     }
 
 
@@ -178,8 +219,11 @@ def test_writes_are_not_supported(clinic, patient):
 def test_another_clinics_records_answer_404_operation_outcome_and_are_never_found(history, pump, other_clinic):
     api, _ = token_client(other_clinic, name="South EHR")
     reads = {
-        "Patient": pump.patient_id, "Device": pump.pk, "MedicationRequest": history["program"].pk,
-        "MedicationAdministration": history["first"].pk, "Appointment": history["appointment"].pk,
+        "Patient": pump.patient_id,
+        "Device": pump.pk,
+        "MedicationRequest": history["program"].pk,
+        "MedicationAdministration": history["first"].pk,
+        "Appointment": history["appointment"].pk,
         "Flag": history["alert"].pk,
     }
     for resource_type, pk in reads.items():
@@ -231,8 +275,15 @@ def test_unknown_resource_types_and_malformed_ids_are_404(api, patient):
 
 
 def test_patient_read_is_exact_and_valid(api, clinic):
-    patient = make_patient(clinic, mrn="MRN777", family_name="Okafor", given_name="Chidi", origin="cerebral",
-                           high_risk=True, birth_date=date(1975, 9, 3))
+    patient = make_patient(
+        clinic,
+        mrn="MRN777",
+        family_name="Okafor",
+        given_name="Chidi",
+        origin="cerebral",
+        high_risk=True,
+        birth_date=date(1975, 9, 3),
+    )
     Patient.objects.filter(pk=patient.pk).update(
         high_risk_reason="injury at T4", phone="+1 312 555 0100", caregiver_phone="+1 312 555 0199"
     )
@@ -250,19 +301,30 @@ def test_patient_read_is_exact_and_valid(api, clinic):
             {"url": SD + "withdrawal-high-risk", "valueBoolean": True},
             {"url": SD + "withdrawal-high-risk-reason", "valueString": "injury at T4"},
         ],
-        "identifier": [{
-            "use": "usual",
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR",
-                                 "display": "Medical record number"}], "text": "MRN"},
-            "system": "https://pumps.example.org/fhir/NamingSystem/mrn/north",
-            "value": "MRN777",
-        }],
+        "identifier": [
+            {
+                "use": "usual",
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                            "code": "MR",
+                            "display": "Medical record number",
+                        }
+                    ],
+                    "text": "MRN",
+                },
+                "system": "https://pumps.example.org/fhir/NamingSystem/mrn/north",
+                "value": "MRN777",
+            }
+        ],
         "active": True,
         "name": [{"use": "official", "text": "Chidi Okafor", "family": "Okafor", "given": ["Chidi"]}],
         "telecom": [{"system": "phone", "value": "+1 312 555 0100"}],
         "birthDate": "1975-09-03",
-        "contact": [{"relationship": [{"text": "caregiver"}],
-                     "telecom": [{"system": "phone", "value": "+1 312 555 0199"}]}],
+        "contact": [
+            {"relationship": [{"text": "caregiver"}], "telecom": [{"system": "phone", "value": "+1 312 555 0199"}]}
+        ],
         "managingOrganization": {"display": "North Spasticity Clinic"},
     }
     assert body["meta"]["lastUpdated"][-6:] in ("-06:00", "-05:00")
@@ -297,9 +359,13 @@ def test_device_read_has_the_us_core_implantable_device_fields(api, history, pum
     assert response.status_code == 200
     body = response.json()
     Device.model_validate(body)
-    assert body["udiCarrier"] == [{
-        "deviceIdentifier": "00643169001763", "issuer": "http://hl7.org/fhir/NamingSystem/gs1-di", "carrierHRF": UDI,
-    }]
+    assert body["udiCarrier"] == [
+        {
+            "deviceIdentifier": "00643169001763",
+            "issuer": "http://hl7.org/fhir/NamingSystem/gs1-di",
+            "carrierHRF": UDI,
+        }
+    ]
     assert body["status"] == "active"
     assert body["manufacturer"] == "Medtronic"
     assert body["deviceName"] == [
@@ -309,8 +375,13 @@ def test_device_read_has_the_us_core_implantable_device_fields(api, history, pum
     assert body["modelNumber"] == "8637-40"
     assert body["serialNumber"] == "SN-0001"
     assert body["type"] == {
-        "coding": [{"system": CS + "device-type", "code": "intrathecal-infusion-pump",
-                    "display": "Implantable intrathecal infusion pump"}],
+        "coding": [
+            {
+                "system": CS + "device-type",
+                "code": "intrathecal-infusion-pump",
+                "display": "Implantable intrathecal infusion pump",
+            }
+        ],
         "text": "Implantable intrathecal infusion pump",
     }
     assert body["patient"] == {"reference": f"Patient/{pump.patient_id}", "display": "MRN MRN001"}
@@ -324,8 +395,12 @@ def test_device_read_has_the_us_core_implantable_device_fields(api, history, pum
 def test_device_carries_the_stored_reservoir_projection(api, clinic, patient, pump):
     """SPEC 4.8 worked example: LRA 2026-04-18 23:20 CDT, empty 2026-04-23 10:00, due 2026-04-10."""
     services.record_refill(
-        pump=pump, performed_at=at(2026, 2, 2, 9), added_volume_ml=D("36"), concentration_mcg_per_ml=D("1000"),
-        actor=SYSTEM, now=at(2026, 2, 2, 10),
+        pump=pump,
+        performed_at=at(2026, 2, 2, 9),
+        added_volume_ml=D("36"),
+        concentration_mcg_per_ml=D("1000"),
+        actor=SYSTEM,
+        now=at(2026, 2, 2, 10),
         program=services.ProgramInput(concentration_mcg_per_ml=D("1000"), daily_dose_mcg=D("450")),
     )
     projection = ext(get(api, f"Device/{pump.pk}").json(), "reservoir-projection")
@@ -359,7 +434,9 @@ def test_device_search_by_patient_is_a_valid_searchset_bundle(api, history, pump
         parsed = Bundle.model_validate(bundle)
         assert bundle["type"] == "searchset"
         assert bundle["total"] == 1
-        assert bundle["link"] == [{"relation": "self", "url": f"{BASE}/Device?patient={value.replace('/', '%2F')}&_count=100"}]
+        assert bundle["link"] == [
+            {"relation": "self", "url": f"{BASE}/Device?patient={value.replace('/', '%2F')}&_count=100"}
+        ]
         (entry,) = bundle["entry"]
         assert entry["fullUrl"] == f"{BASE}/Device/{pump.pk}"
         assert entry["search"] == {"mode": "match"}
@@ -372,10 +449,13 @@ def test_search_with_a_malformed_patient_is_400_operation_outcome(api):
     assert response.status_code == 400
     body = response.json()
     OperationOutcome.model_validate(body)
-    assert body["issue"] == [{
-        "severity": "error", "code": "invalid",
-        "diagnostics": "patient=Device/3: give a Patient id, e.g. patient=12 or Patient/12.",
-    }]
+    assert body["issue"] == [
+        {
+            "severity": "error",
+            "code": "invalid",
+            "diagnostics": "patient=Device/3: give a Patient id, e.g. patient=12 or Patient/12.",
+        }
+    ]
     assert get(api, "Device", _count="ten").json()["issue"][0]["diagnostics"] == (
         "_count=ten: give a whole number, 0 or more."
     )
@@ -407,7 +487,10 @@ def test_continuous_program_is_a_completed_medication_request_in_ug_per_day(api,
     MedicationRequest.model_validate(body)
     assert body["status"] == "completed"  # the flex program superseded it
     assert body["intent"] == "order"
-    assert body["medicationCodeableConcept"] == {"coding": [RXNORM_BACLOFEN], "text": "baclofen 1000 mcg/mL, intrathecal"}
+    assert body["medicationCodeableConcept"] == {
+        "coding": [RXNORM_BACLOFEN],
+        "text": "baclofen 1000 mcg/mL, intrathecal",
+    }
     assert body["subject"] == {"reference": f"Patient/{pump.patient_id}", "display": "MRN MRN001"}
     assert body["authoredOn"] == "2026-02-02T10:00:00-06:00"  # entered_at
     assert body["requester"] == {"display": "dr_pat"}
@@ -416,17 +499,26 @@ def test_continuous_program_is_a_completed_medication_request_in_ug_per_day(api,
         {"text": "Basal 450 ug/d, 0.45 mL/d"},
         {"text": "Not yet verified by a second clinician"},
     ]
-    assert body["dosageInstruction"] == [{
-        "sequence": 1,
-        "text": "450 mcg/day by continuous intrathecal infusion",
-        "timing": {"repeat": {"boundsPeriod": {"start": "2026-02-02T09:00:00-06:00", "end": "2026-02-20T09:00:00-06:00"}}},
-        "route": INTRATHECAL,
-        "doseAndRate": [{"type": ORDERED, "rateQuantity": {"value": 450, "unit": "mcg/day", "system": UCUM,
-                                                           "code": "ug/d"}}],
-    }]
+    assert body["dosageInstruction"] == [
+        {
+            "sequence": 1,
+            "text": "450 mcg/day by continuous intrathecal infusion",
+            "timing": {
+                "repeat": {"boundsPeriod": {"start": "2026-02-02T09:00:00-06:00", "end": "2026-02-20T09:00:00-06:00"}}
+            },
+            "route": INTRATHECAL,
+            "doseAndRate": [
+                {"type": ORDERED, "rateQuantity": {"value": 450, "unit": "mcg/day", "system": UCUM, "code": "ug/d"}}
+            ],
+        }
+    ]
     assert ext(body, "pump")["valueReference"] == {"reference": f"Device/{pump.pk}", "display": "8637-40 #SN-0001"}
-    assert ext(body, "concentration")["valueQuantity"] == {"value": 1000, "unit": "mcg/mL", "system": UCUM,
-                                                           "code": "ug/mL"}
+    assert ext(body, "concentration")["valueQuantity"] == {
+        "value": 1000,
+        "unit": "mcg/mL",
+        "system": UCUM,
+        "code": "ug/mL",
+    }
 
 
 def test_flex_program_is_active_with_one_instruction_per_step_in_ug_per_hour_and_the_bolus(api, history):
@@ -438,10 +530,20 @@ def test_flex_program_is_active_with_one_instruction_per_step_in_ug_per_hour_and
     bounds = {"start": "2026-02-20T09:00:00-06:00"}
     first, second, bolus = body["dosageInstruction"]
     assert first["text"] == "20 mcg/h from 07:00 to 19:30 (local time, America/Chicago)"
-    assert first["timing"] == {"repeat": {"boundsPeriod": bounds, "duration": 750, "durationUnit": "min",
-                                          "frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["07:00:00"]}}
-    assert first["doseAndRate"] == [{"type": ORDERED, "rateQuantity": {"value": 20, "unit": "mcg/h", "system": UCUM,
-                                                                       "code": "ug/h"}}]
+    assert first["timing"] == {
+        "repeat": {
+            "boundsPeriod": bounds,
+            "duration": 750,
+            "durationUnit": "min",
+            "frequency": 1,
+            "period": 1,
+            "periodUnit": "d",
+            "timeOfDay": ["07:00:00"],
+        }
+    }
+    assert first["doseAndRate"] == [
+        {"type": ORDERED, "rateQuantity": {"value": 20, "unit": "mcg/h", "system": UCUM, "code": "ug/h"}}
+    ]
     assert second["text"] == "15.5 mcg/h from 19:30 to 07:00 (local time, America/Chicago)"
     assert second["timing"]["repeat"]["timeOfDay"] == ["19:30:00"]
     assert second["timing"]["repeat"]["duration"] == 690
@@ -461,15 +563,18 @@ def test_flex_program_is_active_with_one_instruction_per_step_in_ug_per_hour_and
 
 
 def test_voided_program_is_entered_in_error_and_the_previous_one_is_active_again(api, history):
-    services.void_record(record=history["flex"], reason="entered on the wrong patient", actor=SYSTEM,
-                         now=at(2026, 3, 2, 11))
+    services.void_record(
+        record=history["flex"], reason="entered on the wrong patient", actor=SYSTEM, now=at(2026, 3, 2, 11)
+    )
     voided = get(api, f"MedicationRequest/{history['flex'].pk}").json()
     MedicationRequest.model_validate(voided)
     assert voided["status"] == "entered-in-error"
     assert voided["statusReason"] == {"text": "entered on the wrong patient"}
     restored = get(api, f"MedicationRequest/{history['program'].pk}").json()
     assert restored["status"] == "active"
-    assert restored["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"] == {"start": "2026-02-02T09:00:00-06:00"}
+    assert restored["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"] == {
+        "start": "2026-02-02T09:00:00-06:00"
+    }
 
 
 def test_verified_program_notes_who_verified(api, history):
@@ -556,24 +661,37 @@ def test_appointment_status_mapping_and_times(api, history, pump, status, fhir_s
     assert body["start"] == "2026-03-30T10:00:00-05:00"
     assert body["end"] == "2026-03-30T10:30:00-05:00"
     assert body["minutesDuration"] == 30
-    assert body["serviceType"] == [{"coding": [{"system": CS + "appointment-kind", "code": "refill", "display": "refill"}],
-                                    "text": "refill"}]
+    assert body["serviceType"] == [
+        {"coding": [{"system": CS + "appointment-kind", "code": "refill", "display": "refill"}], "text": "refill"}
+    ]
     assert body["participant"] == [
-        {"actor": {"reference": f"Patient/{pump.patient_id}", "display": "MRN MRN001"}, "required": "required",
-         "status": "accepted"},
-        {"actor": {"reference": f"Device/{pump.pk}", "display": "8637-40 #SN-0001"}, "required": "information-only",
-         "status": "accepted"},
+        {
+            "actor": {"reference": f"Patient/{pump.patient_id}", "display": "MRN MRN001"},
+            "required": "required",
+            "status": "accepted",
+        },
+        {
+            "actor": {"reference": f"Device/{pump.pk}", "display": "8637-40 #SN-0001"},
+            "required": "information-only",
+            "status": "accepted",
+        },
     ]
 
 
 def test_replacement_surgery_lasts_two_hours_and_a_voided_appointment_is_entered_in_error(api, pump):
     appointment = services.schedule_appointment(
-        pump=pump, scheduled_for=at(2026, 6, 1, 8), kind=Appointment.Kind.REPLACEMENT, actor=SYSTEM,
+        pump=pump,
+        scheduled_for=at(2026, 6, 1, 8),
+        kind=Appointment.Kind.REPLACEMENT,
+        actor=SYSTEM,
         now=at(2026, 3, 1, 12),
     )
     body = get(api, f"Appointment/{appointment.pk}").json()
     assert (body["start"], body["end"], body["minutesDuration"]) == (
-        "2026-06-01T08:00:00-05:00", "2026-06-01T10:00:00-05:00", 120)
+        "2026-06-01T08:00:00-05:00",
+        "2026-06-01T10:00:00-05:00",
+        120,
+    )
     services.void_record(record=appointment, reason="booked twice", actor=SYSTEM, now=at(2026, 3, 1, 13))
     body = get(api, f"Appointment/{appointment.pk}").json()
     FhirAppointment.model_validate(body)
@@ -589,10 +707,22 @@ def test_active_critical_alert_is_a_clinical_flag(api, history, pump):
     body = get(api, f"Flag/{alert.pk}").json()
     Flag.model_validate(body)
     assert body["status"] == "active"
-    assert body["category"] == [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/flag-category",
-                                             "code": "clinical", "display": "Clinical"}], "text": "clinical"}]
-    assert body["code"] == {"coding": [{"system": CS + "alert-kind", "code": "low_reservoir", "display": "low reservoir"}],
-                            "text": "low reservoir"}
+    assert body["category"] == [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/flag-category",
+                    "code": "clinical",
+                    "display": "Clinical",
+                }
+            ],
+            "text": "clinical",
+        }
+    ]
+    assert body["code"] == {
+        "coding": [{"system": CS + "alert-kind", "code": "low_reservoir", "display": "low reservoir"}],
+        "text": "low reservoir",
+    }
     assert body["subject"] == {"reference": f"Patient/{pump.patient_id}", "display": "MRN MRN001"}
     assert body["period"] == {"start": "2026-04-16T13:30:00-05:00"}
     assert ext(body, "http://hl7.org/fhir/StructureDefinition/flag-priority")["valueCodeableConcept"] == {
@@ -603,11 +733,22 @@ def test_active_critical_alert_is_a_clinical_flag(api, history, pump):
 
 def test_flag_search_finds_only_active_critical_alerts(api, history, pump, clinic):
     resolved = Alert.objects.create(
-        clinic=clinic, pump=pump, kind="withdrawal_risk", episode="fill:old", severity="critical",
-        created_at=at(2026, 2, 28, 8), resolved_at=at(2026, 3, 2, 9), resolution="a new refill was recorded",
+        clinic=clinic,
+        pump=pump,
+        kind="withdrawal_risk",
+        episode="fill:old",
+        severity="critical",
+        created_at=at(2026, 2, 28, 8),
+        resolved_at=at(2026, 3, 2, 9),
+        resolution="a new refill was recorded",
     )
     warning = Alert.objects.create(
-        clinic=clinic, pump=pump, kind="refill_overdue", episode="fill:w", severity="warning", created_at=at(2026, 4, 20, 7),
+        clinic=clinic,
+        pump=pump,
+        kind="refill_overdue",
+        episode="fill:w",
+        severity="warning",
+        created_at=at(2026, 4, 20, 7),
     )
     bundle = get(api, "Flag", patient=pump.patient_id).json()
     Bundle.model_validate(bundle)

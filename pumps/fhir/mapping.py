@@ -41,7 +41,10 @@ GS1_DI = "http://hl7.org/fhir/NamingSystem/gs1-di"
 FHIR_VERSION = "4.0.1"
 
 BACLOFEN = {"system": RXNORM, "code": "1292", "display": "baclofen"}
-INTRATHECAL = {"coding": [{"system": SNOMED, "code": "72607000", "display": "Intrathecal route"}], "text": "intrathecal"}
+INTRATHECAL = {
+    "coding": [{"system": SNOMED, "code": "72607000", "display": "Intrathecal route"}],
+    "text": "intrathecal",
+}
 ORDERED = {"coding": [{"system": DOSE_RATE_TYPE, "code": "ordered", "display": "Ordered"}]}
 
 DEVICE_TYPE_CODE = "intrathecal-infusion-pump"
@@ -190,7 +193,10 @@ def patient_resource(patient: Patient) -> dict[str, Any]:
         resource["deceasedBoolean"] = True
     if patient.caregiver_phone:
         resource["contact"] = [
-            {"relationship": [{"text": "caregiver"}], "telecom": [{"system": "phone", "value": patient.caregiver_phone}]}
+            {
+                "relationship": [{"text": "caregiver"}],
+                "telecom": [{"system": "phone", "value": patient.caregiver_phone}],
+            }
         ]
     resource["managingOrganization"] = {"display": patient.clinic.name}
     return resource
@@ -238,7 +244,9 @@ def device_resource(pump: Pump) -> dict[str, Any]:
     distinct identifier are not recorded, so they are absent."""
     tz = pump.clinic.tz
     model = pump.model
-    extension: list[dict[str, Any]] = [{"url": extension_url("implanted-on"), "valueDate": pump.implanted_on.isoformat()}]
+    extension: list[dict[str, Any]] = [
+        {"url": extension_url("implanted-on"), "valueDate": pump.implanted_on.isoformat()}
+    ]
     if pump.explanted_on is not None:
         extension.append({"url": extension_url("explanted-on"), "valueDate": pump.explanted_on.isoformat()})
     if pump.expected_end_of_service is not None:
@@ -265,21 +273,33 @@ def device_resource(pump: Pump) -> dict[str, Any]:
             ],
             "modelNumber": model.code,
             "type": {
-                "coding": [{"system": code_system("device-type"), "code": DEVICE_TYPE_CODE, "display": DEVICE_TYPE_DISPLAY}],
+                "coding": [
+                    {"system": code_system("device-type"), "code": DEVICE_TYPE_CODE, "display": DEVICE_TYPE_DISPLAY}
+                ],
                 "text": DEVICE_TYPE_DISPLAY,
             },
             "property": [
                 {
                     "type": {
-                        "coding": [{"system": code_system("device-property"), "code": "reservoir-volume",
-                                    "display": "Reservoir volume"}]
+                        "coding": [
+                            {
+                                "system": code_system("device-property"),
+                                "code": "reservoir-volume",
+                                "display": "Reservoir volume",
+                            }
+                        ]
                     },
                     "valueQuantity": [ml(model.reservoir_ml)],
                 },
                 {
                     "type": {
-                        "coding": [{"system": code_system("device-property"), "code": "low-reservoir-alarm-volume",
-                                    "display": "Low-reservoir alarm volume"}]
+                        "coding": [
+                            {
+                                "system": code_system("device-property"),
+                                "code": "low-reservoir-alarm-volume",
+                                "display": "Low-reservoir alarm volume",
+                            }
+                        ]
                     },
                     "valueQuantity": [ml(pump.low_reservoir_alarm_ml)],
                 },
@@ -454,7 +474,9 @@ def medication_administration_resource(refill: Refill) -> dict[str, Any]:
         if value is not None:
             extension.append({"url": extension_url(name), "valueQuantity": ml(value)})
     extension.append({"url": extension_url("residual-discrepancy-flagged"), "valueBoolean": refill.discrepancy_flagged})
-    extension.append({"url": extension_url("refilled-after-projected-empty"), "valueBoolean": refill.refilled_after_empty})
+    extension.append(
+        {"url": extension_url("refilled-after-projected-empty"), "valueBoolean": refill.refilled_after_empty}
+    )
     extension.append({"url": extension_url("concentration"), "valueQuantity": mcg_per_ml(conc)})
 
     notes = [{"text": f"Concentration {text_num(conc)} ug/mL"}]
@@ -502,7 +524,8 @@ def medication_administration_resource(refill: Refill) -> dict[str, Any]:
     resource["device"] = [device_reference(pump)]
     resource["note"] = notes
     resource["dosage"] = {
-        "text": f"{text_num(refill.added_volume_ml)} mL of baclofen {text_num(conc)} mcg/mL added to the pump reservoir",
+        "text": f"{text_num(refill.added_volume_ml)} mL of baclofen {text_num(conc)} mcg/mL added to the pump "
+        "reservoir",
         "route": INTRATHECAL,
         "dose": ml(refill.added_volume_ml),
     }
@@ -525,8 +548,10 @@ def appointment_resource(appointment: Appointment) -> dict[str, Any]:
         "meta": _meta(appointment.updated_at, tz),
         "status": "entered-in-error" if appointment.is_voided else APPOINTMENT_STATUS[appointment.status],
         "serviceType": [
-            {"coding": [{"system": code_system("appointment-kind"), "code": appointment.kind, "display": label}],
-             "text": label}
+            {
+                "coding": [{"system": code_system("appointment-kind"), "code": appointment.kind, "display": label}],
+                "text": label,
+            }
         ],
         "description": f"Intrathecal pump {label} ({pump.model.code} #{pump.serial_number})",
         "start": instant(appointment.scheduled_for, tz),
@@ -575,8 +600,13 @@ def flag_resource(alert: Alert) -> dict[str, Any]:
         "meta": _meta(last_change, tz),
         "extension": extension,
         "status": "active" if alert.resolved_at is None else "inactive",
-        "category": [{"coding": [{"system": FLAG_CATEGORY, "code": "clinical", "display": "Clinical"}], "text": "clinical"}],
-        "code": {"coding": [{"system": code_system("alert-kind"), "code": alert.kind, "display": label}], "text": label},
+        "category": [
+            {"coding": [{"system": FLAG_CATEGORY, "code": "clinical", "display": "Clinical"}], "text": "clinical"}
+        ],
+        "code": {
+            "coding": [{"system": code_system("alert-kind"), "code": alert.kind, "display": label}],
+            "text": label,
+        },
         "subject": patient_reference(pump.patient),
         "period": period,
     }
@@ -585,8 +615,15 @@ def flag_resource(alert: Alert) -> dict[str, Any]:
 # ------------------------------------------------------------ OperationOutcome
 
 
-ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-               406: "not-supported", 429: "throttled"}
+ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    429: "throttled",
+}
 
 
 def operation_outcome(status_code: int, diagnostics: str) -> dict[str, Any]:

@@ -134,20 +134,32 @@ RESOURCES: dict[str, ResourceType] = {
     r.name: r
     for r in (
         ResourceType(
-            "Patient", lambda: Patient.objects.select_related("clinic"), m.patient_resource,
-            "clinic_id", None, ("id",),
+            "Patient",
+            lambda: Patient.objects.select_related("clinic"),
+            m.patient_resource,
+            "clinic_id",
+            None,
+            ("id",),
             documentation="A patient; the MRN is an identifier of type MR. Search by _id or identifier "
             "(the MRN, optionally system|MRN).",
         ),
         ResourceType(
-            "Device", lambda: Pump.objects.select_related("clinic", "patient", "model"), m.device_resource,
-            "clinic_id", "patient_id", ("id",),
+            "Device",
+            lambda: Pump.objects.select_related("clinic", "patient", "model"),
+            m.device_resource,
+            "clinic_id",
+            "patient_id",
+            ("id",),
             documentation="An implanted (active) or explanted (inactive) intrathecal pump, with the stored "
             "reservoir projection as an extension.",
         ),
         ResourceType(
-            "MedicationRequest", _programs, lambda p: m.medication_request_resource(p, superseded_at=p.superseded_at),
-            "pump__clinic_id", "pump__patient_id", ("effective_at", "id"),
+            "MedicationRequest",
+            _programs,
+            lambda p: m.medication_request_resource(p, superseded_at=p.superseded_at),
+            "pump__clinic_id",
+            "pump__patient_id",
+            ("effective_at", "id"),
             documentation="A pump program: active while in force, completed once superseded, stopped when the "
             "pump was explanted, entered-in-error when voided.",
         ),
@@ -156,12 +168,19 @@ RESOURCES: dict[str, ResourceType] = {
             lambda: Refill.objects.select_related(
                 "pump__clinic", "pump__patient", "pump__model", "performed_by", "drug_product", "program"
             ),
-            m.medication_administration_resource, "pump__clinic_id", "pump__patient_id", ("performed_at", "id"),
+            m.medication_administration_resource,
+            "pump__clinic_id",
+            "pump__patient_id",
+            ("performed_at", "id"),
             documentation="A reservoir refill: dosage.dose is the volume added; device is the pump.",
         ),
         ResourceType(
-            "Appointment", lambda: Appointment.objects.select_related("pump__clinic", "pump__patient", "pump__model"),
-            m.appointment_resource, "pump__clinic_id", "pump__patient_id", ("scheduled_for", "id"),
+            "Appointment",
+            lambda: Appointment.objects.select_related("pump__clinic", "pump__patient", "pump__model"),
+            m.appointment_resource,
+            "pump__clinic_id",
+            "pump__patient_id",
+            ("scheduled_for", "id"),
             documentation="A refill, review or replacement-surgery appointment of a pump.",
         ),
         ResourceType(
@@ -169,7 +188,10 @@ RESOURCES: dict[str, ResourceType] = {
             lambda: Alert.objects.filter(severity=Severity.CRITICAL, pump__isnull=False).select_related(
                 "clinic", "pump__patient", "pump__model"
             ),
-            m.flag_resource, "clinic_id", "pump__patient_id", ("created_at", "id"),
+            m.flag_resource,
+            "clinic_id",
+            "pump__patient_id",
+            ("created_at", "id"),
             search_filter={"resolved_at__isnull": True},
             documentation="A critical alert of a pump. A search finds the active (unresolved) ones; a read "
             "also returns a resolved one, as inactive.",
@@ -243,8 +265,8 @@ def _identifier_filter(values: list[str]) -> Q:
             condition |= Q(mrn=value.strip())
         elif not system:
             condition |= Q(mrn=mrn.strip())
-        elif system.startswith(prefix) and system[len(prefix):]:
-            condition |= Q(clinic__code=system[len(prefix):], mrn=mrn.strip())
+        elif system.startswith(prefix) and system[len(prefix) :]:
+            condition |= Q(clinic__code=system[len(prefix) :], mrn=mrn.strip())
     return condition
 
 
@@ -262,7 +284,9 @@ class SearchView(FHIRView):
             queryset = queryset.filter(pk__in=[int(v) for v in wanted if v.strip().isdigit()])
             used.append(("_id", ",".join(wanted)))
         if "patient" in params and kind.patient_lookup is not None:
-            patients = _ids(params.getlist("patient"), "patient", _PATIENT, "a Patient id, e.g. patient=12 or Patient/12")
+            patients = _ids(
+                params.getlist("patient"), "patient", _PATIENT, "a Patient id, e.g. patient=12 or Patient/12"
+            )
             queryset = queryset.filter(**{f"{kind.patient_lookup}__in": patients})
             used.append(("patient", ",".join(params.getlist("patient"))))
         if "identifier" in params and kind.name == "Patient":
@@ -272,7 +296,7 @@ class SearchView(FHIRView):
         offset = _non_negative(params, "_offset", 0)
 
         total = queryset.count()
-        records = list(queryset.order_by(*kind.order)[offset:offset + count]) if count else []
+        records = list(queryset.order_by(*kind.order)[offset : offset + count]) if count else []
         base = f"{m.base_url()}/{kind.name}"
 
         def link(relation: str, at: int) -> dict[str, str]:
@@ -307,9 +331,7 @@ def capability_statement() -> dict[str, Any]:
     for kind in RESOURCES.values():
         search_params = [{"name": "_id", "type": "token", "documentation": "Logical id (the REST API id)."}]
         if kind.name == "Patient":
-            search_params.append(
-                {"name": "identifier", "type": "token", "documentation": "The MRN, or system|MRN."}
-            )
+            search_params.append({"name": "identifier", "type": "token", "documentation": "The MRN, or system|MRN."})
         else:
             search_params.append(
                 {"name": "patient", "type": "reference", "documentation": "The patient: an id or Patient/<id>."}
