@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import authentication, exceptions, permissions, throttling
 
 from .models import CLINICAL_WRITERS, PROGRAM_WRITERS, ApiClient, Clinic, Membership, hash_token
 
@@ -156,3 +156,21 @@ def can_write_programs(request, clinic: Clinic | int) -> bool:
     """Only a prescriber enters or verifies a program (SPEC 9); a read-write API client
     names the clinician who did."""
     return can_write_clinic(request, clinic, roles=PROGRAM_WRITERS)
+
+
+class ApiClientRateThrottle(throttling.SimpleRateThrottle):
+    """Per-client request rate (``API_THROTTLE_RATE``, e.g. ``600/min``): one API client
+    cannot starve the others; staff sessions are limited per user. Over the rate: 429
+    with ``Retry-After``."""
+
+    scope = "api_client"
+
+    def get_cache_key(self, request, view):
+        client = api_client_of(request)
+        if client is not None:
+            ident = f"client-{client.pk}"
+        elif request.user is not None and getattr(request.user, "is_authenticated", False):
+            ident = f"user-{request.user.pk}"
+        else:
+            ident = f"anon-{self.get_ident(request)}"
+        return self.cache_format % {"scope": self.scope, "ident": ident}

@@ -384,12 +384,17 @@ def read_rows(content: bytes | str) -> tuple[list[str], list[tuple[int, list[str
     return header, rows
 
 
-def _header_errors(header: list[str]) -> list[RowError]:
+def _header_errors(header: list[str], rows: list[tuple[int, list[str]]]) -> list[RowError]:
+    """Unknown, repeated or missing required columns. A column without a name is fine
+    while it is empty (spreadsheets often export a few); one holding values is not."""
     errors = []
     seen = set()
-    for name in header:
+    for index, name in enumerate(header):
         if not name:
-            errors.append(RowError(1, "", "A column has no name: remove it or name it."))
+            if any(index < len(record) and record[index].strip() for _, record in rows):
+                errors.append(
+                    RowError(1, "", f"Column {index + 1} has no name but holds values: name it or remove it.")
+                )
         elif name not in COLUMNS:
             errors.append(RowError(1, name, f"Unknown column. Known columns: {', '.join(COLUMNS)}."))
         elif name in seen:
@@ -430,7 +435,7 @@ def import_clinic_csv(
     now = now or timezone.now()
     header, rows = read_rows(content)
     report = ImportReport(rows=len(rows))
-    report.errors = _header_errors(header)
+    report.errors = _header_errors(header, rows)
     if not rows:
         report.errors.append(RowError(1, "", "The file has no data rows."))
     if report.errors:
@@ -443,7 +448,7 @@ def import_clinic_csv(
 
     with transaction.atomic():
         for number, record in rows:
-            cells = {name: (record[i].strip() if i < len(record) else "") for i, name in enumerate(header)}
+            cells = {name: (record[i].strip() if i < len(record) else "") for i, name in enumerate(header) if name}
             row = _Row(number, cells, clinic)
             if len(record) > len(header) and any(cell.strip() for cell in record[len(header) :]):
                 row.error("", f"This row has {len(record)} cells; the header names {len(header)} columns.")

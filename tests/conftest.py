@@ -77,6 +77,15 @@ D = Decimal
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counts live in the cache; ids repeat across tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _celery_eager(settings):
     """Unit tests run tasks in-process; tests of the real worker turn this off."""
     from clinic.celery import app

@@ -76,7 +76,7 @@ def test_refill_create_documents_request_response_and_errors(clinic):
     assert {"id", "expected_residual_ml", "discrepancy_ml", "discrepancy_flagged", "refilled_after_empty", "flags",
             "volume_after_ml"} <= set(response["properties"])
     assert response["properties"]["discrepancy_ml"]["pattern"] == r"^-?\d+\.\d{3}$"
-    assert set(operation["responses"]) == {"201", "400", "401", "403", "404", "409", "412", "415", "422"}
+    assert set(operation["responses"]) == {"201", "400", "401", "403", "404", "409", "412", "415", "422", "429"}
     headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
     assert headers == {"Idempotency-Key", "If-Match"}
 

@@ -21,7 +21,10 @@ CHECKS = [C.not_a_server_error, C.status_code_conformance, C.content_type_confor
 
 
 @pytest.mark.django_db(transaction=True)
-def test_every_operation_conforms_to_the_schema(live_server, pump, nurse):
+def test_every_operation_conforms_to_the_schema(live_server, pump, nurse, monkeypatch):
+    from clinic.auth import ApiClientRateThrottle
+
+    monkeypatch.setattr(ApiClientRateThrottle, "THROTTLE_RATES", {"api_client": "100000/min"})
     s.record_refill(
         pump=pump, performed_at=datetime(2026, 2, 2, 9, tzinfo=CHICAGO), added_volume_ml=D(36),
         concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse), now=datetime(2026, 2, 2, 10, tzinfo=CHICAGO),

@@ -8,6 +8,8 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.appointment import Appointment as FhirAppointment
 from fhir.resources.R4B.bundle import Bundle
@@ -799,3 +801,15 @@ def test_every_instant_carries_the_clinics_offset(api, history, pump):
                 seen += 1
                 assert value[-6:] in ("-06:00", "-05:00"), (resource_type, key, value)
     assert seen > 20
+
+
+def test_search_query_count_does_not_grow_with_entries(api, history, pump):
+    get(api, "Device")  # the token's last_used_at is stamped on first use
+    for resource_type in ("MedicationRequest", "MedicationAdministration"):
+        counts = []
+        for count in (1, 2):
+            with CaptureQueriesContext(connection) as queries:
+                bundle = get(api, resource_type, patient=pump.patient_id, _count=count).json()
+            assert len(bundle["entry"]) == count
+            counts.append(len(queries.captured_queries))
+        assert counts[0] == counts[1] == 3, resource_type  # token, count, page

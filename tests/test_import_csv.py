@@ -425,3 +425,13 @@ def test_local_times_the_clocks_skipped_or_repeated_are_refused(clinic):
             "2026-02-02 09:00 (local time in America/Chicago).",
         ),
     ]
+
+
+def test_empty_unnamed_columns_are_ignored_but_unnamed_values_are_refused(clinic):
+    text = csv_text(row())
+    header, data = text.splitlines()
+    report = import_clinic_csv(clinic=clinic, content=f"{header},,\n{data},,\n", now=AFTER_REFILL)
+    assert report.errors == []
+    report = import_clinic_csv(clinic=clinic, content=f"{header},\n{data},oops\n", now=AFTER_REFILL)
+    n = len(COLUMNS) + 1
+    assert report.errors == [RowError(1, "", f"Column {n} has no name but holds values: name it or remove it.")]
