@@ -58,7 +58,7 @@ run: migrate
 	echo; \
 	echo "  Admin:         http://$(HOST):$(PORT)/admin/"; \
 	echo "  API docs:      http://$(HOST):$(PORT)/api/v1/docs/   health: http://$(HOST):$(PORT)/health/"; \
-	echo "  Demo sign-in:  demo / demo-pump-clinic"; \
+	echo "  Demo sign-in:  demo / demo-pump-clinic   (roles: lakeshore.rn.hayes nurse, lakeshore.dr.chen prescriber; same password)"; \
 	echo "  Worker log:    var/log/worker.log   beat log: var/log/beat.log   e-mail: var/mail/"; \
 	echo "  Ctrl-C stops the web server, the worker and beat."; \
 	echo; \

@@ -325,9 +325,10 @@ class Demo:
             ClinicClosure.objects.create(clinic=clinic, date=closure, reason="Staff training day")
             nurses, prescribers, verifiers = [], [], []
             for username, first, last, role in spec.staff:
+                # Demo staff share the demo password, to try the app in each role.
                 user = User.objects.create_user(
                     username=username, first_name=first, last_name=last, email=f"{username}@example.org",
-                    password=None,
+                    password=DEMO_PASSWORD,
                 )
                 Membership.objects.create(user=user, clinic=clinic, role=role, receives_alerts=role == Role.NURSE)
                 {Role.NURSE: nurses, Role.PRESCRIBER: prescribers}.get(role, verifiers).append(username)
@@ -1024,3 +1025,7 @@ class Command(BaseCommand):
             "Pump status now: " + ", ".join(f"{s} {statuses[s]}" for s in pj.STATUSES if statuses[s])
         )
         self.stdout.write(self.style.SUCCESS(f"Sign in as '{DEMO_USERNAME}' with password '{DEMO_PASSWORD}'."))
+        self.stdout.write(
+            "To try a role, sign in as a demo staff member with the same password, e.g. "
+            "'lakeshore.rn.hayes' (nurse) or 'lakeshore.dr.chen' (prescriber)."
+        )
