@@ -56,7 +56,7 @@ run: migrate
 	stop() { kill $$worker $$beat 2>/dev/null; wait $$worker $$beat 2>/dev/null; echo "Stopped the worker and beat."; }; \
 	trap stop EXIT; trap 'exit 130' INT TERM; \
 	echo; \
-	echo "  Admin:         http://$(HOST):$(PORT)/admin/"; \
+	echo "  App:           http://$(HOST):$(PORT)/   admin: http://$(HOST):$(PORT)/admin/"; \
 	echo "  API docs:      http://$(HOST):$(PORT)/api/v1/docs/   health: http://$(HOST):$(PORT)/health/"; \
 	echo "  Demo sign-in:  demo / demo-pump-clinic   (roles: lakeshore.rn.hayes nurse, lakeshore.dr.chen prescriber; same password)"; \
 	echo "  Worker log:    var/log/worker.log   beat log: var/log/beat.log   e-mail: var/mail/"; \
