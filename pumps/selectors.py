@@ -148,6 +148,14 @@ def alerting_health(now: datetime) -> AlertingHealth:
     return AlertingHealth(last, last is None or now - last > 3 * interval)
 
 
+def undelivered_notifications(user, limit: int = 50) -> list:
+    """Notifications of the user's clinics that kept failing (SPEC 6: a person is told)."""
+    from .models import Notification
+
+    queryset = scope(Notification.objects.filter(status=Notification.FAILED), user)
+    return list(queryset.select_related("clinic", "alert__pump__patient").order_by("-created_at")[:limit])
+
+
 # ------------------------------------------------------------------------ worklist
 
 

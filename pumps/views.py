@@ -42,6 +42,7 @@ def render_page(request, template: str, context: dict, *, status: int = 200, now
         context["alerting"] = selectors.alerting_health(now)
         context["sweep_interval_minutes"] = settings.ALERT_SWEEP_INTERVAL_SECONDS // 60
         context["nav_admin_clinics"] = selectors.admin_clinics(request.user)
+        context["undelivered"] = selectors.undelivered_notifications(request.user)
     return render(request, template, context, status=status)
 
 

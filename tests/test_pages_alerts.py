@@ -98,3 +98,23 @@ def test_another_clinics_alert_is_not_found(alarm, other_clinic):
         assert signed_in(outsider).post(f"/alerts/{alert.pk}/acknowledge/").status_code == 404
     alert.refresh_from_db()
     assert alert.acknowledged_at is None
+
+
+def test_notifications_that_kept_failing_are_shown_to_staff_of_that_clinic_only(alarm, nurse, other_clinic):
+    from pumps.models import Notification
+
+    alert = Alert.objects.filter(pump=alarm, kind="low_reservoir").first()
+    Notification.objects.create(
+        alert=alert, clinic=alarm.clinic, kind="low_reservoir", recipient="gone@clinic.example", status="failed",
+        attempts=10, last_error="SMTPRecipientsRefused: 550 no such user", next_attempt_at=IN_ALARM,
+        created_at=IN_ALARM,
+    )
+    with travel(IN_ALARM):
+        worklist = text_of(signed_in(nurse).get("/").content.decode())
+        inbox = text_of(signed_in(nurse).get("/alerts/").content.decode())
+        stranger = make_user("olga", other_clinic, "nurse")
+        elsewhere = text_of(signed_in(stranger).get("/").content.decode())
+    assert "1 alert notification could not be delivered." in worklist
+    assert "Notifications that could not be delivered" in inbox
+    assert "low_reservoir MRN MRN001 gone@clinic.example 10 SMTPRecipientsRefused: 550 no such user" in inbox
+    assert "could not be delivered" not in elsewhere
