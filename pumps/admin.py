@@ -224,8 +224,9 @@ class ServiceAdmin(ClinicScopedAdmin):
     write_roles = CLINICAL_WRITERS
 
     def write(self, request, obj, data):
-        """Call the service: ``obj`` is None for an add. Returns the saved record."""
-        raise NotImplementedError
+        """Call the service: ``obj`` is None for an add. Returns the saved record.
+        Each subclass names its service; a subclass without one is a programming error."""
+        raise TypeError(f"{type(self).__name__} must define write()")
 
     def actor(self, request) -> Actor:
         return Actor(request.user, "admin")
