@@ -40,7 +40,9 @@ def health(request):
     stale = checks["database"] != "ok" or alerts.sweep_is_stale(now)
     checks["alert_sweep"] = "ok" if not stale else ("never ran" if last is None else "stale")
     if stale and checks["database"] == "ok":
-        alerts.raise_stalled(now)
+        # The worker may be what stopped: tell the clinic admins from here, synchronously.
+        if alerts.raise_stalled(now):
+            alerts.deliver_due(now, kind="alerting_stalled")
     healthy = all(v == "ok" for v in checks.values())
     body = {
         "status": "ok" if healthy else "error",

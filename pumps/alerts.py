@@ -188,7 +188,8 @@ def wanted_alerts(pump: Pump, now: datetime) -> list[Wanted]:
                           "program not verified by a second clinician within 24 h"))
     if pump.model.mri_behaviour == PumpModel.MRI_INTERROGATE:
         last_reading = Reading.objects.live().filter(pump=pump).order_by("-read_at").values_list("read_at", flat=True).first()
-        mris = Event.objects.live().filter(pump=pump, kind=Event.Kind.MRI, occurred_at__lte=now)
+        # An MRI entered a few minutes ahead of the clock counts too: the check is due after it.
+        mris = Event.objects.live().filter(pump=pump, kind=Event.Kind.MRI)
         if last_reading:
             mris = mris.filter(occurred_at__gt=last_reading)
         for event in mris:
@@ -222,9 +223,12 @@ def evaluate_pump(pump: Pump, now: datetime) -> tuple[int, int]:
             Alert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(
                 resolved_at=now, resolution=reason, next_repeat_at=None
             )
-    existing = set(Alert.objects.filter(pump=pump).values_list("kind", "episode"))
+    existing = {(a.kind, a.episode): a for a in Alert.objects.filter(pump=pump).select_related("clinic")}
     for w in wanted:
-        if (w.kind, w.episode) in existing:
+        known = existing.get((w.kind, w.episode))
+        if known is not None:
+            if known.resolved_at is not None:
+                created_notes += _reopen(known, w, now)
             continue
         alert = _create_alert(pump.clinic, pump, w, now)
         if alert is None:
@@ -232,6 +236,23 @@ def evaluate_pump(pump: Pump, now: datetime) -> tuple[int, int]:
         created_alerts += 1
         created_notes += notify(alert, 0, now)
     return created_alerts, created_notes
+
+
+def _reopen(alert: Alert, w: Wanted, now: datetime) -> int:
+    """The condition came back within the same episode (a reading that had cleared the
+    alarm is overtaken; a refill that had resolved it was voided): the alert opens again
+    and staff are told again, as the next repeat number, so nothing is sent twice."""
+    rule = RULES[alert.kind]
+    number = alert.repeat_count + 1
+    changed = Alert.objects.filter(pk=alert.pk, resolved_at__isnull=False, repeat_count=alert.repeat_count).update(
+        resolved_at=None, resolution="", acknowledged_at=None, acknowledged_by=None, acknowledged_by_external="",
+        repeat_count=number, due_at=w.due_at, message=w.message,
+        next_repeat_at=(now + rule.repeat_every) if rule.repeat_every and rule.emailed else None,
+    )
+    if not changed:
+        return 0
+    alert.refresh_from_db()
+    return notify(alert, number, now)
 
 
 def _create_alert(clinic: Clinic, pump: Pump | None, w: Wanted, now: datetime) -> Alert | None:
@@ -289,13 +310,15 @@ def queue_delivery_on_commit() -> None:
         transaction.on_commit(enqueue_delivery)
 
 
-def process_repeats(now: datetime) -> int:
+def process_repeats(now: datetime, kinds: list[str] | None = None) -> int:
     """Repeat (and escalate) open alerts whose repeat is due. The compare-and-swap on
     ``repeat_count`` lets only one sweep create a given repeat."""
     created = 0
     due = Alert.objects.filter(
         next_repeat_at__lte=now, resolved_at__isnull=True, acknowledged_at__isnull=True
     ).select_related("clinic")
+    if kinds is not None:
+        due = due.filter(kind__in=kinds)
     for alert in due.iterator(chunk_size=CHUNK):
         rule = RULES[alert.kind]
         number = alert.repeat_count + 1
@@ -305,7 +328,9 @@ def process_repeats(now: datetime) -> int:
             and now >= alert.created_at + rule.escalate_after
         )
         with transaction.atomic():
-            changed = Alert.objects.filter(pk=alert.pk, repeat_count=alert.repeat_count).update(
+            changed = Alert.objects.filter(
+                pk=alert.pk, repeat_count=alert.repeat_count, resolved_at__isnull=True, acknowledged_at__isnull=True
+            ).update(
                 repeat_count=number,
                 next_repeat_at=now + rule.repeat_every,
                 **({"escalated_at": now} if escalate else {}),
@@ -325,6 +350,7 @@ def process_repeats(now: datetime) -> int:
 @dataclass
 class SweepResult:
     pumps_checked: int = 0
+    pumps_failed: int = 0
     alerts_created: int = 0
     notifications_created: int = 0
 
@@ -343,21 +369,27 @@ def sweep(now: datetime | None = None) -> SweepResult:
     now = now or timezone.now()
     started = timezone.now()
     result = SweepResult()
+    # Reminders of open critical alerts first: a large backlog of state changes must not
+    # delay them past the task's time limit.
+    result.notifications_created += process_repeats(now)
     ids = list(due_pumps(now).values_list("id", flat=True)[:100_000])
     for start in range(0, len(ids), CHUNK):
-        chunk = ids[start:start + CHUNK]
-        for pump in Pump.objects.filter(id__in=chunk).select_related("clinic", "patient", "model"):
-            with transaction.atomic():
-                locked = Pump.objects.select_for_update(of=("self",)).select_related(
-                    "clinic", "patient", "model").get(pk=pump.pk)
-                if locked.next_change_at is None or locked.next_change_at > now:
-                    continue  # another sweep got here first
-                recompute_pump(locked, now=now)
-                made, notes = evaluate_pump(locked, now)
+        for pump_id in ids[start:start + CHUNK]:
+            try:
+                with transaction.atomic():
+                    locked = Pump.objects.select_for_update(of=("self",)).select_related(
+                        "clinic", "patient", "model").get(pk=pump_id)
+                    if locked.next_change_at is None or locked.next_change_at > now:
+                        continue  # another sweep got here first
+                    recompute_pump(locked, now=now)
+                    made, notes = evaluate_pump(locked, now)
+            except Exception:  # noqa: BLE001 - one broken pump must not stop alerting for all
+                log.exception("sweep: pump %s could not be evaluated; it stays due and is retried", pump_id)
+                result.pumps_failed += 1
+                continue
             result.pumps_checked += 1
             result.alerts_created += made
             result.notifications_created += notes
-    result.notifications_created += process_repeats(now)
     result.notifications_created += queue_digests(now)
     resolve_stalled(now)
     SweepRun.objects.create(
@@ -377,7 +409,12 @@ def queue_digests(now: datetime) -> int:
         local = now.astimezone(clinic.tz)
         if local.hour < clinic.digest_hour:
             continue
+        queued = set(
+            Notification.objects.filter(clinic=clinic, digest_on=local.date()).values_list("recipient", flat=True)
+        )
         for address in recipients_for(clinic):
+            if address in queued:
+                continue
             try:
                 with transaction.atomic():
                     Notification.objects.create(
@@ -393,9 +430,11 @@ def queue_digests(now: datetime) -> int:
 
 
 def digest_context(clinic: Clinic, now: datetime) -> dict:
+    listed = [pj.STATUS_EMPTY, pj.STATUS_ALARM, pj.STATUS_OVERDUE, pj.STATUS_DUE_SOON]
     pumps = (
         Pump.objects.filter(clinic=clinic, explanted_on__isnull=True)
-        .exclude(status__in=[pj.STATUS_INACTIVE, pj.STATUS_INCOMPLETE])
+        # the stored status, or a change the sweep has not reached yet
+        .filter(Q(status__in=listed) | Q(next_change_at__lte=now))
         .select_related("patient", "model", "clinic")
     )
     rows: dict[str, list] = {pj.STATUS_EMPTY: [], pj.STATUS_ALARM: [], pj.STATUS_OVERDUE: [], pj.STATUS_DUE_SOON: []}
@@ -447,6 +486,8 @@ def raise_stalled(now: datetime) -> int:
     intervals, tell every clinic's administrators, once per stall."""
     if not sweep_is_stale(now):
         return 0
+    # The sweep that would repeat this alert is the thing that stopped: repeat it here.
+    repeated = process_repeats(now, kinds=[AlertKind.ALERTING_STALLED])
     last = last_sweep()
     episode = f"since:{last.finished_at.isoformat() if last else 'never'}"
     created = 0
@@ -458,7 +499,7 @@ def raise_stalled(now: datetime) -> int:
             )
             if alert is not None:
                 created += notify(alert, 0, now)
-    return created
+    return created + repeated
 
 
 def resolve_stalled(now: datetime) -> None:
@@ -509,10 +550,13 @@ def deliverable_ids(now: datetime, limit: int = 1000) -> list[int]:
     )
 
 
-def deliver_due(now: datetime | None = None) -> int:
-    """Deliver every due notification; returns how many were sent."""
+def deliver_due(now: datetime | None = None, kind: str | None = None) -> int:
+    """Deliver every due notification (or those of one kind); returns how many were sent."""
     sent = 0
-    for notification_id in deliverable_ids(now or timezone.now()):
+    ids = deliverable_ids(now or timezone.now())
+    if kind is not None:
+        ids = list(Notification.objects.filter(pk__in=ids, kind=kind).values_list("id", flat=True))
+    for notification_id in ids:
         if deliver(notification_id, now=now):
             sent += 1
     return sent

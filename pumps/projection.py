@@ -478,8 +478,10 @@ def next_status_change(
 ) -> datetime | None:
     """The first instant strictly after ``after`` at which something the sweep cares about
     happens: a status change, or one of ``extra_instants`` (e.g. the withdrawal window)."""
-    if not active or not complete:
+    if not active:
         return None
+    if not complete:  # no projection, but scheduled checks (verification, battery) still fall due
+        return min((c for c in extra_instants if c is not None and c > after), default=None)
     candidates = [empty_at, lra_at, *extra_instants]
     if due_on is not None:
         candidates.append(start_of_local_day(due_on - timedelta(days=due_soon_days), tz))

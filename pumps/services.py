@@ -373,7 +373,7 @@ def create_patient(*, clinic: Clinic, actor: Actor, now: datetime | None = None,
 @transaction.atomic
 def update_patient(*, patient: Patient, actor: Actor, now: datetime | None = None, **data) -> Patient:
     now = now or timezone.now()
-    patient = Patient.objects.select_for_update(of=("self",)).select_related("clinic").get(pk=patient.pk)
+    patient = Patient.objects.select_for_update(of=("self",), no_key=True).select_related("clinic").get(pk=patient.pk)
     errors = _patient_errors(data, pj.local_date(now, patient.clinic.tz))
     if "mrn" in data:
         data["mrn"] = str(data["mrn"] or "").strip()
@@ -386,9 +386,10 @@ def update_patient(*, patient: Patient, actor: Actor, now: datetime | None = Non
     _stamp(patient, actor)
     patient.save()
     # High-risk days and patient status change due dates and status of the implanted pump.
-    for pump in Pump.objects.filter(patient=patient).select_related("clinic", "patient", "model"):
-        _lock_pump(pump)
+    for pump_id in Pump.objects.filter(patient=patient).values_list("id", flat=True):
+        pump = _lock_pump(pump_id)
         recompute_pump(pump, now=now)
+        _evaluate_alerts(pump, now)
     return patient
 
 
@@ -418,7 +419,7 @@ def implant_pump(
     now: datetime | None = None,
 ) -> Pump:
     now = now or timezone.now()
-    patient = Patient.objects.select_for_update(of=("self",)).select_related("clinic").get(pk=patient.pk)
+    patient = Patient.objects.select_for_update(of=("self",), no_key=True).select_related("clinic").get(pk=patient.pk)
     errors = _Errors()
     if not str(serial_number or "").strip():
         errors.add("serial_number", "This field may not be blank.")
@@ -781,7 +782,8 @@ def record_refill(
             f"of {_n(capacity)} mL.",
         )
     if added_volume_ml is not None and added_volume_ml > 0:
-        after = residual_left + added_volume_ml - bridge
+        # The reservoir holds residual + added before the bridge bolus leaves it.
+        after = residual_left + added_volume_ml
         if after > capacity:
             errors.add(
                 "added_volume_ml",
@@ -994,6 +996,7 @@ def schedule_appointment(
 @transaction.atomic
 def update_appointment(*, appointment: Appointment, actor: Actor, status: str | None = None,
                        scheduled_for: datetime | None = None, notes: str | None = None) -> Appointment:
+    pump = _lock_pump(appointment.pump_id)
     appointment = Appointment.objects.select_for_update().get(pk=appointment.pk)
     errors = _Errors()
     if status is not None and status not in Appointment.Status.values:
@@ -1009,6 +1012,8 @@ def update_appointment(*, appointment: Appointment, actor: Actor, status: str | 
         appointment.notes = notes
     _stamp(appointment, actor)
     appointment.save()
+    # a cancelled refill appointment brings the due-soon alert back
+    _evaluate_alerts(pump, timezone.now())
     return appointment
 
 

@@ -30,5 +30,5 @@ def watchdog() -> int:
     (a crashing sweep task does not stop this one)."""
     created = alerts.raise_stalled(timezone.now())
     if created:
-        alerts.deliver_due()
+        alerts.deliver_due(kind="alerting_stalled")
     return created

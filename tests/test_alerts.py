@@ -385,3 +385,96 @@ def test_one_delivery_task_per_transaction(filled, monkeypatch, django_capture_o
             alerts.sweep(LRA + timedelta(minutes=40))
     assert Notification.objects.count() >= 4
     assert queued == [1]
+
+
+# ---------------------------------------------------------------- review findings
+
+
+def test_alarm_cleared_by_a_reading_and_reached_again_alerts_again(filled, nurse):
+    first = LRA + timedelta(minutes=40)
+    sweep_and_send(first)
+    # a reading of 6 mL clears the alarm (same fill)...
+    s.record_reading(pump=filled, read_at=first + timedelta(hours=1), reservoir_volume_ml=D("6"),
+                     actor=s.Actor(nurse), now=first + timedelta(hours=1))
+    alert = Alert.objects.get(kind="low_reservoir")
+    assert alert.resolution == "condition cleared"
+    # ...then (6 - 2) / 0.45 = 8.9 days later the alarm volume is reached again
+    again = first + timedelta(hours=1, days=9)
+    sweep_and_send(again)
+    alert.refresh_from_db()
+    assert alert.resolved_at is None and alert.repeat_count == 1
+    low = sent("low_reservoir")
+    assert len(low) == 4
+    assert all(m.subject.endswith("(reminder 1)") for m in low[2:])
+
+
+def test_voiding_the_refill_that_resolved_the_alarm_reopens_it(filled, nurse):
+    now = LRA + timedelta(minutes=40)
+    sweep_and_send(now)
+    refill = s.record_refill(
+        pump=filled, performed_at=now + timedelta(hours=1), extracted_volume_ml=D("1.5"), added_volume_ml=D(36),
+        concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse), now=now + timedelta(hours=1),
+    )
+    assert Alert.objects.get(kind="low_reservoir").resolved_at is not None
+    s.void_record(record=refill, reason="recorded on the wrong pump", actor=s.Actor(nurse), now=now + timedelta(hours=2))
+    alert = Alert.objects.get(kind="low_reservoir")
+    assert alert.resolved_at is None and alert.repeat_count == 1
+    alerts.deliver_due(now + timedelta(hours=2))
+    assert len(sent("low_reservoir")) == 4
+
+
+def test_marking_the_patient_high_risk_raises_the_overdue_alert_at_once(filled, nurse):
+    now = datetime(2026, 4, 5, 12, tzinfo=CHICAGO)  # due 04-10 normally, 04-03 when high risk
+    s.update_patient(patient=filled.patient, actor=s.Actor(nurse), withdrawal_high_risk=True, now=now)
+    assert Alert.objects.filter(kind="refill_overdue").count() == 1
+
+
+def test_deceased_patient_resolves_alerts_and_stops_reminders(filled, nurse):
+    now = LRA + timedelta(minutes=40)
+    sweep_and_send(now)
+    s.update_patient(patient=filled.patient, actor=s.Actor(nurse), status="deceased", now=now + timedelta(hours=1))
+    assert set(Alert.objects.values_list("resolution", flat=True)) == {"patient not active"}
+    sweep_and_send(now + timedelta(hours=8))
+    assert len(sent("low_reservoir")) == 2
+
+
+def test_mri_entered_minutes_ahead_of_the_clock_still_needs_its_check(filled, nurse):
+    now = datetime(2026, 3, 2, 8, tzinfo=CHICAGO)
+    s.record_event(pump=filled, kind="mri", occurred_at=now + timedelta(minutes=3), actor=s.Actor(nurse), now=now)
+    assert Alert.objects.filter(kind="post_mri_check").count() == 1
+
+
+def test_one_broken_pump_does_not_stop_the_sweep(filled, clinic, nurse, monkeypatch):
+    from tests.factories import make_patient, make_pump
+
+    other = make_pump(make_patient(clinic, mrn="MRN002"), serial="SN-0002")
+    s.record_refill(
+        pump=other, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse),
+        program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)), now=WRITE_NOW,
+    )
+    real = s.recompute_pump
+
+    def broken(pump, **kwargs):
+        if pump.pk == filled.pk:
+            raise ValueError("corrupt history")
+        return real(pump, **kwargs)
+
+    monkeypatch.setattr("pumps.services.recompute_pump", broken)
+    result = alerts.sweep(LRA + timedelta(minutes=40))
+    assert (result.pumps_failed, result.pumps_checked) == (1, 1)
+    assert SweepRun.objects.count() == 1
+    assert Alert.objects.filter(pump=other, kind="low_reservoir").exists()
+
+
+def test_stalled_alerting_emails_admins_from_health_without_a_worker_and_repeats_hourly(client, clinic):
+    from django.utils import timezone as tz
+
+    make_user("ada", clinic, "admin", email="ada@clinic.example")
+    assert client.get("/health/").status_code == 503
+    stalled = [m for m in mail.outbox if m.extra_headers["X-Clinic-Alert-Kind"] == "alerting_stalled"]
+    assert [m.to for m in stalled] == [["ada@clinic.example"]]
+    assert stalled[0].subject == "[CRITICAL] Alerting stalled"
+    alerts.raise_stalled(tz.now() + timedelta(minutes=59))
+    alerts.raise_stalled(tz.now() + timedelta(hours=1, minutes=1))
+    alerts.deliver_due(tz.now() + timedelta(hours=1, minutes=1), kind="alerting_stalled")
+    assert len([m for m in mail.outbox if m.extra_headers["X-Clinic-Alert-Kind"] == "alerting_stalled"]) == 2

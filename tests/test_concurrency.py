@@ -89,3 +89,24 @@ def test_two_writers_with_the_same_if_match_one_gets_412(pump, nurse, monkeypatc
     assert kinds == ["error", "ok"], results
     assert isinstance(next(v for k, v in results if k == "error"), s.PreconditionFailed)
     assert Pump.objects.get(pk=pump.pk).version == version + 1
+
+
+def test_a_refill_and_a_patient_edit_at_once_both_succeed_without_deadlock(pump, nurse, monkeypatch):
+    """The patient row is locked FOR NO KEY UPDATE: the refill's foreign-key check (KEY
+    SHARE on the patient) does not wait for it, so the two cannot deadlock."""
+    actor = s.Actor(nurse)
+
+    def refill():
+        return s.record_refill(
+            pump=Pump.objects.get(pk=pump.pk), performed_at=datetime(2026, 2, 2, 9, tzinfo=CHICAGO),
+            added_volume_ml=D(36), concentration_mcg_per_ml=D(1000), actor=actor, now=NOW,
+            program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
+        )
+
+    def edit_patient():
+        from pumps.models import Patient
+
+        return s.update_patient(patient=Patient.objects.get(pk=pump.patient_id), actor=actor, phone="555-0199", now=NOW)
+
+    results = _race(monkeypatch, [refill, edit_patient])
+    assert [kind for kind, _ in results] == ["ok", "ok"], results

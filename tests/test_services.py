@@ -69,11 +69,13 @@ def test_next_change_is_the_due_soon_window_then_the_overdue_day(pump, actor, pr
     assert pump.next_change_at == datetime(2026, 4, 3, 0, 0, tzinfo=CHICAGO)
 
 
-def test_pump_without_records_is_incomplete_and_never_swept(pump):
+def test_pump_without_records_is_incomplete_and_swept_only_for_scheduled_checks(pump):
     pump.refresh_from_db()
     assert pump.status == "incomplete"
-    assert pump.next_change_at is None
     assert pump.low_reservoir_alarm_at is None
+    # end of service 2033-01-15: the 180-day battery check falls due at local midnight
+    # of 2032-07-19 (CDT), even without a projection
+    assert pump.next_change_at == datetime(2032, 7, 19, 0, 0, tzinfo=CHICAGO)
 
 
 def test_refill_without_any_program_leaves_pump_incomplete(pump, actor):
@@ -300,6 +302,9 @@ def test_void_needs_a_reason(pump, actor):
         ({"performed_at": datetime(2026, 2, 2, 9, 0)}, "performed_at",
          "Datetime has no offset: give one (for example 2026-02-02T09:00:00-06:00 or Z)."),
         ({"bridge_bolus_ml": D("-0.5")}, "bridge_bolus_ml", "Must be zero or more."),
+        # the reservoir holds 40.5 mL before the bridge bolus leaves it
+        ({"added_volume_ml": D("40.5"), "bridge_bolus_ml": D("0.5")}, "added_volume_ml",
+         "The volume after the refill (40.5 mL) exceeds the reservoir capacity of 40 mL."),
     ],
 )
 def test_first_fill_validation(pump, actor, kwargs, field, message):
