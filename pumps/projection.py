@@ -373,6 +373,22 @@ def _volume_at(segments: Iterable[_Segment], v0: Fraction, at: datetime, worst: 
     return volume
 
 
+def _segments_until_empty(
+    programs: Sequence[Program], tz: tzinfo, t0: datetime, end: datetime, v0: Fraction, at: datetime
+) -> list[_Segment]:
+    """Segments from ``t0`` until the *expected* volume is spent (worst case empties no
+    later) and ``at`` is covered: a flex program need not be unrolled over two years when
+    the reservoir empties in weeks."""
+    out: list[_Segment] = []
+    expected_left = v0
+    for seg in _segments(programs, tz, t0, end):
+        out.append(seg)
+        expected_left -= seg.expected_ml_per_us * _us(seg.end - seg.start)
+        if expected_left <= 0 and seg.end >= at:
+            break
+    return out
+
+
 # ------------------------------------------------------------------------ anchor
 
 
@@ -522,7 +538,7 @@ def project(
     v0 = anchor.volume_ml
     alarm = Fraction(pump.alarm_volume_ml)
     thresholds = {"lra": alarm, "empty": Fraction(0)}
-    segments = list(_segments(programs, tz, t0, max(horizon, at)))
+    segments = _segments_until_empty(programs, tz, t0, max(horizon, at), v0, at)
     within = [s for s in segments if s.start < horizon]
     worst = _crossings(within, v0, thresholds, True, t0)
     expected = _crossings(within, v0, thresholds, False, t0)
