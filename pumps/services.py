@@ -406,6 +406,15 @@ def _end_of_service(implanted_on: date, battery_months: int | None) -> date | No
     return date(year, month, day)
 
 
+def _check_alarm_volume(errors: _Errors, alarm: Decimal | None, model: PumpModel) -> None:
+    if alarm is None:
+        return
+    if alarm < 0:
+        errors.add("low_reservoir_alarm_ml", "Must be zero or more.")
+    elif alarm >= model.reservoir_ml:
+        errors.add("low_reservoir_alarm_ml", f"Must be below the reservoir capacity of {_n(model.reservoir_ml)} mL.")
+
+
 @transaction.atomic
 def implant_pump(
     *,
@@ -425,14 +434,7 @@ def implant_pump(
         errors.add("serial_number", "This field may not be blank.")
     if implanted_on > pj.local_date(now, patient.clinic.tz):
         errors.add("implanted_on", "The implant date is in the future.")
-    if low_reservoir_alarm_ml is not None:
-        if low_reservoir_alarm_ml < 0:
-            errors.add("low_reservoir_alarm_ml", "Must be zero or more.")
-        elif low_reservoir_alarm_ml >= model.reservoir_ml:
-            errors.add(
-                "low_reservoir_alarm_ml",
-                f"Must be below the reservoir capacity of {_n(model.reservoir_ml)} mL.",
-            )
+    _check_alarm_volume(errors, low_reservoir_alarm_ml, model)
     if Pump.objects.filter(patient=patient, explanted_on__isnull=True).exists():
         errors.add(
             "patient",
@@ -471,15 +473,7 @@ def update_pump(
     now = now or timezone.now()
     pump = _lock_pump(pump, if_match)
     errors = _Errors()
-    alarm = data.get("low_reservoir_alarm_ml")
-    if alarm is not None:
-        if alarm < 0:
-            errors.add("low_reservoir_alarm_ml", "Must be zero or more.")
-        elif alarm >= pump.model.reservoir_ml:
-            errors.add(
-                "low_reservoir_alarm_ml",
-                f"Must be below the reservoir capacity of {_n(pump.model.reservoir_ml)} mL.",
-            )
+    _check_alarm_volume(errors, data.get("low_reservoir_alarm_ml"), pump.model)
     if "serial_number" in data and not str(data["serial_number"] or "").strip():
         errors.add("serial_number", "This field may not be blank.")
     errors.raise_if_any()
