@@ -36,6 +36,7 @@ from .models import (
     Event,
     Notification,
     Patient,
+    PatientAccess,
     Program,
     Pump,
     PumpModel,
@@ -656,3 +657,28 @@ class SweepRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# ------------------------------------------------------------------- access audit
+
+
+@admin.register(PatientAccess)
+class PatientAccessAdmin(ReadOnly, ClinicScoped, admin.ModelAdmin):
+    """Who viewed which patient record, when, through which channel (SPEC 9). The log is
+    read-only: nothing here adds, changes or deletes a row."""
+
+    list_display = ("at", "patient", "clinic", "who", "channel", "path")
+    list_filter = ("clinic", "channel", ("at", admin.DateFieldListFilter))
+    search_fields = ("patient__mrn", "user__username", "api_client__name")
+    list_select_related = ("patient", "clinic", "user", "api_client__clinic")
+    date_hierarchy = "at"
+    fields = ("at", "patient", "clinic", "user", "api_client", "channel", "path")
+    readonly_fields = fields
+
+    @admin.display(description="viewed by")
+    def who(self, obj: PatientAccess) -> str:
+        if obj.user is not None:
+            return obj.user.get_username()
+        if obj.api_client is not None:
+            return f"API client {obj.api_client.name}"
+        return "—"

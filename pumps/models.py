@@ -585,3 +585,38 @@ class SweepRun(models.Model):
 
     def __str__(self) -> str:
         return f"sweep finished {self.finished_at:%Y-%m-%d %H:%M:%S}"
+
+
+# ------------------------------------------------------------------- access audit
+
+
+class PatientAccess(models.Model):
+    """Who viewed which patient record, when and how (SPEC 9): one row per read of a
+    patient's page or pump page, of the API's patient detail, or of the FHIR Patient.
+    Written by ``pumps.access.record_patient_access``; never changed nor deleted."""
+
+    PAGE = "page"
+    API = "api"
+    FHIR = "fhir"
+    CHANNELS = [(PAGE, "staff page"), (API, "REST API"), (FHIR, "FHIR")]
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="accesses")
+    clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="patient_accesses")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    api_client = models.ForeignKey(
+        "clinic.ApiClient", null=True, blank=True, on_delete=models.PROTECT, related_name="patient_accesses"
+    )
+    channel = models.CharField(max_length=8, choices=CHANNELS)
+    path = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = "patient record access"
+        verbose_name_plural = "patient record accesses"
+
+    def __str__(self) -> str:
+        who = self.user or self.api_client or "unknown"
+        return f"{who} viewed patient #{self.patient_id} ({self.channel}) at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -22,6 +22,7 @@ from clinic.models import AlertRecipient, Clinic, ClinicClosure
 
 from . import alerts, charts, forms, selectors, services
 from . import projection as pj
+from .access import record_patient_access
 from .calendar import appointment_ics
 from .models import Alert, AlertKind, Appointment, Event, Program, Reading, Refill, Severity
 
@@ -100,6 +101,7 @@ def worklist(request):
 @require_GET
 def patient_detail(request, pk: int):
     data = selectors.patient_page(request.user, pk, timezone.now())
+    record_patient_access(request, data.patient, "page")
     return render_page(request, "pumps/patient.html", {"data": data, "patient": data.patient,
                                                         "clinic": data.patient.clinic, "can": data.permissions})
 
@@ -139,6 +141,7 @@ def pump_charts(page: selectors.PumpPage, now: datetime) -> dict:
 def pump_detail(request, pk: int):
     now = timezone.now()
     page = selectors.pump_page(request.user, pk, now)
+    record_patient_access(request, page.pump.patient, "page")
     context = {
         "data": page, "pump": page.pump, "patient": page.pump.patient, "clinic": page.pump.clinic,
         "p": page.projection, "can": page.permissions, "charts": pump_charts(page, now),

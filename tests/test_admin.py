@@ -99,7 +99,7 @@ def url(model, view: str, *args) -> str:
 # ------------------------------------------------------------------ every page
 
 
-READ_ONLY_MODELS = {"Alert", "Notification", "SweepRun"}
+READ_ONLY_MODELS = {"Alert", "Notification", "SweepRun", "PatientAccess"}
 
 
 @pytest.mark.parametrize(
@@ -110,6 +110,8 @@ def test_admin_pages_load_for_a_superuser(admin_client, records, superuser, mode
     assert admin_client.get(url(model, "changelist")).status_code == 200
     expected_add = 403 if model.__name__ in READ_ONLY_MODELS else 200
     assert admin_client.get(url(model, "add")).status_code == expected_add
+    if model.__name__ == "PatientAccess":  # the access log fills as patient records are viewed
+        assert admin_client.get(reverse("patient", args=[records["patient"].pk])).status_code == 200
     obj = model.objects.order_by("pk").first()
     if model.__name__ != "SweepRun":  # no sweep has run in this test
         assert obj is not None, f"no {model.__name__} to open"

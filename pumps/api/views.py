@@ -43,6 +43,7 @@ from clinic.auth import (
 from clinic.models import Clinic
 from pumps import projection as pj
 from pumps import services
+from pumps.access import record_patient_access
 from pumps.models import Appointment, Patient, Program, Pump, Reading, Refill
 
 from . import filters
@@ -257,6 +258,11 @@ class PatientViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveMode
 
     def base_queryset(self):
         return Patient.objects.select_related("clinic")
+
+    def retrieve(self, request, pk=None):
+        patient = self.get_object()
+        record_patient_access(request, patient, "api")
+        return Response(self.get_serializer(patient).data)
 
     def _clinic_for_create(self, request, named):
         if named is not None:

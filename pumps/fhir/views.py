@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from clinic.auth import IsClinicMember, detach_principal, visible_clinic_ids
+from pumps.access import record_patient_access
 from pumps.models import Alert, Appointment, Patient, Program, Pump, Refill, Severity
 
 from . import mapping as m
@@ -226,6 +227,8 @@ class ReadView(FHIRView):
         record = _scoped(request, kind).filter(pk=int(pk)).first() if pk.isdigit() else None
         if record is None:
             raise exceptions.NotFound(f"{resource_type}/{pk} was not found.")
+        if kind.name == "Patient":
+            record_patient_access(request, record, "fhir")
         return Response(kind.to_resource(record))
 
 

@@ -490,6 +490,8 @@ class Demo:
         for i, (at, spec) in enumerate(zip(times, specs, strict=True)):
             new = i == 0 or spec.delivery() != previous.delivery() or bool(spec.override)
             bridge = Decimal("0.25") if i > 0 and spec.conc != previous.conc else None
+            if bridge:  # the reservoir holds fill + bridge before the bolus leaves it
+                plan.fills[i] = min(plan.fills[i], plan.model.reservoir_ml - bridge)
             plan.refills.append(
                 RefillPlan(at=at, spec=spec, fill_ml=plan.fills[i], new_program=new, bridge_ml=bridge,
                            discrepancy=draws["discrepancy"].get(i, 0))
