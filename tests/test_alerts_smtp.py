@@ -208,3 +208,72 @@ def test_a_real_celery_worker_on_redis_delivers_the_outbox(smtp_port, settings):
         except subprocess.TimeoutExpired:
             worker.kill()
         controller.stop()
+
+
+class SlowFirstInbox(Inbox):
+    """Holds the first message for a long time (the worker is killed meanwhile)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = True
+
+    async def handle_DATA(self, server, session, envelope):
+        import asyncio
+
+        if self.first:
+            self.first = False
+            await asyncio.sleep(60)
+            return "451 too late"
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_send_loses_no_alert(smtp_port, settings):
+    """A real worker is killed (SIGKILL) while it sends: the claimed notification goes
+    stale and is delivered by the next delivery run (at-least-once)."""
+    url = _redis_url()
+    if not url:
+        require_service("Redis broker", "set CELERY_BROKER_URL=redis://... to run the worker test")
+    import signal
+
+    from clinic.celery import app
+
+    queue = f"kill-{os.getpid()}-{int(time.time())}"
+    pump = low_reservoir_pump()
+    inbox = SlowFirstInbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    env = {**_subprocess_env(smtp_port), "CELERY_BROKER_URL": url, "CELERY_TASK_DEFAULT_QUEUE": queue}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "clinic", "worker", "--pool=solo", "-Q", queue,
+         "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "warning"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        app.conf.task_always_eager = False
+        app.conf.task_default_queue = queue
+        app.conf.broker_url = url
+        # the sweep commits alerts and notifications (the outbox), then queues delivery
+        alerts.sweep(timezone.now())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not Notification.objects.filter(status="sending").exists():
+            time.sleep(0.2)
+        stuck = Notification.objects.get(status="sending")
+        worker.send_signal(signal.SIGKILL)  # dies between claiming and recording
+        worker.wait(timeout=20)
+        assert inbox.messages == []
+        # the next delivery run after the claim went stale sends what the dead worker held
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", smtp_port, 5
+        alerts.deliver_due(timezone.now() + alerts.STALE_CLAIM + timedelta(minutes=1))
+        stuck.refresh_from_db()
+        assert stuck.status == "sent"
+        assert stuck.recipient in [r[0] for r, _ in inbox.messages]
+        assert Notification.objects.filter(alert__pump=pump).exclude(status="sent").count() == 0
+    finally:
+        app.conf.task_default_queue = "celery"
+        app.conf.broker_url = settings.CELERY_BROKER_URL
+        if worker.poll() is None:
+            worker.kill()
+        controller.stop()
