@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -72,6 +74,12 @@ def exception_handler(exc, context):
         return Response({"detail": exc.message, "code": exc.code}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, PreconditionFailed):
         return Response({"detail": exc.message, "code": "stale_version"}, status=status.HTTP_412_PRECONDITION_FAILED)
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1_000_000
+        return Response(
+            {"non_field_errors": [f"The request body is too large (at most {limit:g} MB)."]},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, exceptions.ParseError):
         # Malformed JSON is a 400 like any other bad input: same shape.
         return Response({"non_field_errors": [str(exc.detail)]}, status=status.HTTP_400_BAD_REQUEST)

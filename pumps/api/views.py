@@ -67,27 +67,37 @@ class DecimalJSONParser(JSONParser):
             data = json.load(codecs.getreader(encoding)(stream), parse_float=Decimal, parse_constant=strict_constant)
         except ValueError as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
         _reject_unstorable_text(data)
         return data
 
 
-def _reject_unstorable_text(value) -> None:
+MAX_JSON_DEPTH = 32
+
+
+def _reject_unstorable_text(data) -> None:
     """NUL characters and lone surrogates cannot be stored (PostgreSQL text is UTF-8
-    without NUL): refuse them at the door rather than fail at the database."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise exceptions.ParseError("JSON parse error - strings must not contain NUL (\\u0000) characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise exceptions.ParseError("JSON parse error - strings must not contain lone surrogates") from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _reject_unstorable_text(key)
-            _reject_unstorable_text(item)
-    elif isinstance(value, list):
-        for item in value:
-            _reject_unstorable_text(item)
+    without NUL): refuse them at the door rather than fail at the database. No request of
+    this API nests deeper than a few levels: refuse absurd nesting too. Iterative, so a
+    deep document cannot exhaust the stack here."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise exceptions.ParseError(f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise exceptions.ParseError("JSON parse error - strings must not contain NUL (\\u0000) characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise exceptions.ParseError("JSON parse error - strings must not contain lone surrogates") from None
+        elif isinstance(value, dict):
+            stack.extend((key, depth + 1) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def actor_for(request) -> services.Actor:
