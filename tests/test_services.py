@@ -759,3 +759,36 @@ def test_reading_validation(pump, actor):
         )
     assert errors_of(exc) == {"reservoir_volume_ml": ["Exceeds the reservoir capacity of 40 mL."]}
     assert Reading.objects.count() == 0
+
+
+@pytest.mark.parametrize("model_name", [
+    "Patient", "Pump", "Program", "Refill", "Reading", "Event", "Appointment", "Alert", "DrugProduct", "PumpModel",
+])
+def test_every_clinical_table_keeps_an_audit_history(model_name):
+    from pumps import models
+
+    model = getattr(models, model_name)
+    history = model.history.model
+    assert {"history_user", "history_date", "history_type", "history_change_reason"} <= {
+        f.name for f in history._meta.get_fields()
+    }
+
+
+def test_each_service_write_is_stamped_with_the_user_and_time(pump, nurse, prescriber):
+    actor = s.Actor(nurse)
+    refill = first_fill(pump, actor)
+    reading = s.record_reading(pump=pump, read_at=datetime(2026, 3, 1, 9, tzinfo=CHICAGO),
+                               reservoir_volume_ml=D("20"), actor=actor, now=NOW)
+    event = s.record_event(pump=pump, kind="mri", occurred_at=datetime(2026, 3, 2, 9, tzinfo=CHICAGO), actor=actor,
+                           now=NOW)
+    appointment = s.schedule_appointment(pump=pump, scheduled_for=datetime(2026, 4, 9, 10, tzinfo=CHICAGO),
+                                         actor=actor, now=NOW)
+    program = Program.objects.get(refill=refill)
+    s.verify_program(program=program, actor=s.Actor(prescriber), now=NOW)
+    s.void_record(record=reading, reason="wrong pump", actor=actor, now=NOW)
+    for record, user in ((refill, nurse), (event, nurse), (appointment, nurse), (program, prescriber),
+                         (reading, nurse)):
+        latest = record.history.first()
+        assert latest.history_user == user, record
+        assert latest.history_date is not None
+    assert reading.history.first().history_change_reason == "void"
