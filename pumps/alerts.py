@@ -51,7 +51,8 @@ log = logging.getLogger("pumps.alerts")
 SWEEP_INTERVAL = timedelta(seconds=getattr(settings, "ALERT_SWEEP_INTERVAL_SECONDS", 300))
 STALE_CLAIM = timedelta(minutes=10)
 MAX_ATTEMPTS = 10
-CHUNK = 500
+CHUNK = 500  # pumps per transaction batch, and per task when the sweep fans out
+MAX_DUE_PER_SWEEP = 100_000
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,7 @@ def process_repeats(now: datetime, kinds: list[str] | None = None) -> int:
 class SweepResult:
     pumps_checked: int = 0
     pumps_failed: int = 0
+    chunks_queued: int = 0
     alerts_created: int = 0
     notifications_created: int = 0
 
@@ -361,18 +363,41 @@ def due_pumps(now: datetime):
     return Pump.objects.filter(next_change_at__lte=now).order_by("next_change_at", "id")
 
 
-def sweep(now: datetime | None = None) -> SweepResult:
+def sweep(now: datetime | None = None, *, fan_out: bool = False) -> SweepResult:
     """One sweep: refresh due pumps, create alerts, repeats and digests, and record the
-    heartbeat. The same code runs from beat and from ``manage.py run_alert_sweep``."""
-    from .services import recompute_pump
-
+    heartbeat. The same code runs from beat and from ``manage.py run_alert_sweep``; with
+    ``fan_out`` (beat) a due set larger than one chunk is split into tasks."""
     now = now or timezone.now()
     started = timezone.now()
     result = SweepResult()
     # Reminders of open critical alerts first: a large backlog of state changes must not
     # delay them past the task's time limit.
     result.notifications_created += process_repeats(now)
-    ids = list(due_pumps(now).values_list("id", flat=True)[:100_000])
+    ids = list(due_pumps(now).values_list("id", flat=True)[:MAX_DUE_PER_SWEEP])
+    if fan_out and len(ids) > CHUNK:
+        # Scale out: each chunk is a task that any worker (on any machine) may take. The
+        # per-pump lock and the next_change_at re-check keep the exactly-once rules.
+        from .tasks import sweep_chunk
+
+        for start in range(0, len(ids), CHUNK):
+            sweep_chunk.delay(ids[start:start + CHUNK], now.isoformat())
+        result.chunks_queued = -(-len(ids) // CHUNK)
+    else:
+        sweep_pumps(ids, now, result)
+    result.notifications_created += queue_digests(now)
+    resolve_stalled(now)
+    SweepRun.objects.create(
+        started_at=started, finished_at=timezone.now(), pumps_checked=result.pumps_checked,
+        alerts_created=result.alerts_created, notifications_created=result.notifications_created,
+    )
+    return result
+
+
+def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None) -> SweepResult:
+    """Refresh the given due pumps and create their alerts, one transaction per pump."""
+    from .services import recompute_pump
+
+    result = result or SweepResult()
     for start in range(0, len(ids), CHUNK):
         for pump_id in ids[start:start + CHUNK]:
             try:
@@ -390,12 +415,6 @@ def sweep(now: datetime | None = None) -> SweepResult:
             result.pumps_checked += 1
             result.alerts_created += made
             result.notifications_created += notes
-    result.notifications_created += queue_digests(now)
-    resolve_stalled(now)
-    SweepRun.objects.create(
-        started_at=started, finished_at=timezone.now(), pumps_checked=result.pumps_checked,
-        alerts_created=result.alerts_created, notifications_created=result.notifications_created,
-    )
     return result
 
 

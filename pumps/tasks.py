@@ -9,9 +9,21 @@ from . import alerts
 @shared_task(name="pumps.sweep", ignore_result=True)
 def run_sweep() -> dict:
     """Beat runs this every 5 minutes: the sweep, then delivery of the outbox."""
-    result = alerts.sweep()
+    result = alerts.sweep(fan_out=True)
     deliver_pending.delay()
-    return {"pumps_checked": result.pumps_checked, "alerts_created": result.alerts_created}
+    return {"pumps_checked": result.pumps_checked, "alerts_created": result.alerts_created,
+            "chunks_queued": result.chunks_queued}
+
+
+@shared_task(name="pumps.sweep_chunk", ignore_result=True)
+def sweep_chunk(pump_ids: list[int], now_iso: str) -> int:
+    """One chunk of a large due set: pump ids and the sweep's instant (ISO 8601)."""
+    from datetime import datetime
+
+    result = alerts.sweep_pumps(pump_ids, datetime.fromisoformat(now_iso))
+    if result.notifications_created:
+        deliver_pending.delay()
+    return result.pumps_checked
 
 
 @shared_task(name="pumps.deliver_pending", ignore_result=True)

@@ -478,3 +478,28 @@ def test_stalled_alerting_emails_admins_from_health_without_a_worker_and_repeats
     alerts.raise_stalled(tz.now() + timedelta(hours=1, minutes=1))
     alerts.deliver_due(tz.now() + timedelta(hours=1, minutes=1), kind="alerting_stalled")
     assert len([m for m in mail.outbox if m.extra_headers["X-Clinic-Alert-Kind"] == "alerting_stalled"]) == 2
+
+
+def test_a_large_due_set_fans_out_into_chunk_tasks_with_the_same_result(filled, clinic, nurse, monkeypatch):
+    from tests.factories import make_patient, make_pump
+
+    for n in (2, 3):
+        other = make_pump(make_patient(clinic, mrn=f"MRN00{n}"), serial=f"SN-000{n}")
+        s.record_refill(
+            pump=other, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000),
+            actor=s.Actor(nurse), now=WRITE_NOW,
+            program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
+        )
+    monkeypatch.setattr(alerts, "CHUNK", 2)
+    queued = []
+    from pumps import tasks
+
+    real_delay = tasks.sweep_chunk.delay
+    monkeypatch.setattr(tasks.sweep_chunk, "delay", lambda ids, at: (queued.append(list(ids)), real_delay(ids, at)))
+    now = LRA + timedelta(minutes=40)
+    result = alerts.sweep(now, fan_out=True)
+    assert result.chunks_queued == 2
+    assert sorted(len(chunk) for chunk in queued) == [1, 2]
+    # the chunks ran (eagerly here, on any worker in production): one alert per pump
+    assert Alert.objects.filter(kind="low_reservoir").count() == 3
+    assert alerts.sweep(now, fan_out=True).chunks_queued == 0  # nothing due any more

@@ -73,9 +73,10 @@ def redis_server():
 def broker(redis_server):
     from clinic.celery import app
 
-    saved = {k: app.conf[k] for k in ("broker_url", "task_always_eager", "task_publish_retry",
+    saved = {k: app.conf[k] for k in ("broker_url", "broker_write_url", "task_always_eager", "task_publish_retry",
                                       "broker_connection_timeout", "broker_transport_options")}
-    app.conf.broker_url = f"redis://127.0.0.1:{redis_server.port}/0"
+    # broker_write_url wins over broker_url when the settings set one (CELERY_BROKER_URL)
+    app.conf.broker_url = app.conf.broker_write_url = f"redis://127.0.0.1:{redis_server.port}/0"
     app.conf.task_always_eager = False
     app.conf.task_publish_retry = False
     app.conf.broker_connection_timeout = 1
@@ -91,6 +92,7 @@ def _reset_pool(app):
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
+    app.amqp._producer_pool = None  # as Celery does after a fork
 
 
 def test_redis_down_during_a_refill_write_then_back(
