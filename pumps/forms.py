@@ -56,6 +56,8 @@ class LocalDateTimeField(forms.DateTimeField):
                     continue
             if naive is None:
                 raise forms.ValidationError("Enter a date and time (YYYY-MM-DD HH:MM).", code="invalid")
+        if not 1900 <= naive.year <= 2999:
+            raise forms.ValidationError("Enter a date between the years 1900 and 2999.", code="invalid")
         return localize(naive, self.tz)
 
     def prepare_value(self, value):

@@ -323,7 +323,7 @@ AUDIT_SKIP = {"id", "created_at", "updated_at", "version", "entered_at"}
 AUDIT_LIMIT = 200
 
 
-def _audit_value(value, users: dict, products: dict, attname: str) -> str:
+def _audit_value(value, users: dict, products: dict, attname: str, tz=None) -> str:
     if value is None or value == "":
         return "—"
     if attname.endswith("_by_id") or attname == "acknowledged_by_id":
@@ -336,8 +336,8 @@ def _audit_value(value, users: dict, products: dict, attname: str) -> str:
         return f"{value.normalize():f}"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="minutes")
+    if isinstance(value, datetime):  # in the clinic's zone, like every time on the page
+        return (value.astimezone(tz) if tz is not None else value).isoformat(timespec="minutes")
     return str(value)
 
 
@@ -377,8 +377,8 @@ def _audit(pump: Pump, patient: Patient) -> list[AuditEntry]:
             for f in fields:
                 old, new = getattr(before, f.attname, None), getattr(r, f.attname, None)
                 if old != new:
-                    changes.append((f.verbose_name, _audit_value(old, users, products, f.attname),
-                                    _audit_value(new, users, products, f.attname)))
+                    changes.append((f.verbose_name, _audit_value(old, users, products, f.attname, pump.clinic.tz),
+                                    _audit_value(new, users, products, f.attname, pump.clinic.tz)))
             if not changes:
                 previous[key] = r
                 continue

@@ -65,10 +65,12 @@ def pump_url(pump, anchor: str = "") -> str:
 
 
 def _int_or_none(value: str | None) -> int | None:
+    """An id from a query string; anything else (or out of the database's range) is None."""
     try:
-        return int(value) if value else None
+        number = int(value) if value else None
     except ValueError:
         return None
+    return number if number is not None and 0 < number < 2**31 else None
 
 
 @login_required
@@ -508,6 +510,7 @@ def worksheet(request, pk: int):
     now = timezone.now()
     sheet = selectors.worksheet(request.user, pk, now, _int_or_none(request.GET.get("appointment")))
     page = sheet.page
+    record_patient_access(request, page.pump.patient, "page")
     context = {"sheet": sheet, "data": page, "pump": page.pump, "patient": page.pump.patient,
                "clinic": page.pump.clinic, "p": sheet.at_visit, "current": page.program_in_force,
                "last_refill": page.live_refills[-1] if page.live_refills else None}

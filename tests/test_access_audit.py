@@ -139,14 +139,17 @@ def test_fhir_patient_read_is_logged(clinic, patient, pump):
     assert log() == [(patient.pk, clinic.pk, None, api_client.pk, "fhir", f"/fhir/r4/Patient/{patient.pk}", VIEWED_AT)]
 
 
-def test_fhir_searches_and_other_resources_do_not_log(clinic, patient, pump, other_patient):
-    api, _ = token_client(clinic, write=False)
-    assert api.get("/fhir/r4/Patient", {"_id": patient.pk}).json()["total"] == 1
-    assert api.get("/fhir/r4/Patient", {"identifier": "MRN001"}).json()["total"] == 1
+def test_fhir_patient_search_logs_each_patient_returned_other_resources_do_not(clinic, patient, pump, other_patient):
+    api, api_client = token_client(clinic, write=False)
     assert api.get(f"/fhir/r4/Device/{pump.pk}").status_code == 200
     assert api.get("/fhir/r4/Device", {"patient": patient.pk}).status_code == 200
     assert api.get(f"/fhir/r4/Patient/{other_patient.pk}").status_code == 404
     assert log() == []
+    # an MRN lookup returns the patient's record: it is an access like a read by id
+    assert api.get("/fhir/r4/Patient", {"identifier": "MRN001"}).json()["total"] == 1
+    assert [(row[0], row[3], row[4], row[5]) for row in log()] == [
+        (patient.pk, api_client.pk, "fhir", "/fhir/r4/Patient")
+    ]
 
 
 # ----------------------------------------------------------------------- helper

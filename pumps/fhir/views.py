@@ -238,11 +238,14 @@ class ReadView(FHIRView):
 _PATIENT = re.compile(r"(?:(?:.*/)?Patient/)?(\d+)")
 
 
+MAX_ID = 2**63 - 1  # the database's 64-bit keys
+
+
 def _ids(values: list[str], name: str, pattern: re.Pattern, example: str) -> list[int]:
     ids = []
     for value in ",".join(values).split(","):
         match = pattern.fullmatch(value.strip())
-        if not match:
+        if not match or int(match.group(1)) > MAX_ID:
             raise _bad(f"{name}={value}: give {example}.")
         ids.append(int(match.group(1)))
     return ids
@@ -252,7 +255,7 @@ def _non_negative(params, name: str, default: int, maximum: int | None = None) -
     raw = params.get(name)
     if raw in (None, ""):
         return default
-    if not raw.strip().isdigit():
+    if not re.fullmatch(r"[0-9]{1,9}", raw.strip()):
         raise _bad(f"{name}={raw}: give a whole number, 0 or more.")
     value = int(raw)
     return min(value, maximum) if maximum is not None else value
@@ -284,7 +287,9 @@ class SearchView(FHIRView):
 
         if "_id" in params:
             wanted = [v for v in ",".join(params.getlist("_id")).split(",") if v.strip()]
-            queryset = queryset.filter(pk__in=[int(v) for v in wanted if v.strip().isdigit()])
+            queryset = queryset.filter(
+                pk__in=[int(v) for v in wanted if re.fullmatch(r"[0-9]{1,18}", v.strip())]
+            )
             used.append(("_id", ",".join(wanted)))
         if "patient" in params and kind.patient_lookup is not None:
             patients = _ids(
@@ -318,6 +323,9 @@ class SearchView(FHIRView):
             "total": total,
             "link": links,
         }
+        if kind.name == "Patient":
+            for record in records:  # a search that returns patients shows their records
+                record_patient_access(request, record, "fhir")
         if records:
             bundle["entry"] = [
                 {"fullUrl": f"{base}/{record.pk}", "resource": kind.to_resource(record), "search": {"mode": "match"}}
