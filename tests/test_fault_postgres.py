@@ -75,7 +75,7 @@ def own_postgres():
     folder = tempfile.mkdtemp(prefix="pgfault-")
     shutil.chown(folder, "postgres", "postgres")
     data, port = os.path.join(folder, "data"), _free_port()
-    as_pg = f"su postgres -s /bin/sh -c"
+    as_pg = "su postgres -s /bin/sh -c"
     subprocess.run(f"{as_pg} '{bindir}/initdb -D {data} -A trust -U postgres'", shell=True, check=True,
                    capture_output=True)
     ctl = (f"{as_pg} '{bindir}/pg_ctl -D {data} -l {folder}/log "

@@ -19,7 +19,15 @@ from pumps.models import Appointment, Event, Program, Pump, Reading, Refill
 from . import serializers as s
 from .filters import AwareDateTimeFilter, VoidableFilterSet
 from .idempotency import idempotent
-from .views import ScopedViewMixin, VoidMixin, _errors, actor_for, require_write, void_action, write_schema
+from .views import (
+    ScopedViewMixin,
+    VoidMixin,
+    _errors,
+    actor_for,
+    require_write,
+    void_action,
+    write_schema,
+)
 
 # ---------------------------------------------------------------------------- events
 
