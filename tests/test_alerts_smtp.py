@@ -14,6 +14,8 @@ from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
 
+from unittest.mock import patch
+
 import pytest
 from aiosmtpd.controller import Controller
 from django.db import connection
@@ -253,8 +255,14 @@ def test_worker_killed_mid_send_loses_no_alert(smtp_port, settings):
         app.conf.task_always_eager = False
         app.conf.task_default_queue = queue
         app.conf.broker_url = url
-        # the sweep commits alerts and notifications (the outbox), then queues delivery
-        alerts.sweep(timezone.now())
+        # the sweep commits alerts and notifications (the outbox); delivery is queued on a
+        # connection of its own so that the test does not depend on pooled connections
+        with patch.object(alerts, "queue_delivery_on_commit", lambda: None):
+            alerts.sweep(timezone.now())
+        from pumps.tasks import deliver_pending
+
+        with app.connection_for_write() as conn:
+            deliver_pending.apply_async(connection=conn, queue=queue)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not Notification.objects.filter(status="sending").exists():
             time.sleep(0.2)

@@ -88,11 +88,15 @@ def broker(redis_server):
 
 
 def _reset_pool(app):
-    """Forget pooled broker connections so the new broker settings apply."""
+    """Forget pooled broker connections and producers so the new broker settings apply
+    (and later tests get fresh ones, not pools closed here)."""
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None  # as Celery does after a fork
+    pools.reset()
 
 
 def test_redis_down_during_a_refill_write_then_back(
