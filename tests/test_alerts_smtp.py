@@ -13,7 +13,6 @@ from decimal import Decimal as D
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
-
 from unittest.mock import patch
 
 import pytest
