@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from decimal import Decimal as D
@@ -216,12 +217,14 @@ class SlowFirstInbox(Inbox):
     def __init__(self):
         super().__init__()
         self.first = True
+        self.holding = threading.Event()  # set once the first message is being held
 
     async def handle_DATA(self, server, session, envelope):
         import asyncio
 
         if self.first:
             self.first = False
+            self.holding.set()
             await asyncio.sleep(60)
             return "451 too late"
         return await super().handle_DATA(server, session, envelope)
@@ -266,6 +269,8 @@ def test_worker_killed_mid_send_loses_no_alert(smtp_port, settings):
         while time.monotonic() < deadline and not Notification.objects.filter(status="sending").exists():
             time.sleep(0.2)
         stuck = Notification.objects.get(status="sending")
+        # kill only once the worker is inside the SMTP DATA phase (claimed, mid-send)
+        assert inbox.holding.wait(60), "the worker never reached the SMTP server"
         worker.send_signal(signal.SIGKILL)  # dies between claiming and recording
         worker.wait(timeout=20)
         assert inbox.messages == []
