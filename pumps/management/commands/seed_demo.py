@@ -24,6 +24,7 @@ random, phone numbers are in the ranges reserved for fiction (US 555-01xx, UK Of
 
 from __future__ import annotations
 
+import argparse
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,14 +35,25 @@ from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from clinic.models import AlertRecipient, Clinic, ClinicClosure, Membership, Role
 from pumps import alerts, services
 from pumps import projection as pj
-from pumps.models import Appointment, DrugProduct, Event, Patient, Program, Pump, PumpModel
+from pumps.models import (
+    Alert,
+    Appointment,
+    DrugProduct,
+    Event,
+    Patient,
+    Program,
+    Pump,
+    PumpModel,
+    Reading,
+    Refill,
+)
 from pumps.services import Actor, ProgramInput
 
 DEMO_USERNAME = "demo"
@@ -138,6 +150,60 @@ CLINICS = (
             ("thames.dr.maitland", "Iain", "Maitland", Role.PRESCRIBER),
             ("thames.dr.rahman", "Farah", "Rahman", Role.PRESCRIBER),
             ("thames.pharm.doyle", "Ciara", "Doyle", Role.PHARMACIST),
+        ),
+    ),
+)
+
+
+#: At scale (``--bulk``) two more clinics join, so that the network spans a southern-
+#: hemisphere zone (daylight saving in the other half of the year) and a mountain zone.
+EXTRA_CLINICS = (
+    ClinicSpec(
+        code="harbour",
+        name="Harbour Intrathecal Therapy Clinic",
+        timezone="Australia/Sydney",
+        alert_emails=("itb-alerts@harbour.example.org",),
+        mrn_prefix="HB",
+        phone_format="+61 2 5550 01{:02d}",  # ACMA's range for drama
+        products={500: "lioresal-500", 1000: "baclofen-compounded", 2000: "lioresal-2000"},
+        given_names=(
+            "Jack", "Charlotte", "William", "Olivia", "Thomas", "Isla", "Lachlan", "Chloe", "Ethan", "Zoe",
+            "Cooper", "Ruby", "Mason", "Matilda", "Aarav", "Ella", "Hamish", "Grace", "Kai", "Lily",
+        ),
+        family_names=(
+            "Smith", "Jones", "Williams", "Brown", "Wilson", "Taylor", "Nguyen", "Johnson", "Martin", "White",
+            "Anderson", "Walker", "Thompson", "Harris", "Ryan", "Tran", "Kelly", "King", "Singh", "Lee",
+        ),
+        staff=(
+            ("harbour.rn.mcgrath", "Tess", "McGrath", Role.NURSE),
+            ("harbour.rn.ivanov", "Nadia", "Ivanov", Role.NURSE),
+            ("harbour.dr.wong", "Felix", "Wong", Role.PRESCRIBER),
+            ("harbour.dr.osei", "Ama", "Osei", Role.PRESCRIBER),
+            ("harbour.pharm.ross", "Ian", "Ross", Role.PHARMACIST),
+        ),
+    ),
+    ClinicSpec(
+        code="rockies",
+        name="Front Range Spasticity Center",
+        timezone="America/Denver",
+        alert_emails=("pump-alerts@rockies.example.org",),
+        mrn_prefix="FR",
+        phone_format="+1 303-555-01{:02d}",
+        products={500: "gablofen-500", 1000: "gablofen-1000", 2000: "gablofen-2000"},
+        given_names=(
+            "Ethan", "Ava", "Logan", "Abigail", "Wyatt", "Madison", "Diego", "Chloe", "Caleb", "Natalie",
+            "Jose", "Sarah", "Austin", "Leah", "Ryan", "Hailey", "Isaac", "Savannah", "Eli", "Brooke",
+        ),
+        family_names=(
+            "Martinez", "Sanchez", "Romero", "Baker", "Young", "Allen", "Hernandez", "Scott", "Torres", "Hill",
+            "Ramirez", "Flores", "Green", "Adams", "Nelson", "Carter", "Mitchell", "Roberts", "Turner", "Chavez",
+        ),
+        staff=(
+            ("rockies.rn.bauer", "Kim", "Bauer", Role.NURSE),
+            ("rockies.rn.salazar", "Rosa", "Salazar", Role.NURSE),
+            ("rockies.dr.hart", "Megan", "Hart", Role.PRESCRIBER),
+            ("rockies.dr.begay", "Nathan", "Begay", Role.PRESCRIBER),
+            ("rockies.pharm.kline", "Owen", "Kline", Role.PHARMACIST),
         ),
     ),
 )
@@ -268,6 +334,8 @@ class Context:
 class Demo:
     """Builds the demo data; ``run()`` writes it through the services."""
 
+    clinic_specs: tuple[ClinicSpec, ...] = CLINICS
+
     def __init__(self, *, pumps: int, seed: int, now: datetime):
         self.pumps = pumps
         self.seed = seed
@@ -313,7 +381,7 @@ class Demo:
     def create_clinics(self) -> list[Context]:
         User = get_user_model()
         contexts = []
-        for spec in CLINICS:
+        for spec in self.clinic_specs:
             clinic = Clinic.objects.create(code=spec.code, name=spec.name, timezone=spec.timezone)
             for email in spec.alert_emails:
                 AlertRecipient.objects.create(clinic=clinic, email=email)
@@ -766,10 +834,10 @@ class Demo:
 
     # ----------------------------------------------------------------- scenarios
 
-    def slots(self) -> list[tuple[int, str, dict]]:
-        """(clinic index, scenario, features) for every pump: the special cases first, so
-        that even a small demo shows every status and each kind of history."""
-        special = [
+    def special_slots(self) -> list[tuple[int, str, dict]]:
+        """(clinic index, scenario, features) of the special cases, written first so that
+        even a small demo shows every status and each kind of history."""
+        return [
             (0, pj.STATUS_ALARM, {"model": "8637-40", "max_rate": Fraction(2, 5), "alarm_reported": True,
                                   "urgent_appointment": True}),
             (1, pj.STATUS_EMPTY, {"model": "8637-20", "max_rate": Fraction(1, 2)}),
@@ -784,8 +852,27 @@ class Demo:
             (0, pj.STATUS_DUE_SOON, {"bolus": True, "unverified": True, "recent_mri": True, "model": "8637-40",
                                      "override_at": 2, "refills": 4, "origin": Patient.Origin.CEREBRAL}),
         ]
+
+    @staticmethod
+    def random_features(rng: random.Random, scenario: str) -> dict:
+        """The features of an ordinary pump aimed at ``scenario``."""
+        features = {
+            "flex": rng.random() < 0.2,
+            "bolus": rng.random() < 0.15,
+            "concentration_change": rng.random() < 0.12,
+            "high_risk": rng.random() < 0.08,
+            "discrepancy": rng.choice((-1, 1)) if rng.random() < 0.08 else 0,
+            "appointment": 0.6 if scenario == pj.STATUS_DUE_SOON else 0.2,
+            "override_at": 3 if rng.random() < 0.04 else None,
+        }
+        if scenario in (pj.STATUS_ALARM, pj.STATUS_EMPTY):
+            features.update(flex=False, bolus=False, max_rate=Fraction(1, 2))
+        return features
+
+    def slots(self) -> list[tuple[int, str, dict]]:
+        """(clinic index, scenario, features) for every pump: the special cases first."""
         result, used = [], 0
-        for clinic_index, scenario, features in special:
+        for clinic_index, scenario, features in self.special_slots():
             result.append((clinic_index, scenario, features))
             used += 2 if scenario == "replaced" else 1
         slot = 0
@@ -793,17 +880,7 @@ class Demo:
             rng = random.Random(f"pumpclinic-demo:{self.seed}:random:{slot}")
             slot += 1
             scenario = rng.choices(*zip(*RANDOM_TARGETS, strict=True))[0]
-            features = {
-                "flex": rng.random() < 0.2,
-                "bolus": rng.random() < 0.15,
-                "concentration_change": rng.random() < 0.12,
-                "high_risk": rng.random() < 0.08,
-                "discrepancy": rng.choice((-1, 1)) if rng.random() < 0.08 else 0,
-                "appointment": 0.6 if scenario == pj.STATUS_DUE_SOON else 0.2,
-                "override_at": 3 if rng.random() < 0.04 else None,
-            }
-            if scenario in (pj.STATUS_ALARM, pj.STATUS_EMPTY):
-                features.update(flex=False, bolus=False, max_rate=Fraction(1, 2))
+            features = self.random_features(rng, scenario)
             result.append((0 if rng.random() < 0.55 else 1, scenario, features))
             used += 1
         return result
@@ -942,6 +1019,7 @@ class Demo:
         """Refresh the pump as of the reference time and check that it has the status its
         plan was built for (a mismatch would be a bug in this command, not in the data)."""
         pump = self.refresh(pump)
+        self.last_pump = pump
         self.counts["pumps"] += 1
         self.counts[f"status:{pump.status}"] += 1
         if pump.status != planned:
@@ -977,6 +1055,100 @@ class Demo:
                 now=booked_at,
             )
 
+#: At scale, the status mix of a real network: most pumps are fine, a few are due, an
+#: alarm is rare (each one is an emergency somebody is already handling).
+BULK_TARGETS = (
+    (pj.STATUS_OK, 700),
+    (pj.STATUS_DUE_SOON, 170),
+    (pj.STATUS_OVERDUE, 50),
+    (pj.STATUS_ALARM, 4),
+    (pj.STATUS_EMPTY, 2),
+    (pj.STATUS_INCOMPLETE, 20),
+    ("explanted", 54),
+)
+#: Planned histories per clinic and status that the copies are made from.
+TEMPLATES_PER_CLINIC = (
+    (pj.STATUS_OK, 6), (pj.STATUS_DUE_SOON, 3), (pj.STATUS_OVERDUE, 2), (pj.STATUS_ALARM, 1), (pj.STATUS_EMPTY, 1),
+    (pj.STATUS_INCOMPLETE, 1), ("explanted", 1),
+)
+#: Share of the network's pumps in each clinic (in the order of CLINICS + EXTRA_CLINICS).
+CLINIC_WEIGHTS = (35, 25, 25, 15)
+BULK_FROM = 1000  # --pumps at or above this use the bulk path
+
+
+class BulkDemo(Demo):
+    """Synthetic data at scale (PostgreSQL). The special pumps, one pump with more than ten
+    years of history and a few planned histories per clinic and status (the templates) are
+    written through the services, exactly as the small demo; every other pump is a copy of
+    a template's records for a new patient, made by the database (``pumps.demo_clone``)."""
+
+    clinic_specs = CLINICS + EXTRA_CLINICS
+
+    def run(self) -> dict:
+        from pumps.demo_clone import Copy, copy_pumps
+
+        contexts = self.create_clinics()
+        user = self.create_demo_user(contexts)
+        slots = self.special_slots() + [
+            # a long history: the pump page must stay fast with more than ten years of records
+            (0, pj.STATUS_OK, {"model": "8637-40", "refills": 45, "bolus": True, "reading_rate": 0.4,
+                               "high_risk": False}),
+        ]
+        for index, (clinic_index, scenario, features) in enumerate(slots):
+            rng = random.Random(f"pumpclinic-demo:{self.seed}:pump:{index}")
+            self.write_scenario(contexts[clinic_index], rng, scenario, dict(features))
+        templates: dict[tuple[int, str], list[Pump]] = {}
+        for clinic_index, ctx in enumerate(contexts):
+            for scenario, count in TEMPLATES_PER_CLINIC:
+                for n in range(count):
+                    rng = random.Random(f"pumpclinic-demo:{self.seed}:template:{ctx.spec.code}:{scenario}:{n}")
+                    self.write_scenario(ctx, rng, scenario, self.random_features(rng, scenario))
+                    templates.setdefault((clinic_index, scenario), []).append(self.last_pump)
+        remaining = self.pumps - self.counts["pumps"]
+        if remaining < 0:
+            raise CommandError(f"--pumps must be at least {self.counts['pumps']} for the bulk path.")
+        open_alerts = set(
+            Alert.objects.filter(pump__in=[p for ps in templates.values() for p in ps], resolved_at__isnull=True)
+            .values_list("pump_id", flat=True)
+        )
+        rng = random.Random(f"pumpclinic-demo:{self.seed}:copies")
+        scenarios, weights = zip(*BULK_TARGETS, strict=True)
+        copies = []
+        for _ in range(remaining):
+            clinic_index = rng.choices(range(len(contexts)), CLINIC_WEIGHTS)[0]
+            ctx = contexts[clinic_index]
+            template = rng.choice(templates[(clinic_index, rng.choices(scenarios, weights)[0])])
+            copies.append(Copy(
+                template_id=template.pk, patient=self.copy_patient(ctx, rng, template.patient),
+                serial_number=self.serial_for(template.model, rng), due_now=template.pk in open_alerts,
+            ))
+            self.counts["pumps"] += 1
+            self.counts[f"status:{template.status}"] += 1
+        copy_pumps(copies, now=self.now)
+        self.counts["refills"] = Refill.objects.filter(pump__clinic__in=[c.clinic for c in contexts]).count()
+        self.counts["readings"] = Reading.objects.filter(pump__clinic__in=[c.clinic for c in contexts]).count()
+        self.counts["awaiting_sweep"] = sum(c.due_now for c in copies)
+        return {"user": user, "clinics": [c.clinic for c in contexts], "counts": self.counts}
+
+    def copy_patient(self, ctx: Context, rng: random.Random, template: Patient) -> dict:
+        """A new synthetic patient like the template's (origin, risk, status)."""
+        ctx.patients += 1
+        origin = template.spasticity_origin
+        age = rng.randint(8, 45) if origin == Patient.Origin.CEREBRAL else rng.randint(19, 82)
+        return {
+            "clinic_id": ctx.clinic.pk,
+            "mrn": f"{ctx.spec.mrn_prefix}{100000 + ctx.patients * 7 + rng.randint(0, 6)}",
+            "family_name": rng.choice(ctx.spec.family_names),
+            "given_name": rng.choice(ctx.spec.given_names),
+            "birth_date": self.day - timedelta(days=age * 365 + rng.randint(0, 364)),
+            "spasticity_origin": origin,
+            "withdrawal_high_risk": template.withdrawal_high_risk,
+            "high_risk_reason": template.high_risk_reason,
+            "phone": ctx.spec.phone_format.format(rng.randint(0, 99)),
+            "caregiver_phone": ctx.spec.phone_format.format(rng.randint(0, 99)) if rng.random() < 0.4 else "",
+            "status": template.status,
+        }
+
 
 class Command(BaseCommand):
     help = (
@@ -995,8 +1167,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--if-empty", action="store_true", help="Do nothing when any clinic exists (for make run)."
         )
+        parser.add_argument(
+            "--bulk", action=argparse.BooleanOptionalAction, default=None,
+            help=f"Four clinics, and most pumps copies of planned histories made by the database (PostgreSQL); "
+            f"the default from --pumps {BULK_FROM} on.",
+        )
 
-    def handle(self, *args, pumps, seed, now, if_empty, **options):
+    def handle(self, *args, pumps, seed, now, if_empty, bulk=None, **options):
         if if_empty and Clinic.objects.exists():
             self.stdout.write("Clinics already exist: demo data not created.")
             return
@@ -1008,13 +1185,19 @@ class Command(BaseCommand):
                 raise CommandError("--now must be an ISO 8601 date and time with an offset, e.g. 2026-03-01T12:00:00Z.")
         else:
             moment = timezone.now()
-        existing = list(Clinic.objects.filter(code__in=[c.code for c in CLINICS]).values_list("code", flat=True))
+        bulk = pumps >= BULK_FROM if bulk is None else bulk
+        if bulk and connection.vendor != "postgresql":
+            raise CommandError(
+                f"The bulk path (--pumps {BULK_FROM} or more, or --bulk) needs PostgreSQL (DATABASE_URL=postgres://...)."
+            )
+        codes = [c.code for c in CLINICS + EXTRA_CLINICS]
+        existing = list(Clinic.objects.filter(code__in=codes).values_list("code", flat=True))
         if existing:
             raise CommandError(f"Demo clinics already exist ({', '.join(existing)}): use an empty database.")
         if not PumpModel.objects.exists():
             raise CommandError("The pump catalog is empty: run 'manage.py migrate' first.")
         with transaction.atomic():
-            result = Demo(pumps=pumps, seed=seed, now=moment).run()
+            result = (BulkDemo if bulk else Demo)(pumps=pumps, seed=seed, now=moment).run()
         counts = result["counts"]
         statuses = {s: counts[f"status:{s}"] for s in pj.STATUSES}
         for clinic in result["clinics"]:
@@ -1026,6 +1209,11 @@ class Command(BaseCommand):
         self.stdout.write(
             "Pump status now: " + ", ".join(f"{s} {statuses[s]}" for s in pj.STATUSES if statuses[s])
         )
+        if counts["awaiting_sweep"]:
+            self.stdout.write(
+                f"{counts['awaiting_sweep']} copied pumps have alerts to raise: the next sweep raises them "
+                "(manage.py run_alert_sweep, or the worker within 5 minutes)."
+            )
         self.stdout.write(self.style.SUCCESS(f"Sign in as '{DEMO_USERNAME}' with password '{DEMO_PASSWORD}'."))
         self.stdout.write(
             "To try a role, sign in as a demo staff member with the same password, e.g. "

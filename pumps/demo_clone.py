@@ -1,0 +1,134 @@
+"""Copies of recorded pump histories for new patients, made by the database.
+
+``seed_demo`` at scale records a few dozen planned histories through the services (the
+templates: validation, audit, stored projection, alerts) and then gives every other
+synthetic patient a copy of one of them. The copies are made here with ``COPY`` and
+``INSERT ... SELECT`` on PostgreSQL: 100,000 pumps with their refills, programs,
+readings, events and appointments in seconds rather than hours.
+
+A copy has the template's records and stored projection (the same history gives the same
+projection) under a new patient, pump and serial number. Its audit history is not copied:
+the copies are synthetic data, not clinical changes. A copy whose template has open
+alerts is marked due (``next_change_at`` = the seeding instant), so that the first sweep
+raises its alerts as it would after an import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection, models
+
+from .models import Appointment, Event, Patient, Program, Pump, Reading, Refill
+
+#: Records copied with each pump, in an order that satisfies the foreign keys.
+CHILDREN: tuple[type[models.Model], ...] = (Refill, Program, Reading, Event, Appointment)
+
+
+@dataclass(frozen=True)
+class Copy:
+    template_id: int  # the pump whose history is copied
+    patient: dict  # Patient field name -> value (no id; clinic_id included)
+    serial_number: str
+    due_now: bool  # the template has open alerts: the first sweep raises them for the copy
+
+
+def _columns(model: type[models.Model]) -> list[str]:
+    return [f.column for f in model._meta.concrete_fields]
+
+
+def _qn(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _sequence(model: type[models.Model]) -> str:
+    return f"pg_get_serial_sequence('{model._meta.db_table}', 'id')"
+
+
+def _allocate(cursor, model: type[models.Model], count: int) -> list[int]:
+    cursor.execute(f"SELECT nextval({_sequence(model)}) FROM generate_series(1, %s)", [count])
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _copy_rows(cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+    names = ", ".join(_qn(c) for c in columns)
+    with cursor.copy(f"COPY {_qn(table)} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def copy_pumps(copies: Sequence[Copy], *, now: datetime) -> list[int]:
+    """Create the patients and pumps of ``copies`` with every record of their templates;
+    returns the new pump ids. Runs inside the caller's transaction (PostgreSQL only)."""
+    if connection.vendor != "postgresql":
+        raise RuntimeError("copying pump histories in bulk needs PostgreSQL")
+    if not copies:
+        return []
+    with connection.cursor() as wrapper:
+        cursor = wrapper.cursor  # the driver's cursor, for COPY
+        patient_ids = _allocate(cursor, Patient, len(copies))
+        pump_ids = _allocate(cursor, Pump, len(copies))
+
+        fields = [f for f in Patient._meta.concrete_fields if f.column != "id"]
+        _copy_rows(
+            cursor, Patient._meta.db_table, ["id"] + [f.column for f in fields],
+            ([pid] + [c.patient[f.attname] if f.attname in c.patient else _default(f, now) for f in fields]
+             for pid, c in zip(patient_ids, copies, strict=True)),
+        )
+
+        cursor.execute(
+            "CREATE TEMP TABLE seed_pump_map (template_id bigint, new_id bigint, patient_id bigint, "
+            "serial_number varchar(64), due_now boolean) ON COMMIT DROP"
+        )
+        _copy_rows(
+            cursor, "seed_pump_map", ["template_id", "new_id", "patient_id", "serial_number", "due_now"],
+            ((c.template_id, new, pid, c.serial_number, c.due_now)
+             for new, pid, c in zip(pump_ids, patient_ids, copies, strict=True)),
+        )
+        cursor.execute("CREATE INDEX ON seed_pump_map (template_id)")
+        cursor.execute("ANALYZE seed_pump_map")
+
+        overrides = {
+            "id": "m.new_id",
+            "patient_id": "m.patient_id",
+            "serial_number": "m.serial_number",
+            "next_change_at": "CASE WHEN m.due_now THEN %(now)s ELSE t.next_change_at END",
+        }
+        _insert_select(cursor, Pump, overrides, "seed_pump_map m JOIN {table} t ON t.id = m.template_id", now)
+
+        for model in CHILDREN:
+            table = model._meta.db_table
+            mapping = f"seed_map_{table}"
+            cursor.execute(
+                f"CREATE TEMP TABLE {mapping} ON COMMIT DROP AS "
+                f"SELECT t.id AS old_id, m.new_id AS pump_id, nextval({_sequence(model)}) AS new_id "
+                f"FROM seed_pump_map m JOIN {_qn(table)} t ON t.pump_id = m.template_id ORDER BY m.new_id, t.id"
+            )
+            overrides = {"id": "x.new_id", "pump_id": "x.pump_id"}
+            source = f"{mapping} x JOIN {{table}} t ON t.id = x.old_id"
+            if model is Program:
+                # a program saved with a refill points at the copy of that refill
+                overrides["refill_id"] = "r.new_id"
+                source += " LEFT JOIN seed_map_pumps_refill r ON r.old_id = t.refill_id AND r.pump_id = x.pump_id"
+            elif model is Refill:
+                cursor.execute(f"CREATE INDEX ON {mapping} (old_id, pump_id)")
+            _insert_select(cursor, model, overrides, source, now)
+    return pump_ids
+
+
+def _default(field: models.Field, now: datetime):
+    if field.attname in ("created_at", "updated_at"):
+        return now
+    return field.get_default()
+
+
+def _insert_select(cursor, model: type[models.Model], overrides: dict[str, str], source: str, now: datetime) -> None:
+    table = _qn(model._meta.db_table)
+    columns = _columns(model)
+    select = ", ".join(overrides.get(c, f"t.{_qn(c)}") for c in columns)
+    cursor.execute(
+        f"INSERT INTO {table} ({', '.join(_qn(c) for c in columns)}) SELECT {select} FROM {source.format(table=table)}",
+        {"now": now},
+    )
