@@ -174,6 +174,9 @@ class Pump(models.Model):
 
     # stored projection (worst case unless named expected)
     status = models.CharField(max_length=12, default=pj.STATUS_INCOMPLETE, db_index=True)
+    #: The rank of ``status`` in the worklist's order (0 = empty ... 6 = inactive), kept with
+    #: it so that the worklist's order is an index scan, not a sort of every pump.
+    urgency = models.PositiveSmallIntegerField(default=pj.STATUSES.index(pj.STATUS_INCOMPLETE), editable=False)
     low_reservoir_alarm_at = models.DateTimeField(null=True, blank=True)
     empty_at = models.DateTimeField(null=True, blank=True)
     expected_low_reservoir_alarm_at = models.DateTimeField(null=True, blank=True)
@@ -186,7 +189,7 @@ class Pump(models.Model):
     )
     projected_at = models.DateTimeField(null=True, blank=True)
 
-    history = HistoricalRecords(excluded_fields=["projected_at", "next_change_at"])
+    history = HistoricalRecords(excluded_fields=["projected_at", "next_change_at", "urgency"])
 
     class Meta:
         ordering = ["id"]
@@ -205,6 +208,16 @@ class Pump(models.Model):
             models.Index(fields=["next_change_at"], name="pump_next_change_idx"),
             models.Index(fields=["clinic", "status", "refill_due_on"], name="pump_worklist_idx"),
             models.Index(fields=["clinic", "serial_number"], name="pump_serial_idx"),
+            # the worklist: most urgent first, then by due date and alarm instant
+            models.Index(
+                fields=["urgency", "refill_due_on", "low_reservoir_alarm_at", "id"], name="pump_urgency_idx",
+                condition=Q(explanted_on__isnull=True),
+            ),
+            # the worklist's counts per status: an index-only scan
+            models.Index(
+                fields=["clinic", "status"], include=["next_change_at"], name="pump_status_count_idx",
+                condition=Q(explanted_on__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

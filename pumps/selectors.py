@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
 from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership, Role
@@ -181,9 +181,80 @@ class WorklistRow:
         return STATUS_LABELS[self.status]
 
 
+WORKLIST_ORDER = ("urgency", F("refill_due_on").asc(nulls_last=True),
+                  F("low_reservoir_alarm_at").asc(nulls_last=True), "id")
+
+
+def _worklist_key(status: str, pump: Pump) -> tuple:
+    """The worklist's order in Python: the same as ``WORKLIST_ORDER`` in SQL."""
+    return (URGENCY[status], pump.refill_due_on or date.max,
+            pump.low_reservoir_alarm_at or datetime.max.replace(tzinfo=UTC), pump.pk)
+
+
+class WorklistRows:
+    """The rows of the worklist, fetched a page at a time (``Paginator`` slices it).
+
+    Most pumps' stored status is current: the database returns them in the worklist's
+    order from an index (``pump_urgency_idx``), one page at a time, whatever the number
+    of pumps. The few whose stored instants say their status changed since the last sweep
+    (``next_change_at`` passed) are read apart, given their live status, and merged into
+    the page at their place, so that a pump that crossed its alarm a minute ago is already
+    at the top."""
+
+    def __init__(self, fresh: QuerySet, stale: list[WorklistRow], fresh_count: int, now: datetime,
+                 people: dict):
+        self.fresh = fresh  # ordered by WORKLIST_ORDER
+        self.stale = sorted(stale, key=lambda r: _worklist_key(r.status, r.pump))
+        self.fresh_count = fresh_count
+        self.now = now
+        self.people = people
+
+    def count(self) -> int:
+        return self.fresh_count + len(self.stale)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, item):
+        if not isinstance(item, slice):
+            rows = self[item:item + 1]
+            if not rows:
+                raise IndexError(item)
+            return rows[0]
+        start, stop = item.start or 0, item.stop if item.stop is not None else self.count()
+        if stop <= start:
+            return []
+        s = len(self.stale)
+        first = max(0, start - s)  # fresh rows before ``first`` rank before ``start``
+        fetched = list(self.fresh[first:stop])
+        missing = {p.prescriber_id for p in fetched if p.prescriber_id and p.prescriber_id not in self.people}
+        if missing:  # a program entered by someone no longer a prescriber here
+            self.people.update({u.pk: u for u in get_user_model().objects.filter(pk__in=missing)})
+        exhausted = first + len(fetched) >= self.fresh_count
+        stale_keys = [_worklist_key(r.status, r.pump) for r in self.stale]
+        fresh_keys = [_worklist_key(p.status, p) for p in fetched]
+        ranked = []
+        for j, pump in enumerate(fetched):
+            before = sum(1 for k in stale_keys if k < fresh_keys[j])
+            ranked.append((first + j + before, self._row(pump, pump.status)))
+        for i, row in enumerate(self.stale):
+            key = stale_keys[i]
+            if first > 0 and (not fetched or key < fresh_keys[0]):
+                continue  # ranks before ``start``
+            if fetched and key > fresh_keys[-1] and not exhausted:
+                continue  # ranks at or after ``stop``
+            ranked.append((i + first + sum(1 for k in fresh_keys if k < key), row))
+        return [row for rank, row in sorted(ranked, key=lambda x: x[0]) if start <= rank < stop]
+
+    def _row(self, pump: Pump, status: str) -> WorklistRow:
+        days = (pump.refill_due_on - pj.local_date(self.now, pump.clinic.tz)).days if pump.refill_due_on else None
+        return WorklistRow(pump, status, days, pump.next_appointment_at, pump.next_appointment_kind,
+                           self.people.get(pump.prescriber_id))
+
+
 @dataclass
 class Worklist:
-    rows: list[WorklistRow]
+    rows: WorklistRows
     counts: dict[str, int]  # per status, before the status filter
     clinics: list[Clinic]
     prescribers: list[Any]
@@ -200,8 +271,11 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     """Every implanted pump of the user's clinics, most urgent first: empty, alarm,
     overdue, due soon, ok, incomplete, inactive; then by due date and alarm instant.
 
-    The status is the live status as of ``now`` from the stored instants, so that a pump
-    that crossed its alarm since the last sweep already shows it. Four queries."""
+    The status is the live status as of ``now``: the stored one, or for a pump whose
+    stored instants say it changed since the last sweep, the one they give now. A fixed
+    number of queries whatever the number of pumps: the stale pumps, the counts per
+    status, the clinics, the prescribers, and (when the paginator slices the rows) one
+    page of pumps from the worklist index."""
     next_appointment = Appointment.objects.filter(
         pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True, scheduled_for__gte=now
     ).order_by("scheduled_for", "id")
@@ -225,39 +299,41 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
         for word in text.replace(",", " ").split():
             by_name &= Q(patient__family_name__icontains=word) | Q(patient__given_name__icontains=word)
         pumps = pumps.filter(by_id | by_name)
-    pumps = list(pumps)
+    stale_pumps = list(pumps.filter(next_change_at__lte=now))
+    fresh = pumps.filter(Q(next_change_at__isnull=True) | Q(next_change_at__gt=now))
+    fresh_counts = {
+        row["status"]: row["n"]
+        for row in fresh.order_by().values("status").annotate(n=Count("*")).values("status", "n")
+    }
+    counts = Counter(fresh_counts)
 
     clinics = visible_clinics(user)
     User = get_user_model()
-    prescriber_ids = {p.prescriber_id for p in pumps if p.prescriber_id}
     members = scope(Membership.objects.filter(role=Role.PRESCRIBER), user).values("user_id")
-    people = {
-        u.pk: u for u in User.objects.filter(Q(pk__in=prescriber_ids) | Q(pk__in=members)).order_by(
-            "last_name", "first_name", "username"
-        )
-    }
-
-    rows = []
-    for pump in pumps:
-        status = pump.live_status(now)
-        days = (pump.refill_due_on - pj.local_date(now, pump.clinic.tz)).days if pump.refill_due_on else None
-        rows.append(WorklistRow(pump, status, days, pump.next_appointment_at, pump.next_appointment_kind,
-                                people.get(pump.prescriber_id)))
-    counts = Counter(r.status for r in rows)
-    if filters.status:
-        rows = [r for r in rows if r.status == filters.status]
-    far = datetime.max.replace(tzinfo=now.tzinfo)
-    rows.sort(key=lambda r: (
-        URGENCY[r.status],
-        r.pump.refill_due_on or date.max,
-        r.pump.low_reservoir_alarm_at or far,
-        r.pump.pk,
+    stale_ids = {p.prescriber_id for p in stale_pumps if p.prescriber_id}
+    prescribers = list(User.objects.filter(Q(pk__in=members) | Q(pk__in=stale_ids)).order_by(
+        "last_name", "first_name", "username"
     ))
+    people = {u.pk: u for u in prescribers}
+
+    stale = []
+    for pump in stale_pumps:
+        status = pump.live_status(now)
+        counts[status] += 1
+        if not filters.status or status == filters.status:
+            stale.append(WorklistRow(pump, status, None, pump.next_appointment_at, pump.next_appointment_kind,
+                                     people.get(pump.prescriber_id)))
+    for row in stale:
+        if row.pump.refill_due_on:
+            row.days_to_due = (row.pump.refill_due_on - pj.local_date(now, row.pump.clinic.tz)).days
+    if filters.status:
+        fresh = fresh.filter(urgency=URGENCY[filters.status])
+    fresh_count = fresh_counts.get(filters.status, 0) if filters.status else sum(fresh_counts.values())
     return Worklist(
-        rows=rows,
+        rows=WorklistRows(fresh.order_by(*WORKLIST_ORDER), stale, fresh_count, now, people),
         counts={s: counts.get(s, 0) for s in pj.STATUSES},
         clinics=clinics,
-        prescribers=list(people.values()),
+        prescribers=prescribers,
         total=sum(counts.values()),
     )
 

@@ -248,6 +248,7 @@ def recompute_pump(pump: Pump, *, now: datetime, history: PumpHistory | None = N
         due_on=proj.refill_due_on,
         due_soon_days=pump.clinic.due_soon_days,
     )
+    pump.urgency = pj.STATUSES.index(pump.status)
     pump.low_reservoir_alarm_at = proj.low_reservoir_alarm_at
     pump.empty_at = proj.empty_at
     pump.expected_low_reservoir_alarm_at = proj.expected_low_reservoir_alarm_at
@@ -268,7 +269,7 @@ def recompute_pump(pump: Pump, *, now: datetime, history: PumpHistory | None = N
     )
     pump.projected_at = now
     fields = [
-        "status", "low_reservoir_alarm_at", "empty_at", "expected_low_reservoir_alarm_at",
+        "status", "urgency", "low_reservoir_alarm_at", "empty_at", "expected_low_reservoir_alarm_at",
         "expected_empty_at", "drug_expires_at", "refill_due_on", "anchor_at", "next_change_at",
         "projected_at",
     ]

@@ -1,0 +1,378 @@
+"""``make bench``: seed synthetic networks on PostgreSQL and measure the sweep, the pages,
+the API and a refill write.
+
+    python bench/bench.py [--sizes 2000 100000] [--json var/bench.json]
+
+For each size a fresh database ``pumpclinic_bench_<size>`` is created on the server of
+``BENCH_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/postgres``), migrated
+and seeded with ``seed_demo --pumps <size> --seed 1``; the first sweep raises the alerts
+of the copied pumps (the catch-up). Then, each in a process of its own:
+
+* the steady-state sweep: beat's tick, every 5 minutes of simulated time after the
+  catch-up; its median time, the number of pumps it refreshed, and the peak resident
+  memory of the process; beside it, the floor: one raw indexed SELECT of the rows due at
+  the same instant;
+* the worklist page (a nurse of the largest clinic) and the API worklist (that clinic's
+  token): median and 95th percentile; the pump page of the pump with the longest history;
+  a refill recorded over the API (median); and the number of SQL queries of each page and
+  list endpoint.
+
+Requests go through Django's test client in the measuring process (no network, no web
+server): the numbers are the application's and the database's. Prints one table and
+writes the same numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = 1
+TICKS = 6  # steady-state sweeps measured (5 minutes of simulated time apart)
+REQUESTS = 30  # per page or endpoint
+REFILLS = 20  # refill writes
+ENV = {
+    "DJANGO_DEBUG": "false",
+    "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production-use-0123456789",
+    "DJANGO_ALLOWED_HOSTS": "testserver",
+    "DJANGO_SECURE_SSL_REDIRECT": "false",
+    "API_THROTTLE_RATE": "100000/min",
+    "LOG_LEVEL": "WARNING",
+    "PUMPCLINIC_VAR_DIR": str(ROOT / "var" / "bench"),
+}
+
+# ------------------------------------------------------------------ the parent
+
+
+def _server_url() -> str:
+    return os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def _database_url(size: int) -> str:
+    base = _server_url().rsplit("/", 1)[0]
+    return f"{base}/pumpclinic_bench_{size}"
+
+
+def _fresh_database(size: int) -> None:
+    import psycopg
+
+    with psycopg.connect(_server_url(), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS pumpclinic_bench_{size} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE pumpclinic_bench_{size}")
+
+
+def _run(args: list[str], size: int) -> tuple[float, int, str]:
+    """Run a child with the bench environment; returns (seconds, peak RSS in MB, stdout)."""
+    env = {**os.environ, **ENV, "DATABASE_URL": _database_url(size)}
+    started = time.perf_counter()
+    child = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if child.returncode:
+        sys.exit(f"bench: {' '.join(args[1:3])} failed (exit {child.returncode})\n{out}")
+    return seconds, usage.ru_maxrss // 1024, out
+
+
+def _manage(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "manage.py"), *args]
+
+
+def bench_size(size: int, now: datetime) -> dict:
+    print(f"-- {size} pumps: fresh database, migrate, seed", file=sys.stderr, flush=True)
+    _fresh_database(size)
+    _run(_manage("migrate", "--no-input", "-v", "0"), size)
+    seed_seconds, _, _ = _run(
+        _manage("seed_demo", "--pumps", str(size), "--seed", str(SEED), "--now", now.isoformat()), size
+    )
+    print(f"   seeded in {seed_seconds:.1f} s; catch-up sweep", file=sys.stderr, flush=True)
+    script = [sys.executable, str(Path(__file__).resolve())]
+    catch_up_seconds, catch_up_mb, out = _run(script + ["catch-up", now.isoformat()], size)
+    catch_up = json.loads(out.strip().splitlines()[-1])
+    print(f"   catch-up in {catch_up_seconds:.1f} s; steady-state sweeps", file=sys.stderr, flush=True)
+    _, sweep_mb, out = _run(script + ["sweep", now.isoformat()], size)
+    sweep = json.loads(out.strip().splitlines()[-1])
+    print("   pages, API, refill writes", file=sys.stderr, flush=True)
+    _, _, out = _run(script + ["pages"], size)
+    pages = json.loads(out.strip().splitlines()[-1])
+    return {
+        "pumps": size,
+        "seed_s": round(seed_seconds, 1),
+        "catch_up_sweep_s": round(catch_up["seconds"], 1),
+        "catch_up_pumps": catch_up["pumps"],
+        "catch_up_peak_mb": catch_up_mb,
+        **sweep,
+        "sweep_peak_mb": sweep_mb,
+        **pages,
+    }
+
+
+ROWS = (
+    # key, label, unit, format
+    ("seed_s", "seed_demo", "s", "{:.1f}"),
+    ("catch_up_sweep_s", "first sweep after seeding (catch-up)", "s", "{:.1f}"),
+    ("catch_up_pumps", "  pumps it refreshed", "", "{}"),
+    ("catch_up_peak_mb", "  its peak memory (RSS)", "MB", "{}"),
+    ("sweep_ms", "steady-state sweep, median", "ms", "{:.1f}"),
+    ("sweep_due", "  pumps refreshed per tick, median", "", "{}"),
+    ("sweep_peak_mb", "  peak memory (RSS)", "MB", "{}"),
+    ("select_ms", "raw indexed SELECT of the due rows (floor)", "ms", "{:.2f}"),
+    ("sweep_over_select", "  sweep / SELECT", "x", "{:.2f}"),
+    ("worklist_page_ms", "worklist page, median", "ms", "{:.1f}"),
+    ("worklist_page_p95_ms", "worklist page, p95", "ms", "{:.1f}"),
+    ("worklist_api_ms", "API worklist, median", "ms", "{:.1f}"),
+    ("worklist_api_p95_ms", "API worklist, p95", "ms", "{:.1f}"),
+    ("pump_page_ms", "pump page (longest history), median", "ms", "{:.1f}"),
+    ("pump_page_years", "  years of history on that pump", "", "{:.1f}"),
+    ("refill_write_ms", "refill write over the API, median", "ms", "{:.1f}"),
+    ("queries_worklist_page", "queries: worklist page", "", "{}"),
+    ("queries_worklist_api", "queries: API worklist", "", "{}"),
+    ("queries_pump_page", "queries: pump page", "", "{}"),
+    ("queries_alerts_page", "queries: alerts page", "", "{}"),
+    ("queries_pumps_api", "queries: API pumps list", "", "{}"),
+    ("queries_alerts_api", "queries: API alerts list", "", "{}"),
+)
+
+
+def targets(results: list[dict]) -> list[tuple[str, bool]]:
+    """The targets of the scale issue, checked on the largest size against the smallest."""
+    small, large = results[0], results[-1]
+    checks = [
+        ("seed_demo of the largest size <= 120 s", large["seed_s"] <= 120),
+        ("steady-state sweep <= 5 s", large["sweep_ms"] <= 5000),
+        ("steady-state sweep within 3x of the raw SELECT", large["sweep_over_select"] <= 3),
+        ("sweep peak memory <= 300 MB", max(large["sweep_peak_mb"], large["catch_up_peak_mb"]) <= 300),
+        ("worklist page median <= 100 ms", large["worklist_page_ms"] <= 100),
+        ("API worklist median <= 100 ms", large["worklist_api_ms"] <= 100),
+        ("worklist page within 1.5x of the smallest size",
+         large["worklist_page_ms"] <= 1.5 * small["worklist_page_ms"]),
+        ("API worklist within 1.5x of the smallest size", large["worklist_api_ms"] <= 1.5 * small["worklist_api_ms"]),
+        ("refill write median <= 50 ms", large["refill_write_ms"] <= 50),
+        ("query counts the same at every size",
+         all(r[k] == small[k] for r in results for k in small if k.startswith("queries_"))),
+    ]
+    return checks
+
+
+def render(results: list[dict], machine: str, when: str) -> str:
+    width = max(len(r[1]) for r in ROWS) + 2
+    lines = [f"Benchmark of {when} on {machine}", ""]
+    head = "".ljust(width) + "".join(f"{r['pumps']:>12,}" for r in results) + "  unit"
+    lines += [head, "-" * len(head)]
+    for key, label, unit, fmt in ROWS:
+        lines.append(label.ljust(width) + "".join(f"{fmt.format(r[key]):>12}" for r in results) + f"  {unit}")
+    lines.append("")
+    for text, ok in targets(results):
+        lines.append(f"[{'met' if ok else 'MISSED'}] {text}")
+    return "\n".join(lines)
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem_kb = int(next(li.split()[1] for li in Path("/proc/meminfo").read_text().splitlines()
+                          if li.startswith("MemTotal")))
+        memory = f"{mem_kb / 1024 / 1024:.0f} GiB"
+    except (OSError, StopIteration):
+        memory = "? GiB"
+    import psycopg
+
+    with psycopg.connect(_server_url()) as conn:
+        server = conn.execute("SHOW server_version").fetchone()[0].split()[0]
+    return (f"{os.cpu_count()} cores ({cpu}), {memory}, Python {platform.python_version()}, "
+            f"PostgreSQL {server}")
+
+
+def main_parent(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 100_000])
+    parser.add_argument("--json", default=str(ROOT / "var" / "bench.json"))
+    args = parser.parse_args(argv)
+    now = datetime.now(UTC).replace(microsecond=0)
+    sizes = sorted(args.sizes)
+    _run(_manage("collectstatic", "--no-input", "-v", "0"), sizes[0])  # production settings serve hashed files
+    results = [bench_size(size, now) for size in sizes]
+    machine = machine_description()
+    when = now.strftime("%Y-%m-%d")
+    print(render(results, machine, when))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(
+        {"date": when, "machine": machine, "results": results,
+         "targets": [{"target": t, "met": ok} for t, ok in targets(results)]}, indent=2) + "\n")
+    print(f"\nJSON: {args.json}")
+
+
+# ---------------------------------------------------------- the measuring children
+
+
+def _setup() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clinic.settings")
+    import django
+
+    django.setup()
+
+
+def _ms(seconds: list[float]) -> tuple[float, float]:
+    ordered = sorted(seconds)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return round(statistics.median(ordered) * 1000, 2), round(p95 * 1000, 2)
+
+
+def child_catch_up(now: datetime) -> dict:
+    from pumps import alerts
+
+    started = time.perf_counter()
+    result = alerts.sweep(now)
+    return {"seconds": time.perf_counter() - started, "pumps": result.pumps_checked}
+
+
+def child_sweep(now: datetime) -> dict:
+    from django.db import connection
+
+    from pumps import alerts
+
+    alerts.sweep(now)  # settle: anything that changed since the catch-up
+    sweeps, selects, due = [], [], []
+    sql = ("SELECT id FROM pumps_pump WHERE next_change_at <= %s ORDER BY next_change_at, id")
+    for tick in range(1, TICKS + 1):
+        at = now + timedelta(minutes=5 * tick)
+        timings = []
+        for _ in range(5):
+            with connection.cursor() as cursor:
+                started = time.perf_counter()
+                cursor.execute(sql, [at])
+                cursor.fetchall()
+                timings.append(time.perf_counter() - started)
+        selects.append(statistics.median(timings))
+        started = time.perf_counter()
+        result = alerts.sweep(at)
+        sweeps.append(time.perf_counter() - started)
+        due.append(result.pumps_checked)
+    sweep_ms, select_ms = _ms(sweeps)[0], _ms(selects)[0]
+    return {"sweep_ms": sweep_ms, "sweep_due": int(statistics.median(due)), "select_ms": select_ms,
+            "sweep_over_select": round(sweep_ms / select_ms, 2) if select_ms else None}
+
+
+def _timed(client, method: str, path: str, count: int, **kwargs) -> list[float]:
+    seconds = []
+    for _ in range(count):
+        started = time.perf_counter()
+        response = getattr(client, method)(path, **kwargs)
+        seconds.append(time.perf_counter() - started)
+        assert response.status_code == 200, (path, response.status_code)
+    return seconds
+
+
+def _queries(client, path: str, **kwargs) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(path, **kwargs)
+    assert response.status_code == 200, (path, response.status_code)
+    return len(captured.captured_queries)
+
+
+def child_pages() -> dict:
+    from decimal import Decimal
+
+    from django.contrib.auth import get_user_model
+    from django.db.models import Count
+    from django.test import Client
+    from django.utils import timezone
+
+    from clinic.models import ApiClient, Clinic
+    from pumps import projection as pj
+    from pumps.models import Program, Pump
+
+    clinic = Clinic.objects.annotate(n=Count("pumps")).order_by("-n").first()
+    nurse = get_user_model().objects.filter(memberships__clinic=clinic, memberships__role="nurse").first()
+    page = Client()
+    page.force_login(nurse)
+    _, token = ApiClient.create_with_token(clinic=clinic, name="bench", can_write=True)
+    api = Client(headers={"Authorization": f"Bearer {token}"})
+
+    out: dict = {}
+    page.get("/")  # warm caches (templates, first connection)
+    out["worklist_page_ms"], out["worklist_page_p95_ms"] = _ms(_timed(page, "get", "/", REQUESTS))
+    api.get("/api/v1/worklist/")
+    out["worklist_api_ms"], out["worklist_api_p95_ms"] = _ms(_timed(api, "get", "/api/v1/worklist/", REQUESTS))
+
+    longest = (
+        Pump.objects.filter(clinic=clinic).annotate(n=Count("refills"))
+        .order_by("-n").first()
+    )
+    first_refill = longest.refills.order_by("performed_at").first().performed_at
+    out["pump_page_years"] = round((timezone.now() - first_refill).days / 365.25, 1)
+    user_with_access = get_user_model().objects.filter(memberships__clinic=longest.clinic).first()
+    pump_client = Client()
+    pump_client.force_login(user_with_access)
+    pump_client.get(f"/pumps/{longest.pk}/")
+    out["pump_page_ms"] = _ms(_timed(pump_client, "get", f"/pumps/{longest.pk}/", REQUESTS))[0]
+
+    out["queries_worklist_page"] = _queries(page, "/")
+    out["queries_worklist_api"] = _queries(api, "/api/v1/worklist/")
+    out["queries_pump_page"] = _queries(pump_client, f"/pumps/{longest.pk}/")
+    out["queries_alerts_page"] = _queries(page, "/alerts/")
+    out["queries_pumps_api"] = _queries(api, "/api/v1/pumps/")
+    out["queries_alerts_api"] = _queries(api, "/api/v1/alerts/")
+
+    # Refill writes: pumps that are fine, one refill each, now, at their current concentration.
+    candidates = (
+        Pump.objects.filter(clinic=clinic, status=pj.STATUS_OK, explanted_on__isnull=True)
+        .exclude(refills__performed_at__gte=timezone.now() - timedelta(days=1))
+        .select_related("model").order_by("id")[:REFILLS]
+    )
+    seconds = []
+    for pump in candidates:
+        program = Program.objects.live().filter(pump=pump).order_by("-effective_at").first()
+        body = {
+            "pump": pump.pk,
+            "performed_at": timezone.now().isoformat(),
+            "extracted_volume_ml": "5.0",
+            "added_volume_ml": str(pump.model.reservoir_ml - Decimal(6)),
+            "concentration_mcg_per_ml": str(program.concentration_mcg_per_ml),
+        }
+        started = time.perf_counter()
+        response = api.post("/api/v1/refills/", body, content_type="application/json")
+        seconds.append(time.perf_counter() - started)
+        assert response.status_code == 201, response.content
+    out["refill_write_ms"] = _ms(seconds)[0]
+    return out
+
+
+def main_child(argv: list[str]) -> None:
+    _setup()
+    kind = argv[0]
+    if kind == "catch-up":
+        result = child_catch_up(datetime.fromisoformat(argv[1]))
+    elif kind == "sweep":
+        result = child_sweep(datetime.fromisoformat(argv[1]))
+    else:
+        result = child_pages()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("catch-up", "sweep", "pages"):
+        main_child(sys.argv[1:])
+    else:
+        main_parent(sys.argv[1:])
