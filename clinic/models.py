@@ -12,6 +12,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
@@ -65,15 +67,27 @@ class Clinic(models.Model):
     )
     withdrawal_window_hours = models.PositiveSmallIntegerField(default=72)
     digest_hour = models.PositiveSmallIntegerField(default=7, validators=[MaxValueValidator(23)])
+    #: The sweep's note that no daily digest is owed before this instant: set once every
+    #: recipient has the day's digest, cleared when the recipients, the digest hour or the
+    #: zone change (so a quiet sweep need not look at recipients and notifications).
+    digest_settled_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    history = HistoricalRecords()
+    history = HistoricalRecords(excluded_fields=["digest_settled_until"])
 
     class Meta:
         ordering = ["code"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.code})"
+
+    def save(self, *args, **kwargs):
+        fields = kwargs.get("update_fields")
+        if fields is None or set(fields) != {"digest_settled_until"}:
+            self.digest_settled_until = None  # the digest hour or zone may have changed
+            if fields is not None:
+                kwargs["update_fields"] = {*fields, "digest_settled_until"}
+        super().save(*args, **kwargs)
 
     @property
     def tz(self) -> zoneinfo.ZoneInfo:
@@ -237,3 +251,24 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} {self.path} ({self.key})"
+
+
+# ------------------------------------------------------------- digest recipients
+
+
+def unsettle_digests(clinic_ids) -> None:
+    """Recipients changed: the next sweep checks the clinics' digests again."""
+    Clinic.objects.filter(pk__in=clinic_ids).update(digest_settled_until=None)
+
+
+@receiver([post_save, post_delete], sender=AlertRecipient)
+@receiver([post_save, post_delete], sender=Membership)
+def _recipients_changed(sender, instance, **kwargs):
+    unsettle_digests([instance.clinic_id])
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL)
+def _user_changed(sender, instance, update_fields=None, **kwargs):
+    if update_fields is not None and set(update_fields) <= {"last_login", "password"}:
+        return
+    unsettle_digests(Membership.objects.filter(user=instance, receives_alerts=True).values("clinic_id"))

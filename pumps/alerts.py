@@ -16,13 +16,14 @@ is at-least-once, which is the right side to err on for a clinical alert.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -363,13 +364,50 @@ def due_pumps(now: datetime):
     return Pump.objects.filter(next_change_at__lte=now).order_by("next_change_at", "id")
 
 
+@functools.cache
+def _idle_tick_sql() -> str:
+    """PostgreSQL: one statement that asks whether anything is due (a pump whose state
+    changed, an alert to repeat, a stalled-alerting alert to resolve, a clinic whose
+    digests are not settled) and, when nothing is, records the heartbeat. Each branch
+    reads an index (or the few clinic rows) and stops at its first row."""
+    t = {m.__name__: m._meta.db_table for m in (Pump, Alert, SweepRun, Clinic)}
+    return f"""
+WITH due AS (
+    (SELECT 1 FROM {t['Pump']} WHERE next_change_at <= %(now)s LIMIT 1)
+    UNION ALL
+    (SELECT 1 FROM {t['Alert']}
+     WHERE next_repeat_at <= %(now)s AND resolved_at IS NULL AND acknowledged_at IS NULL LIMIT 1)
+    UNION ALL
+    (SELECT 1 FROM {t['Alert']} WHERE kind = %(stalled)s AND resolved_at IS NULL LIMIT 1)
+    UNION ALL
+    (SELECT 1 FROM {t['Clinic']} WHERE digest_settled_until IS NULL OR digest_settled_until <= %(now)s LIMIT 1)
+)
+INSERT INTO {t['SweepRun']} (started_at, finished_at, pumps_checked, alerts_created, notifications_created)
+SELECT %(started)s, %(finished)s, 0, 0, 0 WHERE NOT EXISTS (SELECT 1 FROM due)
+RETURNING id"""
+
+
+def idle_tick(now: datetime, started: datetime) -> bool:
+    """The steady state costs one statement (PostgreSQL): True when nothing was due and
+    the heartbeat is recorded; False when the sweep has work (or on another database)."""
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(_idle_tick_sql(), {"now": now, "started": started, "finished": timezone.now(),
+                                          "stalled": AlertKind.ALERTING_STALLED})
+        return cursor.fetchone() is not None
+
+
 def sweep(now: datetime | None = None, *, fan_out: bool = False) -> SweepResult:
     """One sweep: refresh due pumps, create alerts, repeats and digests, and record the
     heartbeat. The same code runs from beat and from ``manage.py run_alert_sweep``; with
-    ``fan_out`` (beat) a due set larger than one chunk is split into tasks."""
+    ``fan_out`` (beat) a due set larger than one chunk is split into tasks. When nothing
+    is due (most ticks) one statement checks that and records the heartbeat."""
     now = now or timezone.now()
     started = timezone.now()
     result = SweepResult()
+    if idle_tick(now, started):
+        return result
     # Reminders of open critical alerts first: a large backlog of state changes must not
     # delay them past the task's time limit.
     result.notifications_created += process_repeats(now)
@@ -422,11 +460,15 @@ def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None
 
 
 def queue_digests(now: datetime) -> int:
-    """One digest per clinic, recipient and local day, from the clinic's digest hour on."""
+    """One digest per clinic, recipient and local day, from the clinic's digest hour on.
+    A clinic whose digests are settled until after ``now`` costs nothing here."""
     created = 0
-    for clinic in Clinic.objects.all():
+    unsettled = Clinic.objects.filter(Q(digest_settled_until__isnull=True) | Q(digest_settled_until__lte=now))
+    for clinic in unsettled:
         local = now.astimezone(clinic.tz)
+        today_at = datetime.combine(local.date(), time(clinic.digest_hour), tzinfo=clinic.tz)
         if local.hour < clinic.digest_hour:
+            _settle_digests(clinic, today_at)
             continue
         queued = set(
             Notification.objects.filter(clinic=clinic, digest_on=local.date()).values_list("recipient", flat=True)
@@ -443,9 +485,21 @@ def queue_digests(now: datetime) -> int:
                 created += 1
             except IntegrityError:
                 continue
+        tomorrow_at = datetime.combine(local.date() + timedelta(days=1), time(clinic.digest_hour), tzinfo=clinic.tz)
+        _settle_digests(clinic, tomorrow_at)
     if created:
         queue_delivery_on_commit()
     return created
+
+
+def _settle_digests(clinic: Clinic, until: datetime) -> None:
+    """Note that nothing is owed before ``until``. The compare-and-swap keeps a newer
+    note; a recipient added in the milliseconds between this clinic's check and this note
+    gets digests from the next day on."""
+    Clinic.objects.filter(pk=clinic.pk).filter(
+        Q(digest_settled_until__isnull=True) if clinic.digest_settled_until is None
+        else Q(digest_settled_until=clinic.digest_settled_until)
+    ).update(digest_settled_until=until)
 
 
 def digest_context(clinic: Clinic, now: datetime) -> dict:

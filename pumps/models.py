@@ -512,6 +512,8 @@ class Alert(models.Model):
         indexes = [
             models.Index(fields=["next_repeat_at"], name="alert_repeat_idx"),
             models.Index(fields=["clinic", "resolved_at", "acknowledged_at"], name="alert_open_idx"),
+            # the sweep's quiet tick: "is alerting_stalled open?" without reading every alert
+            models.Index(fields=["kind"], condition=Q(resolved_at__isnull=True), name="alert_open_kind_idx"),
         ]
 
     def __str__(self) -> str:
