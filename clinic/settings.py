@@ -164,6 +164,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 ALERT_SWEEP_INTERVAL_SECONDS = env.int("ALERT_SWEEP_INTERVAL_SECONDS", default=300)
+ALERT_SWEEP_CHUNK = env.int("ALERT_SWEEP_CHUNK", default=500)
 CELERY_BEAT_SCHEDULE = {
     "alert-sweep": {"task": "pumps.sweep", "schedule": float(ALERT_SWEEP_INTERVAL_SECONDS)},
     "alerting-watchdog": {"task": "pumps.watchdog", "schedule": float(ALERT_SWEEP_INTERVAL_SECONDS)},
@@ -260,7 +261,7 @@ AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-WORKLIST_PAGE_SIZE = 100
+WORKLIST_PAGE_SIZE = env.int("WORKLIST_PAGE_SIZE", default=100)
 
 # --- Clinical defaults ---------------------------------------------------------------
 # How far ahead of the server clock a clinical timestamp may be (clock skew of devices).

@@ -52,7 +52,7 @@ log = logging.getLogger("pumps.alerts")
 SWEEP_INTERVAL = timedelta(seconds=getattr(settings, "ALERT_SWEEP_INTERVAL_SECONDS", 300))
 STALE_CLAIM = timedelta(minutes=10)
 MAX_ATTEMPTS = 10
-CHUNK = 500  # pumps per transaction batch, and per task when the sweep fans out
+CHUNK = getattr(settings, "ALERT_SWEEP_CHUNK", 500)  # pumps per batch, and per task when the sweep fans out
 MAX_DUE_PER_SWEEP = 100_000
 
 

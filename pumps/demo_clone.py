@@ -115,6 +115,10 @@ def copy_pumps(copies: Sequence[Copy], *, now: datetime) -> list[int]:
             elif model is Refill:
                 cursor.execute(f"CREATE INDEX ON {mapping} (old_id, pump_id)")
             _insert_select(cursor, model, overrides, source, now)
+        # After a bulk load the planner needs fresh statistics (autovacuum would get there
+        # later): the worklist and the sweep read these tables through their indexes.
+        for model in (Patient, Pump, *CHILDREN):
+            cursor.execute(f"ANALYZE {_qn(model._meta.db_table)}")
     return pump_ids
 
 
