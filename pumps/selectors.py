@@ -247,9 +247,13 @@ class WorklistRows:
         return [row for rank, row in sorted(ranked, key=lambda x: x[0]) if start <= rank < stop]
 
     def _row(self, pump: Pump, status: str) -> WorklistRow:
-        days = (pump.refill_due_on - pj.local_date(self.now, pump.clinic.tz)).days if pump.refill_due_on else None
-        return WorklistRow(pump, status, days, pump.next_appointment_at, pump.next_appointment_kind,
-                           self.people.get(pump.prescriber_id))
+        return _worklist_row(pump, status, self.now, self.people)
+
+
+def _worklist_row(pump: Pump, status: str, now: datetime, people: dict) -> WorklistRow:
+    days = (pump.refill_due_on - pj.local_date(now, pump.clinic.tz)).days if pump.refill_due_on else None
+    return WorklistRow(pump, status, days, pump.next_appointment_at, pump.next_appointment_kind,
+                       people.get(pump.prescriber_id))
 
 
 @dataclass
@@ -321,11 +325,7 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
         status = pump.live_status(now)
         counts[status] += 1
         if not filters.status or status == filters.status:
-            stale.append(WorklistRow(pump, status, None, pump.next_appointment_at, pump.next_appointment_kind,
-                                     people.get(pump.prescriber_id)))
-    for row in stale:
-        if row.pump.refill_due_on:
-            row.days_to_due = (row.pump.refill_due_on - pj.local_date(now, row.pump.clinic.tz)).days
+            stale.append(_worklist_row(pump, status, now, people))
     if filters.status:
         fresh = fresh.filter(urgency=URGENCY[filters.status])
     fresh_count = fresh_counts.get(filters.status, 0) if filters.status else sum(fresh_counts.values())
