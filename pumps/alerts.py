@@ -16,7 +16,6 @@ is at-least-once, which is the right side to err on for a clinical alert.
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -31,6 +30,7 @@ from django.utils import timezone
 from clinic.models import AlertRecipient, ApiClient, Clinic, Membership, Role
 
 from . import projection as pj
+from . import tallies
 from .models import (
     Alert,
     AlertKind,
@@ -364,38 +364,18 @@ def due_pumps(now: datetime):
     return Pump.objects.filter(next_change_at__lte=now).order_by("next_change_at", "id")
 
 
-@functools.cache
-def _idle_tick_sql() -> str:
-    """PostgreSQL: one statement that asks whether anything is due (a pump whose state
-    changed, an alert to repeat, a stalled-alerting alert to resolve, a clinic whose
-    digests are not settled) and, when nothing is, records the heartbeat. Each branch
-    reads an index (or the few clinic rows) and stops at its first row."""
-    t = {m.__name__: m._meta.db_table for m in (Pump, Alert, SweepRun, Clinic)}
-    return f"""
-WITH due AS (
-    (SELECT 1 FROM {t['Pump']} WHERE next_change_at <= %(now)s LIMIT 1)
-    UNION ALL
-    (SELECT 1 FROM {t['Alert']}
-     WHERE next_repeat_at <= %(now)s AND resolved_at IS NULL AND acknowledged_at IS NULL LIMIT 1)
-    UNION ALL
-    (SELECT 1 FROM {t['Alert']} WHERE kind = %(stalled)s AND resolved_at IS NULL LIMIT 1)
-    UNION ALL
-    (SELECT 1 FROM {t['Clinic']} WHERE digest_settled_until IS NULL OR digest_settled_until <= %(now)s LIMIT 1)
-)
-INSERT INTO {t['SweepRun']} (started_at, finished_at, pumps_checked, alerts_created, notifications_created)
-SELECT %(started)s, %(finished)s, 0, 0, 0 WHERE NOT EXISTS (SELECT 1 FROM due)
-RETURNING id"""
-
-
 def idle_tick(now: datetime, started: datetime) -> bool:
     """The steady state costs one statement (PostgreSQL): True when nothing was due and
-    the heartbeat is recorded; False when the sweep has work (or on another database)."""
+    the heartbeat is recorded; False when the sweep has work (or on another database).
+    The check is the database function ``pumps_idle_tick`` (migration ``pumps.0010``):
+    whether a pump's state changed, an alert is to repeat, a stalled-alerting alert is to
+    resolve, a clinic's digests are not settled, or status tallies are to fold; each an
+    index probe (or a read of a few small rows) that stops at its first row."""
     if connection.vendor != "postgresql":
         return False
     with connection.cursor() as cursor:
-        cursor.execute(_idle_tick_sql(), {"now": now, "started": started, "finished": timezone.now(),
-                                          "stalled": AlertKind.ALERTING_STALLED})
-        return cursor.fetchone() is not None
+        cursor.execute("SELECT pumps_idle_tick(%s, %s, %s, %s)", [now, started, timezone.now(), tallies.FOLD_AFTER])
+        return cursor.fetchone()[0] is not None
 
 
 def sweep(now: datetime | None = None, *, fan_out: bool = False) -> SweepResult:
@@ -424,6 +404,7 @@ def sweep(now: datetime | None = None, *, fan_out: bool = False) -> SweepResult:
         sweep_pumps(ids, now, result)
     result.notifications_created += queue_digests(now)
     resolve_stalled(now)
+    tallies.fold()
     SweepRun.objects.create(
         started_at=started, finished_at=timezone.now(), pumps_checked=result.pumps_checked,
         alerts_created=result.alerts_created, notifications_created=result.notifications_created,

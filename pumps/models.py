@@ -602,6 +602,26 @@ class SweepRun(models.Model):
         return f"sweep finished {self.finished_at:%Y-%m-%d %H:%M:%S}"
 
 
+class StatusTally(models.Model):
+    """How many implanted pumps each clinic has in each stored status, as a sum of signed
+    rows: database triggers on the pump table (migration 0009) add a row of +n or -n for
+    every insert, update or delete that changes a clinic's count, in the writing
+    transaction, whatever wrote it (the services, the sweep, a bulk load, the admin). The
+    sweep folds the rows into one per clinic and status (``pumps.tallies.fold``). The
+    worklist's counts are then one indexed sum of a few dozen rows at any number of pumps.
+    Never written from Python except by the fold."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    status = models.CharField(max_length=12)
+    delta = models.IntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["clinic", "status"], name="tally_clinic_status_idx")]
+
+    def __str__(self) -> str:
+        return f"clinic {self.clinic_id} {self.status} {self.delta:+d}"
+
+
 # ------------------------------------------------------------------- access audit
 
 

@@ -22,7 +22,7 @@ from django.http import Http404
 
 from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership, Role
 
-from . import checks, services
+from . import checks, services, tallies
 from . import projection as pj
 from .models import (
     Alert,
@@ -278,7 +278,7 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     The status is the live status as of ``now``: the stored one, or for a pump whose
     stored instants say it changed since the last sweep, the one they give now. A fixed
     number of queries whatever the number of pumps: the stale pumps, the counts per
-    status, the clinics, the prescribers, and (when the paginator slices the rows) one
+    status (from the status tally unless a search or a prescriber narrows the list), the clinics, the prescribers, and (when the paginator slices the rows) one
     page of pumps from the worklist index."""
     next_appointment = Appointment.objects.filter(
         pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True, scheduled_for__gte=now
@@ -305,10 +305,20 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
         pumps = pumps.filter(by_id | by_name)
     stale_pumps = list(pumps.filter(next_change_at__lte=now))
     fresh = pumps.filter(Q(next_change_at__isnull=True) | Q(next_change_at__gt=now))
-    fresh_counts = {
-        row["status"]: row["n"]
-        for row in fresh.order_by().values("status").annotate(n=Count("*")).values("status", "n")
-    }
+    if text or filters.prescriber:
+        # a search or one prescriber's pumps: count the pumps found
+        fresh_counts = Counter({
+            row["status"]: row["n"]
+            for row in fresh.order_by().values("status").annotate(n=Count("*")).values("status", "n")
+        })
+    else:
+        # every pump of the clinics: the status tally, one small indexed sum
+        clinic_ids = scope(Clinic.objects.all(), user, clinic_field="id")
+        if filters.clinic:
+            clinic_ids = clinic_ids.filter(code=filters.clinic)
+        fresh_counts = tallies.counts(clinic_ids.values("id"))
+        for pump in stale_pumps:  # counted below at their live status
+            fresh_counts[pump.status] -= 1
     counts = Counter(fresh_counts)
 
     clinics = visible_clinics(user)

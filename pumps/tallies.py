@@ -1,0 +1,49 @@
+"""Counts of implanted pumps per clinic and stored status, read from ``StatusTally``.
+
+The rows are written by database triggers (migration ``pumps.0009``) in the transaction
+of every write to a pump, so a count is never ahead of or behind the pumps a reader can
+see. ``fold`` merges them into one row per clinic and status; the sweep calls it, and its
+quiet tick checks whether there are ``FOLD_AFTER`` rows to fold.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from django.db import connection, transaction
+from django.db.models import QuerySet, Sum
+
+from .models import StatusTally
+
+#: Unfolded rows the sweep lets accumulate before it folds them (read by every worklist).
+FOLD_AFTER = 500
+
+
+def counts(clinics: QuerySet) -> Counter:
+    """Implanted pumps per stored status in ``clinics`` (a queryset of clinic ids or
+    clinics): one query over the tally rows, whatever the number of pumps."""
+    rows = (
+        StatusTally.objects.filter(clinic_id__in=clinics).order_by()
+        .values("status").annotate(n=Sum("delta")).values_list("status", "n")
+    )
+    return Counter({status: n for status, n in rows if n})
+
+
+@transaction.atomic
+def fold() -> int:
+    """Replace the tally rows by their sums per clinic and status (zeros dropped);
+    returns the number of rows folded. Safe beside writers and other folds: it sums
+    exactly the rows its DELETE removed, and a row committed meanwhile stays for the
+    next fold."""
+    table = connection.ops.quote_name(StatusTally._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table} RETURNING clinic_id, status, delta")
+        deleted = cursor.fetchall()
+    sums: Counter = Counter()
+    for clinic_id, status, delta in deleted:
+        sums[(clinic_id, status)] += delta
+    StatusTally.objects.bulk_create(
+        StatusTally(clinic_id=clinic_id, status=status, delta=n)
+        for (clinic_id, status), n in sorted(sums.items()) if n
+    )
+    return len(deleted)
