@@ -155,14 +155,15 @@ def reservoir_episode(pump: Pump) -> str:
     return f"fill:{refill}" if refill else "fill:none"
 
 
-def wanted_alerts(pump: Pump, now: datetime) -> list[Wanted]:
-    """Which alerts the pump's stored projection and records call for as of ``now``."""
+def wanted_alerts(pump: Pump, now: datetime, *, episode: str | None = None) -> list[Wanted]:
+    """Which alerts the pump's stored projection and records call for as of ``now``
+    (``episode``: the pump's ``reservoir_episode``, when the caller has it)."""
     if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
         return []
     clinic = pump.clinic
     tz = clinic.tz
     out: list[Wanted] = []
-    episode = reservoir_episode(pump)
+    episode = episode or reservoir_episode(pump)
     status = pump.live_status(now)
     if pump.low_reservoir_alarm_at and now >= pump.low_reservoir_alarm_at:
         out.append(Wanted(AlertKind.LOW_RESERVOIR, episode, pump.low_reservoir_alarm_at,
@@ -213,11 +214,14 @@ def evaluate_pump(pump: Pump, now: datetime) -> tuple[int, int]:
         reason = "pump explanted" if pump.explanted_on is not None else "patient not active"
         open_alerts.update(resolved_at=now, resolution=reason, next_repeat_at=None)
         return 0, 0
-    wanted = wanted_alerts(pump, now)
-    keys = {(w.kind, w.episode) for w in wanted}
     episode = reservoir_episode(pump)
-    for alert in open_alerts:
-        if (alert.kind, alert.episode) in keys:
+    wanted = wanted_alerts(pump, now, episode=episode)
+    keys = {(w.kind, w.episode) for w in wanted}
+    # Every alert of the pump, read once: the open ones not wanted any more are resolved,
+    # the wanted ones that exist are not created again.
+    existing = {(a.kind, a.episode): a for a in Alert.objects.filter(pump=pump).select_related("clinic")}
+    for alert in existing.values():
+        if alert.resolved_at is not None or (alert.kind, alert.episode) in keys:
             continue
         if alert.kind in (*RESERVOIR_KINDS, AlertKind.POST_MRI_CHECK, AlertKind.UNVERIFIED_PROGRAM):
             new_fill = alert.kind in RESERVOIR_KINDS and alert.episode != episode
@@ -225,7 +229,6 @@ def evaluate_pump(pump: Pump, now: datetime) -> tuple[int, int]:
             Alert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(
                 resolved_at=now, resolution=reason, next_repeat_at=None
             )
-    existing = {(a.kind, a.episode): a for a in Alert.objects.filter(pump=pump).select_related("clinic")}
     for w in wanted:
         known = existing.get((w.kind, w.episode))
         if known is not None:
@@ -287,17 +290,25 @@ def notify(alert: Alert, repeat_number: int, now: datetime) -> int:
     if alert.kind != AlertKind.ALERTING_STALLED:
         for client in ApiClient.objects.active().filter(clinic=alert.clinic).exclude(webhook_url=""):
             targets.append((Notification.WEBHOOK, f"webhook:{client.pk}", client))
-    created = 0
-    for channel, recipient, client in targets:
-        try:
-            with transaction.atomic():
-                Notification.objects.create(
-                    alert=alert, clinic=alert.clinic, kind=alert.kind, channel=channel, recipient=recipient,
-                    api_client=client, repeat_number=repeat_number, next_attempt_at=now, created_at=now,
-                )
-            created += 1
-        except IntegrityError:
-            continue
+    rows = [
+        Notification(alert=alert, clinic=alert.clinic, kind=alert.kind, channel=channel, recipient=recipient,
+                     api_client=client, repeat_number=repeat_number, next_attempt_at=now, created_at=now)
+        for channel, recipient, client in targets
+    ]
+    try:
+        with transaction.atomic():  # a savepoint: one INSERT for every recipient
+            Notification.objects.bulk_create(rows)
+        created = len(rows)
+    except IntegrityError:  # some were queued already (a race): queue the others one by one
+        created = 0
+        for row in rows:
+            row.pk = None
+            try:
+                with transaction.atomic():
+                    row.save(force_insert=True)
+                created += 1
+            except IntegrityError:
+                continue
     if created:
         queue_delivery_on_commit()
     return created

@@ -606,7 +606,7 @@ def expected_volume_at(
         return None, None
     t0 = anchor.at.astimezone(UTC)
     horizon = t0 + timedelta(days=HORIZON_DAYS)
-    segments = list(_segments(programs, pump.tz, t0, max(horizon, at)))
+    segments = _segments_until_empty(programs, pump.tz, t0, max(horizon, at), anchor.volume_ml, at)
     volume = _volume_at(segments, anchor.volume_ml, at, False)
     empty = _crossings([s for s in segments if s.start < horizon], anchor.volume_ml, {"empty": Fraction(0)}, False, t0)
     empty_at = empty["empty"]

@@ -223,8 +223,10 @@ def project_pump(pump: Pump, at: datetime, history: PumpHistory | None = None) -
     )
 
 
-def recompute_pump(pump: Pump, *, now: datetime, history: PumpHistory | None = None) -> Pump:
-    """Refresh the stored projection of one pump (inside the caller's transaction)."""
+def recompute_pump(pump: Pump, *, now: datetime, history: PumpHistory | None = None,
+                   bump_version: bool = False) -> Pump:
+    """Refresh the stored projection of one pump (inside the caller's transaction); with
+    ``bump_version`` (after a clinical write) also its version, in the same UPDATE."""
     history = history or load_history(pump)
     latest = max(
         [r.performed_at for r in history.refills] + [r.read_at for r in history.readings]
@@ -273,8 +275,14 @@ def recompute_pump(pump: Pump, *, now: datetime, history: PumpHistory | None = N
         "expected_empty_at", "drug_expires_at", "refill_due_on", "anchor_at", "next_change_at",
         "projected_at",
     ]
+    values = {f: getattr(pump, f) for f in fields}
+    if bump_version:
+        pump.updated_at = timezone.now()
+        values.update(version=F("version") + 1, updated_at=pump.updated_at)
     # The stored projection is derived data: no audit row for it.
-    Pump.objects.filter(pk=pump.pk).update(**{f: getattr(pump, f) for f in fields})
+    Pump.objects.filter(pk=pump.pk).update(**values)
+    if bump_version:
+        pump.version += 1
     return pump
 
 
@@ -870,23 +878,28 @@ def record_refill(
         setattr(refill, key, value)
     _stamp(refill, actor)
     refill.save()
+    programs = history.programs
     if program is not None and program_result is not None:
         daily, steps = program_result
-        _make_program(pump, program, performed_at, daily, steps, actor, now, refill=refill)
-    _after_write(pump, now, since=performed_at)
+        made = _make_program(pump, program, performed_at, daily, steps, actor, now, refill=refill)
+        programs = sorted([*programs, made], key=lambda p: p.effective_at)  # no two at one instant
+    # The history as it now stands in the database, in load_history's order (the new
+    # refill has the highest id, so it sorts last among refills at the same instant).
+    _after_write(pump, now, since=performed_at,
+                 history=PumpHistory(refill_history.refills, history.readings, programs))
     refill.refresh_from_db()
     return refill
 
 
-def _after_write(pump: Pump, now: datetime, *, since: datetime | None) -> None:
+def _after_write(pump: Pump, now: datetime, *, since: datetime | None, history: PumpHistory | None = None) -> None:
     """After any clinical write: later records' computed values, the stored projection,
-    and the pump version (its ETag)."""
-    history = load_history(pump)
+    and the pump version (its ETag). ``history``: the pump's live records after the
+    write, when the caller has them already (else they are loaded)."""
+    history = history or load_history(pump)
     later = [r for r in history.refills if since is None or r.performed_at > since]
     if later:
         _recompute_refill_checks(pump, history, since=min(r.performed_at for r in later))
-    _bump_version(pump)
-    recompute_pump(pump, now=now, history=history)
+    recompute_pump(pump, now=now, history=history, bump_version=True)
     _evaluate_alerts(pump, now)
 
 

@@ -503,3 +503,14 @@ def test_a_large_due_set_fans_out_into_chunk_tasks_with_the_same_result(filled, 
     # the chunks ran (eagerly here, on any worker in production): one alert per pump
     assert Alert.objects.filter(kind="low_reservoir").count() == 3
     assert alerts.sweep(now, fan_out=True).chunks_queued == 0  # nothing due any more
+
+
+def test_notify_queues_every_recipient_once_even_when_one_was_queued_already(filled, clinic, recipients):
+    now = datetime(2026, 4, 19, 8, tzinfo=CHICAGO)
+    alert = alerts._create_alert(clinic, filled, alerts.Wanted("low_reservoir", "fill:test", now, "test"), now)
+    assert alerts.notify(alert, 0, now) == 2  # one INSERT for both recipients
+    assert alerts.notify(alert, 0, now) == 0  # both there already
+    Notification.objects.filter(alert=alert, recipient="ward@clinic.example").delete()
+    assert alerts.notify(alert, 0, now) == 1  # the one missing, one by one
+    assert sorted(Notification.objects.filter(alert=alert).values_list("recipient", "repeat_number")) == [
+        ("nina@clinic.example", 0), ("ward@clinic.example", 0)]

@@ -1358,3 +1358,30 @@ def test_property_shift_continuous_in_dst_zone_shifts_instants(s, weeks):
     kw1, _, at1 = materialize(s, CHI)
     kw2, _, at2 = materialize(s, CHI, shift=timedelta(weeks=weeks))
     _assert_shifted(project(at=at1, **kw1), project(at=at2, **kw2), 7 * weeks, dates=False)
+
+
+@PROP
+@given(s=scenarios(), tz=ZONES)
+def test_property_expected_volume_at_unrolls_only_until_empty_and_gives_the_full_result(s, tz):
+    # expected_volume_at stops unrolling (flex) segments once the expected volume is spent
+    # and ``at`` is covered; the reference unrolls all of them to the two-year horizon.
+    from pumps import projection as pjm
+
+    kw, _, at = materialize(s, tz)
+    at = at + timedelta(microseconds=1)
+    refills = [r for r in kw["refills"] if r.performed_at < at]
+    readings = [r for r in kw["readings"] if r.read_at < at]
+    programs = sorted((p for p in kw["programs"] if p.effective_at <= at), key=lambda p: p.effective_at)
+    anchor = pjm.find_anchor(refills, readings, at)
+    if anchor is None or pjm.program_in_force(programs, anchor.at) is None:
+        assert expected_volume_at(at=at, **kw) == (None, None)
+        return
+    t0 = anchor.at.astimezone(UTC)
+    horizon = t0 + 730 * DAY
+    every = list(pjm._segments(programs, tz, t0, max(horizon, at)))
+    empty = pjm._crossings([x for x in every if x.start < horizon], anchor.volume_ml, {"empty": Fraction(0)},
+                           False, t0)["empty"]
+    assert expected_volume_at(at=at, **kw) == (
+        pjm._volume_at(every, anchor.volume_ml, at, False),
+        pjm.floor_minute(empty) if empty and empty <= horizon else None,
+    )

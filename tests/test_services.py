@@ -792,3 +792,40 @@ def test_each_service_write_is_stamped_with_the_user_and_time(pump, nurse, presc
         assert latest.history_user == user, record
         assert latest.history_date is not None
     assert reading.history.first().history_change_reason == "void"
+
+
+STORED = ("status", "urgency", "low_reservoir_alarm_at", "empty_at", "expected_low_reservoir_alarm_at",
+          "expected_empty_at", "drug_expires_at", "refill_due_on", "anchor_at", "next_change_at", "version")
+
+
+def _stored_then_recomputed(pump, now):
+    pump.refresh_from_db()
+    stored = ({f: getattr(pump, f) for f in STORED},
+              list(Refill.objects.order_by("performed_at").values_list("expected_residual_ml", "discrepancy_flagged")))
+    s.recompute_pump(pump, now=now)
+    s._recompute_refill_checks(pump, s.load_history(pump))
+    pump.refresh_from_db()
+    again = ({f: getattr(pump, f) for f in STORED},
+             list(Refill.objects.order_by("performed_at").values_list("expected_residual_ml", "discrepancy_flagged")))
+    return stored, again
+
+
+def test_a_refill_stores_the_projection_of_the_records_as_saved(pump, actor):
+    # record_refill projects from the records it holds in memory after saving them; a
+    # recompute from the database gives the same stored values and refill checks.
+    first_fill(pump, actor, now=T0 + timedelta(hours=3))
+    later = T0 + timedelta(days=40)
+    s.record_refill(pump=pump, performed_at=later, added_volume_ml=D(30), extracted_volume_ml=D(15),
+                    concentration_mcg_per_ml=D(2000), actor=actor, now=later + timedelta(hours=1),
+                    program=s.ProgramInput(concentration_mcg_per_ml=D(2000), daily_dose_mcg=D(500)))
+    stored, again = _stored_then_recomputed(pump, later + timedelta(hours=1))
+    assert stored == again
+    assert stored[0]["version"] == 3 and stored[0]["anchor_at"] == later
+    assert stored[0]["expected_empty_at"] == later + timedelta(days=30 * 2000 / 500)  # the new program's rate
+
+    backfilled = s.record_refill(pump=pump, performed_at=T0 + timedelta(days=20), added_volume_ml=D(10),
+                                 extracted_volume_ml=D(27), concentration_mcg_per_ml=D(1000), actor=actor,
+                                 now=later + timedelta(hours=2))
+    stored, again = _stored_then_recomputed(pump, later + timedelta(hours=2))
+    assert stored == again
+    assert backfilled.expected_residual_ml is not None
