@@ -213,11 +213,6 @@ class Pump(models.Model):
                 fields=["urgency", "refill_due_on", "low_reservoir_alarm_at", "id"], name="pump_urgency_idx",
                 condition=Q(explanted_on__isnull=True),
             ),
-            # the worklist's counts per status: an index-only scan
-            models.Index(
-                fields=["clinic", "status"], include=["next_change_at"], name="pump_status_count_idx",
-                condition=Q(explanted_on__isnull=True),
-            ),
         ]
 
     def __str__(self) -> str:

@@ -191,3 +191,18 @@ def test_passwords_are_hashed_with_argon2(production):
 
 def test_login_throttling_stays_on_in_production(production):
     assert production["axes"] == [True, 5, "axes.middleware.AxesMiddleware", True]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, [0, False]), ("300", [300, True])])
+def test_database_connections_are_kept_for_database_conn_max_age_seconds(tmp_path, value, expected):
+    env = production_env(tmp_path)
+    if value is not None:
+        env["DATABASE_CONN_MAX_AGE"] = value
+    script = ("import json; from django.conf import settings; d = settings.DATABASES['default']; "
+              "print(json.dumps([d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS']]))")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
