@@ -307,3 +307,26 @@ def test_clinic_offset_follows_the_clinic(db):
     api, _ = token_client(sydney)
     body = api.get(f"{API}/pumps/{pump.pk}/projection/", {"at": "2026-02-01T00:00:00Z"}).json()
     assert body["at"] == "2026-02-01T11:00:00+11:00"
+
+
+def test_worklist_count_is_the_number_of_pumps_listed_whatever_the_filters(api, clinic, other_clinic):
+    # Without filters, or with status and clinic only, the count comes from the status
+    # tally; with any other filter the rows are counted. Both give the rows listed.
+    statuses = ["ok", "ok", "alarm", "due_soon", "empty", "incomplete"]
+    for i, status in enumerate(statuses):
+        pump = make_pump(make_patient(clinic, mrn=f"C{i}"), serial=f"C{i}")
+        Pump.objects.filter(pk=pump.pk).update(status=status, refill_due_on=date(2026, 4, 1 + i))
+    make_pump(make_patient(other_clinic, mrn="OTHER"), serial="OTHER")  # not the client's clinic
+    gone = make_pump(make_patient(clinic, mrn="GONE"), serial="GONE")
+    Pump.objects.filter(pk=gone.pk).update(explanted_on=date(2026, 2, 1))
+    for params, expected in [
+        ({}, 6), ({"status": "ok"}, 2), ({"status": "ok,alarm,ok"}, 3), ({"status": "inactive"}, 0),
+        ({"clinic": clinic.code}, 6), ({"clinic": other_clinic.code}, 0), ({"clinic": "nowhere"}, 0),
+        ({"status": "empty", "clinic": clinic.code}, 1), ({"due_before": "2026-04-02"}, 2),
+        ({"serial_number": "C3"}, 1), ({"page_size": 2}, 6), ({"page_size": 2, "page": 3}, 6),
+    ]:
+        body = api.get(f"{API}/worklist/", params).json()
+        assert body["count"] == expected, params
+        if "page_size" not in params:
+            assert len(body["results"]) == expected, params
+    assert api.get(f"{API}/worklist/", {"page_size": 2, "page": 4}).status_code == 404

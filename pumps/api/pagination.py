@@ -1,3 +1,4 @@
+from django.core.paginator import Paginator as DjangoPaginator
 from rest_framework.pagination import PageNumberPagination
 
 
@@ -6,3 +7,27 @@ class Pagination(PageNumberPagination):
 
     page_size_query_param = "page_size"
     max_page_size = 500
+
+
+class _CountedPaginator(DjangoPaginator):
+    """A paginator told its count instead of counting the rows."""
+
+    known_count: int = 0
+
+    @property
+    def count(self) -> int:
+        return self.known_count
+
+
+class TalliedPagination(Pagination):
+    """The worklist's pages: when the view can tell the number of rows without counting
+    them (``view.tallied_count()``: from the status tally), the total comes from there;
+    otherwise the rows are counted."""
+
+    def paginate_queryset(self, queryset, request, view=None):
+        known = view.tallied_count() if view is not None else None
+        if known is None:
+            self.django_paginator_class = DjangoPaginator
+        else:
+            self.django_paginator_class = type("TalliedPaginator", (_CountedPaginator,), {"known_count": known})
+        return super().paginate_queryset(queryset, request, view)

@@ -41,7 +41,7 @@ from clinic.auth import (
     writable_clinic_ids,
 )
 from clinic.models import Clinic
-from pumps import selectors, services
+from pumps import selectors, services, tallies
 from pumps.access import record_patient_access
 from pumps.models import Appointment, Patient, Program, Pump, Reading, Refill
 
@@ -49,6 +49,7 @@ from . import filters
 from . import serializers as s
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import idempotent
+from .pagination import TalliedPagination
 
 MSG_ROLE = "Your role does not allow this change."
 MSG_PRESCRIBER = "Only a prescriber may enter, verify or void a program."
@@ -200,7 +201,7 @@ class ScopedViewMixin:
         queryset = self.base_queryset()
         if getattr(self, "swagger_fake_view", False):
             return queryset.none()
-        ids = visible_clinic_ids(self.request)
+        ids = self.visible_ids = visible_clinic_ids(self.request)
         return queryset if ids is None else queryset.filter(**{f"{self.clinic_lookup}__in": ids})
 
     def filter_queryset(self, queryset):
@@ -420,6 +421,23 @@ class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMi
 class WorklistView(ScopedViewMixin, generics.ListAPIView):
     serializer_class = s.WorklistSerializer
     filterset_class = filters.WorklistFilter
+    pagination_class = TalliedPagination
+
+    def tallied_count(self) -> int | None:
+        """The number of pumps listed, from the status tally (one small sum, whatever the
+        number of pumps) when the only filters are the stored status and the clinic, which
+        the tally counts by; None (count the rows) for any other filter."""
+        filterset = self.filterset_class(self.request.query_params, queryset=Pump.objects.none())
+        if not filterset.is_valid():
+            return None
+        used = {name: value for name, value in filterset.form.cleaned_data.items() if value not in (None, "", [])}
+        if set(used) - {"status", "clinic"}:
+            return None
+        clinics = Clinic.objects.all() if self.visible_ids is None else Clinic.objects.filter(pk__in=self.visible_ids)
+        if "clinic" in used:
+            clinics = clinics.filter(code=used["clinic"])
+        counts = tallies.counts(clinics.values("id"))
+        return sum(counts[status] for status in set(used.get("status") or counts))
 
     def base_queryset(self):
         next_appointment = (
