@@ -278,8 +278,9 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     The status is the live status as of ``now``: the stored one, or for a pump whose
     stored instants say it changed since the last sweep, the one they give now. A fixed
     number of queries whatever the number of pumps: the stale pumps, the counts per
-    status (from the status tally unless a search or a prescriber narrows the list), the clinics, the prescribers, and (when the paginator slices the rows) one
-    page of pumps from the worklist index."""
+    status (from the status tally, unless a search or a prescriber narrows the list), the
+    clinics, the prescribers, and (when the paginator slices the rows) one page of pumps
+    from the worklist index."""
     next_appointment = Appointment.objects.filter(
         pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True, scheduled_for__gte=now
     ).order_by("scheduled_for", "id")

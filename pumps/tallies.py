@@ -1,14 +1,14 @@
 """Counts of implanted pumps per clinic and stored status, read from ``StatusTally``.
 
 The rows are written by database triggers (migration ``pumps.0009``) in the transaction
-of every write to a pump, so a count is never ahead of or behind the pumps a reader can
-see. ``fold`` merges them into one row per clinic and status; the sweep calls it, and its
+of every write to a pump, so the tally commits, or rolls back, with the pumps it counts. ``fold`` merges them into one row per clinic and status; the sweep calls it, and its
 quiet tick checks whether there are ``FOLD_AFTER`` rows to fold.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
 from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
@@ -19,11 +19,11 @@ from .models import StatusTally
 FOLD_AFTER = 500
 
 
-def counts(clinics: QuerySet) -> Counter:
-    """Implanted pumps per stored status in ``clinics`` (a queryset of clinic ids or
-    clinics): one query over the tally rows, whatever the number of pumps."""
+def counts(clinic_ids: Iterable[int] | QuerySet) -> Counter:
+    """Implanted pumps per stored status in the clinics ``clinic_ids`` (a list of ids, or
+    a queryset of ids): one query over the tally rows, whatever the number of pumps."""
     rows = (
-        StatusTally.objects.filter(clinic_id__in=clinics).order_by()
+        StatusTally.objects.filter(clinic_id__in=clinic_ids).order_by()
         .values("status").annotate(n=Sum("delta")).values_list("status", "n")
     )
     return Counter({status: n for status, n in rows if n})

@@ -829,3 +829,11 @@ def test_a_refill_stores_the_projection_of_the_records_as_saved(pump, actor):
     stored, again = _stored_then_recomputed(pump, later + timedelta(hours=2))
     assert stored == again
     assert backfilled.expected_residual_ml is not None
+    at = later + timedelta(days=30)
+    steps = [{"start": "06:00", "dose_mcg_per_hour": "22.5004"}, {"start": "22:00", "dose_mcg_per_hour": "17.5"}]
+    s.record_refill(pump=pump, performed_at=at, added_volume_ml=D(20), extracted_volume_ml=D("18.5"),
+                    concentration_mcg_per_ml=D(2000), actor=actor, now=at + timedelta(minutes=5),
+                    program=s.ProgramInput(concentration_mcg_per_ml=D(2000), mode="flex", steps=steps))
+    stored, again = _stored_then_recomputed(pump, at + timedelta(minutes=5))
+    assert stored == again
+    assert Program.objects.get(effective_at=at).mode == "flex"
