@@ -29,16 +29,29 @@ def counts(clinic_ids: Iterable[int] | QuerySet) -> Counter:
     return Counter({status: n for status, n in rows if n})
 
 
+def _delete_returning() -> bool:
+    """Whether ``DELETE ... RETURNING`` is there: PostgreSQL, SQLite from 3.35."""
+    return connection.vendor != "sqlite" or connection.Database.sqlite_version_info >= (3, 35)
+
+
 @transaction.atomic
 def fold() -> int:
     """Replace the tally rows by their sums per clinic and status (zeros dropped);
     returns the number of rows folded. Safe beside writers and other folds: it sums
-    exactly the rows its DELETE removed, and a row committed meanwhile stays for the
-    next fold."""
+    exactly the rows it deletes, and a row committed meanwhile stays for the next fold."""
     table = connection.ops.quote_name(StatusTally._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {table} RETURNING clinic_id, status, delta")
-        deleted = cursor.fetchall()
+        if _delete_returning():
+            cursor.execute(f"DELETE FROM {table} RETURNING clinic_id, status, delta")
+            deleted = cursor.fetchall()
+        else:
+            # An older SQLite: one writer at a time, and ids only grow, so the rows up to
+            # the highest id seen now are exactly the rows summed.
+            cursor.execute(f"SELECT max(id) FROM {table}")
+            (last,) = cursor.fetchone()
+            cursor.execute(f"SELECT clinic_id, status, delta FROM {table} WHERE id <= %s", [last or 0])
+            deleted = cursor.fetchall()
+            cursor.execute(f"DELETE FROM {table} WHERE id <= %s", [last or 0])
     sums: Counter = Counter()
     for clinic_id, status, delta in deleted:
         sums[(clinic_id, status)] += delta

@@ -93,6 +93,18 @@ def test_fold_keeps_every_sum_and_leaves_one_row_per_clinic_and_status(board, cl
     assert not StatusTally.objects.filter(clinic=other_clinic).exists()  # a zero sum leaves no row
 
 
+def test_fold_without_delete_returning_gives_the_same_rows(board, clinic, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(tallies, "_delete_returning", lambda: False)  # as on SQLite before 3.35
+    tallies.fold()
+    folded = StatusTally.objects.count()
+    assert folded == 3  # north: ok 5, incomplete 1; south: ok 1
+    for status in ("alarm", "ok"):  # two rows each
+        Pump.objects.filter(pk=board["ok"].pk).update(status=status)
+    assert tallies.fold() == folded + 4
+    assert tally(clinic) == pumps_by_status(clinic) == Counter({"ok": 5, "incomplete": 1})
+    assert StatusTally.objects.count() == folded
+
+
 def test_worklist_counts_are_the_live_statuses_before_and_after_the_sweep(board, nurse):  # noqa: F811
     expected = "Empty 1 Low-reservoir alarm 1 Refill overdue 1 Refill due soon 1 OK 1 Incomplete data 1"
     client = signed_in(nurse)
