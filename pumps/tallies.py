@@ -7,10 +7,11 @@ quiet tick checks whether there are ``FOLD_AFTER`` rows to fold.
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from collections.abc import Iterable
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import QuerySet, Sum
 
 from .models import StatusTally
@@ -60,3 +61,28 @@ def fold() -> int:
         for (clinic_id, status), n in sorted(sums.items()) if n
     )
     return len(deleted)
+
+
+def ensure_sqlite_triggers(using: str = "default", **kwargs) -> bool:
+    """After ``migrate`` on SQLite: put the tally's triggers back if a migration lost
+    them, and count the pumps again. SQLite alters a table by building a new one and
+    dropping the old, and the old table's triggers go with it (PostgreSQL keeps them).
+    Returns True when the triggers had to be made again."""
+    db = connections[using]
+    if db.vendor != "sqlite":
+        return False
+    tables = set(db.introspection.table_names())
+    if not {"pumps_pump", StatusTally._meta.db_table} <= tables:
+        return False  # migrated back before the tally
+    migration = importlib.import_module("pumps.migrations.0009_status_tally")
+    names = {f"pumps_status_tally_{op}" for op in ("insert", "update", "delete")}
+    with db.cursor() as cursor:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'pumps_pump'")
+        if names <= {row[0] for row in cursor.fetchall()}:
+            return False
+    with transaction.atomic(using=using), db.cursor() as cursor:
+        for sql in migration.SQLITE_DROP + migration.SQLITE_TRIGGERS:
+            cursor.execute(sql)
+        cursor.execute(f"DELETE FROM {db.ops.quote_name(StatusTally._meta.db_table)}")
+        cursor.execute(migration.START)
+    return True

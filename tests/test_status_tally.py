@@ -155,3 +155,21 @@ def test_the_migration_starts_the_tally_from_the_pumps_there_are():
     assert tally(clinic) == Counter({"incomplete": 3, "ok": 1})
     make_pump(make_patient(clinic, mrn="MRN-Y"), serial="Y1")  # and the triggers are back
     assert tally(clinic) == Counter({"incomplete": 4, "ok": 1})
+
+
+def test_after_migrate_sqlite_gets_back_triggers_a_table_rebuild_lost(board, clinic):  # noqa: F811
+    from django.core.management.sql import emit_post_migrate_signal
+
+    if connection.vendor != "sqlite":
+        assert tallies.ensure_sqlite_triggers() is False  # PostgreSQL keeps triggers through ALTER TABLE
+        return
+    assert tallies.ensure_sqlite_triggers() is False  # all there
+    with connection.cursor() as cursor:  # what rebuilding pumps_pump in a migration does
+        cursor.execute("DROP TRIGGER pumps_status_tally_update")
+    Pump.objects.filter(pk=board["ok"].pk).update(status="alarm")
+    assert tally(clinic) != pumps_by_status(clinic)
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+    assert tally(clinic) == pumps_by_status(clinic)
+    Pump.objects.filter(pk=board["ok"].pk).update(status="ok")
+    assert tally(clinic) == pumps_by_status(clinic)
+    assert tallies.ensure_sqlite_triggers() is False
