@@ -1,3 +1,5 @@
+import functools
+
 from django.core.paginator import Paginator as DjangoPaginator
 from rest_framework.pagination import PageNumberPagination
 
@@ -12,7 +14,9 @@ class Pagination(PageNumberPagination):
 class _CountedPaginator(DjangoPaginator):
     """A paginator told its count instead of counting the rows."""
 
-    known_count: int = 0
+    def __init__(self, *args, known_count: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.known_count = known_count
 
     @property
     def count(self) -> int:
@@ -26,8 +30,7 @@ class TalliedPagination(Pagination):
 
     def paginate_queryset(self, queryset, request, view=None):
         known = view.tallied_count() if view is not None else None
-        if known is None:
-            self.django_paginator_class = DjangoPaginator
-        else:
-            self.django_paginator_class = type("TalliedPaginator", (_CountedPaginator,), {"known_count": known})
+        self.django_paginator_class = (
+            DjangoPaginator if known is None else functools.partial(_CountedPaginator, known_count=known)
+        )
         return super().paginate_queryset(queryset, request, view)
