@@ -194,12 +194,14 @@ def test_a_real_celery_worker_on_redis_delivers_the_outbox(smtp_port, settings):
             from pumps.tasks import run_sweep
 
             run_sweep.apply_async(connection=conn, queue=queue)
+        sent = Notification.objects.filter(kind="low_reservoir", status="sent")
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(kinds(inbox, "low_reservoir")) < 2:
+        # The worker marks a notification sent just after the SMTP server took it: wait for both.
+        while time.monotonic() < deadline and (len(kinds(inbox, "low_reservoir")) < 2 or sent.count() < 2):
             time.sleep(0.5)
         low = kinds(inbox, "low_reservoir")
         assert sorted(r for r, _ in low) == ["nurse@clinic.example", "ward@clinic.example"]
-        assert Notification.objects.filter(kind="low_reservoir", status="sent").count() == 2
+        assert sent.count() == 2
     finally:
         app.conf.task_default_queue = "celery"
         app.conf.broker_url = settings.CELERY_BROKER_URL
