@@ -112,7 +112,9 @@ def test_refill_with_a_flagged_discrepancy(page, clinic_data, screenshot, access
     page.get_by_label("Volume added (mL)").fill("38")
     page.get_by_label("Lot number").fill("L77")
     # the page's CSP forbids eval, so waits use Playwright's locators, not wait_for_function
+    # each field's change sends its own preview request: wait for the last field's answer
     expect(page.locator("#preview-discrepancy")).to_contain_text("Flagged", timeout=10_000)
+    expect(page.locator("#preview-after")).to_have_text("38 mL of 40 mL", timeout=10_000)
     assert page.inner_text("#preview-expected") == "22.5 mL"
     assert re.sub(r"\s+", " ", page.inner_text("#preview-discrepancy")) == (
         "-3.5 mL (threshold ±2 mL): Flagged — less drug than expected remained: suggests over-infusion, a leak or "
