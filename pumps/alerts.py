@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -38,14 +39,14 @@ from .models import (
     DeliveryAttempt,
     Event,
     Notification,
-    Program,
     Pump,
     PumpModel,
-    Reading,
-    Refill,
     Severity,
     SweepRun,
 )
+
+if TYPE_CHECKING:
+    from .services import PumpHistory
 
 log = logging.getLogger("pumps.alerts")
 
@@ -143,27 +144,35 @@ class Wanted:
     severity: str | None = None
 
 
-def reservoir_episode(pump: Pump) -> str:
+def reservoir_episode(pump: Pump, history: PumpHistory | None = None) -> str:
     """Reservoir alerts belong to the fill they are about: the latest refill at or before
-    the anchor (a reading re-anchors the same fill)."""
-    refill = (
-        Refill.objects.live().filter(pump=pump, performed_at__lte=pump.anchor_at).order_by("-performed_at", "-id")
-        .values_list("pk", flat=True).first()
-        if pump.anchor_at
-        else None
-    )
-    return f"fill:{refill}" if refill else "fill:none"
+    the anchor (a reading re-anchors the same fill). ``history``: the pump's live records
+    (``services.load_history``), when the caller has them."""
+    if pump.anchor_at is None:
+        return "fill:none"
+    history = history or _load_history(pump)
+    fills = [r.pk for r in history.refills if r.performed_at <= pump.anchor_at]  # (performed_at, id) order
+    return f"fill:{fills[-1]}" if fills else "fill:none"
 
 
-def wanted_alerts(pump: Pump, now: datetime, *, episode: str | None = None) -> list[Wanted]:
+def _load_history(pump: Pump) -> PumpHistory:
+    from .services import load_history
+
+    return load_history(pump)
+
+
+def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None, *,
+                  episode: str | None = None) -> list[Wanted]:
     """Which alerts the pump's stored projection and records call for as of ``now``
-    (``episode``: the pump's ``reservoir_episode``, when the caller has it)."""
+    (``history``: its live records, ``episode``: its ``reservoir_episode``, when the
+    caller has them)."""
     if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
         return []
     clinic = pump.clinic
     tz = clinic.tz
     out: list[Wanted] = []
-    episode = episode or reservoir_episode(pump)
+    history = history or _load_history(pump)
+    episode = episode or reservoir_episode(pump, history)
     status = pump.live_status(now)
     if pump.low_reservoir_alarm_at and now >= pump.low_reservoir_alarm_at:
         out.append(Wanted(AlertKind.LOW_RESERVOIR, episode, pump.low_reservoir_alarm_at,
@@ -186,11 +195,12 @@ def wanted_alerts(pump: Pump, now: datetime, *, episode: str | None = None) -> l
             if today >= eos - timedelta(days=days):
                 out.append(Wanted(AlertKind.BATTERY_REPLACEMENT, f"eos-{days}:{eos.isoformat()}", None,
                                   f"expected end of service {eos.isoformat()}", severity))
-    for program in Program.objects.live().filter(pump=pump, verified_at__isnull=True, entered_at__lte=now - timedelta(hours=24)):
+    unverified = [p for p in history.programs if p.verified_at is None and p.entered_at <= now - timedelta(hours=24)]
+    for program in unverified:
         out.append(Wanted(AlertKind.UNVERIFIED_PROGRAM, f"program:{program.pk}", None,
                           "program not verified by a second clinician within 24 h"))
     if pump.model.mri_behaviour == PumpModel.MRI_INTERROGATE:
-        last_reading = Reading.objects.live().filter(pump=pump).order_by("-read_at").values_list("read_at", flat=True).first()
+        last_reading = max((r.read_at for r in history.readings), default=None)
         # An MRI entered a few minutes ahead of the clock counts too: the check is due after it.
         mris = Event.objects.live().filter(pump=pump, kind=Event.Kind.MRI)
         if last_reading:
@@ -198,24 +208,26 @@ def wanted_alerts(pump: Pump, now: datetime, *, episode: str | None = None) -> l
         for event in mris:
             out.append(Wanted(AlertKind.POST_MRI_CHECK, f"mri:{event.pk}", event.occurred_at,
                               "MRI recorded and no reading since"))
-    for refill in Refill.objects.live().filter(pump=pump).filter(Q(discrepancy_flagged=True) | Q(refilled_after_empty=True)):
+    for refill in [r for r in history.refills if r.discrepancy_flagged or r.refilled_after_empty]:
         out.append(Wanted(AlertKind.RESIDUAL_DISCREPANCY, f"refill:{refill.pk}", refill.performed_at,
                           "; ".join(refill.flags)[:300]))
     return out
 
 
 @transaction.atomic
-def evaluate_pump(pump: Pump, now: datetime) -> tuple[int, int]:
+def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None) -> tuple[int, int]:
     """Create the alerts the pump calls for and resolve those it no longer does. Returns
-    (alerts created, notifications created). Safe to run concurrently."""
+    (alerts created, notifications created). Safe to run concurrently. ``history``: the
+    pump's live records as they stand in this transaction, when the caller has them."""
     created_alerts = created_notes = 0
     open_alerts = Alert.objects.filter(pump=pump, resolved_at__isnull=True)
     if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
         reason = "pump explanted" if pump.explanted_on is not None else "patient not active"
         open_alerts.update(resolved_at=now, resolution=reason, next_repeat_at=None)
         return 0, 0
-    episode = reservoir_episode(pump)
-    wanted = wanted_alerts(pump, now, episode=episode)
+    history = history or _load_history(pump)
+    episode = reservoir_episode(pump, history)
+    wanted = wanted_alerts(pump, now, history, episode=episode)
     keys = {(w.kind, w.episode) for w in wanted}
     # Every alert of the pump, read once: the open ones not wanted any more are resolved,
     # the wanted ones that exist are not created again.
@@ -425,7 +437,7 @@ def sweep(now: datetime | None = None, *, fan_out: bool = False) -> SweepResult:
 
 def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None) -> SweepResult:
     """Refresh the given due pumps and create their alerts, one transaction per pump."""
-    from .services import recompute_pump
+    from .services import load_history, recompute_pump
 
     result = result or SweepResult()
     for start in range(0, len(ids), CHUNK):
@@ -436,8 +448,9 @@ def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None
                         "clinic", "patient", "model").get(pk=pump_id)
                     if locked.next_change_at is None or locked.next_change_at > now:
                         continue  # another sweep got here first
-                    recompute_pump(locked, now=now)
-                    made, notes = evaluate_pump(locked, now)
+                    history = load_history(locked)  # read once: the projection and the alert rules
+                    recompute_pump(locked, now=now, history=history)
+                    made, notes = evaluate_pump(locked, now, history)
             except Exception:  # noqa: BLE001 - one broken pump must not stop alerting for all
                 log.exception("sweep: pump %s could not be evaluated; it stays due and is retried", pump_id)
                 result.pumps_failed += 1

@@ -900,15 +900,15 @@ def _after_write(pump: Pump, now: datetime, *, since: datetime | None, history: 
     if later:
         _recompute_refill_checks(pump, history, since=min(r.performed_at for r in later))
     recompute_pump(pump, now=now, history=history, bump_version=True)
-    _evaluate_alerts(pump, now)
+    _evaluate_alerts(pump, now, history)
 
 
-def _evaluate_alerts(pump: Pump, now: datetime) -> None:
+def _evaluate_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None) -> None:
     """Alerts are part of the write's transaction (the outbox): they commit with it and
     are sent after it."""
     from .alerts import evaluate_pump
 
-    evaluate_pump(pump, now)
+    evaluate_pump(pump, now, history)
 
 
 # ----------------------------------------------------------------------- readings

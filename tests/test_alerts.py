@@ -305,6 +305,21 @@ def test_sweep_reads_only_pumps_due_by_now(filled, django_assert_num_queries):
     assert list(alerts.due_pumps(datetime(2026, 3, 27, 0, 0, tzinfo=CHICAGO))) == [filled]
 
 
+def test_sweep_reads_a_due_pumps_records_once(filled):
+    # the projection and the alert rules share one read of the refills, readings and programs
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    in_alarm = datetime(2026, 4, 19, 0, 0, tzinfo=CHICAGO)
+    with CaptureQueriesContext(connection) as queries:
+        result = alerts.sweep_pumps([filled.pk], in_alarm)
+    assert (result.pumps_checked, result.alerts_created) == (1, 2)
+    assert sorted(Alert.objects.values_list("kind", flat=True)) == ["low_reservoir", "refill_overdue"]
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    for table in ("pumps_refill", "pumps_reading", "pumps_program"):
+        assert sum(f'FROM "{table}"' in sql for sql in reads) == 1, table
+
+
 def test_health_reports_stale_sweep_with_503_and_alerts_admins(client, clinic):
     from django.utils import timezone
 
