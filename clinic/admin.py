@@ -28,9 +28,8 @@ def refresh_clinic_pumps(clinic: Clinic, now=None) -> int:
     """Recompute the stored projection (and the alerts it calls for) of every implanted
     pump of ``clinic`` after a change of its policy or closures. The same per-pump work
     as the periodic sweep; each pump row is locked while it is refreshed."""
-    from pumps import alerts
     from pumps.models import Pump
-    from pumps.services import recompute_pump
+    from pumps.services import refresh_pump
 
     now = now or timezone.now()
     count = 0
@@ -38,8 +37,7 @@ def refresh_clinic_pumps(clinic: Clinic, now=None) -> int:
     for pk in ids:
         with transaction.atomic():
             pump = Pump.objects.select_for_update().select_related("clinic", "patient", "model").get(pk=pk)
-            recompute_pump(pump, now=now)
-            alerts.evaluate_pump(pump, now)
+            refresh_pump(pump, now=now)
         count += 1
     return count
 

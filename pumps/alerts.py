@@ -121,15 +121,14 @@ def recipients_for(clinic: Clinic, *, escalation: bool = False, admins_only: boo
         emails = Membership.objects.filter(clinic=clinic, role=Role.ADMIN).exclude(user__email="")
         return sorted({m.user.email.lower() for m in emails.select_related("user")})
     flags = [False, True] if escalation else [False]
-    addresses = set(
-        AlertRecipient.objects.filter(clinic=clinic, escalation__in=flags).values_list("email", flat=True)
-    )
-    addresses |= set(
+    listed = AlertRecipient.objects.filter(clinic=clinic, escalation__in=flags).values_list("email", flat=True)
+    staff = (
         Membership.objects.filter(clinic=clinic, receives_alerts=True)
         .exclude(user__email="")
         .values_list("user__email", flat=True)
     )
-    return sorted({a.lower() for a in addresses})
+    # one query (a UNION admits no ORDER BY in its parts on SQLite: the models' orderings are cleared)
+    return sorted({a.lower() for a in listed.order_by().union(staff.order_by())})
 
 
 # --------------------------------------------------------------------- alert rules
@@ -214,7 +213,7 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
     return out
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # no caller goes on in a transaction this one failed
 def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None) -> tuple[int, int]:
     """Create the alerts the pump calls for and resolve those it no longer does. Returns
     (alerts created, notifications created). Safe to run concurrently. ``history``: the
@@ -251,7 +250,7 @@ def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None)
         if alert is None:
             continue
         created_alerts += 1
-        created_notes += notify(alert, 0, now)
+        created_notes += notify(alert, 0, now, fresh=True)
     return created_alerts, created_notes
 
 
@@ -289,8 +288,9 @@ def _create_alert(clinic: Clinic, pump: Pump | None, w: Wanted, now: datetime) -
     return alert
 
 
-def notify(alert: Alert, repeat_number: int, now: datetime) -> int:
-    """Queue the notifications of one (alert, repeat): the outbox rows."""
+def notify(alert: Alert, repeat_number: int, now: datetime, *, fresh: bool = False) -> int:
+    """Queue the notifications of one (alert, repeat): the outbox rows. ``fresh``: the
+    alert was inserted by this transaction."""
     rule = RULES[alert.kind]
     if not rule.emailed:
         return 0
@@ -307,10 +307,23 @@ def notify(alert: Alert, repeat_number: int, now: datetime) -> int:
                      api_client=client, repeat_number=repeat_number, next_attempt_at=now, created_at=now)
         for channel, recipient, client in targets
     ]
+    if fresh:  # nobody else can see the alert yet, so nobody else has queued its notifications
+        Notification.objects.bulk_create(rows)
+        created = len(rows)
+    else:
+        created = _insert_missing(rows)
+    if created:
+        queue_delivery_on_commit()
+    return created
+
+
+def _insert_missing(rows: list[Notification]) -> int:
+    """Queue notifications of which some may exist already (a concurrent repeat or
+    re-opening): one INSERT, or one by one after a conflict."""
     try:
         with transaction.atomic():  # a savepoint: one INSERT for every recipient
             Notification.objects.bulk_create(rows)
-        created = len(rows)
+        return len(rows)
     except IntegrityError:  # some were queued already (a race): queue the others one by one
         created = 0
         for row in rows:
@@ -321,9 +334,7 @@ def notify(alert: Alert, repeat_number: int, now: datetime) -> int:
                 created += 1
             except IntegrityError:
                 continue
-    if created:
-        queue_delivery_on_commit()
-    return created
+        return created
 
 
 def queue_delivery_on_commit() -> None:
@@ -437,7 +448,7 @@ def sweep(now: datetime | None = None, *, fan_out: bool = False) -> SweepResult:
 
 def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None) -> SweepResult:
     """Refresh the given due pumps and create their alerts, one transaction per pump."""
-    from .services import load_history, recompute_pump
+    from .services import refresh_pump
 
     result = result or SweepResult()
     for start in range(0, len(ids), CHUNK):
@@ -448,9 +459,7 @@ def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None
                         "clinic", "patient", "model").get(pk=pump_id)
                     if locked.next_change_at is None or locked.next_change_at > now:
                         continue  # another sweep got here first
-                    history = load_history(locked)  # read once: the projection and the alert rules
-                    recompute_pump(locked, now=now, history=history)
-                    made, notes = evaluate_pump(locked, now, history)
+                    made, notes = refresh_pump(locked, now=now)
             except Exception:  # noqa: BLE001 - one broken pump must not stop alerting for all
                 log.exception("sweep: pump %s could not be evaluated; it stays due and is retried", pump_id)
                 result.pumps_failed += 1

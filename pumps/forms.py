@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from clinic.models import WEEKDAY_NAMES, AlertRecipient, Clinic, ClinicClosure
 
-from . import alerts, services
 from . import projection as pj
+from . import services
 from .models import Appointment, DrugProduct, Event, Patient, Program, Pump, PumpModel
 
 ML_FIELD = {"max_digits": 9, "decimal_places": 3}
@@ -539,8 +539,7 @@ def recompute_clinic(clinic: Clinic, now: datetime) -> int:
     count = 0
     for pump_id in Pump.objects.filter(clinic=clinic, explanted_on__isnull=True).values_list("pk", flat=True):
         pump = Pump.objects.select_for_update(of=("self",)).select_related("clinic", "patient", "model").get(pk=pump_id)
-        services.recompute_pump(pump, now=now)
-        alerts.evaluate_pump(pump, now)
+        services.refresh_pump(pump, now=now)
         count += 1
     return count
 

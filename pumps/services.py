@@ -291,6 +291,18 @@ def _bump_version(pump: Pump) -> None:
     pump.version += 1
 
 
+def refresh_pump(pump: Pump, *, now: datetime) -> tuple[int, int]:
+    """Bring a pump whose state may have changed without a new record (time passed, the
+    clinic's policy changed) up to ``now``: its stored projection and its alerts, from one
+    read of its records, inside the caller's transaction, the pump row locked by the
+    caller. Returns (alerts created, notifications created)."""
+    from .alerts import evaluate_pump
+
+    history = load_history(pump)
+    recompute_pump(pump, now=now, history=history)
+    return evaluate_pump(pump, now, history)
+
+
 def _recompute_refill_checks(pump: Pump, history: PumpHistory, since: datetime | None = None) -> None:
     """SPEC 4.7: expected residual, discrepancy and flags of each refill depend on the
     history before it; after a back-filled insert or a void, recompute the later ones."""

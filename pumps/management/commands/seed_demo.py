@@ -40,8 +40,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from clinic.models import AlertRecipient, Clinic, ClinicClosure, Membership, Role
-from pumps import alerts, services
 from pumps import projection as pj
+from pumps import services
 from pumps.models import (
     Alert,
     Appointment,
@@ -762,8 +762,7 @@ class Demo:
         the periodic sweep does for a pump whose state changed since its last write."""
         with transaction.atomic():
             locked = Pump.objects.select_for_update().select_related("clinic", "patient", "model").get(pk=pump.pk)
-            services.recompute_pump(locked, now=self.now)
-            alerts.evaluate_pump(locked, self.now)
+            services.refresh_pump(locked, now=self.now)
         return locked
 
     def write_refill(self, ctx, rng, pump: Pump, plan: PumpPlan, refill: RefillPlan, nurse: str) -> list[Program]:
