@@ -32,7 +32,7 @@ def _broker() -> str:
 
 
 def health(request):
-    from pumps import alerts
+    from pumps import alerts, outbox
 
     now = timezone.now()
     checks = {"database": _database(), "broker": _broker()}
@@ -42,7 +42,7 @@ def health(request):
     if stale and checks["database"] == "ok":
         # The worker may be what stopped: tell the clinic admins from here, synchronously.
         if alerts.raise_stalled(now):
-            alerts.deliver_due(now, kind="alerting_stalled")
+            outbox.deliver_due(now, kind="alerting_stalled")
     healthy = all(v == "ok" for v in checks.values())
     body = {
         "status": "ok" if healthy else "error",

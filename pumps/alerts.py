@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
-from django.template.loader import render_to_string
 from django.utils import timezone
 
 from clinic.models import AlertRecipient, ApiClient, Clinic, Membership, Role
@@ -36,7 +34,6 @@ from .models import (
     Alert,
     AlertKind,
     Appointment,
-    DeliveryAttempt,
     Event,
     Notification,
     Pump,
@@ -51,8 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pumps.alerts")
 
 SWEEP_INTERVAL = timedelta(seconds=getattr(settings, "ALERT_SWEEP_INTERVAL_SECONDS", 300))
-STALE_CLAIM = timedelta(minutes=10)
-MAX_ATTEMPTS = 10
 CHUNK = getattr(settings, "ALERT_SWEEP_CHUNK", 500)  # pumps per batch, and per task when the sweep fans out
 MAX_DUE_PER_SWEEP = 100_000
 
@@ -516,46 +511,6 @@ def _settle_digests(clinic: Clinic, until: datetime) -> None:
     ).update(digest_settled_until=until)
 
 
-def digest_context(clinic: Clinic, now: datetime) -> dict:
-    listed = [pj.STATUS_EMPTY, pj.STATUS_ALARM, pj.STATUS_OVERDUE, pj.STATUS_DUE_SOON]
-    pumps = (
-        Pump.objects.filter(clinic=clinic, explanted_on__isnull=True)
-        # the stored status, or a change the sweep has not reached yet
-        .filter(Q(status__in=listed) | Q(next_change_at__lte=now))
-        .select_related("patient", "model", "clinic")
-    )
-    rows: dict[str, list] = {pj.STATUS_EMPTY: [], pj.STATUS_ALARM: [], pj.STATUS_OVERDUE: [], pj.STATUS_DUE_SOON: []}
-    for pump in pumps:
-        status = pump.live_status(now)
-        if status in rows:
-            rows[status].append(pump)
-    critical = Alert.objects.filter(
-        clinic=clinic, severity=Severity.CRITICAL, acknowledged_at__isnull=True, resolved_at__isnull=True
-    ).select_related("pump__patient", "pump__model")
-    for items in rows.values():
-        items.sort(key=lambda p: (p.refill_due_on or date.max, p.pk))
-    return {
-        "clinic": clinic,
-        "date": pj.local_date(now, clinic.tz),
-        "empty": rows[pj.STATUS_EMPTY],
-        "alarm": rows[pj.STATUS_ALARM],
-        "overdue": rows[pj.STATUS_OVERDUE],
-        "due_soon": rows[pj.STATUS_DUE_SOON],
-        "critical_alerts": list(critical),
-        "undelivered": list(
-            Notification.objects.filter(clinic=clinic, status=Notification.FAILED).order_by("-created_at")[:50]
-        ),
-        "sections": [
-            ("Empty (worst case)", rows[pj.STATUS_EMPTY]),
-            ("At low-reservoir alarm", rows[pj.STATUS_ALARM]),
-            ("Refill overdue", rows[pj.STATUS_OVERDUE]),
-            ("Refill due soon", rows[pj.STATUS_DUE_SOON]),
-        ],
-        "site_url": settings.SITE_URL,
-        "tz": clinic.tz,
-    }
-
-
 # ------------------------------------------------------------------- heartbeat
 
 
@@ -608,207 +563,6 @@ def enqueue_delivery() -> None:
     except Exception as exc:  # noqa: BLE001 - broker outage must not fail the caller
         log.warning("could not queue delivery (%s); the next sweep will deliver", exc.__class__.__name__)
 
-
-def backoff(attempts: int) -> timedelta:
-    """1, 2, 4, … minutes, at most an hour."""
-    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 60))
-
-
-def claim(notification_id: int, now: datetime) -> bool:
-    """Compare-and-swap: pending and due, or a stale claim of a worker that died."""
-    return bool(
-        Notification.objects.filter(pk=notification_id)
-        .filter(
-            Q(status=Notification.PENDING, next_attempt_at__lte=now)
-            | Q(status=Notification.SENDING, claimed_at__lt=now - STALE_CLAIM)
-        )
-        .update(status=Notification.SENDING, claimed_at=now)
-    )
-
-
-def deliverable_ids(now: datetime, limit: int = 1000) -> list[int]:
-    return list(
-        Notification.objects.filter(
-            Q(status=Notification.PENDING, next_attempt_at__lte=now)
-            | Q(status=Notification.SENDING, claimed_at__lt=now - STALE_CLAIM)
-        )
-        .order_by("next_attempt_at", "id")
-        .values_list("id", flat=True)[:limit]
-    )
-
-
-def deliver_due(now: datetime | None = None, kind: str | None = None) -> int:
-    """Deliver every due notification (or those of one kind); returns how many were sent."""
-    sent = 0
-    ids = deliverable_ids(now or timezone.now())
-    if kind is not None:
-        ids = list(Notification.objects.filter(pk__in=ids, kind=kind).values_list("id", flat=True))
-    for notification_id in ids:
-        if deliver(notification_id, now=now):
-            sent += 1
-    return sent
-
-
-def deliver(notification_id: int, now: datetime | None = None) -> bool:
-    now = now or timezone.now()
-    if not claim(notification_id, now):
-        return False
-    note = Notification.objects.select_related(
-        "alert__pump__patient", "alert__pump__model", "clinic", "api_client"
-    ).get(
-        pk=notification_id
-    )
-    try:
-        if note.channel == Notification.WEBHOOK:
-            post_webhook(note, now)
-        else:
-            build_email(note, now).send(fail_silently=False)
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
-        error = f"{exc.__class__.__name__}: {exc}"[:2000]
-        attempts = note.attempts + 1
-        failed = attempts >= MAX_ATTEMPTS
-        Notification.objects.filter(pk=note.pk).update(
-            status=Notification.FAILED if failed else Notification.PENDING,
-            attempts=attempts, last_error=error, next_attempt_at=now + backoff(attempts), claimed_at=None,
-        )
-        DeliveryAttempt.objects.create(notification=note, at=now, ok=False, error=error)
-        log.warning("notification %s attempt %s failed: %s", note.pk, attempts, error)
-        return False
-    Notification.objects.filter(pk=note.pk).update(
-        status=Notification.SENT, sent_at=now, attempts=note.attempts + 1, last_error=""
-    )
-    DeliveryAttempt.objects.create(notification=note, at=now, ok=True)
-    log.info("notification %s (%s) sent", note.pk, note.kind)
-    return True
-
-
-# ---------------------------------------------------------------------- e-mails
-
-
-def pump_url(pump: Pump) -> str:
-    return f"{settings.SITE_URL}/pumps/{pump.pk}/"
-
-
-def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
-    clinic = note.clinic
-    if note.kind == "digest":
-        context = digest_context(clinic, now)
-        subject = f"[{clinic.code}] Daily pump digest {context['date'].isoformat()}"
-        template = "emails/digest"
-        headers = {"X-Clinic-Alert-Kind": "digest", "X-Clinic-Alert-Severity": "info",
-                   "X-Clinic-Alert-Id": f"digest-{clinic.code}-{context['date'].isoformat()}"}
-    else:
-        alert = note.alert
-        pump = alert.pump
-        context = {
-            "alert": alert, "pump": pump, "clinic": clinic, "kind_label": alert.get_kind_display(),
-            "advice": ADVICE[alert.kind], "repeat": note.repeat_number,
-            "due_local": alert.due_at.astimezone(clinic.tz) if alert.due_at else None,
-            "url": pump_url(pump) if pump else f"{settings.SITE_URL}/",
-            "patient_label": f"MRN {pump.patient.mrn} ({pump.patient.initials})" if pump else "",
-            "escalated": alert.escalated_at is not None,
-        }
-        who = f": {context['patient_label']}" if pump else ""
-        subject = f"[{alert.severity.upper()}] {alert.get_kind_display().capitalize()}{who}"
-        if note.repeat_number:
-            subject += f" (reminder {note.repeat_number})"
-        template = "emails/alert"
-        headers = {"X-Clinic-Alert-Kind": alert.kind, "X-Clinic-Alert-Severity": alert.severity,
-                   "X-Clinic-Alert-Id": str(alert.pk)}
-    with timezone.override(clinic.tz):  # every instant in the clinic's local time
-        text = render_to_string(f"{template}.txt", context)
-        html = render_to_string(f"{template}.html", context)
-    message = EmailMultiAlternatives(subject=subject, body=text, to=[note.recipient], headers=headers)
-    message.attach_alternative(html, "text/html")
-    if note.kind in RESERVOIR_KINDS and note.alert.pump is not None:
-        appointment = next_refill_appointment(note.alert.pump, now)
-        if appointment is not None:
-            from .calendar import appointment_ics
-
-            message.attach(f"refill-appointment-{appointment.pk}.ics", appointment_ics(appointment), "text/calendar")
-    return message
-
-
-def next_refill_appointment(pump: Pump, now: datetime) -> Appointment | None:
-    return (
-        Appointment.objects.live()
-        .filter(pump=pump, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED, scheduled_for__gte=now)
-        .order_by("scheduled_for")
-        .first()
-    )
-
-
-# ---------------------------------------------------------------------- webhooks
-
-WEBHOOK_TIMEOUT_SECONDS = 10
-
-
-class WebhookError(Exception):
-    pass
-
-
-def webhook_payload(alert: Alert, repeat_number: int) -> dict:
-    pump = alert.pump
-    tz = alert.clinic.tz
-    return {
-        "id": alert.pk,
-        "kind": alert.kind,
-        "severity": alert.severity,
-        "clinic": alert.clinic.code,
-        "pump": pump.pk if pump else None,
-        "patient": pump.patient_id if pump else None,
-        "mrn": pump.patient.mrn if pump else None,
-        "episode": alert.episode,
-        "message": alert.message,
-        "due_at": alert.due_at.astimezone(tz).isoformat() if alert.due_at else None,
-        "created_at": alert.created_at.astimezone(tz).isoformat(),
-        "repeat": repeat_number,
-        "escalated": alert.escalated_at is not None,
-        "advice": ADVICE[alert.kind],
-        "url": pump_url(pump) if pump else None,
-    }
-
-
-def sign_webhook(secret: str, timestamp: str, body: bytes) -> str:
-    """``sha256=<hex>`` of HMAC-SHA256 over ``<timestamp>.<body>`` with the client's secret."""
-    import hashlib
-    import hmac
-
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
-def post_webhook(note: Notification, now: datetime) -> None:
-    """POST the alert as JSON, signed; any answer but 2xx is a failure to retry."""
-    import json
-    import urllib.error
-    import urllib.request
-
-    client = note.api_client
-    if client is None or client.is_revoked or not client.webhook_url:
-        raise WebhookError("the API client has no webhook any more")
-    body = json.dumps(webhook_payload(note.alert, note.repeat_number), separators=(",", ":")).encode()
-    timestamp = str(int(now.timestamp()))
-    request = urllib.request.Request(
-        client.webhook_url, data=body, method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "pump-clinic-webhook/1",
-            "X-Clinic-Alert-Kind": note.alert.kind,
-            "X-Clinic-Alert-Severity": note.alert.severity,
-            "X-Clinic-Alert-Id": str(note.alert.pk),
-            "X-Clinic-Delivery": str(note.pk),
-            "X-Clinic-Timestamp": timestamp,
-            "X-Clinic-Signature": sign_webhook(client.webhook_secret, timestamp, body),
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        raise WebhookError(f"HTTP {exc.code} from {client.webhook_url}") from None
-    if not 200 <= status < 300:
-        raise WebhookError(f"HTTP {status} from {client.webhook_url}")
 
 
 # ----------------------------------------------------------------- acknowledge

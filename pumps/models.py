@@ -240,6 +240,24 @@ class Pump(models.Model):
             due_soon_days=clinic.due_soon_days,
         )
 
+    def status_reason(self, at) -> str:
+        """The status as of ``at`` in words, from the stored instants: what binds and since
+        or until when (``projection.status_reason``). Needs ``clinic`` and ``patient``."""
+        clinic = self.clinic
+        if self.explanted_on is not None:
+            inactive = f"explanted on {self.explanted_on.isoformat()}"
+        else:
+            inactive = f"patient {self.patient.status}"
+        return pj.status_reason(
+            self.live_status(at), at, tz=clinic.tz, empty_at=self.empty_at, lra_at=self.low_reservoir_alarm_at,
+            due_on=self.refill_due_on, drug_expires_at=self.drug_expires_at, inactive_reason=inactive,
+            binding=pj.due_date_binding(
+                worst_lra_at=self.low_reservoir_alarm_at, drug_expires_at=self.drug_expires_at, tz=clinic.tz,
+                lead_days=clinic.lead_days, high_risk_extra_days=clinic.high_risk_extra_days,
+                high_risk=self.patient.withdrawal_high_risk,
+            ),
+        )
+
 
 class Program(Voidable):
     class Mode(models.TextChoices):

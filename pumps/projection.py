@@ -506,6 +506,103 @@ def next_status_change(
     return min(future, default=None)
 
 
+# ------------------------------------------------------------------ in words
+
+
+def relative_instant(moment: datetime, at: datetime) -> str:
+    """How far ``moment`` is from ``at`` in the right tense: "in 3 days", "11 days ago",
+    "in 5 hours", "20 minutes ago", "now". Whole units, rounded towards ``at``."""
+    seconds = (moment - at).total_seconds()
+    span = abs(seconds)
+    if span < 60:
+        return "now"
+    size, unit = next((size, unit) for size, unit in ((86_400, "day"), (3_600, "hour"), (60, "minute"))
+                      if span >= size)
+    count = int(span // size)
+    words = f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"in {words}" if seconds > 0 else f"{words} ago"
+
+
+def relative_date(day: date, today: date) -> str:
+    """A calendar date against the clinic's today: "today", "tomorrow", "in 3 days",
+    "yesterday", "11 days ago"."""
+    days = (day - today).days
+    if days == 0:
+        return "today"
+    if days == 1:
+        return "tomorrow"
+    if days == -1:
+        return "yesterday"
+    return f"in {days} days" if days > 0 else f"{-days} days ago"
+
+
+def local_instant(moment: datetime, tz: tzinfo) -> str:
+    """An instant on the clinic's wall clock with its zone: "2026-11-20 10:45 CST"."""
+    local = moment.astimezone(tz)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+
+def instant_in_words(moment: datetime, at: datetime, tz: tzinfo) -> str:
+    """ "2026-11-20 10:45 CST (11 days ago)" or "2026-12-04 09:00 CST (in 3 days)"."""
+    return f"{local_instant(moment, tz)} ({relative_instant(moment, at)})"
+
+
+DUE_BY_ALARM = "alarm"
+DUE_BY_DRUG = "drug"
+
+
+def due_date_binding(
+    *, worst_lra_at: datetime | None, drug_expires_at: datetime | None, tz: tzinfo, lead_days: int,
+    high_risk_extra_days: int, high_risk: bool,
+) -> str | None:
+    """Which limit set the refill due date (clinical rules, "Refill due date"): the
+    low-reservoir alarm (``DUE_BY_ALARM``) or the drug's stability date (``DUE_BY_DRUG``);
+    the drug wins a tie, since its date cannot move."""
+    by_alarm = None
+    if worst_lra_at is not None:
+        extra = high_risk_extra_days if high_risk else 0
+        by_alarm = local_date(worst_lra_at, tz) - timedelta(days=lead_days + extra)
+    by_drug = local_date(drug_expires_at, tz) - DAY if drug_expires_at is not None else None
+    if by_drug is not None and (by_alarm is None or by_drug <= by_alarm):
+        return DUE_BY_DRUG
+    return DUE_BY_ALARM if by_alarm is not None else None
+
+
+def status_reason(
+    status: str, at: datetime, *, tz: tzinfo, empty_at: datetime | None, lra_at: datetime | None,
+    due_on: date | None, drug_expires_at: datetime | None, binding: str | None, inactive_reason: str = "",
+) -> str:
+    """The status in words, naming what binds (clinical rules, "Status"): since when a
+    pump is empty or at its alarm, and for a due date whether the alarm or the drug's
+    stability date set it ("overdue: drug expired on 2026-10-18")."""
+    today = local_date(at, tz)
+    if status == STATUS_INACTIVE:
+        return f"inactive: {inactive_reason}" if inactive_reason else "inactive"
+    if status == STATUS_INCOMPLETE:
+        return "incomplete: no fill, or no program in force, to project from"
+    if status == STATUS_EMPTY and empty_at is not None:
+        return f"empty since {instant_in_words(empty_at, at, tz)} (worst case)"
+    if status == STATUS_ALARM and lra_at is not None:
+        text = f"at the low-reservoir alarm since {instant_in_words(lra_at, at, tz)} (worst case)"
+        if empty_at is not None:
+            text += f"; empty {instant_in_words(empty_at, at, tz)}"
+        return text
+    if due_on is None:
+        return "ok: nothing falls due within the projection's two-year horizon"
+    label = {STATUS_OVERDUE: "overdue", STATUS_DUE_SOON: "due soon"}.get(status, "ok")
+    if binding == DUE_BY_DRUG and drug_expires_at is not None:
+        expiry = local_date(drug_expires_at, tz)
+        verb = "expired" if drug_expires_at <= at else "expires"
+        cause = f"drug {verb} on {expiry.isoformat()} ({relative_date(expiry, today)})"
+        if status == STATUS_OVERDUE:
+            return f"{label}: {cause}"
+        return f"{label}: refill due on {due_on.isoformat()} ({relative_date(due_on, today)}); {cause}"
+    due = f"refill {'was ' if due_on < today else ''}due on {due_on.isoformat()} ({relative_date(due_on, today)})"
+    if lra_at is not None:
+        return f"{label}: {due}; low-reservoir alarm {instant_in_words(lra_at, at, tz)}"
+    return f"{label}: {due}"
+
+
 # ---------------------------------------------------------------------- project
 
 

@@ -49,6 +49,31 @@ STATUS_LABELS = {
 URGENCY = {status: rank for rank, status in enumerate(pj.STATUSES)}
 
 
+# --------------------------------------------------------------------- open alerts
+
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+def open_alerts_by_pump(pump_ids) -> dict[int, list[Alert]]:
+    """The unresolved alerts of these pumps, acknowledged ones included (acknowledging
+    stops the reminders, not the marker), most severe first, newest first within a
+    severity: one query, for the worklist, the pump page, the worksheet and the API."""
+    ids = list(pump_ids)
+    found: dict[int, list[Alert]] = {pk: [] for pk in ids}
+    if not ids:
+        return found
+    rows = (
+        Alert.objects.filter(pump_id__in=ids, resolved_at__isnull=True)
+        .select_related("acknowledged_by")
+        .order_by("-created_at", "-id")
+    )
+    for alert in rows:
+        found[alert.pump_id].append(alert)
+    for alerts in found.values():
+        alerts.sort(key=lambda a: SEVERITY_RANK.get(a.severity, 3))  # stable: newest first within a rank
+    return found
+
+
 # ------------------------------------------------------------------------- scoping
 
 

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
-from . import alerts
+from . import alerts, outbox
 
 
 @shared_task(name="pumps.sweep", ignore_result=True)
@@ -28,12 +28,12 @@ def sweep_chunk(pump_ids: list[int], now_iso: str) -> int:
 
 @shared_task(name="pumps.deliver_pending", ignore_result=True)
 def deliver_pending() -> int:
-    return alerts.deliver_due()
+    return outbox.deliver_due()
 
 
 @shared_task(name="pumps.deliver_notification", ignore_result=True)
 def deliver_notification(notification_id: int) -> bool:
-    return alerts.deliver(notification_id)
+    return outbox.deliver(notification_id)
 
 
 @shared_task(name="pumps.watchdog", ignore_result=True)
@@ -42,5 +42,5 @@ def watchdog() -> int:
     (a crashing sweep task does not stop this one)."""
     created = alerts.raise_stalled(timezone.now())
     if created:
-        alerts.deliver_due(kind="alerting_stalled")
+        outbox.deliver_due(kind="alerting_stalled")
     return created

@@ -10,7 +10,7 @@ from django.core import mail
 from django.core.management import call_command
 
 from clinic.models import AlertRecipient, Membership
-from pumps import alerts
+from pumps import alerts, outbox
 from pumps import services as s
 from pumps.models import Alert, DeliveryAttempt, Notification, Program, SweepRun
 from tests.conftest import CHICAGO
@@ -45,7 +45,7 @@ def filled(pump, nurse, prescriber, recipients):
 
 def sweep_and_send(now):
     result = alerts.sweep(now)
-    alerts.deliver_due(now)
+    outbox.deliver_due(now)
     return result
 
 
@@ -172,7 +172,7 @@ def test_flagged_refill_raises_one_residual_discrepancy_alert(filled, nurse):
     alert = Alert.objects.get(kind="residual_discrepancy")
     assert alert.episode == f"refill:{refill.pk}" and alert.severity == "warning"
     assert alert.message.startswith("less drug than expected remained")
-    alerts.deliver_due(datetime(2026, 3, 28, 12, tzinfo=CHICAGO))
+    outbox.deliver_due(datetime(2026, 3, 28, 12, tzinfo=CHICAGO))
     sweep_and_send(datetime(2026, 3, 30, 12, tzinfo=CHICAGO))
     assert len(sent("residual_discrepancy")) == 2
     assert "Detail: less drug than expected remained" in sent("residual_discrepancy")[0].body
@@ -228,15 +228,15 @@ def test_failing_smtp_is_retried_with_backoff_and_logged(filled, settings, monke
     assert (note.status, note.attempts) == ("pending", 1)
     assert note.next_attempt_at == now + timedelta(minutes=1)
     assert note.last_error == "ConnectionRefusedError: [Errno 111] Connection refused"
-    alerts.deliver_due(now + timedelta(seconds=30))  # not yet due again
+    outbox.deliver_due(now + timedelta(seconds=30))  # not yet due again
     note.refresh_from_db()
     assert note.attempts == 1
-    alerts.deliver_due(now + timedelta(minutes=1))
+    outbox.deliver_due(now + timedelta(minutes=1))
     note.refresh_from_db()
     assert note.attempts == 2 and note.next_attempt_at == now + timedelta(minutes=3)
     assert list(DeliveryAttempt.objects.filter(notification=note).values_list("ok", flat=True)) == [False, False]
     monkeypatch.undo()
-    alerts.deliver_due(now + timedelta(minutes=3))
+    outbox.deliver_due(now + timedelta(minutes=3))
     note.refresh_from_db()
     assert note.status == "sent"
     assert len(sent("low_reservoir")) == 2  # nothing lost
@@ -252,7 +252,7 @@ def test_notification_failing_ten_times_is_marked_failed(filled, monkeypatch):
     moment = now
     for _ in range(12):
         moment += timedelta(hours=1)
-        alerts.deliver_due(moment)
+        outbox.deliver_due(moment)
     notes = Notification.objects.filter(kind="low_reservoir")
     assert {n.status for n in notes} == {"failed"}
     assert {n.attempts for n in notes} == {10}
@@ -262,11 +262,11 @@ def test_worker_killed_after_claim_is_resent_at_least_once(filled):
     now = LRA + timedelta(minutes=40)
     alerts.sweep(now)
     note = Notification.objects.filter(kind="low_reservoir").first()
-    assert alerts.claim(note.pk, now)  # a worker claimed it, then died before recording
-    assert not alerts.claim(note.pk, now + timedelta(minutes=9))  # the claim still stands
-    alerts.deliver_due(now + timedelta(minutes=5))
+    assert outbox.claim(note.pk, now)  # a worker claimed it, then died before recording
+    assert not outbox.claim(note.pk, now + timedelta(minutes=9))  # the claim still stands
+    outbox.deliver_due(now + timedelta(minutes=5))
     assert note.recipient not in [m.to[0] for m in sent("low_reservoir")]
-    alerts.deliver_due(now + timedelta(minutes=11))  # stale claim: delivered again
+    outbox.deliver_due(now + timedelta(minutes=11))  # stale claim: delivered again
     assert note.recipient in [m.to[0] for m in sent("low_reservoir")]
 
 
@@ -274,8 +274,8 @@ def test_a_claimed_notification_cannot_be_claimed_twice(filled):
     now = LRA + timedelta(minutes=40)
     alerts.sweep(now)
     note = Notification.objects.first()
-    assert alerts.claim(note.pk, now) is True
-    assert alerts.claim(note.pk, now) is False
+    assert outbox.claim(note.pk, now) is True
+    assert outbox.claim(note.pk, now) is False
 
 
 def test_daily_digest_once_per_recipient_at_the_digest_hour(filled):
@@ -455,7 +455,7 @@ def test_voiding_the_refill_that_resolved_the_alarm_reopens_it(filled, nurse):
     s.void_record(record=refill, reason="recorded on the wrong pump", actor=s.Actor(nurse), now=now + timedelta(hours=2))
     alert = Alert.objects.get(kind="low_reservoir")
     assert alert.resolved_at is None and alert.repeat_count == 1
-    alerts.deliver_due(now + timedelta(hours=2))
+    outbox.deliver_due(now + timedelta(hours=2))
     assert len(sent("low_reservoir")) == 4
 
 
@@ -512,7 +512,7 @@ def test_stalled_alerting_emails_admins_from_health_without_a_worker_and_repeats
     assert stalled[0].subject == "[CRITICAL] Alerting stalled"
     alerts.raise_stalled(tz.now() + timedelta(minutes=59))
     alerts.raise_stalled(tz.now() + timedelta(hours=1, minutes=1))
-    alerts.deliver_due(tz.now() + timedelta(hours=1, minutes=1), kind="alerting_stalled")
+    outbox.deliver_due(tz.now() + timedelta(hours=1, minutes=1), kind="alerting_stalled")
     assert len([m for m in mail.outbox if m.extra_headers["X-Clinic-Alert-Kind"] == "alerting_stalled"]) == 2
 
 

@@ -22,7 +22,7 @@ from django.db import connection
 from django.utils import timezone
 
 from clinic.models import AlertRecipient
-from pumps import alerts
+from pumps import alerts, outbox
 from pumps import services as s
 from pumps.models import Notification, Program
 from tests.conftest import require_service
@@ -98,13 +98,13 @@ def test_smtp_down_then_up_every_email_arrives(db, use_smtp):
     pump = low_reservoir_pump()
     now = timezone.now()
     alerts.sweep(now)
-    assert alerts.deliver_due(now) == 0  # nothing listens on the port yet
+    assert outbox.deliver_due(now) == 0  # nothing listens on the port yet
     failed = Notification.objects.filter(kind="low_reservoir")
     assert {n.status for n in failed} == {"pending"}
     assert all("ConnectionRefusedError" in n.last_error for n in failed)
     controller, inbox = start_smtp(use_smtp)
     try:
-        alerts.deliver_due(now + timedelta(minutes=1))
+        outbox.deliver_due(now + timedelta(minutes=1))
         low = kinds(inbox, "low_reservoir")
         assert sorted(r for r, _ in low) == ["nurse@clinic.example", "ward@clinic.example"]
         msg = low[0][1]
@@ -116,7 +116,7 @@ def test_smtp_down_then_up_every_email_arrives(db, use_smtp):
         assert "Garcia" not in text + html
         # one more sweep and delivery send nothing new
         alerts.sweep(now + timedelta(minutes=5))
-        alerts.deliver_due(now + timedelta(minutes=5))
+        outbox.deliver_due(now + timedelta(minutes=5))
         assert len(kinds(inbox, "low_reservoir")) == 2
     finally:
         controller.stop()
@@ -279,7 +279,7 @@ def test_worker_killed_mid_send_loses_no_alert(smtp_port, settings):
         # the next delivery run after the claim went stale sends what the dead worker held
         settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
         settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", smtp_port, 5
-        alerts.deliver_due(timezone.now() + alerts.STALE_CLAIM + timedelta(minutes=1))
+        outbox.deliver_due(timezone.now() + outbox.STALE_CLAIM + timedelta(minutes=1))
         stuck.refresh_from_db()
         assert stuck.status == "sent"
         assert stuck.recipient in [r[0] for r, _ in inbox.messages]

@@ -15,7 +15,7 @@ from decimal import Decimal as D
 import pytest
 from django.core import mail
 
-from pumps import alerts
+from pumps import outbox
 from pumps import services as s
 from pumps.models import Notification, Program, Refill
 from tests.conftest import CHICAGO, require_service
@@ -130,7 +130,7 @@ def test_redis_down_during_a_refill_write_then_back(
 
     deliver_pending.delay()
     assert broker.queue_length() == 1
-    assert alerts.deliver_due() == 1  # what the worker runs for that task
+    assert outbox.deliver_due() == 1  # what the worker runs for that task
     note.refresh_from_db()
     assert note.status == "sent"
     assert [m.to for m in mail.outbox] == [["ward@clinic.example"]]

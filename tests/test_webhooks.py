@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pumps import alerts
+from pumps import alerts, outbox
 from pumps import services as s
 from pumps.models import DeliveryAttempt, Notification, Program
 from tests.api_support import API, token_client
@@ -78,7 +78,7 @@ def test_alert_is_posted_signed_to_the_registered_url(alarm_pump, clinic, receiv
     assert len(secret) == 64
     now = LRA + timedelta(minutes=40)
     alerts.sweep(now)
-    alerts.deliver_due(now)
+    outbox.deliver_due(now)
     posted = {json.loads(body)["kind"]: (headers, body) for headers, body in receiver.requests}
     assert set(posted) == {"low_reservoir", "refill_overdue"}
     headers, body = posted["low_reservoir"]
@@ -95,7 +95,7 @@ def test_alert_is_posted_signed_to_the_registered_url(alarm_pump, clinic, receiv
     assert headers["X-Clinic-Signature"] == f"sha256={expected.hexdigest()}"
     # a second sweep and delivery post nothing more
     alerts.sweep(now + timedelta(minutes=5))
-    alerts.deliver_due(now + timedelta(minutes=5))
+    outbox.deliver_due(now + timedelta(minutes=5))
     assert len(receiver.requests) == 2
 
 
@@ -104,12 +104,12 @@ def test_failing_endpoint_is_retried_through_the_outbox(alarm_pump, clinic, rece
     receiver.status = 503
     now = LRA + timedelta(minutes=40)
     alerts.sweep(now)
-    alerts.deliver_due(now)
+    outbox.deliver_due(now)
     note = Notification.objects.get(channel="webhook", kind="low_reservoir")
     assert (note.status, note.attempts) == ("pending", 1)
     assert note.last_error == f"WebhookError: HTTP 503 from {receiver.url}"
     receiver.status = 204
-    alerts.deliver_due(now + timedelta(minutes=1))
+    outbox.deliver_due(now + timedelta(minutes=1))
     note.refresh_from_db()
     assert note.status == "sent"
     assert list(DeliveryAttempt.objects.filter(notification=note).values_list("ok", flat=True)) == [False, True]
@@ -132,6 +132,6 @@ def test_revoked_client_gets_no_more_webhooks(alarm_pump, clinic, receiver):
     client.revoke()
     now = LRA + timedelta(minutes=40)
     alerts.sweep(now)
-    alerts.deliver_due(now)
+    outbox.deliver_due(now)
     assert receiver.requests == []
     assert not Notification.objects.filter(channel="webhook").exists()

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from pumps import alerts
+from pumps import alerts, outbox
 
 
 class Command(BaseCommand):
@@ -11,7 +11,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         result = alerts.sweep()
-        sent = 0 if options["no_deliver"] else alerts.deliver_due()
+        sent = 0 if options["no_deliver"] else outbox.deliver_due()
         self.stdout.write(
             f"checked {result.pumps_checked} pumps, created {result.alerts_created} alerts and "
             f"{result.notifications_created} notifications, sent {sent}"
