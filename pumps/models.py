@@ -479,6 +479,7 @@ class AlertKind(models.TextChoices):
     POST_MRI_CHECK = "post_mri_check", "post-MRI check"
     UNVERIFIED_PROGRAM = "unverified_program", "unverified program"
     ALERTING_STALLED = "alerting_stalled", "alerting stalled"
+    DRUG_EXPIRED = "drug_expired", "drug expired"
 
 
 class Severity(models.TextChoices):
@@ -506,6 +507,9 @@ class Alert(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     acknowledged_by_external = models.CharField(max_length=100, blank=True)
+    acknowledgement_reason = models.CharField(
+        max_length=500, blank=True, help_text="Why it was acknowledged (required for critical alerts)."
+    )
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution = models.CharField(max_length=200, blank=True)
     repeat_count = models.PositiveIntegerField(default=0)
@@ -545,7 +549,9 @@ class Notification(models.Model):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
-    STATUSES = [(PENDING, "pending"), (SENDING, "sending"), (SENT, "sent"), (FAILED, "failed")]
+    CANCELLED = "cancelled"  # its alert was resolved before it was sent: never sent
+    STATUSES = [(PENDING, "pending"), (SENDING, "sending"), (SENT, "sent"), (FAILED, "failed"),
+                (CANCELLED, "cancelled")]
 
     alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.CASCADE, related_name="notifications")
     clinic = models.ForeignKey(Clinic, on_delete=models.PROTECT, related_name="notifications")

@@ -26,6 +26,7 @@ from clinic.models import Clinic, Membership
 
 from . import checks
 from . import projection as pj
+from .errors import Conflict, PreconditionFailed, ServiceValidationError
 from .models import (
     Appointment,
     Drug,
@@ -43,32 +44,6 @@ Q3 = Decimal("0.001")
 
 
 # ------------------------------------------------------------------------- errors
-
-
-class ServiceValidationError(Exception):
-    """Bad input: ``message_dict`` maps each field (or ``non_field_errors``) to messages;
-    a nested object (an embedded program) maps to a dict of its own."""
-
-    def __init__(self, errors: Mapping[str, Any]):
-        self.message_dict = {k: (v if isinstance(v, dict | list) else [v]) for k, v in errors.items()}
-        super().__init__(str(self.message_dict))
-
-
-class Conflict(Exception):
-    """409: the write conflicts with another (a probable duplicate refill, a race)."""
-
-    def __init__(self, message: str, code: str = "conflict"):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-class PreconditionFailed(Exception):
-    """412: ``If-Match`` named a pump version that is no longer current."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 class _Errors:
