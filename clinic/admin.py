@@ -12,11 +12,15 @@ import zoneinfo
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import ngettext
 from simple_history.admin import SimpleHistoryAdmin
 
+from .admin_scope import ClinicScopedMixin, granting_clinic_ids, visible_clinic_ids
 from .models import WEEKDAY_NAMES, AlertRecipient, ApiClient, Clinic, ClinicClosure, Membership
 
 admin.site.site_header = "Intrathecal pump clinic: administration"
@@ -83,7 +87,9 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Clinic)
-class ClinicAdmin(SimpleHistoryAdmin):
+class ClinicAdmin(ClinicScopedMixin, SimpleHistoryAdmin):
+    clinic_path = None  # the clinic itself
+    grant_access = True  # its settings, alert addresses and memberships: clinic administrators
     form = ClinicForm
     list_display = ("code", "name", "timezone", "lead_days", "due_soon_days", "pump_count")
     search_fields = ("code", "name")
@@ -125,6 +131,10 @@ class ClinicAdmin(SimpleHistoryAdmin):
         # The code is how integrations and commands name the clinic: fixed once created.
         return (*self.readonly_fields, "code") if obj is not None else self.readonly_fields
 
+    def has_add_permission(self, request):
+        # A new clinic belongs to nobody yet: only a superuser creates one.
+        return request.user.is_superuser and super().has_add_permission(request)
+
     def has_delete_permission(self, request, obj=None):
         return False
 
@@ -139,7 +149,8 @@ class ClinicAdmin(SimpleHistoryAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(SimpleHistoryAdmin):
+class MembershipAdmin(ClinicScopedMixin, SimpleHistoryAdmin):
+    grant_access = True  # a membership and its role are granted by the clinic's administrators
     list_display = ("user", "clinic", "role", "receives_alerts")
     list_filter = ("clinic", "role", "receives_alerts")
     search_fields = ("user__username", "user__first_name", "user__last_name", "user__email", "clinic__code")
@@ -154,7 +165,8 @@ class ApiClientAddForm(forms.ModelForm):
 
 
 @admin.register(ApiClient)
-class ApiClientAdmin(admin.ModelAdmin):
+class ApiClientAdmin(ClinicScopedMixin, admin.ModelAdmin):
+    grant_access = True  # tokens are created and revoked by the clinic's administrators
     list_display = ("name", "clinic", "access", "token_hint", "created_at", "last_used_at", "revoked_at")
     list_filter = ("clinic", "can_write", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("name", "token_hint", "clinic__code")
@@ -200,9 +212,12 @@ class ApiClientAdmin(admin.ModelAdmin):
             messages.WARNING,
         )
 
-    @admin.action(description="Revoke selected tokens")
+    @admin.action(description="Revoke selected tokens", permissions=("change",))
     def revoke_tokens(self, request, queryset):
         count = 0
+        ids = self.granting_ids(request)
+        if ids is not None:  # only the clinics the user administers
+            queryset = queryset.filter(clinic__in=ids)
         for client in queryset.filter(revoked_at__isnull=True):
             client.revoke()
             count += 1
@@ -213,3 +228,52 @@ class ApiClientAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # Revoke instead: the client stays on record with the requests it made.
         return False
+
+
+# ------------------------------------------------------------------------ users
+
+User = get_user_model()
+
+
+class ScopedUserAdmin(UserAdmin):
+    """Users, scoped like the rest of the admin. Someone who is not a superuser sees the
+    members of their clinics (and accounts without any clinic, so that a new colleague
+    can be found and given a membership), changes only accounts whose every clinic they
+    administer, and can never grant superuser or staff status, groups or permissions."""
+
+    PRIVILEGE_FIELDS = ("is_superuser", "is_staff", "groups", "user_permissions")
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        ids = visible_clinic_ids(request.user)
+        return qs.filter(
+            Q(pk=request.user.pk)
+            | Q(is_superuser=False) & (Q(memberships__clinic__in=ids) | Q(memberships__isnull=True))
+        ).distinct()
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if request.user.is_superuser:
+            return fields
+        return (*fields, *self.PRIVILEGE_FIELDS)
+
+    def has_change_permission(self, request, obj=None):
+        allowed = super().has_change_permission(request, obj)
+        if not allowed or obj is None or request.user.is_superuser or obj.pk == request.user.pk:
+            return allowed
+        if obj.is_superuser:
+            return False
+        administered = set(granting_clinic_ids(request.user) or ())
+        return set(obj.memberships.values_list("clinic_id", flat=True)) <= administered and (
+            bool(administered)
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, ScopedUserAdmin)

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.translation import ngettext
 from simple_history.admin import SimpleHistoryAdmin
 
+from clinic import admin_scope
 from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership
 
 from . import alerts, services
@@ -50,7 +51,7 @@ from .services import Actor, Conflict, PreconditionFailed, ProgramInput, Service
 
 
 @admin.register(PumpModel)
-class PumpModelAdmin(SimpleHistoryAdmin):
+class PumpModelAdmin(admin_scope.SharedCatalogMixin, SimpleHistoryAdmin):
     list_display = (
         "code", "manufacturer", "name", "reservoir_ml", "default_alarm_ml", "volume_is", "battery_months",
         "mri_behaviour",
@@ -66,14 +67,14 @@ class DrugProductInline(admin.TabularInline):
 
 
 @admin.register(Drug)
-class DrugAdmin(admin.ModelAdmin):
+class DrugAdmin(admin_scope.SharedCatalogMixin, admin.ModelAdmin):
     list_display = ("code", "name", "default_stability_days")
     search_fields = ("code", "name")
     inlines = (DrugProductInline,)
 
 
 @admin.register(DrugProduct)
-class DrugProductAdmin(SimpleHistoryAdmin):
+class DrugProductAdmin(admin_scope.SharedCatalogMixin, SimpleHistoryAdmin):
     list_display = ("code", "name", "drug", "concentration_mcg_per_ml", "stability_days", "effective_stability")
     list_filter = ("drug",)
     search_fields = ("code", "name")
@@ -88,9 +89,7 @@ class DrugProductAdmin(SimpleHistoryAdmin):
 
 def visible_clinic_ids(user) -> list[int] | None:
     """``None``: every clinic (a superuser)."""
-    if user.is_superuser:
-        return None
-    return list(Membership.objects.filter(user=user).values_list("clinic_id", flat=True))
+    return admin_scope.visible_clinic_ids(user)
 
 
 def may_write(user, clinic: Clinic | None, roles=CLINICAL_WRITERS) -> bool:
@@ -101,36 +100,17 @@ def may_write(user, clinic: Clinic | None, roles=CLINICAL_WRITERS) -> bool:
     return Membership.objects.filter(user=user, clinic=clinic, role__in=list(roles)).exists()
 
 
-class ClinicScoped:
-    """Querysets and choices limited to the user's clinics; pages in the clinic's zone."""
+class ClinicScoped(admin_scope.ClinicScopedMixin):
+    """Querysets, choices, list filters and audit history limited to the user's clinics
+    (``clinic.admin_scope``); pages in the clinic's zone."""
 
     clinic_path = "clinic"  # lookup from the model to its clinic
 
-    def clinic_of(self, obj) -> Clinic | None:
-        target = obj
-        for part in self.clinic_path.split("__"):
-            target = getattr(target, part, None)
-            if target is None:
-                return None
-        return target
-
-    def get_queryset(self, request):
-        qs = super().get_queryset(request)
-        ids = visible_clinic_ids(request.user)
-        return qs if ids is None else qs.filter(**{f"{self.clinic_path}__in": ids})
-
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        ids = visible_clinic_ids(request.user)
-        if ids is not None:
-            if db_field.related_model is Clinic:
-                kwargs["queryset"] = Clinic.objects.filter(pk__in=ids)
-            elif db_field.related_model is Patient:
-                kwargs["queryset"] = Patient.objects.filter(clinic__in=ids)
-            elif db_field.related_model is Pump:
-                kwargs["queryset"] = Pump.objects.filter(clinic__in=ids).select_related("model")
-        elif db_field.related_model is Pump:
-            kwargs["queryset"] = Pump.objects.select_related("model")
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.related_model is Pump and field is not None:
+            field.queryset = field.queryset.select_related("model")
+        return field
 
     def page_timezone(self, request, obj=None):
         """The zone of the record's clinic, or of the user's clinics if they share one."""
@@ -611,6 +591,10 @@ class AlertAdmin(ReadOnly, ClinicScopedAdmin):
     @admin.action(description="Acknowledge selected alerts (stops repeats)")
     def acknowledge_alerts(self, request, queryset):
         count = 0
+        ids = admin_scope.visible_clinic_ids(request.user)
+        if ids is not None:  # a viewer acknowledges nothing
+            writable = Membership.objects.filter(user=request.user, role__in=list(CLINICAL_WRITERS))
+            queryset = queryset.filter(clinic__in=writable.values("clinic_id"))
         for alert in queryset.filter(acknowledged_at__isnull=True):
             with transaction.atomic():
                 alerts.acknowledge(alert, user=request.user)
