@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from clinic.models import ApiClient, Clinic
+from clinic.terminal import safe
 
 
 class Command(BaseCommand):
@@ -29,10 +30,10 @@ class Command(BaseCommand):
         found = Clinic.objects.filter(code=clinic.strip()).first()
         if found is None:
             known = ", ".join(Clinic.objects.values_list("code", flat=True)) or "none yet"
-            raise CommandError(f"No clinic with code '{clinic}' (known clinics: {known}).")
+            raise CommandError(f"No clinic with code '{safe(clinic)}' (known clinics: {safe(known)}).")
         client, token = ApiClient.create_with_token(clinic=found, name=name, can_write=write)
         access = "read-write" if client.can_write else "read-only"
-        self.stdout.write(f"Created API client '{client.name}' (id {client.pk}) for clinic {found.code}.")
+        self.stdout.write(f"Created API client '{safe(client.name)}' (id {client.pk}) for clinic {safe(found.code)}.")
         self.stdout.write(
             f"Its {access} token follows on the last line. It is shown once and stored only as a hash: "
             "copy it now. Send it as 'Authorization: Bearer <token>'."

@@ -12,6 +12,7 @@ from django.core.validators import validate_email, validate_slug
 from django.db import transaction
 
 from clinic.models import AlertRecipient, Clinic, validate_timezone
+from clinic.terminal import safe
 
 
 class Command(BaseCommand):
@@ -38,14 +39,14 @@ class Command(BaseCommand):
         try:
             validate_slug(code)
         except ValidationError:
-            problems.append(f"--code '{code}' must contain only letters, digits, hyphens and underscores.")
+            problems.append(f"--code '{safe(code)}' must contain only letters, digits, hyphens and underscores.")
         if not name:
             problems.append("--name must not be blank.")
         try:
             validate_timezone(timezone)
         except ValidationError:
             problems.append(
-                f"--timezone '{timezone}' is not an IANA time zone name (for example America/Chicago or "
+                f"--timezone '{safe(timezone)}' is not an IANA time zone name (for example America/Chicago or "
                 "Europe/London)."
             )
         emails = []
@@ -54,12 +55,12 @@ class Command(BaseCommand):
             try:
                 validate_email(address)
             except ValidationError:
-                problems.append(f"--alert-email '{address}' is not a valid e-mail address.")
+                problems.append(f"--alert-email '{safe(address)}' is not a valid e-mail address.")
                 continue
             if address.lower() not in {e.lower() for e in emails}:
                 emails.append(address)
         if code and Clinic.objects.filter(code=code).exists():
-            problems.append(f"A clinic with code '{code}' already exists.")
+            problems.append(f"A clinic with code '{safe(code)}' already exists.")
         if problems:
             raise CommandError(" ".join(problems))
 
@@ -69,20 +70,20 @@ class Command(BaseCommand):
                 clinic.full_clean()
             except ValidationError as exc:
                 raise CommandError(
-                    " ".join(f"--{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+                    " ".join(f"--{field}: {safe(' '.join(msgs))}" for field, msgs in exc.message_dict.items())
                 ) from None
             clinic.save()
             for address in emails:
                 AlertRecipient.objects.create(clinic=clinic, email=address)
 
         self.stdout.write(
-            self.style.SUCCESS(f"Created clinic {clinic.code} ({clinic.name}), time zone {clinic.timezone}.")
+            self.style.SUCCESS(f"Created clinic {safe(clinic.code)} ({safe(clinic.name)}), time zone {safe(clinic.timezone)}.")
         )
         self.stdout.write(
             f"Policy: refill lead {clinic.lead_days} days (+{clinic.high_risk_extra_days} for high-risk "
             f"patients), due soon within {clinic.due_soon_days} days, open Monday to Friday."
         )
         if emails:
-            self.stdout.write("Alert recipients: " + ", ".join(emails))
+            self.stdout.write("Alert recipients: " + safe(", ".join(emails)))
         else:
             self.stdout.write("No alert recipients yet: add them with --alert-email or in the admin.")

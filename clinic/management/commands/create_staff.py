@@ -15,6 +15,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 
 from clinic.models import Clinic, Membership, Role
+from clinic.terminal import safe
 
 
 class Command(BaseCommand):
@@ -38,12 +39,12 @@ class Command(BaseCommand):
         found = Clinic.objects.filter(code=clinic.strip()).first()
         if found is None:
             known = ", ".join(Clinic.objects.values_list("code", flat=True)) or "none yet"
-            raise CommandError(f"No clinic with code '{clinic}' (known clinics: {known}).")
+            raise CommandError(f"No clinic with code '{safe(clinic)}' (known clinics: {safe(known)}).")
         if email:
             try:
                 validate_email(email)
             except ValidationError:
-                raise CommandError(f"--email '{email}' is not a valid e-mail address.") from None
+                raise CommandError(f"--email '{safe(email)}' is not a valid e-mail address.") from None
 
         with transaction.atomic():
             user = User.objects.filter(username=username).first()
@@ -56,7 +57,7 @@ class Command(BaseCommand):
                 try:
                     validate_password(password, user)
                 except ValidationError as exc:
-                    raise CommandError("--password: " + " ".join(exc.messages)) from None
+                    raise CommandError("--password: " + safe(" ".join(exc.messages))) from None
                 user.set_password(password)
             elif created:
                 user.set_unusable_password()
@@ -68,10 +69,10 @@ class Command(BaseCommand):
         verb = "Created" if created else "Updated"
         self.stdout.write(
             self.style.SUCCESS(
-                f"{verb} user {user.username}: {membership.get_role_display()} at {found.code}"
+                f"{verb} user {safe(user.username)}: {membership.get_role_display()} at {safe(found.code)}"
                 + ("" if new_membership else " (membership updated)")
                 + "."
             )
         )
         if created and password is None:
-            self.stdout.write("No password set: use 'manage.py changepassword " + user.username + "'.")
+            self.stdout.write("No password set: use 'manage.py changepassword " + safe(user.username) + "'.")

@@ -16,6 +16,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from clinic.models import Clinic
+from clinic.terminal import safe
 from pumps.importer import ImportFileError, import_clinic_csv
 
 
@@ -38,19 +39,19 @@ class Command(BaseCommand):
         found = Clinic.objects.filter(code=clinic.strip()).first()
         if found is None:
             known = ", ".join(Clinic.objects.values_list("code", flat=True)) or "none yet"
-            raise CommandError(f"No clinic with code '{clinic}' (known clinics: {known}).")
+            raise CommandError(f"No clinic with code '{safe(clinic)}' (known clinics: {safe(known)}).")
         path = Path(file)
         try:
             content = path.read_bytes()
         except OSError as exc:
-            raise CommandError(f"Cannot read {file}: {exc.strerror or exc}.") from None
+            raise CommandError(f"Cannot read {safe(file)}: {safe(exc.strerror or exc)}.") from None
         try:
             report = import_clinic_csv(clinic=found, content=content, commit=commit, source=path.name)
         except ImportFileError as exc:
-            raise CommandError(f"{file}: {exc}") from None
+            raise CommandError(f"{safe(file)}: {safe(exc)}") from None
 
         for error in report.errors:
-            self.stdout.write(str(error))
+            self.stdout.write(safe(error))
         records = f"{report.patients} patients, {report.pumps} pumps, {report.refills} refills with their programs"
         if report.errors:
             raise CommandError(
@@ -58,7 +59,7 @@ class Command(BaseCommand):
                 "imported. Correct the file and run again."
             )
         if report.committed:
-            self.stdout.write(self.style.SUCCESS(f"Imported {report.rows} rows into {found.code}: {records}."))
+            self.stdout.write(self.style.SUCCESS(f"Imported {report.rows} rows into {safe(found.code)}: {records}."))
         else:
             self.stdout.write(
                 f"Dry run: all {report.rows} rows are clean ({records}). Nothing was saved: run again with "
