@@ -14,6 +14,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 
 from .models import CLINICAL_WRITERS, PROGRAM_WRITERS, ApiClient, Clinic, Membership, hash_token
+from .throttling import bearer_failures, client_ip
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,26 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
+        # Bad tokens are counted per client address (API_AUTH_FAILURE_LIMIT a minute);
+        # past the limit every bearer request from that address answers 429 with
+        # Retry-After until the minute is over, whatever its token.
+        failures = bearer_failures()
+        address = client_ip(request)
+        if failures.exceeded(address):
+            raise exceptions.Throttled(
+                wait=failures.retry_after(), detail="Too many requests with an invalid token from this address."
+            )
         if len(header) != 2:
+            failures.hit(address)
             raise exceptions.AuthenticationFailed("Invalid Authorization header: expected 'Bearer <token>'.")
         try:
             token = header[1].decode()
         except UnicodeError:
+            failures.hit(address)
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         client = ApiClient.objects.select_related("clinic").filter(token_hash=hash_token(token)).first()
         if client is None or client.is_revoked:
+            failures.hit(address)
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
         now = timezone.now()
         if client.last_used_at is None or (now - client.last_used_at).total_seconds() > 60:

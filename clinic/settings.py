@@ -263,10 +263,41 @@ PASSWORD_RESET_TIMEOUT = 60 * 60 * 24  # a reset link works for one day
 AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=0.25)  # hours
+# A lock-out holds for one username *from one client address*: a stranger elsewhere who
+# types a nurse's username five times locks out only himself, never the nurse at her
+# desk. (Locking the username alone would let anybody lock anybody out; locking the
+# address alone would lock a whole ward behind one hospital NAT.) The address is the real
+# client's behind TRUSTED_PROXY_COUNT proxies (clinic/throttling.py), never a spoofable
+# X-Forwarded-For. Unlock: python manage.py axes_reset_username <username>.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "clinic.throttling.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 WORKLIST_PAGE_SIZE = env.int("WORKLIST_PAGE_SIZE", default=100)
+
+# Reverse proxies in front of the app that append to X-Forwarded-For (0: the connection's
+# address is the client's, and X-Forwarded-For is ignored).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+# Failed bearer-token authentications per client address and minute, then 429.
+API_AUTH_FAILURE_LIMIT = env.int("API_AUTH_FAILURE_LIMIT", default=20)
+# Password-reset requests per hour: per e-mail address, per client address. Over either
+# the page answers as usual and no e-mail is sent.
+PASSWORD_RESET_LIMIT_PER_EMAIL = env.int("PASSWORD_RESET_LIMIT_PER_EMAIL", default=3)
+PASSWORD_RESET_LIMIT_PER_IP = env.int("PASSWORD_RESET_LIMIT_PER_IP", default=10)
+# A signed-in session ends after this long without a request (a warning shows 5 minutes
+# before). Activity is written to the session at most every SESSION_ACTIVITY_RESOLUTION s.
+SESSION_IDLE_MINUTES = env.int("SESSION_IDLE_MINUTES", default=30)
+SESSION_IDLE_SECONDS = SESSION_IDLE_MINUTES * 60
+SESSION_IDLE_WARNING_SECONDS = 5 * 60
+SESSION_ACTIVITY_RESOLUTION = 10
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.messages.middleware.MessageMiddleware") + 1,
+    "clinic.middleware.SessionIdleTimeoutMiddleware",
+)
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+    "clinic.middleware.NoStoreMiddleware",
+)
 
 # --- Clinical defaults ---------------------------------------------------------------
 # How far ahead of the server clock a clinical timestamp may be (clock skew of devices).
@@ -278,8 +309,25 @@ IDEMPOTENCY_KEY_TTL_HOURS = 24
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
+    },
+    # No query string (search terms, names) in any log line: clinic/logfilters.py.
+    "filters": {"redact_query_strings": {"()": "clinic.logfilters.RedactQueryStrings"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_query_strings"]},
+        # The development server's request lines (Django's own handler, with the filter).
+        "django.server": {
+            "class": "logging.StreamHandler", "formatter": "django.server", "filters": ["redact_query_strings"],
+        },
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own handlers are replaced: its records go to the filtered console.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+    },
 }
