@@ -1,4 +1,4 @@
-"""Alerting (SPEC 6): the sweep, the alert rules, and the outbox.
+"""Alerting (README.md, "Alerting"): the sweep, the alert rules, and the outbox.
 
 Exactly once, by construction:
 - an alert is one row per (pump, kind, episode) under a unique constraint, so two sweeps
@@ -26,10 +26,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from clinic import permissions
 from clinic.models import AlertRecipient, ApiClient, Clinic, Membership, Role
 
 from . import projection as pj
 from . import tallies
+from .errors import Forbidden, ServiceValidationError
 from .models import (
     Alert,
     AlertKind,
@@ -71,7 +73,40 @@ RULES: dict[str, Rule] = {
     AlertKind.POST_MRI_CHECK: Rule(Severity.CRITICAL, timedelta(hours=4), None),
     AlertKind.UNVERIFIED_PROGRAM: Rule(Severity.WARNING, timedelta(days=1), None),
     AlertKind.ALERTING_STALLED: Rule(Severity.CRITICAL, timedelta(hours=1), None),
+    # warning; critical once the pump is also past empty (see wanted_alerts)
+    AlertKind.DRUG_EXPIRED: Rule(Severity.WARNING, None, None),
 }
+
+#: How a kind is spelled in a subject or a heading (``get_kind_display().capitalize()``
+#: would give "Post-mri check").
+TITLES: dict[str, str] = {
+    AlertKind.REFILL_DUE_SOON: "Refill due soon",
+    AlertKind.REFILL_OVERDUE: "Refill overdue",
+    AlertKind.LOW_RESERVOIR: "Low reservoir",
+    AlertKind.WITHDRAWAL_RISK: "Withdrawal risk",
+    AlertKind.RESIDUAL_DISCREPANCY: "Residual discrepancy",
+    AlertKind.BATTERY_REPLACEMENT: "Battery replacement",
+    AlertKind.POST_MRI_CHECK: "Post-MRI check",
+    AlertKind.UNVERIFIED_PROGRAM: "Unverified program",
+    AlertKind.ALERTING_STALLED: "Alerting stalled",
+    AlertKind.DRUG_EXPIRED: "Drug expired",
+}
+TITLE_EMPTY = "Withdrawal risk (reservoir empty)"
+
+#: The withdrawal_risk alert of a pump past its worst-case empty instant is an episode of
+#: its own (``fill:<id>:empty``): acknowledging "may run empty" does not silence "empty".
+EMPTY_EPISODE_SUFFIX = ":empty"
+
+#: Alerts whose acknowledgement needs a reason (a ``drug_expired`` alert too once it is
+#: critical): silencing them is a deliberate, recorded decision.
+CRITICAL_KINDS = frozenset({
+    AlertKind.LOW_RESERVOIR, AlertKind.WITHDRAWAL_RISK, AlertKind.POST_MRI_CHECK, AlertKind.ALERTING_STALLED,
+})
+REASON_MAX = 500
+#: Why a pending notification was cancelled (its ``last_error``).
+CANCELLED_RESOLVED = "not sent: the alert was resolved before delivery"
+MSG_ACK_REASON = "Give a reason to acknowledge a critical alert: what was done, or why it can wait."
+MSG_ACK_REASON_TOO_LONG = f"Keep the reason under {REASON_MAX} characters."
 
 RESERVOIR_KINDS = (
     AlertKind.REFILL_DUE_SOON,
@@ -84,7 +119,7 @@ ADVICE = {
     AlertKind.REFILL_DUE_SOON: "Book a refill appointment on or before the due date.",
     AlertKind.REFILL_OVERDUE: "The refill is overdue: contact the patient today and book the refill.",
     AlertKind.LOW_RESERVOIR: (
-        "The reservoir has reached the low-reservoir alarm volume (worst case). Refill now; "
+        "The reservoir is at or below the low-reservoir alarm volume (worst case). Refill now; "
         "confirm the patient is well and can reach the clinic."
     ),
     AlertKind.WITHDRAWAL_RISK: (
@@ -103,7 +138,68 @@ ADVICE = {
         "The periodic alert sweep has not completed recently: alerts may not be sent. Check the "
         "worker and beat processes."
     ),
+    AlertKind.DRUG_EXPIRED: (
+        "The drug in the reservoir is past its stability date: refill with fresh drug (empty the "
+        "reservoir first) and book the refill now."
+    ),
 }
+#: The advice of a withdrawal_risk alert once the pump is past empty (worst case).
+ADVICE_EMPTY = (
+    "The reservoir has run empty (worst case): the patient may be in baclofen withdrawal now. Contact "
+    "the patient at once, refill urgently, and assess for withdrawal (fever, altered mental state, "
+    "rebound spasticity); treat signs of withdrawal as an emergency."
+)
+
+
+def is_empty_episode(alert: Alert) -> bool:
+    return alert.kind == AlertKind.WITHDRAWAL_RISK and alert.episode.endswith(EMPTY_EPISODE_SUFFIX)
+
+
+def title_for(alert: Alert) -> str:
+    """The kind in words for a subject or heading: "Post-MRI check", "Low reservoir"."""
+    if is_empty_episode(alert):
+        return TITLE_EMPTY
+    return TITLES.get(alert.kind, alert.get_kind_display().capitalize())
+
+
+def advice_for(alert: Alert) -> str:
+    """What to do, in the alert's tense (an empty pump is not "may run empty")."""
+    if is_empty_episode(alert):
+        return ADVICE_EMPTY
+    return ADVICE[alert.kind]
+
+
+def describe(alert: Alert, now: datetime) -> str:
+    """The alert's condition as one sentence, in the right tense as of ``now`` (when the
+    e-mail is built, so a reminder says "2 days ago", not what was true at creation), with
+    every instant on the clinic's wall clock with its zone: "The reservoir has been empty
+    (worst case) since 2026-04-23 10:00 CDT (2 hours ago)." Kinds without an instant of
+    their own say their stored message."""
+    tz = alert.clinic.tz
+    due = alert.due_at
+    if due is not None:
+        when = pj.instant_in_words(due, now, tz)
+        if alert.kind == AlertKind.LOW_RESERVOIR:
+            return f"The reservoir has been at or below the alarm volume (worst case) since {when}."
+        if is_empty_episode(alert):
+            return f"The reservoir has been empty (worst case) since {when}."
+        if alert.kind == AlertKind.WITHDRAWAL_RISK:
+            if due <= now:  # passed empty before the sweep opened the empty episode
+                return f"The reservoir has been empty (worst case) since {when}."
+            return f"The reservoir may run empty (worst case) at {when}."
+        if alert.kind == AlertKind.DRUG_EXPIRED:
+            day = pj.local_date(due, tz)
+            ago = pj.relative_date(day, pj.local_date(now, tz))
+            return (f"The drug in the reservoir passed its stability date on {day.isoformat()} ({ago}): "
+                    "refill with fresh drug.")
+        if alert.kind == AlertKind.POST_MRI_CHECK:
+            return f"An MRI was recorded at {when} and no reading since."
+        if alert.kind == AlertKind.ALERTING_STALLED:
+            return f"The alert sweep last completed at {when}."
+    if alert.kind == AlertKind.REFILL_OVERDUE and alert.pump is not None and alert.pump.refill_due_on:
+        day = alert.pump.refill_due_on
+        return f"The refill was due on {day.isoformat()} ({pj.relative_date(day, pj.local_date(now, tz))})."
+    return alert.message
 
 
 # ----------------------------------------------------------------------- recipients
@@ -168,11 +264,28 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
     history = history or _load_history(pump)
     episode = episode or reservoir_episode(pump, history)
     status = pump.live_status(now)
-    if pump.low_reservoir_alarm_at and now >= pump.low_reservoir_alarm_at:
-        out.append(Wanted(AlertKind.LOW_RESERVOIR, episode, pump.low_reservoir_alarm_at,
-                          "worst-case volume at or below the alarm volume"))
-    if pump.empty_at and now >= pump.empty_at - timedelta(hours=clinic.withdrawal_window_hours):
-        out.append(Wanted(AlertKind.WITHDRAWAL_RISK, episode, pump.empty_at, "worst-case empty"))
+    lra, empty = pump.low_reservoir_alarm_at, pump.empty_at
+    if lra and now >= lra:
+        out.append(Wanted(AlertKind.LOW_RESERVOIR, episode, lra,
+                          f"at or below the alarm volume (worst case) since {pj.local_instant(lra, tz)}"))
+    if empty and now >= empty:
+        # a worsening: its own episode, so that an acknowledged "may run empty" does not
+        # silence it; the "may run empty" alert of the same fill resolves (superseded)
+        out.append(Wanted(AlertKind.WITHDRAWAL_RISK, episode + EMPTY_EPISODE_SUFFIX, empty,
+                          f"empty (worst case) since {pj.local_instant(empty, tz)}"))
+    elif empty and now >= empty - timedelta(hours=clinic.withdrawal_window_hours):
+        out.append(Wanted(AlertKind.WITHDRAWAL_RISK, episode, empty,
+                          f"may run empty (worst case) at {pj.local_instant(empty, tz)}"))
+    expires = pump.drug_expires_at
+    if expires and now >= expires and episode != "fill:none":
+        # once per fill; critical when the pump is also past empty (an open warning is
+        # raised to critical by evaluate_pump, never lowered again)
+        past_empty = empty is not None and now >= empty
+        out.append(Wanted(
+            AlertKind.DRUG_EXPIRED, "drug:" + episode.removeprefix("fill:"), expires,
+            f"the drug passed its stability date on {pj.local_date(expires, tz).isoformat()}",
+            Severity.CRITICAL if past_empty else Severity.WARNING,
+        ))
     today = pj.local_date(now, tz)
     if pump.refill_due_on and today > pump.refill_due_on:
         out.append(Wanted(AlertKind.REFILL_OVERDUE, episode, None, f"refill was due on {pump.refill_due_on}"))
@@ -201,7 +314,7 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
             mris = mris.filter(occurred_at__gt=last_reading)
         for event in mris:
             out.append(Wanted(AlertKind.POST_MRI_CHECK, f"mri:{event.pk}", event.occurred_at,
-                              "MRI recorded and no reading since"))
+                              f"MRI recorded at {pj.local_instant(event.occurred_at, tz)} and no reading since"))
     for refill in [r for r in history.refills if r.discrepancy_flagged or r.refilled_after_empty]:
         out.append(Wanted(AlertKind.RESIDUAL_DISCREPANCY, f"refill:{refill.pk}", refill.performed_at,
                           "; ".join(refill.flags)[:300]))
@@ -212,12 +325,19 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
 def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None) -> tuple[int, int]:
     """Create the alerts the pump calls for and resolve those it no longer does. Returns
     (alerts created, notifications created). Safe to run concurrently. ``history``: the
-    pump's live records as they stand in this transaction, when the caller has them."""
+    pump's live records as they stand in this transaction, when the caller has them.
+
+    Resolving ends the noise in the same transaction: the pending notifications of every
+    alert resolved here (explant, patient no longer active, condition cleared, a new
+    refill, a "may run empty" alert superseded by the "empty" one) are cancelled, so a
+    resolved alert is never e-mailed (one UPDATE, only when something was resolved). An
+    open ``drug_expired`` warning becomes critical once the pump is past empty."""
     created_alerts = created_notes = 0
     open_alerts = Alert.objects.filter(pump=pump, resolved_at__isnull=True)
     if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
         reason = "pump explanted" if pump.explanted_on is not None else "patient not active"
-        open_alerts.update(resolved_at=now, resolution=reason, next_repeat_at=None)
+        if open_alerts.update(resolved_at=now, resolution=reason, next_repeat_at=None):
+            _cancel_pending(Q(alert__pump=pump))
         return 0, 0
     history = history or _load_history(pump)
     episode = reservoir_episode(pump, history)
@@ -226,20 +346,24 @@ def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None)
     # Every alert of the pump, read once: the open ones not wanted any more are resolved,
     # the wanted ones that exist are not created again.
     existing = {(a.kind, a.episode): a for a in Alert.objects.filter(pump=pump).select_related("clinic")}
+    resolved: list[int] = []
     for alert in existing.values():
         if alert.resolved_at is not None or (alert.kind, alert.episode) in keys:
             continue
-        if alert.kind in (*RESERVOIR_KINDS, AlertKind.POST_MRI_CHECK, AlertKind.UNVERIFIED_PROGRAM):
-            new_fill = alert.kind in RESERVOIR_KINDS and alert.episode != episode
-            reason = "a new refill was recorded" if new_fill else "condition cleared"
-            Alert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(
-                resolved_at=now, resolution=reason, next_repeat_at=None
-            )
+        reason = _resolution(alert, episode, keys)
+        if reason and Alert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(
+            resolved_at=now, resolution=reason, next_repeat_at=None
+        ):
+            resolved.append(alert.pk)
+    if resolved:
+        _cancel_pending(Q(alert_id__in=resolved))
     for w in wanted:
         known = existing.get((w.kind, w.episode))
         if known is not None:
             if known.resolved_at is not None:
                 created_notes += _reopen(known, w, now)
+            elif w.severity == Severity.CRITICAL and known.severity != Severity.CRITICAL:
+                Alert.objects.filter(pk=known.pk).update(severity=Severity.CRITICAL)  # never lowered again
             continue
         alert = _create_alert(pump.clinic, pump, w, now)
         if alert is None:
@@ -247,6 +371,32 @@ def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None)
         created_alerts += 1
         created_notes += notify(alert, 0, now, fresh=True)
     return created_alerts, created_notes
+
+
+def _resolution(alert: Alert, episode: str, wanted: set[tuple[str, str]]) -> str:
+    """Why an open alert the pump no longer calls for is resolved ("" : it is not: a
+    residual discrepancy or a battery threshold stays until acknowledged)."""
+    if alert.kind == AlertKind.DRUG_EXPIRED:
+        same_fill = alert.episode == "drug:" + episode.removeprefix("fill:")
+        return "condition cleared" if same_fill else "a new refill was recorded"
+    if alert.kind in RESERVOIR_KINDS:
+        fill = alert.episode.removesuffix(EMPTY_EPISODE_SUFFIX)
+        if fill != episode:
+            return "a new refill was recorded"
+        if alert.kind == AlertKind.WITHDRAWAL_RISK and (alert.kind, episode + EMPTY_EPISODE_SUFFIX) in wanted:
+            return "superseded: the pump is past empty (worst case), a new alert says so"
+        return "condition cleared"
+    if alert.kind in (AlertKind.POST_MRI_CHECK, AlertKind.UNVERIFIED_PROGRAM):
+        return "condition cleared"
+    return ""
+
+
+def _cancel_pending(alerts_filter: Q) -> int:
+    """Cancel the pending notifications of resolved alerts (``alerts_filter`` on
+    Notification): a resolved alert is never e-mailed."""
+    return Notification.objects.filter(
+        alerts_filter, alert__resolved_at__isnull=False, status=Notification.PENDING
+    ).update(status=Notification.CANCELLED, last_error=CANCELLED_RESOLVED, claimed_at=None)
 
 
 def _reopen(alert: Alert, w: Wanted, now: datetime) -> int:
@@ -257,7 +407,7 @@ def _reopen(alert: Alert, w: Wanted, now: datetime) -> int:
     number = alert.repeat_count + 1
     changed = Alert.objects.filter(pk=alert.pk, resolved_at__isnull=False, repeat_count=alert.repeat_count).update(
         resolved_at=None, resolution="", acknowledged_at=None, acknowledged_by=None, acknowledged_by_external="",
-        repeat_count=number, due_at=w.due_at, message=w.message,
+        acknowledgement_reason="", repeat_count=number, severity=w.severity or rule.severity, due_at=w.due_at, message=w.message,
         next_repeat_at=(now + rule.repeat_every) if rule.repeat_every and rule.emailed else None,
     )
     if not changed:
@@ -545,9 +695,10 @@ def raise_stalled(now: datetime) -> int:
 
 
 def resolve_stalled(now: datetime) -> None:
-    Alert.objects.filter(kind=AlertKind.ALERTING_STALLED, resolved_at__isnull=True).update(
+    if Alert.objects.filter(kind=AlertKind.ALERTING_STALLED, resolved_at__isnull=True).update(
         resolved_at=now, resolution="the sweep ran again", next_repeat_at=None
-    )
+    ):
+        _cancel_pending(Q(alert__kind=AlertKind.ALERTING_STALLED))
 
 
 # ---------------------------------------------------------------------- outbox
@@ -568,15 +719,38 @@ def enqueue_delivery() -> None:
 # ----------------------------------------------------------------- acknowledge
 
 
+def needs_reason(alert: Alert) -> bool:
+    """Acknowledging a critical alert (low_reservoir, withdrawal_risk, post_mri_check,
+    alerting_stalled, a critical drug_expired) needs a reason."""
+    return alert.kind in CRITICAL_KINDS or alert.severity == Severity.CRITICAL
+
+
 @transaction.atomic
-def acknowledge(alert: Alert, *, user=None, external: str = "", now: datetime | None = None) -> Alert:
-    """Acknowledgement stops repeats."""
+def acknowledge(alert: Alert, *, user=None, external: str = "", reason: str = "",
+                now: datetime | None = None) -> Alert:
+    """Acknowledgement stops repeats, not the alert: it stays open (unresolved) while its
+    condition holds, and a worsening (a pump past empty) is a new alert that is e-mailed.
+
+    Silencing a critical alert is deliberate: it needs a ``reason`` (what was done, or why
+    it can wait; at most 500 characters), else ``ServiceValidationError({"reason": …})``.
+    Who (``user``, or ``external``: the name an API client gave), when and why are stored
+    on the alert, and its audit history keeps them. A user needs a role that may
+    acknowledge (``clinic.permissions``), else ``Forbidden``. Acknowledging an alert that
+    is acknowledged already changes nothing."""
     now = now or timezone.now()
+    if user is not None and not permissions.user_may(user, alert.clinic_id, permissions.Action.ACKNOWLEDGE):
+        raise Forbidden(permissions.MESSAGES[permissions.Action.ACKNOWLEDGE])
     alert = Alert.objects.select_for_update().get(pk=alert.pk)
+    reason = (reason or "").strip()
+    if len(reason) > REASON_MAX:
+        raise ServiceValidationError({"reason": [MSG_ACK_REASON_TOO_LONG]})
+    if not reason and needs_reason(alert):
+        raise ServiceValidationError({"reason": [MSG_ACK_REASON]})
     if alert.acknowledged_at is None:
         alert.acknowledged_at = now
         alert.acknowledged_by = user
         alert.acknowledged_by_external = external[:100]
+        alert.acknowledgement_reason = reason
         alert.next_repeat_at = None
         alert._history_user = user if user is not None and getattr(user, "pk", None) else None
         alert.save()

@@ -1,8 +1,14 @@
 """Alert and digest e-mails: what a notification says, rendered in the clinic's local
-time, with the routing headers mail systems use (``X-Clinic-Alert-*``)."""
+time, with the routing headers mail systems use (``X-Clinic-Alert-*``).
+
+No stored value can stop a notification: every header is built through
+``header_safe``, so a legacy MRN holding a line break cannot make the send fail (Django
+refuses a header with CR or LF) nor inject a header."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import date, datetime
 
 from django.conf import settings
@@ -14,12 +20,34 @@ from django.utils import timezone
 from clinic.models import Clinic
 
 from . import projection as pj
-from .alerts import ADVICE, RESERVOIR_KINDS
+from .alerts import RESERVOIR_KINDS, advice_for, describe, title_for
 from .calendar import appointment_ics
-from .models import Alert, Appointment, Notification, Pump, Severity
+from .models import Alert, AlertKind, Appointment, Notification, Pump, Severity
+
+_SPACES = re.compile(r"\s{2,}")
+
+
+def header_safe(value: object) -> str:
+    """``value`` as text fit for a mail header: every control character (Unicode category
+    Cc: CR, LF, TAB, NUL, DEL, NEL …) and the Unicode line and paragraph separators become
+    a space, runs of spaces one space, and the ends are trimmed. "AB\\r\\nBcc: x" becomes
+    "AB Bcc: x": text inside the header, never a header of its own."""
+    text = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in str(value)
+    )
+    return _SPACES.sub(" ", text).strip()
+
+
+def patient_label(pump: Pump) -> str:
+    """The least patient data that serves: "MRN MRN001 (AG)", header-safe."""
+    return header_safe(f"MRN {pump.patient.mrn} ({pump.patient.initials})")
 
 
 def digest_context(clinic: Clinic, now: datetime) -> dict:
+    """The daily digest: pumps empty, at their alarm, overdue and due soon, each with its
+    status in words (times on the clinic's wall clock with their zone); drugs past their
+    stability date; unacknowledged critical alerts; notifications that failed."""
+    tz = clinic.tz
     listed = [pj.STATUS_EMPTY, pj.STATUS_ALARM, pj.STATUS_OVERDUE, pj.STATUS_DUE_SOON]
     pumps = (
         Pump.objects.filter(clinic=clinic, explanted_on__isnull=True)
@@ -32,32 +60,46 @@ def digest_context(clinic: Clinic, now: datetime) -> dict:
         status = pump.live_status(now)
         if status in rows:
             rows[status].append(pump)
-    critical = Alert.objects.filter(
-        clinic=clinic, severity=Severity.CRITICAL, acknowledged_at__isnull=True, resolved_at__isnull=True
-    ).select_related("pump__patient", "pump__model")
     for items in rows.values():
         items.sort(key=lambda p: (p.refill_due_on or date.max, p.pk))
+
+    def line(pump: Pump) -> dict:
+        return {"pump": pump, "patient": patient_label(pump), "status": pump.status_reason(now),
+                "url": pump_url(pump)}
+
+    open_alerts = Alert.objects.filter(clinic=clinic, resolved_at__isnull=True).select_related(
+        "clinic", "pump__patient", "pump__model")
+    critical = open_alerts.filter(severity=Severity.CRITICAL, acknowledged_at__isnull=True)
+    expired = open_alerts.filter(kind=AlertKind.DRUG_EXPIRED).order_by("due_at", "id")
+
+    def alert_line(alert: Alert) -> dict:
+        return {"alert": alert, "title": title_for(alert), "detail": describe(alert, now),
+                "patient": patient_label(alert.pump) if alert.pump else "",
+                "url": pump_url(alert.pump) if alert.pump else ""}
+
+    sections = [
+        ("Empty (worst case)", rows[pj.STATUS_EMPTY]),
+        ("At low-reservoir alarm", rows[pj.STATUS_ALARM]),
+        ("Refill overdue", rows[pj.STATUS_OVERDUE]),
+        ("Refill due soon", rows[pj.STATUS_DUE_SOON]),
+    ]
     return {
         "clinic": clinic,
-        "date": pj.local_date(now, clinic.tz),
+        "date": pj.local_date(now, tz),
+        "generated": pj.local_instant(now, tz),
         "empty": rows[pj.STATUS_EMPTY],
         "alarm": rows[pj.STATUS_ALARM],
         "overdue": rows[pj.STATUS_OVERDUE],
         "due_soon": rows[pj.STATUS_DUE_SOON],
-        "critical_alerts": list(critical),
+        "sections": [(title, [line(p) for p in pumps]) for title, pumps in sections],
+        "drug_expired": [alert_line(a) for a in expired],
+        "critical_alerts": [alert_line(a) for a in critical],
         "undelivered": list(
             Notification.objects.filter(clinic=clinic, status=Notification.FAILED).order_by("-created_at")[:50]
         ),
-        "sections": [
-            ("Empty (worst case)", rows[pj.STATUS_EMPTY]),
-            ("At low-reservoir alarm", rows[pj.STATUS_ALARM]),
-            ("Refill overdue", rows[pj.STATUS_OVERDUE]),
-            ("Refill due soon", rows[pj.STATUS_DUE_SOON]),
-        ],
         "site_url": settings.SITE_URL,
-        "tz": clinic.tz,
+        "tz": tz,
     }
-
 
 
 def pump_url(pump: Pump) -> str:
@@ -65,6 +107,8 @@ def pump_url(pump: Pump) -> str:
 
 
 def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
+    """The e-mail of one notification as of ``now`` (its send time: "2 hours ago" is true
+    when it is read). Every header goes through ``header_safe``."""
     clinic = note.clinic
     if note.kind == "digest":
         context = digest_context(clinic, now)
@@ -75,16 +119,19 @@ def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
     else:
         alert = note.alert
         pump = alert.pump
+        title = title_for(alert)
         context = {
-            "alert": alert, "pump": pump, "clinic": clinic, "kind_label": alert.get_kind_display(),
-            "advice": ADVICE[alert.kind], "repeat": note.repeat_number,
+            "alert": alert, "pump": pump, "clinic": clinic, "kind_label": title,
+            "detail": describe(alert, now), "advice": advice_for(alert), "repeat": note.repeat_number,
             "due_local": alert.due_at.astimezone(clinic.tz) if alert.due_at else None,
+            "raised_local": pj.local_instant(alert.created_at, clinic.tz),
+            "sent_local": pj.local_instant(now, clinic.tz),
             "url": pump_url(pump) if pump else f"{settings.SITE_URL}/",
-            "patient_label": f"MRN {pump.patient.mrn} ({pump.patient.initials})" if pump else "",
+            "patient_label": patient_label(pump) if pump else "",
             "escalated": alert.escalated_at is not None,
         }
         who = f": {context['patient_label']}" if pump else ""
-        subject = f"[{alert.severity.upper()}] {alert.get_kind_display().capitalize()}{who}"
+        subject = f"[{alert.severity.upper()}] {title}{who}"
         if note.repeat_number:
             subject += f" (reminder {note.repeat_number})"
         template = "emails/alert"
@@ -93,7 +140,10 @@ def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
     with timezone.override(clinic.tz):  # every instant in the clinic's local time
         text = render_to_string(f"{template}.txt", context)
         html = render_to_string(f"{template}.html", context)
-    message = EmailMultiAlternatives(subject=subject, body=text, to=[note.recipient], headers=headers)
+    message = EmailMultiAlternatives(
+        subject=header_safe(subject), body=text, to=[header_safe(note.recipient)],
+        headers={name: header_safe(value) for name, value in headers.items()},
+    )
     message.attach_alternative(html, "text/html")
     if note.kind in RESERVOIR_KINDS and note.alert.pump is not None:
         appointment = next_refill_appointment(note.alert.pump, now)

@@ -1,4 +1,4 @@
-"""Alerting (SPEC 6): which alerts, exactly once, repeats, escalation, acknowledgement,
+"""Alerting (docs/clinical-rules.md, section 11): which alerts, exactly once, repeats, escalation, acknowledgement,
 outbox retries, digest and heartbeat. E-mails are read from Django's test outbox here;
 tests/test_alerts_smtp.py reads them from a real SMTP server."""
 
@@ -17,7 +17,7 @@ from tests.conftest import CHICAGO
 from tests.factories import make_user
 
 T0 = datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO)
-LRA = datetime(2026, 4, 18, 23, 20, tzinfo=CHICAGO)  # SPEC 4.8 worst-case LRA
+LRA = datetime(2026, 4, 18, 23, 20, tzinfo=CHICAGO)  # the worked example's worst-case LRA
 WRITE_NOW = datetime(2026, 2, 2, 12, 0, tzinfo=CHICAGO)
 
 
@@ -32,13 +32,20 @@ def recipients(clinic, nurse):
 
 
 @pytest.fixture
-def filled(pump, nurse, prescriber, recipients):
-    """The SPEC 4.8 pump: refill with program at T0, program verified."""
+def second_prescriber(clinic):
+    return make_user("dr_lee", clinic, "prescriber")
+
+
+@pytest.fixture
+def filled(pump, nurse, prescriber, second_prescriber, recipients):
+    """The worked-example pump: refill with program at T0 (a prescriber enters the
+    program), program verified by a second prescriber."""
     s.record_refill(
-        pump=pump, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse),
+        pump=pump, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000),
+        actor=s.Actor(prescriber),
         program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)), now=WRITE_NOW,
     )
-    s.verify_program(program=Program.objects.get(), actor=s.Actor(prescriber), now=WRITE_NOW)
+    s.verify_program(program=Program.objects.get(), actor=s.Actor(second_prescriber), now=WRITE_NOW)
     pump.refresh_from_db()
     return pump
 
@@ -96,10 +103,26 @@ def test_low_reservoir_email_content_headers_and_least_patient_data(filled):
         "X-Clinic-Alert-Id": str(alert.pk),
     }
     body = message.body
-    assert "Patient: MRN MRN001 (AG)" in body
-    assert "When: Sat 18 Apr 2026, 23:20 CDT (America/Chicago)" in body
-    assert "What to do: The reservoir has reached the low-reservoir alarm volume (worst case)." in body
-    assert f"Open the pump: https://pumps.example.org/pumps/{filled.pk}/" in body
+    assert body.splitlines() == [
+        "CRITICAL: Low reservoir",
+        "",
+        "Clinic: North Spasticity Clinic",
+        "Patient: MRN MRN001 (AG)",
+        "Pump: Medtronic SynchroMed II 8637-40, serial SN-0001",
+        "When: Sat 18 Apr 2026, 23:20 CDT (America/Chicago)",
+        "Detail: The reservoir has been at or below the alarm volume (worst case) since 2026-04-18 23:20 CDT"
+        " (40 minutes ago).",
+        "",
+        "What to do: The reservoir is at or below the low-reservoir alarm volume (worst case). Refill now; "
+        "confirm the patient is well and can reach the clinic.",
+        "",
+        f"Open the pump: https://pumps.example.org/pumps/{filled.pk}/",
+        "",
+        f"Alert #{alert.pk}, raised 2026-04-19 00:00 CDT; this e-mail sent 2026-04-19 00:00 CDT.",
+        "Acknowledge it in the clinic app to stop reminders (a critical alert needs a reason).",
+        "",
+    ]
+    assert alert.message == "at or below the alarm volume (worst case) since 2026-04-18 23:20 CDT"
     html = message.alternatives[0]
     assert html[1] == "text/html"
     assert f'href="https://pumps.example.org/pumps/{filled.pk}/"' in html[0]
@@ -132,11 +155,13 @@ def test_acknowledging_stops_repeats(filled, nurse):
     start = LRA + timedelta(minutes=40)
     sweep_and_send(start)
     alert = Alert.objects.get(kind="low_reservoir")
-    alerts.acknowledge(alert, user=nurse, now=start + timedelta(hours=1))
+    alerts.acknowledge(alert, user=nurse, reason="Refill booked for 08:00 today", now=start + timedelta(hours=1))
     sweep_and_send(start + timedelta(hours=8))
     assert len(sent("low_reservoir")) == 2
     alert.refresh_from_db()
     assert alert.acknowledged_by == nurse and alert.next_repeat_at is None
+    assert alert.acknowledgement_reason == "Refill booked for 08:00 today"
+    assert alert.resolved_at is None  # acknowledged, still open while the pump is at its alarm
 
 
 def test_withdrawal_risk_escalates_at_once_and_repeats_every_2_hours(filled):
@@ -189,9 +214,10 @@ def test_mri_on_synchromed_needs_a_reading_after_it(filled, nurse):
     assert alert.resolved_at is not None and alert.resolution == "condition cleared"
 
 
-def test_unverified_program_after_24_hours(pump, nurse, recipients):
+def test_unverified_program_after_24_hours(pump, prescriber, recipients):
     s.record_refill(
-        pump=pump, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse),
+        pump=pump, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000),
+        actor=s.Actor(prescriber),
         program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)), now=WRITE_NOW,
     )
     sweep_and_send(WRITE_NOW + timedelta(hours=23, minutes=59))
@@ -287,8 +313,12 @@ def test_daily_digest_once_per_recipient_at_the_digest_hour(filled):
     assert sorted(m.to[0] for m in digests) == ["nina@clinic.example", "ward@clinic.example"]
     message = digests[0]
     assert message.subject == "[north] Daily pump digest 2026-03-30"
+    assert "Times in America/Chicago; as of 2026-03-30 07:00 CDT." in message.body.splitlines()
     assert "Refill due soon (1)" in message.body
-    assert "- MRN MRN001 (AG), 8637-40 #SN-0001: due 2026-04-10, alarm 2026-04-18 23:20" in message.body
+    assert (
+        f"- MRN MRN001 (AG), 8637-40 #SN-0001: due soon: refill due on 2026-04-10 (in 11 days); low-reservoir "
+        f"alarm 2026-04-18 23:20 CDT (in 19 days) — https://pumps.example.org/pumps/{filled.pk}/"
+    ) in message.body.splitlines()
     assert "Garcia" not in message.body
 
 
@@ -480,12 +510,13 @@ def test_mri_entered_minutes_ahead_of_the_clock_still_needs_its_check(filled, nu
     assert Alert.objects.filter(kind="post_mri_check").count() == 1
 
 
-def test_one_broken_pump_does_not_stop_the_sweep(filled, clinic, nurse, monkeypatch):
+def test_one_broken_pump_does_not_stop_the_sweep(filled, clinic, prescriber, monkeypatch):
     from tests.factories import make_patient, make_pump
 
     other = make_pump(make_patient(clinic, mrn="MRN002"), serial="SN-0002")
     s.record_refill(
-        pump=other, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse),
+        pump=other, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000),
+        actor=s.Actor(prescriber),
         program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)), now=WRITE_NOW,
     )
     real = s.recompute_pump
@@ -516,14 +547,14 @@ def test_stalled_alerting_emails_admins_from_health_without_a_worker_and_repeats
     assert len([m for m in mail.outbox if m.extra_headers["X-Clinic-Alert-Kind"] == "alerting_stalled"]) == 2
 
 
-def test_a_large_due_set_fans_out_into_chunk_tasks_with_the_same_result(filled, clinic, nurse, monkeypatch):
+def test_a_large_due_set_fans_out_into_chunk_tasks_with_the_same_result(filled, clinic, prescriber, monkeypatch):
     from tests.factories import make_patient, make_pump
 
     for n in (2, 3):
         other = make_pump(make_patient(clinic, mrn=f"MRN00{n}"), serial=f"SN-000{n}")
         s.record_refill(
             pump=other, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000),
-            actor=s.Actor(nurse), now=WRITE_NOW,
+            actor=s.Actor(prescriber), now=WRITE_NOW,
             program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
         )
     monkeypatch.setattr(alerts, "CHUNK", 2)
