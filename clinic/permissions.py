@@ -1,4 +1,4 @@
-"""Who may do what in a clinic: the one rule set (docs/safety/hazard-log.md, H-ROLE).
+"""Who may do what in a clinic: the one rule set (docs/safety/hazard-log.md, H-08 to H-10).
 
 Every write goes through a service, and every service asks this module before it writes,
 so a refusal holds whatever the entry point: a staff page, the session API, an API token,

@@ -9,6 +9,7 @@ Services take keyword arguments and an ``Actor`` (who acted, for the audit trail
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -22,11 +23,12 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from clinic.models import Clinic, Membership
+from clinic import permissions
+from clinic.models import Clinic, Membership, Role
 
 from . import checks
 from . import projection as pj
-from .errors import Conflict, PreconditionFailed, ServiceValidationError
+from .errors import Conflict, Forbidden, PreconditionFailed, ServiceValidationError  # noqa: F401 (re-exported)
 from .models import (
     Appointment,
     Drug,
@@ -63,15 +65,67 @@ class _Errors:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acted: a signed-in user, or an API client naming a clinician (a staff username
-    of the clinic, or an external practitioner identifier)."""
+    """Who acts. A signed-in user (pages, the session API, the admin) acts as themselves:
+    ``user`` is set and their role in the record's clinic decides what they may do. An
+    integration (an API token: ``client``; the spreadsheet import or the demo: neither)
+    acts for a system and may name the clinician who acted (``performed_by``,
+    ``entered_by``, ``verified_by``): a staff username of the clinic, who must hold the
+    role the action needs, or an external practitioner identifier, stored as such
+    (docs/safety/hazard-log.md, H-08 to H-10)."""
 
     user: Any = None  # a User or None
     label: str = ""  # e.g. "api client EHR" or "system"
+    client: Any = None  # the ApiClient of a token, or None
 
     @classmethod
     def system(cls, label: str = "system") -> Actor:
         return cls(None, label)
+
+    @property
+    def is_person(self) -> bool:
+        return self.user is not None and getattr(self.user, "pk", None) is not None
+
+
+def authorize(actor: Actor, clinic: Clinic | int, action: permissions.Action) -> None:
+    """Refuse (``Forbidden``) what the actor may not do in the clinic: the one check that
+    every service makes before it writes, whatever the entry point."""
+    clinic_id = clinic if isinstance(clinic, int) else clinic.pk
+    if actor.client is not None:
+        if not actor.client.can_write or actor.client.clinic_id != clinic_id:
+            raise Forbidden("This token is read-only." if actor.client.clinic_id == clinic_id
+                            else permissions.MESSAGES[action])
+        return
+    if actor.user is None:
+        return  # the system itself (import, demo data, the sweep): what it names is checked
+    if not permissions.user_may(actor.user, clinic_id, action):
+        raise Forbidden(permissions.MESSAGES[action])
+
+
+MSG_CONTROL_CHARACTERS = "Remove line breaks, tabs and other control characters from this field."
+
+
+def has_control_characters(value: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in value)
+
+
+def _identifier(errors: _Errors, field: str, value) -> None:
+    """Identifiers (MRN, serial and lot numbers, names, codes, practitioner ids) go into
+    e-mail headers, file names and other systems: no control characters (H-11)."""
+    if isinstance(value, str) and has_control_characters(value):
+        errors.add(field, MSG_CONTROL_CHARACTERS)
+
+
+def _text(errors: _Errors, field: str, value, limit: int) -> None:
+    """Free text keeps line breaks but has a maximum length."""
+    if isinstance(value, str) and len(value) > limit:
+        errors.add(field, f"Ensure this field has no more than {limit} characters.")
+
+
+NOTES_MAX = 2000
+REASON_MAX = 500
+MSG_VOID_CARRIED_PROGRAM = (
+    "This refill carried a new program: only a prescriber (physician) voids it, and its program with it."
+)
 
 
 def resolve_clinician(clinic: Clinic, name: str | None) -> tuple[Any, str]:
@@ -85,6 +139,37 @@ def resolve_clinician(clinic: Clinic, name: str | None) -> tuple[Any, str]:
         .first()
     )
     return (user, "") if user is not None else (None, name[:100])
+
+
+def clinician_for(actor: Actor, clinic: Clinic, field: str, name: str | None) -> tuple[Any, str]:
+    """Who did it, as (user, external id), for ``field`` (performed_by, entered_by,
+    verified_by). A signed-in user is the one who acted: naming anyone else is refused.
+    An integration may name a staff username of the clinic, who must hold the role the
+    field needs, or an external practitioner id; naming nobody leaves it to the system."""
+    name = (name or "").strip() if isinstance(name, str) else name
+    if actor.user is not None:
+        if name and name != actor.user.username:
+            raise ServiceValidationError({field: [
+                f"You are signed in as {actor.user.username}: this is recorded as yours. "
+                f"Leave {field} empty (only an integration names another clinician)."
+            ]})
+        return actor.user, ""
+    if not name:
+        return None, ""
+    errors = _Errors()
+    _identifier(errors, field, name)
+    if len(name) > 100:
+        errors.add(field, "Ensure this field has no more than 100 characters.")
+    errors.raise_if_any()
+    membership = Membership.objects.filter(user__username=name, clinic=clinic).select_related("user").first()
+    if membership is None:
+        return None, name
+    if not permissions.named_role_allows(membership.role, field):
+        roles = " or ".join(sorted(Role(r).label.lower() for r in permissions.NAMED_ROLES[field]))
+        raise ServiceValidationError({field: [
+            f"{name} is a {Role(membership.role).label.lower()} in this clinic: {field} must be a {roles}."
+        ]})
+    return membership.user, ""
 
 
 def _stamp(instance, actor: Actor, reason: str = "") -> None:
@@ -215,6 +300,7 @@ def recompute_pump(pump: Pump, *, now: datetime, history: PumpHistory | None = N
         for days in (180, 90):
             extra.append(pj.start_of_local_day(pump.expected_end_of_service - timedelta(days=days), pump.clinic.tz))
     extra.extend(p.entered_at + timedelta(hours=24) for p in history.programs if p.verified_at is None)
+    extra.append(proj.drug_expires_at)  # the drug_expired alert falls due at that instant
     pump.status = pj.status_at(
         now,
         tz=pump.clinic.tz,
@@ -335,6 +421,9 @@ PATIENT_FIELDS = (
 
 def _patient_errors(data: Mapping[str, Any], today: date) -> _Errors:
     errors = _Errors()
+    for field in ("mrn", "family_name", "given_name", "phone", "caregiver_phone"):
+        _identifier(errors, field, data.get(field))
+    _text(errors, "high_risk_reason", data.get("high_risk_reason"), 300)
     if "mrn" in data and not str(data["mrn"] or "").strip():
         errors.add("mrn", "This field may not be blank.")
     birth = data.get("birth_date")
@@ -350,6 +439,7 @@ def _patient_errors(data: Mapping[str, Any], today: date) -> _Errors:
 @transaction.atomic
 def create_patient(*, clinic: Clinic, actor: Actor, now: datetime | None = None, **data) -> Patient:
     now = now or timezone.now()
+    authorize(actor, clinic, permissions.Action.RECORD)
     errors = _patient_errors(data, pj.local_date(now, clinic.tz))
     mrn = str(data.get("mrn") or "").strip()
     if mrn and Patient.objects.filter(clinic=clinic, mrn=mrn).exists():
@@ -370,6 +460,7 @@ def create_patient(*, clinic: Clinic, actor: Actor, now: datetime | None = None,
 def update_patient(*, patient: Patient, actor: Actor, now: datetime | None = None, **data) -> Patient:
     now = now or timezone.now()
     patient = Patient.objects.select_for_update(of=("self",), no_key=True).select_related("clinic").get(pk=patient.pk)
+    authorize(actor, patient.clinic_id, permissions.Action.RECORD)
     errors = _patient_errors(data, pj.local_date(now, patient.clinic.tz))
     if "mrn" in data:
         data["mrn"] = str(data["mrn"] or "").strip()
@@ -425,9 +516,12 @@ def implant_pump(
 ) -> Pump:
     now = now or timezone.now()
     patient = Patient.objects.select_for_update(of=("self",), no_key=True).select_related("clinic").get(pk=patient.pk)
+    authorize(actor, patient.clinic_id, permissions.Action.RECORD)
     errors = _Errors()
     if not str(serial_number or "").strip():
         errors.add("serial_number", "This field may not be blank.")
+    _identifier(errors, "serial_number", serial_number)
+    _identifier(errors, "udi", udi)
     if implanted_on > pj.local_date(now, patient.clinic.tz):
         errors.add("implanted_on", "The implant date is in the future.")
     _check_alarm_volume(errors, low_reservoir_alarm_ml, model)
@@ -468,8 +562,11 @@ def update_pump(
     """Change the alarm volume, UDI or serial number of an implanted pump."""
     now = now or timezone.now()
     pump = _lock_pump(pump, if_match)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
     errors = _Errors()
     _check_alarm_volume(errors, data.get("low_reservoir_alarm_ml"), pump.model)
+    _identifier(errors, "serial_number", data.get("serial_number"))
+    _identifier(errors, "udi", data.get("udi"))
     if "serial_number" in data and not str(data["serial_number"] or "").strip():
         errors.add("serial_number", "This field may not be blank.")
     errors.raise_if_any()
@@ -491,7 +588,9 @@ def explant_pump(
 ) -> Pump:
     now = now or timezone.now()
     pump = _lock_pump(pump, if_match)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
     errors = _Errors()
+    _text(errors, "reason", reason, 300)
     if pump.explanted_on is not None:
         errors.add("pump", f"This pump was already explanted on {pump.explanted_on.isoformat()}.")
     if explanted_on < pump.implanted_on:
@@ -552,6 +651,7 @@ def _validate_program(
         errors.add(prefix + field, message)
 
     before = len(errors.errors)
+    _text(errors, prefix + "override_reason", data.override_reason, REASON_MAX)
     conc = data.concentration_mcg_per_ml
     if conc is None:
         add("concentration_mcg_per_ml", "This field is required.")
@@ -626,9 +726,7 @@ def _make_program(
     pump: Pump, data: ProgramInput, effective_at: datetime, daily: Decimal, steps: list, actor: Actor,
     now: datetime, refill: Refill | None = None,
 ) -> Program:
-    entered_user, entered_external = resolve_clinician(pump.clinic, data.entered_by)
-    if entered_user is None and not entered_external and actor.user is not None:
-        entered_user = actor.user
+    entered_user, entered_external = clinician_for(actor, pump.clinic, "entered_by", data.entered_by)
     program = Program(
         pump=pump,
         effective_at=effective_at,
@@ -656,6 +754,7 @@ def record_program(
 ) -> Program:
     now = now or timezone.now()
     pump = _lock_pump(pump, if_match)
+    authorize(actor, pump.clinic_id, permissions.Action.PROGRAM)
     errors = _Errors()
     _check_instant(errors, "effective_at", effective_at, pump, now)
     _require_implanted(errors, pump, effective_at)
@@ -679,10 +778,9 @@ def verify_program(*, program: Program, actor: Actor, verified_by: str | None = 
     """A second clinician confirms the program: not the one who entered it."""
     now = now or timezone.now()
     pump = _lock_pump(program.pump_id)
+    authorize(actor, pump.clinic_id, permissions.Action.PROGRAM)
     program = Program.objects.select_for_update().get(pk=program.pk)
-    user, external = resolve_clinician(pump.clinic, verified_by)
-    if user is None and not external:
-        user = actor.user
+    user, external = clinician_for(actor, pump.clinic, "verified_by", verified_by)
     errors = _Errors()
     if program.is_voided:
         errors.add("non_field_errors", "This program was voided.")
@@ -738,9 +836,14 @@ def record_refill(
     saved atomically with it (SPEC 3, 4.7, 5)."""
     now = now or timezone.now()
     pump = _lock_pump(pump, if_match)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
+    if program is not None:  # a dose change, whichever form carries it (H-08)
+        authorize(actor, pump.clinic_id, permissions.Action.PROGRAM)
     errors = _Errors()
     _check_instant(errors, "performed_at", performed_at, pump, now)
     _require_implanted(errors, pump, performed_at)
+    _identifier(errors, "lot_number", lot_number)
+    _text(errors, "notes", notes, NOTES_MAX)
     errors.raise_if_any()
 
     history = load_history(pump)
@@ -836,9 +939,7 @@ def record_refill(
             code="probable_duplicate",
         )
 
-    user, external = resolve_clinician(pump.clinic, performed_by)
-    if user is None and not external:
-        user = actor.user
+    user, external = clinician_for(actor, pump.clinic, "performed_by", performed_by)
     refill = Refill(
         pump=pump,
         performed_at=performed_at,
@@ -908,8 +1009,10 @@ def record_reading(
 ) -> Reading:
     now = now or timezone.now()
     pump = _lock_pump(pump, if_match)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
     errors = _Errors()
     _check_instant(errors, "read_at", read_at, pump, now)
+    _text(errors, "notes", notes, NOTES_MAX)
     _require_implanted(errors, pump, read_at)
     if reservoir_volume_ml is None:
         errors.add("reservoir_volume_ml", "This field is required.")
@@ -921,9 +1024,7 @@ def record_reading(
             f"Exceeds the reservoir capacity of {_n(pump.model.reservoir_ml)} mL.",
         )
     errors.raise_if_any()
-    user, external = resolve_clinician(pump.clinic, performed_by)
-    if user is None and not external:
-        user = actor.user
+    user, external = clinician_for(actor, pump.clinic, "performed_by", performed_by)
     reading = Reading(
         pump=pump, read_at=read_at, reservoir_volume_ml=q3(reservoir_volume_ml), eri=eri,
         performed_by=user, performed_by_external=external, notes=notes or "",
@@ -950,7 +1051,9 @@ def record_event(
 ) -> Event:
     now = now or timezone.now()
     pump = _lock_pump(pump)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
     errors = _Errors()
+    _text(errors, "notes", notes, NOTES_MAX)
     if kind not in Event.Kind.values:
         errors.add("kind", f"Must be one of: {', '.join(Event.Kind.values)}.")
     _check_instant(errors, "occurred_at", occurred_at, pump, now)
@@ -973,7 +1076,9 @@ def schedule_appointment(
 ) -> Appointment:
     now = now or timezone.now()
     pump = _lock_pump(pump)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
     errors = _Errors()
+    _text(errors, "notes", notes, NOTES_MAX)
     if kind not in Appointment.Kind.values:
         errors.add("kind", f"Must be one of: {', '.join(Appointment.Kind.values)}.")
     if scheduled_for is None or timezone.is_naive(scheduled_for):
@@ -992,8 +1097,10 @@ def schedule_appointment(
 def update_appointment(*, appointment: Appointment, actor: Actor, status: str | None = None,
                        scheduled_for: datetime | None = None, notes: str | None = None) -> Appointment:
     pump = _lock_pump(appointment.pump_id)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
     appointment = Appointment.objects.select_for_update().get(pk=appointment.pk)
     errors = _Errors()
+    _text(errors, "notes", notes, NOTES_MAX)
     if status is not None and status not in Appointment.Status.values:
         errors.add("status", f"Must be one of: {', '.join(Appointment.Status.values)}.")
     if scheduled_for is not None and timezone.is_naive(scheduled_for):
@@ -1022,21 +1129,32 @@ def void_record(*, record, reason: str, actor: Actor, now: datetime | None = Non
     now = now or timezone.now()
     pump = _lock_pump(record.pump_id)
     record = type(record).objects.select_for_update().get(pk=record.pk)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
+    carried = Program.objects.filter(refill=record, voided_at__isnull=True).first() if isinstance(record, Refill) else None
+    if isinstance(record, Program) or carried is not None:
+        # A refill that carried a program stands or falls with it, and only a prescriber
+        # voids a program: the void of such a refill is a prescriber's too (H-09).
+        try:
+            authorize(actor, pump.clinic_id, permissions.Action.PROGRAM)
+        except Forbidden:
+            if carried is None:
+                raise
+            raise Forbidden(MSG_VOID_CARRIED_PROGRAM) from None
     if not (reason or "").strip():
         raise ServiceValidationError({"reason": ["Give the reason for voiding this record."]})
+    if len(reason) > REASON_MAX:
+        raise ServiceValidationError({"reason": [f"Ensure this field has no more than {REASON_MAX} characters."]})
     if record.is_voided:
         raise ServiceValidationError({"non_field_errors": ["This record is already voided."]})
     record.voided_at, record.void_reason = now, reason.strip()
     record.voided_by = actor.user if actor.user is not None and actor.user.pk else None
     _stamp(record, actor, "void")
     record.save()
-    if isinstance(record, Refill):
-        # A program saved with a refill stands or falls with it.
-        carried = Program.objects.filter(refill=record, voided_at__isnull=True).first()
-        if carried is not None:
-            carried.voided_at, carried.void_reason, carried.voided_by = now, f"refill voided: {reason.strip()}", record.voided_by
-            _stamp(carried, actor, "void with its refill")
-            carried.save()
+    if carried is not None:  # a program saved with a refill stands or falls with it
+        carried.voided_at, carried.void_reason = now, f"refill voided: {reason.strip()}"[:REASON_MAX]
+        carried.voided_by = record.voided_by
+        _stamp(carried, actor, "void with its refill")
+        carried.save()
     moment = getattr(record, "performed_at", None) or getattr(record, "read_at", None) or getattr(
         record, "effective_at", None
     )
@@ -1046,10 +1164,3 @@ def void_record(*, record, reason: str, actor: Actor, now: datetime | None = Non
         _bump_version(pump)
         _evaluate_alerts(pump, now)
     return record
-
-
-def clinic_role(user, clinic: Clinic) -> str | None:
-    if user is None or not getattr(user, "is_authenticated", False):
-        return None
-    membership = Membership.objects.filter(user=user, clinic=clinic).first()
-    return membership.role if membership else None

@@ -11,7 +11,7 @@ from pumps import checks
 from pumps import services as s
 from pumps.models import DrugProduct, Program, Pump, PumpModel, Reading, Refill
 from tests.conftest import CHICAGO
-from tests.factories import make_clinic, make_patient, make_pump
+from tests.factories import make_clinic, make_patient, make_pump, make_user
 
 T0 = datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO)  # SPEC 4.8 refill
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=CHICAGO)
@@ -29,8 +29,10 @@ def errors_of(excinfo):
 
 
 @pytest.fixture
-def actor(nurse):
-    return s.Actor(nurse)
+def actor(clinic):
+    """A prescriber: most tests record a first fill that carries the pump's program, which
+    only a prescriber enters; ``prescriber`` (another one) verifies it."""
+    return s.Actor(make_user("dr_lee", clinic, "prescriber"))
 
 
 # ------------------------------------------------------------------ stored projection
@@ -493,8 +495,8 @@ def test_stale_if_match_is_refused(pump, actor):
     assert Pump.objects.get(pk=pump.pk).version == 3
 
 
-def test_performed_by_names_a_clinic_user_or_an_external_id(pump, actor, prescriber):
-    r = first_fill(pump, actor, performed_by="dr_pat")
+def test_performed_by_names_a_clinic_user_or_an_external_id(pump, prescriber):
+    r = first_fill(pump, s.Actor.system("api client EHR"), performed_by="dr_pat")
     assert r.performed_by == prescriber and r.performed_by_external == ""
     r2 = s.record_refill(
         pump=pump, performed_at=datetime(2026, 3, 28, 9, tzinfo=CHICAGO), extracted_volume_ml=D("11.7"),
@@ -505,9 +507,9 @@ def test_performed_by_names_a_clinic_user_or_an_external_id(pump, actor, prescri
     assert r2.history.first().history_change_reason == "api client EHR"
 
 
-def test_audit_history_records_user_and_old_and_new_values(pump, actor, nurse):
+def test_audit_history_records_user_and_old_and_new_values(pump, nurse):
     patient = pump.patient
-    s.update_patient(patient=patient, actor=actor, phone="555-0100", now=NOW)
+    s.update_patient(patient=patient, actor=s.Actor(nurse), phone="555-0100", now=NOW)
     latest, previous = patient.history.all()[:2]
     assert latest.history_user == nurse
     delta = latest.diff_against(previous)
@@ -742,7 +744,7 @@ def test_mrn_unique_per_clinic_but_not_across_clinics(clinic, actor):
                          birth_date=date(1990, 1, 1), spasticity_origin="spinal")
     assert errors_of(exc) == {"mrn": ["A patient with this MRN already exists in this clinic."]}
     other = make_clinic(code="other", timezone="Europe/Paris")
-    s.create_patient(clinic=other, actor=actor, mrn="M1", family_name="C", given_name="D",
+    s.create_patient(clinic=other, actor=s.Actor.system("import"), mrn="M1", family_name="C", given_name="D",
                      birth_date=date(1990, 1, 1), spasticity_origin="spinal")
 
 
@@ -774,9 +776,10 @@ def test_every_clinical_table_keeps_an_audit_history(model_name):
     }
 
 
-def test_each_service_write_is_stamped_with_the_user_and_time(pump, nurse, prescriber):
+def test_each_service_write_is_stamped_with_the_user_and_time(pump, nurse, prescriber, actor):
+    doctor = actor.user
+    refill = first_fill(pump, actor)  # it carries a program: a prescriber's
     actor = s.Actor(nurse)
-    refill = first_fill(pump, actor)
     reading = s.record_reading(pump=pump, read_at=datetime(2026, 3, 1, 9, tzinfo=CHICAGO),
                                reservoir_volume_ml=D("20"), actor=actor, now=NOW)
     event = s.record_event(pump=pump, kind="mri", occurred_at=datetime(2026, 3, 2, 9, tzinfo=CHICAGO), actor=actor,
@@ -786,7 +789,7 @@ def test_each_service_write_is_stamped_with_the_user_and_time(pump, nurse, presc
     program = Program.objects.get(refill=refill)
     s.verify_program(program=program, actor=s.Actor(prescriber), now=NOW)
     s.void_record(record=reading, reason="wrong pump", actor=actor, now=NOW)
-    for record, user in ((refill, nurse), (event, nurse), (appointment, nurse), (program, prescriber),
+    for record, user in ((refill, doctor), (event, nurse), (appointment, nurse), (program, prescriber),
                          (reading, nurse)):
         latest = record.history.first()
         assert latest.history_user == user, record
