@@ -20,10 +20,12 @@ def alarm(pump, nurse, prescriber):
     """The SPEC 4.8 pump swept after its worst-case LRA: low_reservoir and refill_overdue."""
     s.record_refill(
         pump=pump, performed_at=datetime(2026, 2, 2, 9, tzinfo=CHICAGO), added_volume_ml=D(36),
-        concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse), now=datetime(2026, 2, 2, 10, tzinfo=CHICAGO),
-        program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
+        concentration_mcg_per_ml=D(1000), actor=s.Actor.system("test"), performed_by="nina",
+        now=datetime(2026, 2, 2, 10, tzinfo=CHICAGO),
+        program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450), entered_by="dr_pat"),
     )
-    s.verify_program(program=Program.objects.get(), actor=s.Actor(prescriber), now=datetime(2026, 2, 2, 11, tzinfo=CHICAGO))
+    second = make_user("dr_two", pump.clinic, "prescriber")
+    s.verify_program(program=Program.objects.get(), actor=s.Actor(second), now=datetime(2026, 2, 2, 11, tzinfo=CHICAGO))
     pump.clinic.alert_recipients.create(email="ward@clinic.example")
     alerts.sweep(LRA + timedelta(minutes=40))
     return Alert.objects.get(kind="low_reservoir")
@@ -46,32 +48,86 @@ def test_list_alerts_with_state_and_kind_filters(alarm, clinic):
 def test_acknowledge_over_the_api_stops_repeats(alarm, clinic):
     api, _ = token_client(clinic, write=True, name="EHR")
     with travel(LRA + timedelta(hours=1)):
-        response = api.post(f"{API}/alerts/{alarm.pk}/acknowledge/", {"acknowledged_by": "NPI:1234567893"}, format="json")
+        response = api.post(
+            f"{API}/alerts/{alarm.pk}/acknowledge/",
+            {"acknowledged_by": "NPI:1234567893", "reason": "Refill booked for 08:00; patient called, well."},
+            format="json",
+        )
     assert response.status_code == 200
     body = response.json()
     assert body["state"] == "acknowledged"
     assert body["acknowledged_by"] == "NPI:1234567893"
     assert body["acknowledged_at"] == "2026-04-19T00:20:00-05:00"
+    assert body["acknowledgement_reason"] == "Refill booked for 08:00; patient called, well."
+    alarm.refresh_from_db()
+    assert (alarm.acknowledged_by_id, alarm.acknowledged_by_external, alarm.acknowledgement_reason) == (
+        None, "NPI:1234567893", "Refill booked for 08:00; patient called, well.",
+    )
     alerts.sweep(LRA + timedelta(hours=9))
     assert Notification.objects.filter(alert=alarm, repeat_number__gt=0).count() == 0
     assert api.get(f"{API}/alerts/?state=acknowledged").json()["count"] == 1
 
 
+def test_a_critical_alert_needs_a_reason(alarm, clinic):
+    api, _ = token_client(clinic, write=True)
+    for body in ({}, {"reason": ""}, {"reason": "   "}):
+        response = api.post(f"{API}/alerts/{alarm.pk}/acknowledge/", body, format="json")
+        assert response.status_code == 400
+        assert response.json() == {
+            "reason": ["Give a reason to acknowledge a critical alert: what was done, or why it can wait."]
+        }
+    response = api.post(f"{API}/alerts/{alarm.pk}/acknowledge/", {"reason": "x" * 501}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"reason": ["Ensure this field has no more than 500 characters."]}
+    alarm.refresh_from_db()
+    assert alarm.acknowledged_at is None
+
+
+def test_a_warning_is_acknowledged_without_a_reason_by_the_api_client_itself(alarm, clinic):
+    overdue = Alert.objects.get(kind="refill_overdue")
+    api, _ = token_client(clinic, write=True, name="EHR")
+    response = api.post(f"{API}/alerts/{overdue.pk}/acknowledge/", {}, format="json")
+    assert response.status_code == 200
+    assert (response.json()["acknowledged_by"], response.json()["acknowledgement_reason"]) == ("api client EHR", "")
+
+
 def test_staff_session_acknowledges_as_themselves(alarm, nurse):
     api = session_client(nurse)
-    response = api.post(f"{API}/alerts/{alarm.pk}/acknowledge/", {}, format="json")
+    response = api.post(f"{API}/alerts/{alarm.pk}/acknowledge/", {"reason": "Refilled at the bedside."}, format="json")
     assert response.status_code == 200
     assert response.json()["acknowledged_by"] == "nina"
+    assert response.json()["acknowledgement_reason"] == "Refilled at the bedside."
     alarm.refresh_from_db()
     assert alarm.acknowledged_by == nurse
     assert alarm.history.first().history_user == nurse
 
 
+def test_staff_session_naming_someone_else_is_400(alarm, nurse, prescriber):
+    api = session_client(nurse)
+    response = api.post(
+        f"{API}/alerts/{alarm.pk}/acknowledge/", {"acknowledged_by": "dr_pat", "reason": "Seen."}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"acknowledged_by": [
+        "You are signed in as nina: this is recorded as yours. Leave acknowledged_by empty (only an integration "
+        "names another clinician)."
+    ]}
+    alarm.refresh_from_db()
+    assert alarm.acknowledged_at is None
+
+
 def test_read_only_token_and_viewer_cannot_acknowledge(alarm, clinic):
     api, _ = token_client(clinic, write=False)
-    assert api.post(f"{API}/alerts/{alarm.pk}/acknowledge/", {}, format="json").status_code == 403
+    body = {"reason": "Seen."}
+    response = api.post(f"{API}/alerts/{alarm.pk}/acknowledge/", body, format="json")
+    assert (response.status_code, response.json()) == (
+        403, {"detail": "This token is read-only.", "code": "permission_denied"}
+    )
     viewer = make_user("vic", clinic, "viewer")
-    assert session_client(viewer).post(f"{API}/alerts/{alarm.pk}/acknowledge/", {}, format="json").status_code == 403
+    response = session_client(viewer).post(f"{API}/alerts/{alarm.pk}/acknowledge/", body, format="json")
+    assert (response.status_code, response.json()) == (
+        403, {"detail": "Your role does not allow this change.", "code": "permission_denied"}
+    )
     alarm.refresh_from_db()
     assert alarm.acknowledged_at is None
 

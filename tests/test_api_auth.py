@@ -119,7 +119,7 @@ def test_role_is_checked_in_the_records_clinic(clinic, other_clinic, pump):
     with travel(AFTER_REFILL):
         response = session_client(user).post(f"{API}/readings/", {"pump": pump.pk, **READING}, format="json")
     assert response.status_code == 403
-    assert response.json()["detail"] == "Your role does not allow this change."
+    assert response.json() == {"detail": "Your role in this clinic does not allow changes.", "code": "permission_denied"}
 
 
 def test_staff_see_only_their_clinics_and_a_superuser_sees_all(clinic, other_clinic, pump, nurse):

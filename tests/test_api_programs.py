@@ -69,7 +69,7 @@ def test_prescriber_records_a_program(doctor, filled):
 def test_nurse_may_not_enter_a_program(nurse, filled):
     response = post(session_client(nurse), program(filled.pk))
     assert response.status_code == 403
-    assert response.json() == {"detail": "Only a prescriber may enter, verify or void a program.",
+    assert response.json() == {"detail": "Only a prescriber (physician) enters, verifies or voids a program.",
                                "code": "permission_denied"}
     assert Program.objects.count() == 1
 
@@ -146,10 +146,20 @@ def test_verification_by_a_second_clinician(clinic, doctor, filled, prescriber):
         second = session_client(make_user("dr_two", clinic, "prescriber")).post(
             f"{API}/programs/{created['id']}/verify/", {}, format="json"
         )
-        twice = doctor.post(f"{API}/programs/{created['id']}/verify/", {"verified_by": "dr_three"}, format="json")
+        named_other = doctor.post(f"{API}/programs/{created['id']}/verify/", {"verified_by": "dr_two"}, format="json")
+        twice = token_client(clinic)[0].post(
+            f"{API}/programs/{created['id']}/verify/", {"verified_by": "NPI:3"}, format="json"
+        )
     assert same.status_code == 400
     assert same.json() == {"verified_by": ["A second clinician must verify: not the one who entered the program."]}
-    assert nurse.status_code == 403
+    assert (nurse.status_code, nurse.json()) == (
+        403, {"detail": "Only a prescriber (physician) enters, verifies or voids a program.", "code": "permission_denied"}
+    )
+    assert named_other.status_code == 400
+    assert named_other.json() == {"verified_by": [
+        "You are signed in as dr_pat: this is recorded as yours. Leave verified_by empty (only an integration "
+        "names another clinician)."
+    ]}
     assert second.status_code == 200
     assert second.json()["verified_by"] == "dr_two"
     assert second.json()["verified_at"] == "2026-02-10T10:00:00-06:00"
@@ -170,23 +180,25 @@ def test_api_client_verifies_naming_the_clinician(clinic, doctor, filled):
 def test_void_restores_the_previous_program_in_the_projection(doctor, filled, nurse):
     created = post(doctor, program(filled.pk)).json()
     at = {"at": "2026-02-12T09:00:00-06:00"}
-    assert doctor.get(f"{API}/pumps/{filled.pk}/projection/", at).json()["daily_volume_ml"] == "0.500"
-    with travel(LATER):
+    with travel(LATER):  # the session stays within its idle time
+        assert doctor.get(f"{API}/pumps/{filled.pk}/projection/", at).json()["daily_volume_ml"] == "0.500"
         by_nurse = session_client(nurse).post(f"{API}/programs/{created['id']}/void/", {"reason": "x"}, format="json")
         voided = doctor.post(f"{API}/programs/{created['id']}/void/", {"reason": "wrong patient"}, format="json")
+        after = doctor.get(f"{API}/pumps/{filled.pk}/projection/", at).json()
     assert by_nurse.status_code == 403
     assert voided.status_code == 200
     assert voided.json()["void_reason"] == "wrong patient"
-    assert doctor.get(f"{API}/pumps/{filled.pk}/projection/", at).json()["daily_volume_ml"] == "0.450"
+    assert after["daily_volume_ml"] == "0.450"
 
 
 def test_list_filters(doctor, filled):
     created = post(doctor, program(filled.pk)).json()
-    all_programs = doctor.get(f"{API}/programs/", {"pump": filled.pk}).json()
-    assert [p["daily_dose_mcg"] for p in all_programs["results"]] == ["450.000", "500.000"]
-    unverified = doctor.get(f"{API}/programs/", {"verified": "false", "mode": "continuous"}).json()
-    assert unverified["count"] == 2
-    assert doctor.get(f"{API}/programs/", {"verified": "true"}).json()["count"] == 0
-    assert doctor.get(f"{API}/programs/", {"patient": filled.patient_id}).json()["count"] == 2
-    detail = doctor.get(f"{API}/programs/{created['id']}/").json()
-    assert detail["id"] == created["id"] and detail["effective_at"] == "2026-02-10T09:00:00-06:00"
+    with travel(LATER):  # the session stays within its idle time
+        all_programs = doctor.get(f"{API}/programs/", {"pump": filled.pk}).json()
+        assert [p["daily_dose_mcg"] for p in all_programs["results"]] == ["450.000", "500.000"]
+        unverified = doctor.get(f"{API}/programs/", {"verified": "false", "mode": "continuous"}).json()
+        assert unverified["count"] == 2
+        assert doctor.get(f"{API}/programs/", {"verified": "true"}).json()["count"] == 0
+        assert doctor.get(f"{API}/programs/", {"patient": filled.patient_id}).json()["count"] == 2
+        detail = doctor.get(f"{API}/programs/{created['id']}/").json()
+        assert detail["id"] == created["id"] and detail["effective_at"] == "2026-02-10T09:00:00-06:00"

@@ -162,6 +162,7 @@ def test_projection_of_an_incomplete_pump_has_null_numbers(api, pump):
     assert response.json() == {
         "at": "2026-01-31T18:00:00-06:00",
         "status": "incomplete",
+        "status_reason": "incomplete: no fill, or no program in force, to project from",
         "reservoir_volume_ml": None,
         "daily_volume_ml": None,
         "worst_case_daily_volume_ml": None,

@@ -59,6 +59,8 @@ def test_reading_re_anchors_the_projection(api, filled):
     assert projection == {
         "at": "2026-03-02T09:00:00-06:00",
         "status": "due_soon",
+        "status_reason": "due soon: refill due on 2026-03-12 (in 10 days); low-reservoir alarm 2026-03-19 04:40 CDT "
+        "(in 16 days)",
         "reservoir_volume_ml": "9.550",
         "daily_volume_ml": "0.450",
         "worst_case_daily_volume_ml": "0.450",

@@ -82,6 +82,8 @@ def test_worked_example_end_to_end_over_the_api(db, clinic):
     assert projection.json() == {
         "at": "2026-03-28T12:00:00-05:00",
         "status": "due_soon",
+        "status_reason": "due soon: refill due on 2026-04-10 (in 13 days); low-reservoir alarm 2026-04-18 23:20 CDT "
+        "(in 21 days)",
         "reservoir_volume_ml": "11.663",
         "daily_volume_ml": "0.450",
         "worst_case_daily_volume_ml": "0.450",
@@ -93,7 +95,9 @@ def test_worked_example_end_to_end_over_the_api(db, clinic):
         "refill_due_on": "2026-04-10",
     }
     earlier = api.get(f"{API}/pumps/{pump_id}/projection/", {"at": "2026-03-20T12:00:00-05:00"})
-    assert earlier.json()["status"] == "ok"
+    assert (earlier.json()["status"], earlier.json()["status_reason"]) == (
+        "ok", "ok: refill due on 2026-04-10 (in 21 days); low-reservoir alarm 2026-04-18 23:20 CDT (in 29 days)"
+    )
     stored = api.get(f"{API}/pumps/{pump_id}/").json()
     assert (stored["low_reservoir_alarm_at"], stored["empty_at"], stored["refill_due_on"]) == (
         "2026-04-18T23:20:00-05:00", "2026-04-23T10:00:00-05:00", "2026-04-10",
@@ -329,7 +333,7 @@ def test_nurse_session_records_a_refill_but_not_an_embedded_program(pump, nurse,
         with_program = api.post(f"{API}/refills/", worked_example_refill(pump.pk), format="json")
         assert with_program.status_code == 403
         assert with_program.json() == {
-            "detail": "Only a prescriber may enter, verify or void a program.", "code": "permission_denied",
+            "detail": "Only a prescriber (physician) enters, verifies or voids a program.", "code": "permission_denied",
         }
         by_prescriber = session_client(prescriber).post(
             f"{API}/refills/", worked_example_refill(pump.pk, performed_by=None), format="json"

@@ -27,8 +27,9 @@ def test_every_operation_conforms_to_the_schema(live_server, pump, nurse, monkey
     monkeypatch.setattr(ApiClientRateThrottle, "THROTTLE_RATES", {"api_client": "100000/min"})
     s.record_refill(
         pump=pump, performed_at=datetime(2026, 2, 2, 9, tzinfo=CHICAGO), added_volume_ml=D(36),
-        concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse), now=datetime(2026, 2, 2, 10, tzinfo=CHICAGO),
-        program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
+        concentration_mcg_per_ml=D(1000), actor=s.Actor.system("test"), performed_by="nina",
+        now=datetime(2026, 2, 2, 10, tzinfo=CHICAGO),
+        program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450), entered_by="dr_pat"),
     )
     api, _ = token_client(pump.clinic, write=True)
     raw = api.get("/api/v1/schema/?format=json").json()

@@ -1,5 +1,6 @@
-"""``/api/v1/alerts/``: list and read alerts, ``POST /alerts/{id}/acknowledge/`` (SPEC 6, 8).
-Acknowledging stops an alert's repeats."""
+"""``/api/v1/alerts/``: list and read alerts, ``POST /alerts/{id}/acknowledge/``.
+Acknowledging stops an alert's repeats; a critical alert needs a reason (the service,
+``pumps.alerts.acknowledge``, refuses without one: 400 ``{"reason": [...]}``)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from rest_framework.decorators import action
 
 from pumps import alerts as alerting
 from pumps.models import Alert, AlertKind, Severity
-from pumps.services import resolve_clinician
+from pumps.services import clinician_for, resolve_clinician
 
 from . import serializers as s
 from .filters import AwareDateTimeFilter, CommaChoicesFilter, IdFilter
 from .idempotency import idempotent
-from .views import ScopedViewMixin, _errors, api_client_of, require_write, write_schema
+from .views import ScopedViewMixin, _errors, actor_for, require_write, write_schema
 
 
 class AlertSerializer(s.ClinicSerializer):
@@ -27,6 +28,9 @@ class AlertSerializer(s.ClinicSerializer):
     created_at = s.ClinicDateTimeField(read_only=True)
     acknowledged_at = s.ClinicDateTimeField(read_only=True, allow_null=True)
     acknowledged_by = serializers.SerializerMethodField()
+    acknowledgement_reason = serializers.CharField(
+        read_only=True, help_text="Why it was acknowledged (required for critical alerts); empty if not given."
+    )
     resolved_at = s.ClinicDateTimeField(read_only=True, allow_null=True)
     escalated_at = s.ClinicDateTimeField(read_only=True, allow_null=True)
     state = serializers.SerializerMethodField()
@@ -35,7 +39,7 @@ class AlertSerializer(s.ClinicSerializer):
         model = Alert
         fields = [
             "id", "clinic", "pump", "patient", "kind", "severity", "episode", "state", "message", "due_at",
-            "created_at", "acknowledged_at", "acknowledged_by", "resolved_at", "resolution", "escalated_at",
+            "created_at", "acknowledged_at", "acknowledged_by", "acknowledgement_reason", "resolved_at", "resolution", "escalated_at",
             "repeat_count",
         ]
         read_only_fields = fields
@@ -57,10 +61,20 @@ class AlertSerializer(s.ClinicSerializer):
 
 
 class AcknowledgeSerializer(serializers.Serializer):
+    """Who acknowledged and why: staff signed in acknowledge as themselves; an API client
+    names the clinician, or is recorded as itself."""
+
     acknowledged_by = serializers.CharField(
         required=False, allow_blank=True, max_length=100,
-        help_text="The clinician who acknowledged: a staff username of the clinic or an external identifier "
-        "(default: the signed-in user).",
+        help_text="API clients: the clinician who acknowledged, a staff username of the clinic or an external "
+        "practitioner identifier (default: the API client itself). Staff signed in acknowledge as themselves: "
+        "naming someone else answers 400.",
+    )
+    reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=500, default="",
+        help_text="Why the alert can be silenced (what was done, or why it can wait). Required for critical "
+        "alerts (low_reservoir, withdrawal_risk, post_mri_check, alerting_stalled, and drug_expired once "
+        "critical): without it, 400 {\"reason\": [...]}.",
     )
 
 
@@ -93,12 +107,13 @@ class AlertViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     serializer_class = AlertSerializer
     write_serializers = {"acknowledge": AcknowledgeSerializer}
     filterset_class = AlertFilter
+    access_kind = "alert"
 
     def base_queryset(self):
         return Alert.objects.select_related("clinic", "pump", "acknowledged_by").order_by("-created_at", "-id")
 
     @write_schema(AcknowledgeSerializer, AlertSerializer, ok=200, codes=(400, 401, 403, 404, 415, 422),
-                  summary="Acknowledge an alert: its repeats stop")
+                  summary="Acknowledge an alert with a reason (required for critical alerts): its repeats stop")
     @action(detail=True, methods=["post"])
     @idempotent
     def acknowledge(self, request, pk=None):
@@ -106,12 +121,13 @@ class AlertViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         require_write(request, alert.clinic_id)
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
-        user, external = resolve_clinician(alert.clinic, body.validated_data.get("acknowledged_by"))
-        if user is None and not external:
-            client = api_client_of(request)
-            if client is not None:
-                external = f"api client {client.name}"
-            else:
-                user = request.user
-        alerting.acknowledge(alert, user=user, external=external)
+        named = body.validated_data.get("acknowledged_by")
+        actor = actor_for(request)
+        if actor.client is not None:
+            user, external = resolve_clinician(alert.clinic, named)
+            if user is None and not external:
+                external = actor.label
+        else:  # signed in: as themselves; naming someone else is a 400 on acknowledged_by
+            user, external = clinician_for(actor, alert.clinic, "acknowledged_by", named)
+        alerting.acknowledge(alert, user=user, external=external, reason=body.validated_data["reason"])
         return self.render(alert)

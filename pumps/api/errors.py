@@ -21,7 +21,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from pumps.services import Conflict, PreconditionFailed, ServiceValidationError
+from pumps.errors import Conflict, Forbidden, PreconditionFailed, ServiceValidationError
 
 
 class ConflictError(exceptions.APIException):
@@ -70,6 +70,8 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         data = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         return Response(flatten_errors(data), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Forbidden):
+        return Response({"detail": exc.message, "code": "permission_denied"}, status=status.HTTP_403_FORBIDDEN)
     if isinstance(exc, Conflict):
         return Response({"detail": exc.message, "code": exc.code}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, PreconditionFailed):

@@ -29,7 +29,19 @@ from rest_framework import serializers
 from clinic.auth import visible_clinic_ids
 from clinic.models import Clinic
 from pumps import projection as pj
-from pumps.models import DrugProduct, Patient, Program, Pump, PumpModel, Reading, Refill
+from pumps import selectors
+from pumps.models import (
+    Alert,
+    AlertKind,
+    DrugProduct,
+    Patient,
+    Program,
+    Pump,
+    PumpModel,
+    Reading,
+    Refill,
+    Severity,
+)
 from pumps.services import ProgramInput, q3
 
 MSG_NO_OFFSET = "Datetime has no offset: give one (for example 2026-02-02T09:00:00-06:00 or Z)."
@@ -39,7 +51,8 @@ MSG_BAD_DATETIME = (
 )
 
 MSG_BAD_OFFSET = "Datetime offset out of range: UTC offsets lie between -12:00 and +14:00."
-MSG_OUT_OF_RANGE = "Datetime out of range: give an instant between years 1 and 9999 in UTC."
+MIN_YEAR, MAX_YEAR = 1900, 2999
+MSG_OUT_OF_RANGE = f"Datetime out of range: give an instant between years {MIN_YEAR} and {MAX_YEAR}."
 ML_DIGITS = 9  # pumps.models.ML
 DOSE_DIGITS = 12  # pumps.models.DOSE
 
@@ -64,10 +77,27 @@ def parse_aware_datetime(value) -> datetime:
         raise serializers.ValidationError(MSG_NO_OFFSET, code="naive")
     if abs(moment.utcoffset()) > timedelta(hours=14):
         raise serializers.ValidationError(MSG_BAD_OFFSET, code="invalid")
+    if moment.utcoffset() % timedelta(minutes=1):  # RFC 3339: +hh:mm, no seconds
+        raise serializers.ValidationError(MSG_BAD_DATETIME, code="invalid")
     try:
-        return moment.astimezone(UTC)  # years 1 and 9999 with an offset fall off the calendar
+        moment = moment.astimezone(UTC)  # years 1 and 9999 with an offset fall off the calendar
     except OverflowError:
-        raise serializers.ValidationError(MSG_OUT_OF_RANGE, code="invalid") from None
+        raise serializers.ValidationError(MSG_OUT_OF_RANGE, code="out_of_range") from None
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise serializers.ValidationError(MSG_OUT_OF_RANGE, code="out_of_range")
+    return moment
+
+
+def rfc3339(moment: datetime, tz: tzinfo) -> str:
+    """An instant in the zone ``tz``, RFC 3339 with a whole-minute offset. Zones whose
+    historical offset had seconds (local mean time: Europe/Amsterdam +00:19:32 until
+    1937, Africa/Monrovia -00:44:30 until 1972) cannot be written so: such an instant is
+    given in UTC instead, never with a rounded (wrong) offset."""
+    local = moment.astimezone(tz)
+    offset = local.utcoffset()
+    if offset is None or offset % timedelta(minutes=1):
+        return moment.astimezone(UTC).isoformat()
+    return local.isoformat()
 
 
 def _clinic_tz(field) -> tzinfo:
@@ -91,7 +121,7 @@ class ClinicDateTimeField(serializers.Field):
         return parse_aware_datetime(data)
 
     def to_representation(self, value):
-        return value.astimezone(_clinic_tz(self)).isoformat()
+        return rfc3339(value, _clinic_tz(self))
 
 
 class Decimal3Field(serializers.Field):
@@ -257,9 +287,32 @@ class PatientWriteSerializer(serializers.Serializer):
 # ---------------------------------------------------------------------------- pumps
 
 
+class OpenAlertSerializer(ClinicSerializer):
+    """An unresolved alert of a pump (acknowledged ones included: acknowledging stops the
+    reminders, not the alert)."""
+
+    kind = serializers.ChoiceField(choices=AlertKind.choices, read_only=True)
+    severity = serializers.ChoiceField(choices=Severity.choices, read_only=True)
+    raised_at = ClinicDateTimeField(source="created_at", read_only=True, help_text="When the alert was raised.")
+    acknowledged_at = ClinicDateTimeField(read_only=True, allow_null=True)
+    acknowledged_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Alert
+        fields = ["id", "kind", "severity", "raised_at", "acknowledged_at", "acknowledged_by", "acknowledgement_reason"]
+        read_only_fields = fields
+
+    def get_acknowledged_by(self, alert) -> str | None:
+        return _clinician(alert.acknowledged_by, alert.acknowledged_by_external)
+
+
 class PumpSerializer(ClinicSerializer):
     """An implant, with its stored projection (worst case unless named expected) and its
-    `version`, the ETag to send in `If-Match`."""
+    `version`, the ETag to send in `If-Match`; its open alerts, most severe first, and its
+    status in words.
+
+    A list passes ``open_alerts`` (pump id → alerts, ``selectors.open_alerts_by_pump``)
+    and ``now`` in the context, so that a page costs one query for every pump's alerts."""
 
     clinic = serializers.SlugRelatedField(slug_field="code", read_only=True)
     model = serializers.SlugRelatedField(slug_field="code", read_only=True, help_text="Pump model catalog code.")
@@ -280,13 +333,22 @@ class PumpSerializer(ClinicSerializer):
         read_only=True,
         help_text="Stored status as of `projected_at` (recomputed at every write and by the alert sweep).",
     )
+    status_reason = serializers.SerializerMethodField(
+        help_text="The status as of now in words: what binds (the alarm or the drug's stability date) and "
+        "since or until when, e.g. \"overdue: drug expired on 2026-10-18 (3 days ago)\"."
+    )
+    open_alerts = serializers.SerializerMethodField(
+        help_text="The pump's unresolved alerts, acknowledged ones included, most severe first, newest first "
+        "within a severity."
+    )
 
     class Meta:
         model = Pump
         fields = [
             "id", "clinic", "patient", "model", "model_name", "reservoir_ml", "volume_is", "serial_number",
             "udi", "implanted_on", "explanted_on", "explant_reason", "low_reservoir_alarm_ml",
-            "expected_end_of_service", "version", "status", "low_reservoir_alarm_at", "empty_at",
+            "expected_end_of_service", "version", "status", "status_reason", "open_alerts",
+            "low_reservoir_alarm_at", "empty_at",
             "expected_low_reservoir_alarm_at", "expected_empty_at", "drug_expires_at", "refill_due_on",
             "anchor_at", "projected_at", "created_at", "updated_at",
         ]
@@ -297,6 +359,24 @@ class PumpSerializer(ClinicSerializer):
 
     def get_model_name(self, pump) -> str:
         return f"{pump.model.manufacturer} {pump.model.name}"
+
+    def _now(self) -> datetime:
+        now = self.context.get("now")
+        if now is None:
+            now = self.context["now"] = timezone.now()
+        return now
+
+    def get_status_reason(self, pump) -> str:
+        return pump.status_reason(self._now())
+
+    @extend_schema_field(OpenAlertSerializer(many=True))
+    def get_open_alerts(self, pump) -> list[dict]:
+        by_pump = self.context.get("open_alerts")
+        if by_pump is None or pump.pk not in by_pump:  # one pump rendered alone: its own query
+            by_pump = selectors.open_alerts_by_pump([pump.pk])
+        nested = OpenAlertSerializer(context=self.context)
+        nested.parent = self  # the pump's clinic zone
+        return [nested.to_representation(alert) for alert in by_pump[pump.pk]]
 
 
 class PumpCreateSerializer(serializers.Serializer):
@@ -363,6 +443,9 @@ class ProjectionSerializer(serializers.Serializer):
 
     at = ClinicDateTimeField()
     status = PumpStatusField()
+    status_reason = serializers.CharField(
+        help_text="The status in words, from this projection: what binds and since or until when."
+    )
     reservoir_volume_ml = Decimal3Field(allow_null=True, help_text="Expected volume at `at`, floored at 0.")
     daily_volume_ml = Decimal3Field(allow_null=True, help_text="Expected mL/day of the program in force at `at`.")
     worst_case_daily_volume_ml = Decimal3Field(allow_null=True, help_text="With every allowed on-demand bolus.")

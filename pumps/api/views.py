@@ -1,11 +1,15 @@
-"""REST API views (SPEC 8). Thin: parse with a serializer, check the caller's role, call
-the service, render what was saved. Reads go through querysets scoped to the caller's
-clinics, so another clinic's record answers 404 and cannot be named in a write.
+"""REST API views. Thin: parse with a serializer, call the service with the actor, render
+what was saved. Reads go through querysets scoped to the caller's clinics, so another
+clinic's record answers 404 and cannot be named in a write.
 
-Who may write (SPEC 9): a read-write API client anything in its clinic (naming the
-clinician in ``performed_by`` / ``entered_by`` / ``verified_by``); staff signed in with a
-session according to their role in the record's clinic: a viewer nothing, only a
-prescriber a program (posted alone or embedded in a refill), its verification or its void.
+Who may write is decided by the services (``clinic.permissions``, the one rule set): a
+read-write API client anything in its clinic, naming the clinician in ``performed_by`` /
+``entered_by`` / ``verified_by`` (a staff username of the clinic holding the role the
+action needs, or an external practitioner id); staff signed in with a session act as
+themselves, according to their role in the record's clinic (only a prescriber enters,
+verifies or voids a program). A service's refusal answers 403 (``Forbidden``) or 400 on
+the named field. The views refuse only a read-only token or a caller who may record
+nothing in the clinic (a viewer) early, before the body is parsed.
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.utils.json import strict_constant
 
+from clinic import permissions
 from clinic.auth import (
     api_client_of,
     can_write_clinic,
-    can_write_programs,
     detach_principal,
     visible_clinic_ids,
     writable_clinic_ids,
@@ -47,13 +51,11 @@ from pumps.models import Appointment, Patient, Program, Pump, Reading, Refill
 
 from . import filters
 from . import serializers as s
+from .access_log import record_list_access
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import idempotent
 from .pagination import TalliedPagination
-
-MSG_ROLE = "Your role does not allow this change."
-MSG_PRESCRIBER = "Only a prescriber may enter, verify or void a program."
-
+from .projection_at import project_at
 
 # ------------------------------------------------------------------------ plumbing
 
@@ -101,9 +103,11 @@ def _reject_unstorable_text(data) -> None:
 
 
 def actor_for(request) -> services.Actor:
+    """A token acts as its API client (it may name the clinician who acted); a session as
+    the signed-in user."""
     client = api_client_of(request)
     if client is not None:
-        return services.Actor(None, f"api client {client.name}")
+        return services.Actor(None, f"api client {client.name}", client)
     return services.Actor(request.user, "")
 
 
@@ -124,10 +128,12 @@ def if_match_version(request) -> int | None:
     return int(value)
 
 
-def require_write(request, clinic_id: int, *, programs: bool = False) -> None:
-    allowed = can_write_programs(request, clinic_id) if programs else can_write_clinic(request, clinic_id)
-    if not allowed:
-        raise exceptions.PermissionDenied(MSG_PRESCRIBER if programs else MSG_ROLE)
+def require_write(request, clinic_id: int) -> None:
+    """403 before the body is parsed for a read-only token or a caller who may record
+    nothing in the clinic (a viewer). Finer rules (who enters a program) are the
+    services'."""
+    if not can_write_clinic(request, clinic_id):
+        raise exceptions.PermissionDenied(permissions.MESSAGES[permissions.Action.RECORD])
 
 
 def require_version(pump_id: int, version: int | None) -> None:
@@ -209,6 +215,24 @@ class ScopedViewMixin:
             return queryset
         return super().filter_queryset(queryset)
 
+    #: where a listed record's patient is, for the access log (``access_log.patients_of``);
+    #: None: the list shows no patient data
+    access_kind: str | None = "pump_record"
+
+    def list(self, request, *args, **kwargs):
+        """A page of records; its patients are logged as read (one INSERT)."""
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        records = list(page if page is not None else queryset)
+        self.prepare_page(records)
+        data = self.get_serializer(records, many=True).data
+        if self.access_kind is not None:
+            record_list_access(request, records, self.access_kind, "api")
+        return self.get_paginated_response(data) if page is not None else Response(data)
+
+    def prepare_page(self, records: list) -> None:
+        """Load what the page's rows need beyond their queryset (one query, not one per row)."""
+
     def render(self, instance, *, code=status.HTTP_200_OK, serializer_class=None, headers=None):
         """Render a saved record as the list and detail endpoints do (same queryset)."""
         fresh = self.get_queryset().get(pk=instance.pk)
@@ -219,15 +243,29 @@ class ScopedViewMixin:
         return Response(data, status=code, headers=headers)
 
 
+class PumpRowsMixin:
+    """Lists of pumps (pumps, the worklist): every row's open alerts in one query."""
+
+    access_kind = "pump"
+    open_alerts: dict | None = None
+
+    def prepare_page(self, records):
+        self.open_alerts = selectors.open_alerts_by_pump(pump.pk for pump in records)
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if self.open_alerts is not None:
+            context["open_alerts"] = self.open_alerts
+        return context
+
+
 class VoidMixin:
     """``POST /<resource>/{id}/void/ {reason}``: the record stays, out of every projection."""
-
-    void_needs_prescriber = False
 
     @idempotent
     def _void(self, request, pk=None):
         record = self.get_object()
-        require_write(request, record.pump.clinic_id, programs=self.void_needs_prescriber)
+        require_write(request, record.pump.clinic_id)
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         version = if_match_version(request)
@@ -265,6 +303,7 @@ class PatientViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveMode
     write_serializers = {"create": s.PatientWriteSerializer, "partial_update": s.PatientWriteSerializer}
     filterset_class = filters.PatientFilter
     http_method_names = ["get", "post", "patch", "head", "options"]
+    access_kind = "patient"
 
     def base_queryset(self):
         return Patient.objects.select_related("clinic")
@@ -323,7 +362,9 @@ class PatientViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveMode
         codes=(400, 401, 403, 404, 412, 415, 422), summary="Change the alarm volume, serial number or UDI",
     ),
 )
-class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class PumpViewSet(
+    PumpRowsMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     serializer_class = s.PumpSerializer
     write_serializers = {
         "create": s.PumpCreateSerializer, "partial_update": s.PumpUpdateSerializer, "explant": s.ExplantSerializer,
@@ -385,11 +426,12 @@ class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMi
         return self.render(pump)
 
     @extend_schema(
-        summary="The reservoir projection of the pump as of an instant (SPEC 4)",
+        summary="The reservoir projection of the pump as of an instant, with its status in words",
         parameters=[
             OpenApiParameter(
                 "at", OpenApiTypes.DATETIME, OpenApiParameter.QUERY, required=False,
-                description="ISO 8601 with an offset (Z allowed); default now.",
+                description="ISO 8601 with an offset (Z allowed), years 1900 to 2999; default now. Before the "
+                "pump's explant date it is projected from its records up to `at`; on or after it, `inactive`.",
             )
         ],
         responses={200: s.ProjectionSerializer, **_errors(400, 401, 404)},
@@ -406,7 +448,7 @@ class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMi
                 at = s.parse_aware_datetime(raw)
             except exceptions.ValidationError as exc:
                 raise exceptions.ValidationError({"at": exc.detail}) from None
-        return Response(s.ProjectionSerializer(services.project_pump(pump, at)).data)
+        return Response(s.ProjectionSerializer(project_at(pump, at)).data)
 
 
 # ------------------------------------------------------------------------- worklist
@@ -418,7 +460,7 @@ class PumpViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMi
     "by refill due date, earliest first, then by low-reservoir alarm instant (the staff worklist's order, "
     "read from an index: a page costs the same with 100 pumps or 100,000).",
 )
-class WorklistView(ScopedViewMixin, generics.ListAPIView):
+class WorklistView(PumpRowsMixin, ScopedViewMixin, generics.ListAPIView):
     serializer_class = s.WorklistSerializer
     filterset_class = filters.WorklistFilter
     pagination_class = TalliedPagination
@@ -474,7 +516,6 @@ class ProgramViewSet(
     write_serializers = {"create": s.ProgramCreateSerializer, "verify": s.VerifySerializer, "void": s.VoidSerializer}
     filterset_class = filters.ProgramFilter
     clinic_lookup = "pump__clinic_id"
-    void_needs_prescriber = True
 
     def base_queryset(self):
         return Program.objects.select_related("pump__clinic", "entered_by", "verified_by")
@@ -485,7 +526,7 @@ class ProgramViewSet(
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         pump, effective_at = data.pop("pump"), data.pop("effective_at")
-        require_write(request, pump.clinic_id, programs=True)
+        require_write(request, pump.clinic_id)
         program = services.record_program(
             pump=pump, effective_at=effective_at, data=s.program_input(data), actor=actor_for(request),
             if_match=if_match_version(request),
@@ -500,7 +541,7 @@ class ProgramViewSet(
     @idempotent
     def verify(self, request, pk=None):
         program = self.get_object()
-        require_write(request, program.pump.clinic_id, programs=True)
+        require_write(request, program.pump.clinic_id)
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         version = if_match_version(request)
@@ -545,7 +586,7 @@ class RefillViewSet(
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
         pump, program = data.pop("pump"), data.pop("program", None)
-        require_write(request, pump.clinic_id, programs=program is not None)
+        require_write(request, pump.clinic_id)
         refill = services.record_refill(
             pump=pump, program=s.program_input(program) if program is not None else None,
             actor=actor_for(request), if_match=if_match_version(request), **data,
