@@ -1,5 +1,7 @@
 """Webhooks: each alert POSTed as signed JSON to the API client's URL, through the same
-outbox and retries as e-mails, tested against a real HTTP server on loopback."""
+outbox and retries as e-mails, tested against a real HTTP server on loopback (allowed
+here by WEBHOOK_ALLOWED_NETWORKS=127.0.0.0/8, as an operator would allow an internal
+network). Where a webhook may not point: tests/test_webhook_targets.py."""
 
 import hashlib
 import hmac
@@ -48,6 +50,11 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def loopback_allowed(settings):
+    settings.WEBHOOK_ALLOWED_NETWORKS = "127.0.0.0/8"
+
+
 @pytest.fixture
 def receiver():
     r = Receiver()
@@ -56,13 +63,18 @@ def receiver():
 
 
 @pytest.fixture
-def alarm_pump(pump, nurse, prescriber):
+def alarm_pump(pump, clinic, prescriber):
+    """Refilled 2026-02-02 with a program (entered and verified by two prescribers): the
+    low-reservoir alarm is LRA."""
+    from tests.factories import make_user
+
     s.record_refill(
         pump=pump, performed_at=datetime(2026, 2, 2, 9, tzinfo=CHICAGO), added_volume_ml=D(36),
-        concentration_mcg_per_ml=D(1000), actor=s.Actor(nurse), now=datetime(2026, 2, 2, 10, tzinfo=CHICAGO),
+        concentration_mcg_per_ml=D(1000), actor=s.Actor(prescriber), now=datetime(2026, 2, 2, 10, tzinfo=CHICAGO),
         program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
     )
-    s.verify_program(program=Program.objects.get(), actor=s.Actor(prescriber), now=datetime(2026, 2, 2, 11, tzinfo=CHICAGO))
+    second = make_user("dr_two", clinic, "prescriber")
+    s.verify_program(program=Program.objects.get(), actor=s.Actor(second), now=datetime(2026, 2, 2, 11, tzinfo=CHICAGO))
     return pump
 
 

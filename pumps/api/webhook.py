@@ -3,6 +3,8 @@
 Each alert is sent as JSON with ``X-Clinic-Timestamp`` and ``X-Clinic-Signature:
 sha256=<hex>``, the HMAC-SHA256 of ``<timestamp>.<body>`` keyed with the secret returned
 once when the URL is set; deliveries go through the same outbox and retries as e-mails.
+Where a webhook may point is checked here (400 ``{"url": [...]}``) and again at every
+send (``pumps.net``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,27 @@ from rest_framework.views import APIView
 
 from clinic.auth import api_client_of, detach_principal
 
+from .. import net
 from .views import DecimalJSONParser, _errors
+
+REGISTRATION_RESOLVE_SECONDS = 5
 
 
 class WebhookSerializer(serializers.Serializer):
-    url = serializers.URLField(max_length=500, allow_blank=True, help_text="https URL; empty to remove.")
+    url = serializers.URLField(
+        max_length=500, allow_blank=True,
+        help_text="https URL; empty to remove. No user name or password; the host may not resolve to a "
+                  "loopback, private, link-local, multicast or reserved address (unless the operator "
+                  "allows the network, where plain http is allowed too). Redirects are not followed.",
+    )
+
+    def validate_url(self, value: str) -> str:
+        if value:
+            try:
+                net.vet(value, timeout=REGISTRATION_RESOLVE_SECONDS)
+            except net.TargetRefused as exc:
+                raise serializers.ValidationError(str(exc)) from None
+        return value
 
 
 class WebhookSecretSerializer(serializers.Serializer):
