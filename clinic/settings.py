@@ -215,6 +215,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "EventKindEnum": "pumps.models.Event.Kind",
         "AppointmentKindEnum": "pumps.models.Appointment.Kind",
+        "AlertKindEnum": "pumps.models.AlertKind",
         "AppointmentStatusEnum": "pumps.models.Appointment.Status",
         "PatientStatusEnum": "pumps.models.Patient.Status",
     },

@@ -61,13 +61,58 @@ def production_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def collectstatic(env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--no-input", "--verbosity", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_check_deploy_is_clean(tmp_path):
+    env = production_env(tmp_path)
+    collectstatic(env)  # as a deployment does (the Dockerfile, at build time)
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=production_env(tmp_path), capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "System check identified no issues (0 silenced)."
+
+
+# Fail fast: production settings refuse to run without collected static files, a secret
+# key or allowed hosts (clinic/checks.py), in manage.py commands and in gunicorn alike.
+@pytest.mark.parametrize(("change", "expected"), [
+    ({}, "python manage.py collectstatic --no-input"),
+    ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY is not set"),
+    ({"DJANGO_ALLOWED_HOSTS": ""}, "DJANGO_ALLOWED_HOSTS is empty"),
+], ids=["no-static", "no-secret-key", "no-allowed-hosts"])
+def test_production_refuses_to_run_half_configured(tmp_path, change, expected):
+    env = production_env(tmp_path)
+    if change:
+        collectstatic(env)
+    for name, value in change.items():
+        if value is None:
+            env.pop(name)
+        else:
+            env[name] = value
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr
+
+
+def test_gunicorn_refuses_to_start_without_collected_static_files(tmp_path):
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    if not gunicorn.exists():
+        pytest.skip("gunicorn is not installed next to this Python")
+    result = subprocess.run(
+        [str(gunicorn), "clinic.wsgi", "--bind", "127.0.0.1:0", "--workers", "1"],
+        cwd=ROOT, env=production_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "python manage.py collectstatic --no-input" in result.stderr, result.stderr
 
 
 # The script run under production settings: it prepares the database and the static
@@ -81,8 +126,8 @@ from django.test import Client
 from django.utils import timezone
 from pumps.models import SweepRun
 
+call_command("collectstatic", interactive=False, verbosity=0)  # before migrate, which runs the checks
 call_command("migrate", verbosity=0)
-call_command("collectstatic", interactive=False, verbosity=0)
 SweepRun.objects.create(started_at=timezone.now(), finished_at=timezone.now())  # alerting is healthy
 user = get_user_model().objects.create_user("nina", password="correct horse battery")
 
@@ -120,6 +165,9 @@ out["password_prefix"] = user.password.split("$")[0] + "$" + user.password.split
 out["first_hasher"] = settings.PASSWORD_HASHERS[0]
 out["axes"] = [settings.AXES_ENABLED, settings.AXES_FAILURE_LIMIT, settings.MIDDLEWARE[-1],
                "axes" in settings.INSTALLED_APPS]
+out["worklist_cache_control"] = browser.get("/", secure=True)["Cache-Control"]
+out["throttling"] = [settings.TRUSTED_PROXY_COUNT, settings.AXES_CLIENT_IP_CALLABLE,
+                     settings.AXES_LOCKOUT_PARAMETERS, settings.SESSION_IDLE_SECONDS]
 print("PROBE " + json.dumps(out))
 """.replace("__HOST__", HOST)
 
@@ -206,3 +254,8 @@ def test_database_connections_are_kept_for_database_conn_max_age_seconds(tmp_pat
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_patient_pages_are_not_stored_and_throttles_key_on_the_client_address(production):
+    assert "no-store" in production["worklist_cache_control"]
+    assert production["throttling"] == [0, "clinic.throttling.client_ip", [["username", "ip_address"]], 1800]
