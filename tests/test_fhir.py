@@ -579,10 +579,11 @@ def test_voided_program_is_entered_in_error_and_the_previous_one_is_active_again
     }
 
 
-def test_verified_program_notes_who_verified(api, history):
-    services.verify_program(program=history["flex"], verified_by="nina", actor=SYSTEM, now=at(2026, 2, 20, 15))
+def test_verified_program_notes_who_verified(api, history, clinic):
+    make_user("dr_two", clinic, "prescriber")  # a second prescriber: dr_pat entered it
+    services.verify_program(program=history["flex"], verified_by="dr_two", actor=SYSTEM, now=at(2026, 2, 20, 15))
     body = get(api, f"MedicationRequest/{history['flex'].pk}").json()
-    assert body["note"][-1] == {"text": "Verified by nina at 2026-02-20T15:00:00-06:00"}
+    assert body["note"][-1] == {"text": "Verified by dr_two at 2026-02-20T15:00:00-06:00"}
 
 
 def test_last_program_of_an_explanted_pump_is_stopped(api, history, pump):
@@ -812,4 +813,6 @@ def test_search_query_count_does_not_grow_with_entries(api, history, pump):
                 bundle = get(api, resource_type, patient=pump.patient_id, _count=count).json()
             assert len(bundle["entry"]) == count
             counts.append(len(queries.captured_queries))
-        assert counts[0] == counts[1] == 3, resource_type  # token, count, page
+        # token, count, page, and the access log's one INSERT of the patients shown
+        assert counts[0] == counts[1] == 4, resource_type
+        assert queries.captured_queries[-1]["sql"].startswith('INSERT INTO "pumps_patientaccess"')

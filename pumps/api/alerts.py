@@ -71,7 +71,7 @@ class AcknowledgeSerializer(serializers.Serializer):
         "naming someone else answers 400.",
     )
     reason = serializers.CharField(
-        required=False, allow_blank=True, max_length=500, default="",
+        required=False, allow_blank=True, max_length=s.REASON_MAX, default="",
         help_text="Why the alert can be silenced (what was done, or why it can wait). Required for critical "
         "alerts (low_reservoir, withdrawal_risk, post_mri_check, alerting_stalled, and drug_expired once "
         "critical): without it, 400 {\"reason\": [...]}.",

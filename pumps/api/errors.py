@@ -9,6 +9,7 @@ of lists of strings, whether the serializer or the service found the problem.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,12 +17,19 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, JsonResponse
+from django.urls import Resolver404, resolve
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+from rest_framework.views import APIView, set_rollback
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from pumps.errors import Conflict, Forbidden, PreconditionFailed, ServiceValidationError
+
+log = logging.getLogger("pumps.api")
+
+MSG_SERVER_ERROR = "The server failed to answer this request; the error was logged. Try again, or report it."
 
 
 class ConflictError(exceptions.APIException):
@@ -87,7 +95,7 @@ def exception_handler(exc, context):
         return Response({"non_field_errors": [str(exc.detail)]}, status=status.HTTP_400_BAD_REQUEST)
     response = drf_exception_handler(exc, context)
     if response is None:
-        return None
+        return unexpected_error(exc, context)
     if isinstance(exc, exceptions.ValidationError):
         response.data = flatten_errors(response.data)
     elif isinstance(exc, exceptions.APIException) and isinstance(response.data, dict) and "detail" in response.data:
@@ -97,3 +105,57 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoPermissionDenied):
         response.data = {"detail": str(response.data.get("detail", "")), "code": "permission_denied"}
     return response
+
+
+def unexpected_error(exc, context) -> Response | None:
+    """An error no handler knows (a bug): 500 in the API's error shape, never an HTML page.
+    Logged with its traceback; the request's transaction, if any, is rolled back. A lost
+    database is left to ``clinic.middleware.DatabaseUnavailableMiddleware`` (503 with
+    Retry-After)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return None
+    request = context.get("request")
+    log.error(
+        "unexpected error in %s %s", getattr(request, "method", "?"), getattr(request, "path", "?"), exc_info=exc
+    )
+    set_rollback()
+    return Response({"detail": MSG_SERVER_ERROR, "code": "server_error"}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def server_error(request, *args, **kwargs):
+    """A ``handler500`` for the project's URLconf: JSON under ``/api/`` (and
+    ``/fhir/``: an OperationOutcome), Django's page elsewhere. It covers errors raised
+    outside the API's views (middleware, URL resolution)."""
+    if request.path.startswith("/fhir/"):
+        from pumps.fhir.mapping import operation_outcome
+
+        return JsonResponse(
+            operation_outcome(500, MSG_SERVER_ERROR), status=500, content_type="application/fhir+json"
+        )
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": MSG_SERVER_ERROR, "code": "server_error"}, status=500)
+    from django.views.defaults import server_error as django_server_error
+
+    return django_server_error(request, *args, **kwargs)
+
+
+class NotRouted(APIView):
+    """The last route under ``/api/v1/``: a path no endpoint matches answers 404 in the
+    API's error shape (JSON), whatever the method, after authentication like any
+    endpoint (an anonymous caller gets 401 and learns nothing of which paths exist)."""
+
+    schema = None  # not an operation of the API
+
+    def _not_found(self, request, *args, **kwargs):
+        path = request.path
+        hint = ""
+        if not path.endswith("/"):
+            try:
+                match = resolve(path + "/")
+            except Resolver404:
+                match = None
+            if match is not None and getattr(match.func, "view_class", None) is not NotRouted:
+                hint = f" Did you mean {path}/ (with the trailing slash)?"
+        raise exceptions.NotFound(f"No endpoint at {path}.{hint}")
+
+    get = post = put = patch = delete = head = options = _not_found

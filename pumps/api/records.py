@@ -19,6 +19,7 @@ from pumps.models import Appointment, Event, Program, Pump, Reading, Refill
 from . import serializers as s
 from .filters import AwareDateTimeFilter, VoidableFilterSet
 from .idempotency import idempotent
+from .serializers import NOTES_MAX
 from .views import (
     ScopedViewMixin,
     VoidMixin,
@@ -56,7 +57,7 @@ class EventCreateSerializer(serializers.Serializer):
     pump = s.ScopedPrimaryKeyRelatedField(queryset=Pump.objects.all())
     kind = serializers.ChoiceField(choices=Event.Kind.choices)
     occurred_at = s.ClinicDateTimeField()
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=NOTES_MAX)
 
 
 class EventFilter(VoidableFilterSet):
@@ -119,13 +120,13 @@ class AppointmentCreateSerializer(serializers.Serializer):
     pump = s.ScopedPrimaryKeyRelatedField(queryset=Pump.objects.all())
     scheduled_for = s.ClinicDateTimeField()
     kind = serializers.ChoiceField(choices=Appointment.Kind.choices, default=Appointment.Kind.REFILL)
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=NOTES_MAX)
 
 
 class AppointmentUpdateSerializer(serializers.Serializer):
     scheduled_for = s.ClinicDateTimeField(required=False)
     status = serializers.ChoiceField(choices=Appointment.Status.choices, required=False)
-    notes = serializers.CharField(required=False, allow_blank=True)
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=NOTES_MAX)
 
 
 class AppointmentFilter(VoidableFilterSet):

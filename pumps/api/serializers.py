@@ -53,6 +53,10 @@ MSG_BAD_DATETIME = (
 MSG_BAD_OFFSET = "Datetime offset out of range: UTC offsets lie between -12:00 and +14:00."
 MIN_YEAR, MAX_YEAR = 1900, 2999
 MSG_OUT_OF_RANGE = f"Datetime out of range: give an instant between years {MIN_YEAR} and {MAX_YEAR}."
+#: Free text: the same limits as the services (notes, and every reason), with DRF's message
+#: "Ensure this field has no more than N characters."
+NOTES_MAX = 2000
+REASON_MAX = 500
 ML_DIGITS = 9  # pumps.models.ML
 DOSE_DIGITS = 12  # pumps.models.DOSE
 
@@ -483,7 +487,7 @@ class ProgramFieldsSerializer(serializers.Serializer):
     steps = FlexStepSerializer(many=True, required=False, help_text="Flex only: sorted by start, cyclic over 24 h.")
     ptm_bolus_mcg = Decimal3Field(max_digits=DOSE_DIGITS, required=False, allow_null=True)
     ptm_max_per_day = serializers.IntegerField(required=False, allow_null=True, max_value=32767)
-    override_reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    override_reason = serializers.CharField(max_length=REASON_MAX, required=False, allow_blank=True, default="")
     entered_by = serializers.CharField(
         max_length=150, required=False, allow_blank=True, allow_null=True,
         help_text="Staff username of the clinic or an external practitioner identifier.",
@@ -519,7 +523,7 @@ class VerifySerializer(serializers.Serializer):
 class VoidSerializer(serializers.Serializer):
     """Why the record is voided (required)."""
 
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    reason = serializers.CharField(max_length=REASON_MAX, required=False, allow_blank=True, default="")
 
 
 class ProgramSerializer(ClinicSerializer):
@@ -587,7 +591,7 @@ class RefillCreateSerializer(serializers.Serializer):
     )
     lot_number = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     lot_expiry = serializers.DateField(required=False, allow_null=True)
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=NOTES_MAX)
     performed_by = serializers.CharField(
         max_length=150, required=False, allow_blank=True, allow_null=True,
         help_text="Staff username of the clinic or an external practitioner identifier.",
@@ -664,7 +668,7 @@ class ReadingCreateSerializer(serializers.Serializer):
     reservoir_volume_ml = Decimal3Field()
     eri = serializers.BooleanField(required=False, default=False, help_text="Elective replacement indicator shown.")
     performed_by = serializers.CharField(max_length=150, required=False, allow_blank=True, allow_null=True)
-    notes = serializers.CharField(required=False, allow_blank=True, default="")
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=NOTES_MAX)
 
 
 class ReadingSerializer(ClinicSerializer):

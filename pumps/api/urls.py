@@ -1,4 +1,5 @@
-"""``/api/v1/``: the REST API (SPEC 8), its OpenAPI schema and browsable docs."""
+"""``/api/v1/``: the REST API, its OpenAPI schema and browsable docs. The last route
+answers every path no endpoint matches with a JSON 404 (``errors.NotRouted``)."""
 
 from django.contrib.auth.decorators import login_required
 from django.urls import path, re_path
@@ -12,6 +13,7 @@ from rest_framework.routers import SimpleRouter
 from clinic.auth import IsClinicMember
 
 from . import alerts, records, views, webhook
+from .errors import NotRouted
 
 router = SimpleRouter()
 router.register("patients", views.PatientViewSet, basename="patient")
@@ -45,4 +47,5 @@ urlpatterns = [
         name="api-redoc",
     ),
     *router.urls,
+    re_path(r"^.*$", NotRouted.as_view(), name="api-not-routed"),
 ]

@@ -104,8 +104,12 @@ def text_num(value: Decimal | int) -> str:
 
 
 def instant(moment: datetime, tz: tzinfo) -> str:
-    """An instant with the clinic's offset, e.g. 2026-02-02T09:00:00-06:00."""
-    return moment.astimezone(tz).isoformat()
+    """An instant with the clinic's offset, e.g. 2026-02-02T09:00:00-06:00; in UTC when
+    the zone's offset then had seconds (local mean time), which FHIR's instant cannot
+    carry."""
+    from pumps.api.serializers import rfc3339
+
+    return rfc3339(moment, tz)
 
 
 def quantity(value: Decimal | int, code: str, unit: str) -> dict[str, Any]:

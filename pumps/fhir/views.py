@@ -31,6 +31,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from clinic.auth import IsClinicMember, detach_principal, visible_clinic_ids
 from pumps.access import record_patient_access
+from pumps.api.access_log import record_list_access
+from pumps.api.errors import unexpected_error
 from pumps.models import Alert, Appointment, Patient, Program, Pump, Refill, Severity
 
 from . import mapping as m
@@ -66,7 +68,7 @@ class FHIRContentNegotiation(BaseContentNegotiation):
 
 def fhir_exception_handler(exc, context):
     """The REST API's status codes, with an OperationOutcome body."""
-    response = drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context) or unexpected_error(exc, context)
     if response is None:
         return None
     data = response.data
@@ -126,6 +128,8 @@ class ResourceType:
     clinic_lookup: str
     patient_lookup: str | None
     order: tuple[str, ...]
+    #: where a found record's patient is, for the access log (``api.access_log.patients_of``)
+    access_kind: str = "pump_record"
     #: what a search finds beyond the scoping (Flag: only active alerts)
     search_filter: dict = field(default_factory=dict)
     documentation: str = ""
@@ -141,6 +145,7 @@ RESOURCES: dict[str, ResourceType] = {
             "clinic_id",
             None,
             ("id",),
+            access_kind="patient",
             documentation="A patient; the MRN is an identifier of type MR. Search by _id or identifier "
             "(the MRN, optionally system|MRN).",
         ),
@@ -151,6 +156,7 @@ RESOURCES: dict[str, ResourceType] = {
             "clinic_id",
             "patient_id",
             ("id",),
+            access_kind="pump",
             documentation="An implanted (active) or explanted (inactive) intrathecal pump, with the stored "
             "reservoir projection as an extension.",
         ),
@@ -194,6 +200,7 @@ RESOURCES: dict[str, ResourceType] = {
             "pump__patient_id",
             ("created_at", "id"),
             search_filter={"resolved_at__isnull": True},
+            access_kind="alert",
             documentation="A critical alert of a pump. A search finds the active (unresolved) ones; a read "
             "also returns a resolved one, as inactive.",
         ),
@@ -323,9 +330,7 @@ class SearchView(FHIRView):
             "total": total,
             "link": links,
         }
-        if kind.name == "Patient":
-            for record in records:  # a search that returns patients shows their records
-                record_patient_access(request, record, "fhir")
+        record_list_access(request, records, kind.access_kind, "fhir")  # the patients shown: one INSERT
         if records:
             bundle["entry"] = [
                 {"fullUrl": f"{base}/{record.pk}", "resource": kind.to_resource(record), "search": {"mode": "match"}}
