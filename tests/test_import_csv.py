@@ -17,7 +17,7 @@ from clinic.models import Clinic
 from pumps.importer import COLUMNS, ImportFileError, RowError, import_clinic_csv
 from pumps.models import Alert, Notification, Patient, Program, Pump, Refill
 from tests.api_support import AFTER_REFILL, CHICAGO, travel
-from tests.factories import make_patient
+from tests.factories import make_patient, make_user
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "docs" / "import-template.csv"
 
@@ -167,6 +167,7 @@ def test_dry_run_checks_a_clean_file_and_saves_nothing(clinic, tmp_path):
 
 
 def test_flex_program_with_on_demand_bolus_and_a_verifying_second_clinician(clinic, prescriber, nurse):
+    second = make_user("dr_kim", clinic, "prescriber")
     content = csv_text(
         row(
             daily_dose_mcg="",
@@ -174,7 +175,7 @@ def test_flex_program_with_on_demand_bolus_and_a_verifying_second_clinician(clin
             ptm_bolus_mcg="50",
             ptm_max_per_day="4",
             entered_by="dr_pat",
-            verified_by="nina",
+            verified_by="dr_kim",
         )
     )
     report = import_clinic_csv(clinic=clinic, content=content, commit=True, now=AFTER_REFILL)
@@ -187,7 +188,39 @@ def test_flex_program_with_on_demand_bolus_and_a_verifying_second_clinician(clin
     ]
     assert program.daily_dose_mcg == Decimal("428.250")
     assert (program.ptm_bolus_mcg, program.ptm_max_per_day) == (Decimal("50.000"), 4)
-    assert (program.entered_by, program.verified_by, program.verified_at) == (prescriber, nurse, AFTER_REFILL)
+    assert (program.entered_by, program.verified_by, program.verified_at) == (prescriber, second, AFTER_REFILL)
+
+
+def test_a_program_entered_or_verified_by_a_non_prescriber_is_a_row_error_and_nothing_is_saved(clinic, prescriber, nurse):
+    entered_by_nurse = import_clinic_csv(
+        clinic=clinic, content=csv_text(row(entered_by="nina", verified_by="dr_pat")), commit=True, now=AFTER_REFILL
+    )
+    assert [(e.row, e.column, e.message) for e in entered_by_nurse.errors] == [
+        (2, "entered_by", "nina is a nurse in this clinic: entered_by must be a prescriber (physician)."),
+    ]
+    verified_by_nurse = import_clinic_csv(
+        clinic=clinic, content=csv_text(row(entered_by="dr_pat", verified_by="nina")), commit=True, now=AFTER_REFILL
+    )
+    assert [(e.row, e.column, e.message) for e in verified_by_nurse.errors] == [
+        (2, "verified_by", "nina is a nurse in this clinic: verified_by must be a prescriber (physician)."),
+    ]
+    same_person = import_clinic_csv(
+        clinic=clinic, content=csv_text(row(entered_by="dr_pat", verified_by="dr_pat")), commit=True, now=AFTER_REFILL
+    )
+    assert [(e.row, e.column, e.message) for e in same_person.errors] == [
+        (2, "verified_by", "A second clinician must verify: not the one who entered the program."),
+    ]
+    assert nothing_saved()
+
+
+def test_identifiers_with_control_characters_are_row_errors(clinic):
+    report = import_clinic_csv(
+        clinic=clinic, content=csv_text(row(mrn="MRN\r\n77", serial_number="SN\t1")), commit=True, now=AFTER_REFILL
+    )
+    assert [(e.row, e.column, e.message) for e in report.errors] == [
+        (2, "mrn", "Remove line breaks, tabs and other control characters from this field."),
+    ]
+    assert nothing_saved()
 
 
 def test_patient_only_and_pump_without_refill_rows_are_allowed(clinic):

@@ -404,7 +404,7 @@ class Demo:
                 Context(
                     spec=spec, clinic=clinic, tz=ZoneInfo(spec.timezone), policy=clinic.policy(),
                     products=spec.products, nurses=nurses, prescribers=prescribers,
-                    verifiers=prescribers + verifiers,
+                    verifiers=prescribers,  # only a prescriber verifies a program
                 )
             )
         return contexts
