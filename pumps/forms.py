@@ -22,6 +22,74 @@ ML_FIELD = {"max_digits": 9, "decimal_places": 3}
 DOSE_FIELD = {"max_digits": 12, "decimal_places": 3}
 
 
+# ----------------------------------------------------------------- typed numbers
+
+MSG_VOLUME = "Enter a volume in mL, e.g. 1.5"
+MSG_DAILY_DOSE = "Enter a dose in mcg/day, e.g. 250"
+MSG_BOLUS = "Enter a dose in mcg, e.g. 50"
+MSG_CONCENTRATION = "Enter a concentration in mcg/mL, e.g. 500"
+
+_DECIMAL_POINT = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
+_THOUSANDS_LIKE = re.compile(r"^[+-]?[1-9]\d{0,2},\d{3}$")
+
+
+def parse_decimal(text: str, message: str) -> Decimal:
+    """A number as staff type it, with one rule for every clinic whatever its locale:
+
+    - digits with an optional decimal point: ``1.5``, ``36``, ``.5``;
+    - a single comma as the decimal separator when there is no point: ``1,5`` is 1.5
+      (clinics whose staff write a decimal comma need nothing configured);
+    - a comma followed by exactly three digits after a non-zero integer part (``1,500``)
+      is refused: it may be 1.5 or a thousands separator for 1500, and a dose a thousand
+      times off must never be guessed;
+    - anything else (letters, units, spaces inside, exponents, two separators) is refused
+      with ``message``, e.g. "Enter a volume in mL, e.g. 1.5".
+
+    Signs are parsed: whether a value may be negative or zero is the services' rule."""
+    value = str(text).strip()
+    if _DECIMAL_COMMA.match(value):
+        if _THOUSANDS_LIKE.match(value):
+            whole, part = value.split(",")
+            raise forms.ValidationError(
+                f"{value} is ambiguous (decimal comma or thousands separator): type {whole}.{part} or {whole}{part}.",
+                code="ambiguous",
+            )
+        value = value.replace(",", ".")
+    if not _DECIMAL_POINT.match(value):
+        raise forms.ValidationError(message, code="invalid")
+    return Decimal(value)
+
+
+class TypedDecimalField(forms.DecimalField):
+    """A decimal typed into a text box (``inputmode="decimal"`` brings up the numeric
+    keyboard on a tablet). Not ``<input type="number">``: its parsing follows the
+    browser's locale, and Chromium read "1,5" typed in a number box as 15. What was
+    typed stays in the box when it is refused."""
+
+    def __init__(self, *, message: str, **kwargs):
+        kwargs.setdefault("widget", forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off",
+                                                            "spellcheck": "false"}))
+        super().__init__(**kwargs)
+        self.message = message
+        self.error_messages["invalid"] = message
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if isinstance(value, Decimal):
+            return value
+        return parse_decimal(value, self.message)
+
+
+def volume_field(label: str, **kwargs) -> TypedDecimalField:
+    return TypedDecimalField(label=label, message=MSG_VOLUME, **ML_FIELD, **kwargs)
+
+
+def dose_field(label: str, message: str, **kwargs) -> TypedDecimalField:
+    return TypedDecimalField(label=label, message=message, **DOSE_FIELD, **kwargs)
+
+
 # ------------------------------------------------------------------ local instants
 
 
@@ -162,16 +230,16 @@ class ProgramFieldsMixin:
     def add_program_fields(self, *, with_concentration: bool) -> None:
         p = self.program_prefix
         if with_concentration:
-            self.fields[f"{p}concentration_mcg_per_ml"] = forms.DecimalField(
-                label="Concentration (mcg/mL)", **DOSE_FIELD, required=False,
+            self.fields[f"{p}concentration_mcg_per_ml"] = dose_field(
+                "Concentration (mcg/mL)", MSG_CONCENTRATION, required=False,
                 help_text="The drug in the reservoir.",
             )
         self.fields[f"{p}mode"] = forms.ChoiceField(
             label="Mode", choices=Program.Mode.choices, initial=Program.Mode.CONTINUOUS, widget=forms.RadioSelect,
             required=False,
         )
-        self.fields[f"{p}daily_dose_mcg"] = forms.DecimalField(
-            label="Daily dose (mcg/day)", **DOSE_FIELD, required=False,
+        self.fields[f"{p}daily_dose_mcg"] = dose_field(
+            "Daily dose (mcg/day)", MSG_DAILY_DOSE, required=False,
             help_text="Continuous mode: the basal dose over 24 hours.",
         )
         self.fields[f"{p}steps"] = forms.CharField(
@@ -179,9 +247,7 @@ class ProgramFieldsMixin:
             widget=forms.Textarea(attrs={"rows": 4, "placeholder": "07:00 18\n22:00 25"}),
             help_text="Flex mode: each step runs from its start time until the next, cyclic over 24 hours.",
         )
-        self.fields[f"{p}ptm_bolus_mcg"] = forms.DecimalField(
-            label="On-demand bolus (mcg)", **DOSE_FIELD, required=False,
-        )
+        self.fields[f"{p}ptm_bolus_mcg"] = dose_field("On-demand bolus (mcg)", MSG_BOLUS, required=False)
         self.fields[f"{p}ptm_max_per_day"] = forms.IntegerField(
             label="On-demand boluses, maximum per day", required=False,
         )
@@ -235,27 +301,27 @@ class RefillForm(ProgramFieldsMixin, forms.Form):
     program_prefix = "program_"
 
     performed_at = LocalDateTimeField(label="Performed at (local time)")
-    extracted_volume_ml = forms.DecimalField(
-        label="Extracted residual volume (mL)", **ML_FIELD, required=False,
+    extracted_volume_ml = volume_field(
+        "Extracted residual volume (mL)", required=False,
         help_text="What you drew out of the reservoir (0 if nothing could be drawn). Empty for the first fill after implant.",
     )
-    residual_left_ml = forms.DecimalField(
-        label="Residual deliberately left in (mL)", **ML_FIELD, required=False,
+    residual_left_ml = volume_field(
+        "Residual deliberately left in (mL)", required=False,
         help_text="Usually 0.",
     )
-    added_volume_ml = forms.DecimalField(label="Volume added (mL)", **ML_FIELD)
+    added_volume_ml = volume_field("Volume added (mL)")
     drug_product = forms.ModelChoiceField(
         label="Drug product", queryset=DrugProduct.objects.select_related("drug").order_by("code"), required=False,
         to_field_name="code", empty_label="(not named: the drug's default stability applies)",
     )
-    concentration_mcg_per_ml = forms.DecimalField(label="Concentration (mcg/mL)", **DOSE_FIELD)
+    concentration_mcg_per_ml = dose_field("Concentration (mcg/mL)", MSG_CONCENTRATION)
     lot_number = forms.CharField(label="Lot number", max_length=64, required=False)
     lot_expiry = forms.DateField(label="Lot expiry", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     changes_program = forms.BooleanField(
         label="This refill changes the program (new concentration or dose)", required=False,
     )
-    bridge_bolus_ml = forms.DecimalField(
-        label="Bridge bolus (mL)", **ML_FIELD, required=False,
+    bridge_bolus_ml = volume_field(
+        "Bridge bolus (mL)", required=False,
         help_text="On a concentration change: the volume given as a bridge bolus to clear the catheter of the old drug.",
     )
     notes = forms.CharField(label="Notes", required=False, widget=forms.Textarea(attrs={"rows": 2}))
@@ -312,7 +378,7 @@ def stability_days_for(product: DrugProduct | None) -> int:
 
 class ReadingForm(forms.Form):
     read_at = LocalDateTimeField(label="Read at (local time)")
-    reservoir_volume_ml = forms.DecimalField(label="Reservoir volume reported by the pump (mL)", **ML_FIELD)
+    reservoir_volume_ml = volume_field("Reservoir volume reported by the pump (mL)")
     eri = forms.BooleanField(label="Elective replacement indicator (ERI) shown", required=False)
     notes = forms.CharField(label="Notes", required=False, widget=forms.Textarea(attrs={"rows": 2}))
 
@@ -370,8 +436,8 @@ class ReplaceForm(forms.Form):
                                    to_field_name="code")
     serial_number = forms.CharField(label="New pump serial number", max_length=64)
     udi = forms.CharField(label="UDI (optional)", max_length=200, required=False)
-    low_reservoir_alarm_ml = forms.DecimalField(
-        label="Low-reservoir alarm volume (mL)", **ML_FIELD, required=False,
+    low_reservoir_alarm_ml = volume_field(
+        "Low-reservoir alarm volume (mL)", required=False,
         help_text="Empty: the model's default.",
     )
     reason = forms.CharField(label="Reason for replacement", max_length=300, required=False,
@@ -548,3 +614,11 @@ def default_visit_time(now: datetime, tz: tzinfo) -> datetime:
     """Tomorrow 09:00 local, for a new appointment."""
     day = pj.local_date(now, tz) + timedelta(days=1)
     return datetime.combine(day, datetime.min.time()).replace(hour=9, tzinfo=tz)
+
+
+class AcknowledgeForm(forms.Form):
+    """Acknowledging an alert; the reason is required for a critical alert, and the
+    service (``pumps.alerts.acknowledge``) says so on the field."""
+
+    reason = forms.CharField(label="Reason for acknowledging", max_length=500, required=False,
+                             widget=forms.Textarea(attrs={"rows": 2}))

@@ -20,12 +20,14 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
+from clinic import permissions as perms
 from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership, Role
 
 from . import checks, services, tallies
 from . import projection as pj
 from .models import (
     Alert,
+    AlertKind,
     Appointment,
     DrugProduct,
     Event,
@@ -72,6 +74,73 @@ def open_alerts_by_pump(pump_ids) -> dict[int, list[Alert]]:
     for alerts in found.values():
         alerts.sort(key=lambda a: SEVERITY_RANK.get(a.severity, 3))  # stable: newest first within a rank
     return found
+
+
+CRITICAL = "critical"
+
+
+@dataclass(frozen=True)
+class PumpSafety:
+    """What must never be missed about a pump, in one place for the pump page's header
+    and the refill worksheet: its status now and why, its unresolved alerts (acknowledged
+    ones included: acknowledging stops the reminders, not the condition) and whether
+    the patient is at risk of withdrawal now."""
+
+    status: str
+    label: str
+    reason: str  # "overdue: drug expired on 2026-10-18 (44 days ago)"
+    explanted_on: date | None
+    explant_reason: str
+    open_alerts: list[Alert]  # most severe first
+    critical_alerts: list[Alert]
+    withdrawal_risk: bool  # now: the pump is empty (worst case) or a withdrawal-risk alert is unresolved
+    withdrawal_reasons: list[str]
+    high_risk_patient: bool  # the patient's standing risk flag (injury level, communication, history)
+    high_risk_reason: str
+
+    @property
+    def explanted(self) -> bool:
+        return self.explanted_on is not None
+
+
+def pump_safety(pump: Pump, now: datetime, open_alerts: list[Alert] | None = None) -> PumpSafety:
+    """The safety summary of one pump as of ``now``, from its stored projection
+    (``Pump.status_reason``) and its unresolved alerts: ``open_alerts`` when the caller
+    has them (most severe first, as ``open_alerts_by_pump`` gives them), else one query.
+    ``pump`` needs ``clinic`` and ``patient``."""
+    if open_alerts is None:
+        open_alerts = open_alerts_by_pump([pump.pk])[pump.pk]
+    if pump.explanted_on is not None:
+        status, reason = pj.STATUS_INACTIVE, f"inactive: explanted on {pump.explanted_on.isoformat()}"
+    else:
+        status, reason = pump.live_status(now), pump.status_reason(now)
+    critical = [a for a in open_alerts if a.severity == CRITICAL]
+    why = []
+    if status == pj.STATUS_EMPTY:
+        why.append(reason)
+    if any(a.kind == AlertKind.WITHDRAWAL_RISK for a in open_alerts):
+        why.append("a withdrawal-risk alert is open")
+    patient = pump.patient
+    return PumpSafety(
+        status=status, label=STATUS_LABELS[status], reason=reason, explanted_on=pump.explanted_on,
+        explant_reason=pump.explant_reason, open_alerts=list(open_alerts), critical_alerts=critical,
+        withdrawal_risk=bool(why) and pump.explanted_on is None, withdrawal_reasons=why,
+        high_risk_patient=patient.withdrawal_high_risk, high_risk_reason=patient.high_risk_reason,
+    )
+
+
+def alert_needs_reason(alert: Alert) -> bool:
+    """Silencing a critical alert is deliberate: its acknowledgement needs a reason
+    (``alerts.needs_reason``: low reservoir, withdrawal risk, post-MRI check, alerting
+    stalled, and a drug past its stability date when critical)."""
+    from .alerts import needs_reason
+
+    return needs_reason(alert)
+
+
+def acknowledging_clinic_ids(user) -> set[int] | None:
+    """Clinics in which the user may acknowledge alerts; ``None``: every clinic."""
+    return perms.clinics_where(user, perms.Action.ACKNOWLEDGE)
 
 
 # ------------------------------------------------------------------------- scoping
@@ -200,10 +269,25 @@ class WorklistRow:
     next_appointment_at: datetime | None
     next_appointment_kind: str | None
     prescriber: Any  # a User or None
+    alerts: list[Alert] = field(default_factory=list)  # unresolved, most severe first (``with_alerts``)
+    reason: str = ""  # the status in words (``Pump.status_reason``)
 
     @property
     def status_label(self) -> str:
         return STATUS_LABELS[self.status]
+
+    @property
+    def top_alert(self) -> Alert | None:
+        return self.alerts[0] if self.alerts else None
+
+    @property
+    def alert_rank(self) -> int:
+        """0: an unacknowledged critical alert; 1: a critical alert someone acknowledged
+        (the condition persists); 2: none."""
+        critical = [a for a in self.alerts if a.severity == CRITICAL]
+        if any(a.acknowledged_at is None for a in critical):
+            return 0
+        return 1 if critical else 2
 
 
 WORKLIST_ORDER = ("urgency", F("refill_due_on").asc(nulls_last=True),
@@ -279,6 +363,24 @@ def _worklist_row(pump: Pump, status: str, now: datetime, people: dict) -> Workl
     days = (pump.refill_due_on - pj.local_date(now, pump.clinic.tz)).days if pump.refill_due_on else None
     return WorklistRow(pump, status, days, pump.next_appointment_at, pump.next_appointment_kind,
                        people.get(pump.prescriber_id))
+
+
+def with_alerts(rows: list[WorklistRow], now: datetime) -> list[WorklistRow]:
+    """One page of the worklist with each row's unresolved alerts (one query, whatever
+    the page's size) and its status in words, reordered so that within each status the
+    pumps with an unacknowledged critical alert come first, then those with an
+    acknowledged critical alert, the rest in the worklist's order.
+
+    The reorder is of the visible page: the index gives pages in ``urgency`` order, and
+    a pump with a critical alert on the next page of the same status stays there. Pages
+    are 100 rows by default, so a status rarely spans two pages; a stored flag on the
+    pump, kept by the alert rules, would make it hold across pages."""
+    found = open_alerts_by_pump(row.pump.pk for row in rows)
+    for row in rows:
+        row.alerts = found.get(row.pump.pk, [])
+        row.reason = row.pump.status_reason(now)
+    position = {id(row): i for i, row in enumerate(rows)}
+    return sorted(rows, key=lambda r: (URGENCY[r.status], r.alert_rank, position[id(r)]))
 
 
 @dataclass
@@ -403,11 +505,12 @@ class PumpPage:
     other_pumps: list[Pump]
     history: services.PumpHistory  # live records only
     threshold_ml: Decimal
+    safety: PumpSafety
     extra: dict = field(default_factory=dict)
 
     @property
     def status_label(self) -> str:
-        return STATUS_LABELS[self.projection.status]
+        return self.safety.label
 
     @property
     def live_refills(self) -> list[Refill]:
@@ -428,10 +531,12 @@ class PumpPage:
 
     @property
     def open_alerts(self) -> list[Alert]:
-        return [a for a in self.alerts if a.is_open]
+        """Unresolved alerts, acknowledged ones included, most severe first."""
+        return self.safety.open_alerts
 
 
 AUDIT_SKIP = {"id", "created_at", "updated_at", "version", "entered_at"}
+ALERT_ACK_FIELDS = ("acknowledged_at", "acknowledged_by_id", "acknowledged_by_external", "acknowledgement_reason")
 AUDIT_LIMIT = 200
 
 
@@ -494,6 +599,13 @@ def _audit(pump: Pump, patient: Patient) -> list[AuditEntry]:
             if not changes:
                 previous[key] = r
                 continue
+        elif r.history_type == "~" and label == "Alert":
+            # alerts are created in bulk by the sweep, without a first history row: an
+            # acknowledgement still says who, when and why
+            for f in fields:
+                if f.attname in ALERT_ACK_FIELDS and getattr(r, f.attname, None) not in (None, ""):
+                    changes.append((f.verbose_name, "—", _audit_value(getattr(r, f.attname), users, products,
+                                                                       f.attname, pump.clinic.tz)))
         action = {"+": "created", "~": "changed", "-": "deleted"}[r.history_type]
         entries.append(AuditEntry(r.history_date, r.history_user, f"{label} #{r.id}", action, changes,
                                   r.history_change_reason or ""))
@@ -523,6 +635,9 @@ def pump_page(user, pk: int, now: datetime) -> PumpPage:
     )
     projection = services.project_pump(pump, now, history)
     in_force = [p for p in history.programs if p.effective_at <= now]
+    for alert in alerts:
+        alert.pump = pump  # the page names the pump's patient on each alert: no query per alert
+    unresolved = sorted((a for a in alerts if a.resolved_at is None), key=lambda a: SEVERITY_RANK.get(a.severity, 3))
     other_pumps = list(Pump.objects.filter(patient=pump.patient).exclude(pk=pump.pk).select_related("model")
                        .order_by("-implanted_on"))
     threshold = checks.discrepancy_threshold_ml(
@@ -545,6 +660,7 @@ def pump_page(user, pk: int, now: datetime) -> PumpPage:
         other_pumps=other_pumps,
         history=history,
         threshold_ml=threshold,
+        safety=pump_safety(pump, now, open_alerts=unresolved),
     )
 
 
@@ -607,6 +723,32 @@ def writable_clinic_ids(user) -> set[int] | None:
 
 # ------------------------------------------------------------------------- preview
 
+# The services' own words for what they refuse (pumps/services.py): a preview that would
+# compute on such a value shows the message instead (a negative extracted volume must
+# not read as "Flagged", a time in the future as "assess for withdrawal").
+MSG_NOT_NEGATIVE = "Must be zero or more."
+MSG_POSITIVE = "Must be greater than zero."
+MSG_FUTURE = "This time is in the future; record what has happened (at most 5 minutes ahead)."
+
+
+def _input_problems(pump: Pump, now: datetime, *, instant: tuple[str, datetime | None] | None = None,
+                    not_negative=(), positive=()) -> dict[str, str]:
+    """Field -> message for values a preview must not compute with."""
+    problems: dict[str, str] = {}
+    if instant is not None and instant[1] is not None:
+        name, moment = instant
+        if moment > now + timedelta(seconds=settings.PUMPS_FUTURE_TOLERANCE_SECONDS):
+            problems[name] = MSG_FUTURE
+        elif pj.local_date(moment, pump.clinic.tz) < pump.implanted_on:
+            problems[name] = f"This time is before the pump's implant date ({pump.implanted_on.isoformat()})."
+    for name, value in not_negative:
+        if value is not None and value < 0:
+            problems[name] = MSG_NOT_NEGATIVE
+    for name, value in positive:
+        if value is not None and value <= 0:
+            problems[name] = MSG_POSITIVE
+    return problems
+
 
 @dataclass
 class RefillPreview:
@@ -627,6 +769,7 @@ class RefillPreview:
     projection: pj.Projection | None = None
     days_to_due: int | None = None
     notes: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)  # field -> message: nothing computed
 
 
 def refill_preview(
@@ -644,7 +787,20 @@ def refill_preview(
 ) -> RefillPreview:
     """The expected residual, the discrepancy and its meaning, the volume after and the new
     instants, from the same functions the services use when the refill is saved
-    (``pj.expected_volume_at``, ``checks.residual_discrepancy``, ``pj.project``)."""
+    (``pj.expected_volume_at``, ``checks.residual_discrepancy``, ``pj.project``).
+
+    A value the services would refuse (a negative volume, a concentration of zero, a
+    time in the future or before the implant) computes nothing: ``problems`` says why."""
+    problems = _input_problems(
+        pump, now, instant=("performed_at", performed_at),
+        not_negative=[("extracted_volume_ml", extracted_volume_ml), ("residual_left_ml", residual_left_ml),
+                      ("bridge_bolus_ml", bridge_bolus_ml)],
+        positive=[("added_volume_ml", added_volume_ml), ("concentration_mcg_per_ml", concentration_mcg_per_ml)],
+    )
+    if program is not None:
+        problems.update({f"program_{k}": v for k, v in _program_problems(program).items()})
+    if problems:
+        return RefillPreview(first_fill=False, capacity_ml=pump.model.reservoir_ml, problems=problems)
     history = services.load_history(pump)
     at = performed_at or now
     residual_left = residual_left_ml or Decimal(0)
@@ -708,6 +864,14 @@ def refill_preview(
     return preview
 
 
+def _program_problems(data: services.ProgramInput) -> dict[str, str]:
+    return _input_problems(
+        None, None,
+        not_negative=[("ptm_bolus_mcg", data.ptm_bolus_mcg), ("ptm_max_per_day", data.ptm_max_per_day)],
+        positive=[("daily_dose_mcg", data.daily_dose_mcg if data.mode != pj.MODE_FLEX else None)],
+    )
+
+
 def program_projection(data: services.ProgramInput, effective_at: datetime) -> pj.Program | None:
     """A program input as the projection sees it, or None while it is incomplete or
     invalid (the services say why when it is saved)."""
@@ -748,11 +912,18 @@ class ProgramPreview:
     projection: pj.Projection | None = None
     reservoir_concentration: Decimal | None = None
     concentration_mismatch: bool = False
+    problems: dict[str, str] = field(default_factory=dict)  # field -> message: nothing computed
 
 
 def program_preview(pump: Pump, data: services.ProgramInput, effective_at: datetime | None, now: datetime) -> ProgramPreview:
     """mL/day, the titration check against the program in force 24 hours before
-    (``checks.check_titration``, as the services apply it) and the new dates."""
+    (``checks.check_titration``, as the services apply it) and the new dates; nothing
+    computed on a value the services would refuse (``problems`` says why)."""
+    problems = _input_problems(pump, now, instant=("effective_at", effective_at),
+                               positive=[("concentration_mcg_per_ml", data.concentration_mcg_per_ml)])
+    problems.update(_program_problems(data))
+    if problems:
+        return ProgramPreview(problems=problems)
     at = effective_at or now
     preview = ProgramPreview(override_given=bool((data.override_reason or "").strip()))
     history = services.load_history(pump)

@@ -19,16 +19,19 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from clinic.models import AlertRecipient, Clinic, ClinicClosure
+from clinic.permissions import MESSAGES, Action, role_allows, user_may
 
 from . import alerts, charts, forms, selectors, services
 from . import projection as pj
 from .access import record_patient_access
 from .calendar import appointment_ics
+from .errors import Forbidden
 from .models import Alert, AlertKind, Appointment, Event, Program, Reading, Refill, Severity
 
-MSG_VIEWER = "Your role in this clinic does not allow changes."
-MSG_PRESCRIBER = "Only a prescriber (physician) enters or verifies a program."
-MSG_ADMIN = "Only a clinic administrator changes the clinic's settings."
+# The one rule set's words (clinic.permissions): pages refuse as the services do.
+MSG_VIEWER = MESSAGES[Action.RECORD]
+MSG_PRESCRIBER = MESSAGES[Action.PROGRAM]
+MSG_ADMIN = MESSAGES[Action.ADMINISTER]
 
 
 def actor_of(request) -> services.Actor:
@@ -85,6 +88,7 @@ def worklist(request):
     )
     data = selectors.worklist_for(request.user, filters, now)
     page = Paginator(data.rows, settings.WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = selectors.with_alerts(list(page.object_list), now)  # one query for the page's alerts
     query = request.GET.copy()
     query.pop("page", None)
     context = {
@@ -138,6 +142,10 @@ def pump_charts(page: selectors.PumpPage, now: datetime) -> dict:
     }
 
 
+def _may_acknowledge(permissions: selectors.Permissions) -> bool:
+    return permissions.superuser or role_allows(permissions.role, Action.ACKNOWLEDGE)
+
+
 @login_required
 @require_GET
 def pump_detail(request, pk: int):
@@ -147,7 +155,7 @@ def pump_detail(request, pk: int):
     context = {
         "data": page, "pump": page.pump, "patient": page.pump.patient, "clinic": page.pump.clinic,
         "p": page.projection, "can": page.permissions, "charts": pump_charts(page, now),
-        "writable": None if page.permissions.can_write else set(), "advice": alerts.ADVICE,
+        "writable": None if _may_acknowledge(page.permissions) else set(), "advice": alerts.ADVICE,
         "flex": any(prog.mode == Program.Mode.FLEX for prog in page.history.programs),
     }
     return render_page(request, "pumps/pump.html", context, now=now)
@@ -156,10 +164,42 @@ def pump_detail(request, pk: int):
 # -------------------------------------------------------------------------- refills
 
 
+REFILL_PREVIEWED = ("performed_at", "extracted_volume_ml", "residual_left_ml", "added_volume_ml", "bridge_bolus_ml",
+                    "concentration_mcg_per_ml", "drug_product")
+PROGRAM_PREVIEWED = ("effective_at", "concentration_mcg_per_ml", "mode", "daily_dose_mcg", "steps", "ptm_bolus_mcg",
+                     "ptm_max_per_day")
+
+
+def _unparsed(form, names) -> dict[str, str]:
+    """The first message of each field in ``names`` that did not parse ("Enter a volume in
+    mL, e.g. 1.5"); an empty field is not a problem for a preview (it says what is missing)."""
+    problems = {}
+    for name, errors in form.errors.as_data().items():
+        if name in names:
+            for error in errors:
+                if error.code != "required":
+                    problems[name] = error.messages[0]
+                    break
+    return problems
+
+
+def preview_problems(form, preview) -> list[tuple[str, str, str]]:
+    """(input id, label, message) of each value the preview would not compute with."""
+    return [(form[name].auto_id, form[name].label, message) for name, message in preview.problems.items()
+            if name in form.fields]
+
+
 def _refill_preview(form: forms.RefillForm, pump, now: datetime) -> selectors.RefillPreview:
+    """The preview computes only on values that parse and that the services would take:
+    otherwise it shows the fields' messages (``problems``)."""
     form.is_valid()  # the preview uses whatever parses; the save reports the rest
     data = getattr(form, "cleaned_data", {})
-    program = form.program_or_none() if data.get("changes_program") else None
+    changes_program = bool(data.get("changes_program"))
+    names = REFILL_PREVIEWED + (tuple(f"program_{n}" for n in PROGRAM_PREVIEWED) if changes_program else ())
+    unparsed = _unparsed(form, names)
+    if unparsed:
+        return selectors.RefillPreview(first_fill=False, capacity_ml=pump.model.reservoir_ml, problems=unparsed)
+    program = form.program_or_none() if changes_program else None
     return selectors.refill_preview(
         pump,
         performed_at=data.get("performed_at"),
@@ -198,6 +238,8 @@ def refill_create(request, pk: int):
         if form.is_valid():
             try:
                 refill = form.save(actor=actor_of(request))
+            except Forbidden as exc:  # e.g. a program carried by a refill, entered by a nurse
+                raise PermissionDenied(exc.message) from exc
             except services.ServiceValidationError as exc:
                 forms.apply_service_errors(form, exc, prefix_map={"program.": "program_"})
             except services.Conflict as exc:
@@ -215,6 +257,7 @@ def refill_create(request, pk: int):
     preview_form = forms.RefillForm(request.POST if request.method == "POST" else _initial_as_data(form), pump=pump)
     preview = _refill_preview(preview_form, pump, now)
     context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "preview": preview,
+               "problems": preview_problems(preview_form, preview),
                "conflict": conflict, "show_program": bool(form["changes_program"].value()) or preview.concentration_change}
     return render_page(request, "pumps/refill_form.html", context, status=400 if form.errors or conflict else 200,
                        now=now)
@@ -227,8 +270,9 @@ def refill_preview(request, pk: int):
     pump = selectors.pump_for(request.user, pk)
     form = forms.RefillForm(request.POST, pump=pump)
     preview = _refill_preview(form, pump, now)
-    return render(request, "partials/refill_preview.html", {"preview": preview, "pump": pump, "clinic": pump.clinic,
-                                                             "now": now})
+    return render(request, "partials/refill_preview.html", {
+        "preview": preview, "problems": preview_problems(form, preview), "pump": pump, "clinic": pump.clinic, "now": now,
+    })
 
 
 # ------------------------------------------------------------------------- programs
@@ -237,6 +281,9 @@ def refill_preview(request, pk: int):
 def _program_preview(form: forms.ProgramForm, pump, now: datetime) -> selectors.ProgramPreview:
     form.is_valid()
     data = getattr(form, "cleaned_data", {})
+    unparsed = _unparsed(form, PROGRAM_PREVIEWED)
+    if unparsed:
+        return selectors.ProgramPreview(problems=unparsed)
     return selectors.program_preview(pump, form.program_input(), data.get("effective_at"), now)
 
 
@@ -256,6 +303,8 @@ def program_create(request, pk: int):
                     pump=pump, effective_at=form.cleaned_data["effective_at"], data=form.program_input(),
                     actor=actor_of(request),
                 )
+            except Forbidden as exc:
+                raise PermissionDenied(exc.message) from exc
             except services.ServiceValidationError as exc:
                 forms.apply_service_errors(form, exc)
             else:
@@ -273,10 +322,10 @@ def program_create(request, pk: int):
                 ptm_max_per_day=current.ptm_max_per_day,
             )
         form = forms.ProgramForm(initial=initial, pump=pump)
-    preview = _program_preview(
-        forms.ProgramForm(request.POST if request.method == "POST" else _initial_as_data(form), pump=pump), pump, now
-    )
+    preview_form = forms.ProgramForm(request.POST if request.method == "POST" else _initial_as_data(form), pump=pump)
+    preview = _program_preview(preview_form, pump, now)
     context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "preview": preview,
+               "problems": preview_problems(preview_form, preview),
                "current": in_force[-1] if in_force else None}
     return render_page(request, "pumps/program_form.html", context, status=400 if form.errors else 200, now=now)
 
@@ -291,8 +340,10 @@ def program_preview(request, pk: int):
     now = timezone.now()
     pump = selectors.pump_for(request.user, pk)
     form = forms.ProgramForm(request.POST, pump=pump)
-    return render(request, "partials/program_preview.html",
-                  {"preview": _program_preview(form, pump, now), "pump": pump, "clinic": pump.clinic, "now": now})
+    preview = _program_preview(form, pump, now)
+    return render(request, "partials/program_preview.html", {
+        "preview": preview, "problems": preview_problems(form, preview), "pump": pump, "clinic": pump.clinic, "now": now,
+    })
 
 
 @login_required
@@ -325,6 +376,8 @@ def _record_form(request, pk: int, form_class, *, title: str, intro: str, done: 
         if form.is_valid():
             try:
                 result = form.save(actor=actor_of(request))
+            except Forbidden as exc:
+                raise PermissionDenied(exc.message) from exc
             except services.ServiceValidationError as exc:
                 forms.apply_service_errors(form, exc)
             else:
@@ -474,31 +527,49 @@ def alert_inbox(request):
         kind=request.GET.get("kind", "") if request.GET.get("kind") in AlertKind.values else "",
     )
     rows = selectors.alerts_for(request.user, filters)
-    context = {"alerts": rows, "filters": filters, "writable": selectors.writable_clinic_ids(request.user),
+    context = {"alerts": rows, "filters": filters, "writable": selectors.acknowledging_clinic_ids(request.user),
                "kinds": AlertKind.choices, "severities": Severity.choices, "advice": alerts.ADVICE}
     return render_page(request, "pumps/alerts.html", context)
+
+
+def _safe_next(request, target: str) -> str:
+    safe = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    return target if target and safe else reverse("alerts")
 
 
 @login_required
 @require_POST
 def alert_acknowledge(request, pk: int):
+    """Acknowledge an alert: its reminders stop. A critical alert needs a reason, which the
+    service requires; without one the form comes back with the service's message on the
+    reason field (in place with htmx, else on a page of its own, 400)."""
     alert = selectors.scope(Alert.objects.select_related("clinic", "pump__patient", "pump__model"), request.user).filter(
         pk=pk
     ).first()
     if alert is None:
         raise Http404("No such alert.")
-    require(selectors.permissions_for(request.user, alert.clinic_id).can_write, MSG_VIEWER)
-    alert = alerts.acknowledge(alert, user=request.user)
-    if request.htmx:
-        template = "partials/alert_item.html" if request.POST.get("layout") == "item" else "partials/alert_row.html"
-        return render(request, template, {
-            "alert": alert, "writable": selectors.writable_clinic_ids(request.user), "advice": alerts.ADVICE,
-            "just_acknowledged": True,
-        })
+    require(user_may(request.user, alert.clinic_id, Action.ACKNOWLEDGE), MESSAGES[Action.ACKNOWLEDGE])
+    form = forms.AcknowledgeForm(request.POST)
+    form.is_valid()
+    target = _safe_next(request, request.POST.get("next", ""))
+    layout = request.POST.get("layout", "")
+    context = {"alert": alert, "writable": None, "advice": alerts.ADVICE, "next": target}
+    try:
+        alert = alerts.acknowledge(alert, user=request.user, reason=form.cleaned_data.get("reason", ""))
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from exc
+    except services.ServiceValidationError as exc:
+        forms.apply_service_errors(form, exc)
+        context["ack_form"] = form
+        if request.htmx and layout in ("item", "row"):
+            # 200: htmx swaps only successful answers; the fragment carries the field's message
+            return render(request, f"partials/alert_{layout}.html", context)
+        return render_page(request, "pumps/alert_acknowledge.html", context, status=400)
+    if request.htmx and layout in ("item", "row"):
+        context.update(alert=alert, just_acknowledged=True)
+        return render(request, f"partials/alert_{layout}.html", context)
     messages.success(request, "Alert acknowledged: its reminders stop.")
-    target = request.POST.get("next", "")
-    safe = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure())
-    return redirect(target if target and safe else reverse("alerts"))
+    return redirect(target)
 
 
 # ------------------------------------------------------------------------ worksheet

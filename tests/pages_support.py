@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import time_machine
 from django.test import Client
 
+from clinic.permissions import Action, user_may
 from pumps import services as s
 from pumps.models import Program, SweepRun
 from tests.factories import make_patient, make_pump
@@ -32,12 +33,21 @@ def signed_in(user) -> Client:
 
 def worked_example(patient, actor, *, serial="SN-0001", at=T0, added="36", dose="450", now=None, model="8637-40",
                    implanted_on=date(2026, 1, 15)):
-    """SPEC 4.8: an 8637-40 filled with 36 mL of 1000 mcg/mL at 450 mcg/day (0.45 mL/day)."""
+    """SPEC 4.8: an 8637-40 filled with 36 mL of 1000 mcg/mL at 450 mcg/day (0.45 mL/day).
+
+    The program rides on the refill when ``actor`` may enter programs; otherwise (a nurse)
+    the nurse records the fill and the program of the same instant is entered apart, by
+    the system (only a prescriber enters a program)."""
     pump = make_pump(patient, model_code=model, implanted_on=implanted_on, serial=serial)
+    program = s.ProgramInput(concentration_mcg_per_ml=D("1000"), daily_dose_mcg=D(dose))
+    may_program = actor.user is None or user_may(actor.user, pump.clinic_id, Action.PROGRAM)
     s.record_refill(
         pump=pump, performed_at=at, added_volume_ml=D(added), concentration_mcg_per_ml=D("1000"), actor=actor,
-        program=s.ProgramInput(concentration_mcg_per_ml=D("1000"), daily_dose_mcg=D(dose)), now=now or at,
+        program=program if may_program else None, now=now or at,
     )
+    if not may_program:
+        s.record_program(pump=pump, effective_at=at, data=program, actor=s.Actor(None, "prescriber of record"),
+                         now=now or at)
     pump.refresh_from_db()
     return pump
 

@@ -1,5 +1,7 @@
 """The alerts inbox: the user's clinics only, critical first, acknowledge (htmx and plain
-form) which stops repeats; viewers cannot acknowledge; another clinic's alert is 404."""
+form) which stops repeats; a critical alert is acknowledged only with a reason, shown with
+who and when in the inbox and on the pump page; viewers cannot acknowledge; another
+clinic's alert is 404."""
 
 from datetime import datetime
 
@@ -8,7 +10,14 @@ import pytest
 from pumps import services as s
 from pumps.models import Alert
 from tests.factories import make_patient, make_user
-from tests.pages_support import CHICAGO, signed_in, text_of, travel, worked_example
+from tests.pages_support import (
+    CHICAGO,
+    assert_no_inline_script,
+    signed_in,
+    text_of,
+    travel,
+    worked_example,
+)
 
 IN_ALARM = datetime(2026, 3, 28, 12, 0, tzinfo=CHICAGO)
 
@@ -39,9 +48,10 @@ def test_inbox_lists_open_alerts_critical_first(alarm, nurse, other_clinic):
 
 
 def test_acknowledge_with_htmx_swaps_the_row(alarm, nurse):
-    alert = Alert.objects.get(pump=alarm, kind="low_reservoir")
+    alert = Alert.objects.get(pump=alarm, kind="refill_overdue")  # a warning: one click
     with travel(IN_ALARM):
-        response = signed_in(nurse).post(f"/alerts/{alert.pk}/acknowledge/", headers={"HX-Request": "true"})
+        response = signed_in(nurse).post(f"/alerts/{alert.pk}/acknowledge/", {"layout": "row"},
+                                         headers={"HX-Request": "true"})
     html = response.content.decode()
     assert response.status_code == 200
     assert html.lstrip().startswith(f'<tr id="alert-{alert.pk}">')
@@ -69,13 +79,85 @@ def test_open_filter_hides_acknowledged_alerts(alarm, nurse):
     alert = Alert.objects.get(pump=alarm, kind="low_reservoir")
     with travel(IN_ALARM):
         client = signed_in(nurse)
-        client.post(f"/alerts/{alert.pk}/acknowledge/")
+        client.post(f"/alerts/{alert.pk}/acknowledge/", {"reason": "refill booked today"})
         open_only = text_of(client.get("/alerts/").content.decode())
         everything = text_of(client.get("/alerts/?show=all&severity=critical").content.decode())
     assert "2 alerts, critical first" in open_only
     assert "Low reservoir" not in open_only
     assert "1 alert, critical first" in everything
-    assert "Acknowledged by nina" in everything
+    assert "Acknowledged by nina 2026-03-28 12:00 CDT: “refill booked today”" in everything
+
+
+REASON_LABEL = '<label for="ack-reason-{pk}">Reason for acknowledging this critical alert</label>'
+MSG_ACK_REASON = "Give a reason to acknowledge a critical alert: what was done, or why it can wait."
+
+
+def test_a_critical_alert_asks_for_a_reason_a_warning_takes_one_click(alarm, nurse):
+    critical = Alert.objects.get(pump=alarm, kind="low_reservoir")
+    warning = Alert.objects.get(pump=alarm, kind="refill_overdue")
+    with travel(IN_ALARM):
+        client = signed_in(nurse)
+        inbox = client.get("/alerts/").content.decode()
+        pump_page = client.get(f"/pumps/{alarm.pk}/").content.decode()
+    for html in (inbox, pump_page):
+        row = html[html.index(f'id="alert-{critical.pk}"'):]
+        row = row[:row.index(f'id="alert-{warning.pk}"')] if f'id="alert-{warning.pk}"' in row else row
+        assert REASON_LABEL.format(pk=critical.pk) in html
+        assert (f'<textarea id="ack-reason-{critical.pk}" name="reason" rows="2" maxlength="500" required '
+                f'aria-required="true"') in html
+        assert "Confirm acknowledgement</button>" in row
+        assert REASON_LABEL.format(pk=warning.pk) not in html
+        assert 'aria-label="Acknowledge refill overdue alert for MRN MRN001">Acknowledge</button>' in html
+        assert_no_inline_script(html)
+
+
+def test_a_critical_alert_without_a_reason_shows_the_services_message(alarm, nurse):
+    alert = Alert.objects.get(pump=alarm, kind="low_reservoir")
+    with travel(IN_ALARM):
+        client = signed_in(nurse)
+        swapped = client.post(f"/alerts/{alert.pk}/acknowledge/", {"layout": "row", "reason": "  ", "next": "/alerts/"},
+                              headers={"HX-Request": "true"})
+        plain = client.post(f"/alerts/{alert.pk}/acknowledge/", {"layout": "item", "next": f"/pumps/{alarm.pk}/"})
+    fragment = swapped.content.decode()
+    assert swapped.status_code == 200  # htmx swaps only a 2xx answer: the row comes back with the message
+    assert fragment.lstrip().startswith(f'<tr id="alert-{alert.pk}">')
+    assert (f'<ul class="errorlist" id="ack-reason-{alert.pk}-error"><li>{MSG_ACK_REASON}</li></ul>') in fragment
+    assert 'aria-invalid="true"' in fragment
+    assert '<details class="ack-confirm" open>' in fragment
+    page = plain.content.decode()
+    assert plain.status_code == 400
+    assert "Acknowledge a critical alert" in text_of(page)
+    assert f"<li>{MSG_ACK_REASON}</li>" in page
+    assert f'<input type="hidden" name="next" value="/pumps/{alarm.pk}/">' in page
+    alert.refresh_from_db()
+    assert (alert.acknowledged_at, alert.acknowledgement_reason) == (None, "")
+
+
+def test_a_critical_alert_acknowledged_with_a_reason_shows_who_when_and_why(alarm, nurse):
+    alert = Alert.objects.get(pump=alarm, kind="low_reservoir")
+    reason = "Patient reached by phone; refill today 14:00"
+    with travel(IN_ALARM):
+        client = signed_in(nurse)
+        swapped = client.post(f"/alerts/{alert.pk}/acknowledge/", {"layout": "row", "reason": reason},
+                              headers={"HX-Request": "true"})
+        inbox = text_of(client.get("/alerts/?show=all").content.decode())
+        pump_page = text_of(client.get(f"/pumps/{alarm.pk}/").content.decode())
+        worklist = text_of(client.get("/").content.decode())
+    done = f"Acknowledged by nina 2026-03-28 12:00 CDT: “{reason}”"
+    assert swapped.status_code == 200
+    assert done in text_of(swapped.content.decode())
+    assert done in inbox
+    alert.refresh_from_db()
+    assert (alert.acknowledged_by, alert.acknowledged_at, alert.acknowledgement_reason) == (nurse, IN_ALARM, reason)
+    # the pump page: still open (the reservoir is still low), with who, when and why
+    assert done in pump_page
+    assert (f"Critical: low reservoir — {alert.message} (raised 2026-03-28 12:00 CDT (now); acknowledged by nina "
+            f"2026-03-28 12:00 CDT (now): “{reason}”)") in pump_page
+    assert f"acknowledged by nina 2026-03-28 12:00 CDT: “{reason}”" in pump_page  # alert history
+    assert (f"2026-03-28 12:00 CDT nina Alert #{alert.pk} changed acknowledged at: — → 2026-03-28T12:00-05:00 "
+            f"acknowledged by: — → nina acknowledgement reason: — → {reason}") in pump_page  # audit history
+    # the worklist names who acknowledged it
+    assert "Critical: low reservoir acknowledged by nina +2 more open" in worklist
 
 
 def test_viewer_cannot_acknowledge(alarm, clinic):
@@ -85,8 +167,9 @@ def test_viewer_cannot_acknowledge(alarm, clinic):
         client = signed_in(viewer)
         inbox = client.get("/alerts/").content.decode()
         denied = client.post(f"/alerts/{alert.pk}/acknowledge/")
-    assert "Acknowledge</button>" not in inbox
+    assert "Acknowledge</button>" not in inbox and "Confirm acknowledgement" not in inbox
     assert denied.status_code == 403
+    assert "Your role in this clinic does not allow acknowledging alerts." in denied.content.decode()
     alert.refresh_from_db()
     assert alert.acknowledged_at is None
 

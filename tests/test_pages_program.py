@@ -119,7 +119,7 @@ def test_only_a_prescriber_enters_a_program(filled, nurse):
     with travel(NOW):
         response = signed_in(nurse).post(f"/pumps/{filled.pk}/program/", program_form(daily_dose_mcg="500"))
     assert response.status_code == 403
-    assert "Only a prescriber (physician) enters or verifies a program." in response.content.decode()
+    assert "Only a prescriber (physician) enters, verifies or voids a program." in response.content.decode()
     with travel(NOW):
         page = signed_in(nurse).get(f"/pumps/{filled.pk}/").content.decode()
     assert "Change program" not in page

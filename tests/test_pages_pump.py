@@ -26,9 +26,9 @@ from tests.pages_support import (
 
 
 @pytest.fixture
-def filled(patient, nurse):
+def filled(patient, prescriber):
     patient.withdrawal_high_risk = False
-    return worked_example(patient, s.Actor(nurse))
+    return worked_example(patient, s.Actor(prescriber))
 
 
 def test_pump_page_shows_the_projection_of_the_worked_example(filled, nurse):
@@ -39,13 +39,16 @@ def test_pump_page_shows_the_projection_of_the_worked_example(filled, nurse):
     text = text_of(html)
     assert "Garcia, Ana MRN MRN001" in text
     assert "Born 1980-05-17 · spasticity origin: spinal · patient active" in text
-    assert "Refill due soon Refill due 2026-04-10 (Fri), in 13 days." in text
+    assert ("Refill due soon Due soon: refill due on 2026-04-10 (in 13 days); low-reservoir alarm 2026-04-18 23:20 CDT "
+            "(in 21 days) Withdrawal risk now: none flagged (not empty, no withdrawal-risk alert).") in text
+    assert "Reservoir now Refill due 2026-04-10 (Fri), in 13 days." in text
     # 54 days 2 hours of real time (the clocks sprang forward on 03-08): 36 - 0.45 x 54.0833 = 11.6625
     assert "Volume now (expected) 11.663 mL" in text
     assert "Delivery 0.45 mL/day expected, 0.45 mL/day with every bolus" in text
-    assert "Low-reservoir alarm 2026-04-18 23:20 CDT worst case; 2026-04-18 23:20 CDT expected" in text
-    assert "Empty 2026-04-23 10:00 CDT worst case; 2026-04-23 10:00 CDT expected" in text
-    assert "Drug expires 2026-08-01 10:00 CDT" in text
+    assert ("Low-reservoir alarm 2026-04-18 23:20 CDT (in 21 days) worst case; 2026-04-18 23:20 CDT (in 21 days) "
+            "expected") in text
+    assert "Empty 2026-04-23 10:00 CDT (in 25 days) worst case; 2026-04-23 10:00 CDT (in 25 days) expected" in text
+    assert "Drug expires 2026-08-01 10:00 CDT (in 125 days)" in text
     assert "Anchored on 36 mL at 2026-02-02 09:00 CST" in text
     assert "stalls during MRI: interrogate afterwards" in text
     assert_no_inline_script(html)
@@ -104,8 +107,8 @@ def test_histories_and_audit_name_who_did_what(filled, nurse, prescriber):
     with travel(DUE_SOON_AT):
         text = text_of(signed_in(nurse).get(f"/pumps/{filled.pk}/").content.decode())
     refill = Refill.objects.get()
-    assert ("2026-02-02 09:00 CST first fill — — — 36 36 1000 mcg/mL nina") in text
-    assert "2026-02-02 09:00 CST with a refill continuous 450 1000 0.45 — nina not verified" in text
+    assert ("2026-02-02 09:00 CST first fill — — — 36 36 1000 mcg/mL dr_pat") in text
+    assert "2026-02-02 09:00 CST with a refill continuous 450 1000 0.45 — dr_pat not verified" in text
     assert "Next refill appointment 2026-04-07 09:30 CDT · add to calendar (.ics)" in text
     assert f"Refill #{refill.pk} created" in text
     assert "Appointment #" in text
@@ -120,6 +123,7 @@ def test_pump_page_queries_do_not_grow_with_history(filled, nurse):
             assert client.get(f"/pumps/{filled.pk}/").status_code == 200
         return len(queries)
 
+    count()  # the session's first request stores its start: not a read of the page
     small = count()
     actor = s.Actor(nurse)
     day = datetime(2026, 2, 10, 9, tzinfo=CHICAGO)

@@ -6,7 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from django import template
+from django.utils import timezone
 
+from pumps import projection as pj
 from pumps import selectors
 
 register = template.Library()
@@ -94,3 +96,37 @@ def person(user) -> str:
 @register.filter
 def get(mapping, key):
     return mapping.get(key) if mapping else None
+
+
+@register.simple_tag(takes_context=True)
+def when(context, value: datetime | None, where=None, since: bool = False) -> str:
+    """An instant in the clinic's zone and how far it is from the page's ``now``, in the
+    right tense: "2026-12-04 09:00 CST (in 3 days)", "2026-11-20 10:45 CST (11 days ago)";
+    with ``since=True`` a past instant is a state that began then and lasts:
+    "since 2026-11-20 10:45 CST (11 days ago)" (empty, at the alarm)."""
+    if value is None:
+        return "—"
+    now = context.get("now") or timezone.now()
+    tz = _tz(where) or pj.UTC
+    words = pj.instant_in_words(value, now, tz)
+    return f"since {words}" if since and value <= now else words
+
+
+@register.filter
+def needs_reason(alert) -> bool:
+    """A critical alert is acknowledged only with a reason."""
+    return selectors.alert_needs_reason(alert)
+
+
+@register.filter
+def acknowledger(alert) -> str:
+    """Who acknowledged an alert: a staff member, or the clinician an integration named."""
+    if alert.acknowledged_by_id:
+        return selectors.display_name(alert.acknowledged_by)
+    return alert.acknowledged_by_external or "an integration"
+
+
+@register.filter
+def alert_words(alert) -> str:
+    """An alert's severity and kind in words, never colour alone: "Critical: withdrawal risk"."""
+    return f"{alert.get_severity_display().capitalize()}: {alert.get_kind_display()}"
