@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.management import call_command
 
@@ -37,9 +38,12 @@ def second_prescriber(clinic):
 
 
 @pytest.fixture
-def filled(pump, nurse, prescriber, second_prescriber, recipients):
+def filled(pump, clinic, nurse, prescriber, recipients):
     """The worked-example pump: refill with program at T0 (a prescriber enters the
-    program), program verified by a second prescriber."""
+    program), program verified by a second prescriber. (Other test modules import this
+    fixture: it asks only for fixtures of tests/conftest.py and ``recipients``.)"""
+    second_prescriber = get_user_model().objects.filter(username="dr_lee").first() or make_user(
+        "dr_lee", clinic, "prescriber")
     s.record_refill(
         pump=pump, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000),
         actor=s.Actor(prescriber),

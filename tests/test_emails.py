@@ -14,7 +14,7 @@ from pumps import services as s
 from pumps.emails import header_safe
 from pumps.models import Alert, Notification, Patient, Pump
 from tests.conftest import CHICAGO
-from tests.test_alerts import LRA, filled, recipients, second_prescriber, sent, sweep_and_send  # noqa: F401
+from tests.test_alerts import LRA, filled, recipients, sent, sweep_and_send  # noqa: F401
 
 EMPTY = datetime(2026, 4, 23, 10, 0, tzinfo=CHICAGO)
 
