@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
+
 
 class ServiceValidationError(Exception):
     """Bad input: ``message_dict`` maps each field (or ``non_field_errors``) to messages;
@@ -33,8 +35,10 @@ class PreconditionFailed(Exception):
         self.message = message
 
 
-class Forbidden(Exception):
-    """403: the actor's role does not allow this action (``clinic.permissions``)."""
+class Forbidden(PermissionDenied):
+    """403: the actor's role does not allow this action (``clinic.permissions``). A
+    ``PermissionDenied``, so that any view that lets it through answers 403 with the
+    message, never 500."""
 
     def __init__(self, message: str):
         super().__init__(message)
