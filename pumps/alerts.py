@@ -1,4 +1,14 @@
-"""Alerting (README.md, "Alerting"): the sweep, the alert rules, and the outbox.
+"""Alerting (docs/clinical-rules.md, section 11; README.md, "Alerting"): the sweep, the
+alert rules, and the outbox.
+
+Safety rules kept here:
+- resolving an alert (explant, patient no longer active, condition cleared, a new refill)
+  cancels its pending notifications in the same transaction: a resolved alert is never
+  e-mailed;
+- acknowledging a critical alert needs a reason (``acknowledge``); acknowledging stops
+  repeats, not the alert, and a worsening (a pump past empty) is a new episode that
+  alerts again;
+- an expired drug is an alert of its own (``drug_expired``), once per fill.
 
 Exactly once, by construction:
 - an alert is one row per (pump, kind, episode) under a unique constraint, so two sweeps
@@ -255,7 +265,16 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
                   episode: str | None = None) -> list[Wanted]:
     """Which alerts the pump's stored projection and records call for as of ``now``
     (``history``: its live records, ``episode``: its ``reservoir_episode``, when the
-    caller has them)."""
+    caller has them).
+
+    ``withdrawal_risk`` has two episodes per fill: "may run empty" (``fill:<id>``) from the
+    withdrawal window until the worst-case empty instant, then "empty" (``fill:<id>:empty``).
+    Only one is wanted at a time, so when the empty one opens the earlier one is resolved
+    ("superseded"), its acknowledgement kept in its history: staff are told again, and the
+    one open alert says what is true now. ``drug_expired`` (``drug:<refill id>``) is wanted
+    from the drug's expiry instant, critical when the pump is also past empty.
+    Stored messages name instants on the clinic's wall clock with their zone, without
+    "ago" (it would go stale); ``describe`` says them relative to the reader's now."""
     if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
         return []
     clinic = pump.clinic
