@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import ngettext
@@ -595,10 +596,27 @@ class AlertAdmin(ReadOnly, ClinicScopedAdmin):
         if ids is not None:  # a viewer acknowledges nothing
             writable = Membership.objects.filter(user=request.user, role__in=list(CLINICAL_WRITERS))
             queryset = queryset.filter(clinic__in=writable.values("clinic_id"))
+        needs_reason = 0
         for alert in queryset.filter(acknowledged_at__isnull=True):
-            with transaction.atomic():
-                alerts.acknowledge(alert, user=request.user)
+            try:
+                with transaction.atomic():
+                    alerts.acknowledge(alert, user=request.user)
+            except ServiceValidationError:  # a critical alert is acknowledged with a reason
+                needs_reason += 1
+                continue
+            except PermissionDenied:
+                continue
             count += 1
+        if needs_reason:
+            self.message_user(
+                request,
+                ngettext(
+                    "%d critical alert needs a reason: acknowledge it on the alerts page.",
+                    "%d critical alerts need a reason: acknowledge them on the alerts page.",
+                    needs_reason,
+                ) % needs_reason,
+                messages.WARNING,
+            )
         self.message_user(
             request, ngettext("Acknowledged %d alert.", "Acknowledged %d alerts.", count) % count, messages.SUCCESS
         )

@@ -342,15 +342,24 @@ def test_acknowledge_action_stops_an_alerts_repeats(admin_client, records, super
     from pumps.models import Alert
 
     alert = Alert.objects.get(kind="residual_discrepancy")
-    other = Alert.objects.create(
+    critical = Alert.objects.create(
         clinic=records["clinic"], pump=records["pump"], kind="low_reservoir", episode="fill:x", severity="critical",
         created_at=timezone.now(), next_repeat_at=timezone.now() + timedelta(hours=4),
     )
+    other = Alert.objects.create(
+        clinic=records["clinic"], pump=records["pump"], kind="refill_overdue", episode="due:x", severity="warning",
+        created_at=timezone.now(), next_repeat_at=timezone.now() + timedelta(hours=4),
+    )
     response = admin_client.post(
-        url(Alert, "changelist"), {"action": "acknowledge_alerts", "_selected_action": [other.pk]}, follow=True
+        url(Alert, "changelist"), {"action": "acknowledge_alerts", "_selected_action": [other.pk, critical.pk]},
+        follow=True,
     )
     assert response.status_code == 200
-    assert "Acknowledged 1 alert." in response.content.decode()
+    page = response.content.decode()
+    assert "Acknowledged 1 alert." in page
+    assert "1 critical alert needs a reason" in page  # silencing a critical alert takes a reason
+    critical.refresh_from_db()
+    assert critical.acknowledged_at is None
     other.refresh_from_db()
     alert.refresh_from_db()
     assert other.acknowledged_by == superuser and other.next_repeat_at is None
