@@ -10,11 +10,16 @@ keeps Django's guard. There is no async code in this project for the guard to pr
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
+from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
+from pumps import services as s
 from tests.conftest import require_service
+from tests.factories import make_clinic, make_patient, make_pump, make_user
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
@@ -22,6 +27,7 @@ LAUNCH_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +99,34 @@ def accessible(page):
         assert not bad, f"axe found serious violations on {label}:\n{details}"
 
     return check
+
+
+@pytest.fixture
+def clinic_data(live_server):
+    """A clinic with a pump filled 31 days ago (SPEC 4.8 numbers), one in alarm, one
+    incomplete, and a pump of another clinic."""
+    now = timezone.now().replace(second=0, microsecond=0)
+    clinic = make_clinic(code="north", name="North Spasticity Clinic", timezone="America/Chicago")
+    other = make_clinic(code="south", name="South Clinic", timezone="Australia/Sydney")
+    make_user("nina", clinic, "nurse", first_name="Nina", last_name="Novak")
+    make_user("otto", other, "nurse")
+    prescriber = make_user("dr_pat", clinic, "prescriber", first_name="Pat", last_name="Reyes")
+    actor = s.Actor(prescriber)  # only a prescriber enters the program that rides on a fill
+    implanted = (now - timedelta(days=60)).astimezone(clinic.tz).date()
+
+    def filled(mrn, family, given, serial, added, days_ago):
+        pump = make_pump(make_patient(clinic, mrn=mrn, family_name=family, given_name=given, origin="spinal"),
+                         serial=serial, implanted_on=implanted)
+        fill_at = now - timedelta(days=days_ago)
+        s.record_refill(pump=pump, performed_at=fill_at, added_volume_ml=D(added), concentration_mcg_per_ml=D("1000"),
+                        actor=actor, program=s.ProgramInput(concentration_mcg_per_ml=D("1000"), daily_dose_mcg=D("450")),
+                        now=now)
+        return pump, fill_at
+
+    main, fill_at = filled("MRN001", "Garcia", "Ana", "SN-0001", "36", 31)
+    alarm, _ = filled("MRN002", "Baker", "Ben", "SN-0002", "20", 41)  # alarm after 40 days
+    make_pump(make_patient(clinic, mrn="MRN003", family_name="Chen", given_name="Cora"), serial="SN-0003",
+              implanted_on=implanted)
+    make_pump(make_patient(other, mrn="MRN900", family_name="Zed", given_name="Zoe"), serial="SN-0900",
+              implanted_on=implanted)
+    return {"clinic": clinic, "main": main, "fill_at": fill_at, "alarm": alarm, "url": live_server.url}

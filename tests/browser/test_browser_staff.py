@@ -10,47 +10,12 @@ from datetime import timedelta
 from decimal import Decimal as D
 
 import pytest
-from django.utils import timezone
 from playwright.sync_api import expect
 
-from pumps import services as s
 from pumps.models import Alert, Program, Refill
-from tests.factories import make_clinic, make_patient, make_pump, make_user
+from tests.browser.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def clinic_data(live_server):
-    """A clinic with a pump filled 31 days ago (SPEC 4.8 numbers), one in alarm, one
-    incomplete, and a pump of another clinic."""
-    now = timezone.now().replace(second=0, microsecond=0)
-    clinic = make_clinic(code="north", name="North Spasticity Clinic", timezone="America/Chicago")
-    other = make_clinic(code="south", name="South Clinic", timezone="Australia/Sydney")
-    nurse = make_user("nina", clinic, "nurse", first_name="Nina", last_name="Novak")
-    make_user("dr_pat", clinic, "prescriber", first_name="Pat", last_name="Reyes")
-    make_user("otto", other, "nurse")
-    actor = s.Actor(nurse)
-    implanted = (now - timedelta(days=60)).astimezone(clinic.tz).date()
-
-    def filled(mrn, family, given, serial, added, days_ago):
-        pump = make_pump(make_patient(clinic, mrn=mrn, family_name=family, given_name=given, origin="spinal"),
-                         serial=serial, implanted_on=implanted)
-        fill_at = now - timedelta(days=days_ago)
-        s.record_refill(pump=pump, performed_at=fill_at, added_volume_ml=D(added), concentration_mcg_per_ml=D("1000"),
-                        actor=actor, program=s.ProgramInput(concentration_mcg_per_ml=D("1000"), daily_dose_mcg=D("450")),
-                        now=now)
-        return pump, fill_at
-
-    main, fill_at = filled("MRN001", "Garcia", "Ana", "SN-0001", "36", 31)
-    alarm, _ = filled("MRN002", "Baker", "Ben", "SN-0002", "20", 41)  # alarm after 40 days
-    make_pump(make_patient(clinic, mrn="MRN003", family_name="Chen", given_name="Cora"), serial="SN-0003",
-              implanted_on=implanted)
-    make_pump(make_patient(other, mrn="MRN900", family_name="Zed", given_name="Zoe"), serial="SN-0900",
-              implanted_on=implanted)
-    return {"clinic": clinic, "main": main, "fill_at": fill_at, "alarm": alarm, "url": live_server.url}
 
 
 def sign_in(page, base, username, next_path="/"):
@@ -82,7 +47,8 @@ def test_sign_in_and_the_worklist(page, clinic_data, screenshot, accessible):
 
     statuses = page.locator("tr[data-status]").evaluate_all("rows => rows.map(r => r.dataset.status)")
     assert statuses == ["alarm", "ok", "incomplete"]
-    assert page.locator("tr[data-status=alarm] td").first.inner_text() == "Low-reservoir alarm"
+    assert page.locator("tr[data-status=alarm] .status").inner_text() == "Low-reservoir alarm"
+    assert page.locator("tr[data-status=alarm] .alert-marker").inner_text() == "Critical: low reservoir"
     assert "Zed" not in page.inner_text("main")
     assert page.get_by_role("alert").inner_text().startswith("Alerting is stalled.")
     accessible("the worklist")
@@ -91,7 +57,7 @@ def test_sign_in_and_the_worklist(page, clinic_data, screenshot, accessible):
     # search as you type (htmx swaps the results in place)
     page.get_by_label("Search MRN, name or serial").fill("garc")
     expect(page.locator("tr[data-status]")).to_have_count(1)
-    assert page.locator("tr[data-status] td").nth(1).inner_text().startswith("Garcia, Ana")
+    assert page.locator("tr[data-status] td").nth(2).inner_text().startswith("Garcia, Ana")
     assert "q=garc" in page.url
     screenshot("03-worklist-search")
 
@@ -121,7 +87,7 @@ def test_refill_with_a_flagged_discrepancy(page, clinic_data, screenshot, access
         "an earlier pocket fill"
     )
     assert page.inner_text("#preview-after") == "38 mL of 40 mL"
-    assert page.inner_text("#preview-lra").endswith(("CST", "CDT"))
+    assert re.search(r" (CST|CDT) \(in \d+ days\)$", page.inner_text("#preview-lra"))
     assert Refill.objects.filter(pump=pump).count() == 1  # nothing saved yet
     accessible("the refill form")
     screenshot("05-refill-preview")
@@ -170,11 +136,12 @@ def test_program_change_refused_then_accepted_with_an_override(page, clinic_data
 
 
 def test_acknowledge_an_alert(page, clinic_data, screenshot, accessible):
+    """A warning takes one click; a critical alert asks for a reason (see test_browser_safety)."""
     base = clinic_data["url"]
-    alert = Alert.objects.get(pump=clinic_data["alarm"], kind="low_reservoir")
+    alert = Alert.objects.get(pump=clinic_data["alarm"], kind="refill_overdue")
     sign_in(page, base, "nina", "/alerts/")
     row = page.locator(f"#alert-{alert.pk}")
-    assert "Low reservoir" in row.inner_text()
+    assert "Refill overdue" in row.inner_text()
     accessible("the alerts inbox")
     screenshot("10-alerts")
     row.get_by_role("button", name=re.compile("^Acknowledge")).click()
