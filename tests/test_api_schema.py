@@ -87,7 +87,7 @@ def test_projection_and_filters_are_documented(clinic):
     assert [p["name"] for p in projection["parameters"] if p["in"] == "query"] == ["at"]
     ref = projection["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     assert list(body["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]) == [
-        "at", "status", "reservoir_volume_ml", "daily_volume_ml", "worst_case_daily_volume_ml",
+        "at", "status", "status_reason", "reservoir_volume_ml", "daily_volume_ml", "worst_case_daily_volume_ml",
         "low_reservoir_alarm_at", "empty_at", "expected_low_reservoir_alarm_at", "expected_empty_at",
         "drug_expires_at", "refill_due_on",
     ]
@@ -131,3 +131,24 @@ def test_schema_validates_without_warnings(db):
     out = io.StringIO()
     call_command("spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", stdout=out)
     assert '"openapi": "3.0.3"' in out.getvalue()
+
+
+def test_open_alerts_status_reason_and_acknowledgement_are_documented(clinic):
+    body = schema(token_client(clinic)[0])
+    schemas = body["components"]["schemas"]
+    pump = schemas["Pump"]["properties"]
+    assert pump["status_reason"]["type"] == "string"
+    assert pump["open_alerts"]["type"] == "array"
+    open_alert = schemas[pump["open_alerts"]["items"]["$ref"].rsplit("/", 1)[1]]["properties"]
+    assert list(open_alert) == [
+        "id", "kind", "severity", "raised_at", "acknowledged_at", "acknowledged_by", "acknowledgement_reason",
+    ]
+    kinds = schemas[open_alert["kind"]["allOf"][0]["$ref"].rsplit("/", 1)[1]]["enum"]
+    assert "drug_expired" in kinds
+    assert list(schemas["Worklist"]["properties"]).count("open_alerts") == 1
+    acknowledge = body["paths"]["/api/v1/alerts/{id}/acknowledge/"]["post"]
+    request = acknowledge["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert list(schemas[request]["properties"]) == ["acknowledged_by", "reason"]
+    assert schemas[request]["properties"]["reason"]["maxLength"] == 500
+    assert {"200", "400", "401", "403", "404"} <= set(acknowledge["responses"])
+    assert "acknowledgement_reason" in schemas["Alert"]["properties"]
