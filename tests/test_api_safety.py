@@ -225,3 +225,18 @@ def test_session_reads_are_logged_as_the_user(nurse, filled):
         (filled.patient_id, nurse.pk, None, "api"),
     ]
 
+
+
+@pytest.mark.parametrize(("url", "statements"), [
+    # the token, the count, the page, and the access log's one INSERT of the patients shown
+    ("patients", ["SELECT", "SELECT", "SELECT", "INSERT"]), ("refills", ["SELECT", "SELECT", "SELECT", "INSERT"]),
+    ("programs", ["SELECT", "SELECT", "SELECT", "INSERT"]), ("alerts", ["SELECT", "SELECT", "SELECT", "INSERT"]),
+    # nothing to list: the token and the count, no page, no patient shown, nothing logged
+    ("readings", ["SELECT", "SELECT"]), ("events", ["SELECT", "SELECT"]), ("appointments", ["SELECT", "SELECT"]),
+])
+def test_other_lists_add_one_insert_when_they_show_a_patient(api, alarm, url, statements):
+    with travel(QUERY_CLOCK):
+        api.get(f"{API}/{url}/")  # the token's last_used_at is stamped once a minute
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get(f"{API}/{url}/").status_code == 200
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == statements
