@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from django.utils import timezone
+
 from clinic.models import ApiClient
 
 from .models import Patient, PatientAccess
@@ -66,8 +68,7 @@ def record_patients_access(
 
     ``clinic_ids`` maps each patient id to its clinic id when the caller has them at hand
     (saves a query); ``None`` looks them up. ``list_read`` marks a list or search read, as
-    opposed to the opening of one record; it is kept for the row layout to come and does
-    not change what is stored today. Returns the number of patients recorded.
+    opposed to the opening of one record. Returns the number of patients recorded.
 
     Today a ``PatientAccess`` row names one patient, so a read of N patients writes N rows
     in one ``bulk_create`` (same instant, same path). Duplicated ids count once.
@@ -81,12 +82,11 @@ def record_patients_access(
         clinic_ids = dict(Patient.objects.filter(pk__in=ids).values_list("pk", "clinic_id"))
     user, client = _who(request)
     path = _path(request)
-    from django.utils import timezone
-
     now = timezone.now()
     rows = [
         PatientAccess(
-            patient_id=pk, clinic_id=clinic_ids[pk], user=user, api_client=client, channel=channel, path=path, at=now
+            patient_id=pk, clinic_id=clinic_ids[pk], user=user, api_client=client, channel=channel, path=path, at=now,
+            list_read=list_read,
         )
         for pk in ids
         if pk in clinic_ids

@@ -645,9 +645,10 @@ class StatusTally(models.Model):
 
 
 class PatientAccess(models.Model):
-    """Who viewed which patient record, when and how (SPEC 9): one row per read of a
-    patient's page or pump page, of the API's patient detail, or of the FHIR Patient.
-    Written by ``pumps.access.record_patient_access``; never changed nor deleted."""
+    """Who viewed which patient record, when and how: one row per read of a patient's
+    page or pump page, of the API's patient detail or the FHIR Patient, and one row per
+    patient returned by a list or search read (``list_read``). Written by
+    ``pumps.access``; never changed nor deleted."""
 
     PAGE = "page"
     API = "api"
@@ -665,6 +666,7 @@ class PatientAccess(models.Model):
     )
     channel = models.CharField(max_length=8, choices=CHANNELS)
     path = models.CharField(max_length=300)
+    list_read = models.BooleanField(default=False, help_text="Returned by a list or search, not opened alone.")
 
     class Meta:
         ordering = ["-at", "-id"]

@@ -119,9 +119,13 @@ def _production_env(tmp_path: Path) -> dict:
 
 
 def test_check_deploy_is_clean_under_production_settings(tmp_path):
+    env = _production_env(tmp_path)
+    # production refuses to run without collected static files: collect them first
+    subprocess.run([sys.executable, "manage.py", "collectstatic", "--no-input", "--verbosity", "0"],
+                   cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=_production_env(tmp_path), capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
