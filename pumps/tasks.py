@@ -1,9 +1,38 @@
-"""Thin Celery tasks: they take ids (or nothing) and call ``pumps.alerts``."""
+"""Thin Celery tasks: they take ids (or nothing) and call ``pumps.alerts`` and
+``pumps.outbox``.
+
+Queues: the sweep, the watchdog and the delivery dispatcher run on the default queue
+(``celery``); e-mail batches on ``email`` and webhook batches (one task per endpoint) on
+``webhooks``, so that a slow webhook endpoint never holds an e-mail back, nor another
+clinic's webhook. A worker consumes the queues named with ``-Q``; every queue needs one.
+"""
+
+from __future__ import annotations
+
+import os
 
 from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from . import alerts, outbox
+from .models import Notification
+
+TRIGGER_KEY = "pumps.deliver_pending.scheduled"
+COALESCE_SECONDS = 1  # triggers within this second share one dispatch
+
+
+def _setting(name: str, default: str) -> str:
+    return getattr(settings, name, None) or os.environ.get(name) or default
+
+
+def email_queue() -> str:
+    return _setting("CELERY_EMAIL_QUEUE", "email")
+
+
+def webhook_queue() -> str:
+    return _setting("CELERY_WEBHOOK_QUEUE", "webhooks")
 
 
 @shared_task(name="pumps.sweep", ignore_result=True)
@@ -28,7 +57,50 @@ def sweep_chunk(pump_ids: list[int], now_iso: str) -> int:
 
 @shared_task(name="pumps.deliver_pending", ignore_result=True)
 def deliver_pending() -> int:
-    return outbox.deliver_due()
+    """"Something was queued": coalesced. The first call schedules one dispatch a second
+    later; calls until that dispatch starts return at once (they are covered by it, as
+    it reads the outbox after they were committed). Returns 1 when it scheduled one."""
+    if not cache.add(TRIGGER_KEY, 1, timeout=30):
+        return 0
+    try:
+        deliver_outbox.apply_async(countdown=COALESCE_SECONDS)
+    except Exception:
+        cache.delete(TRIGGER_KEY)
+        raise
+    return 1
+
+
+@shared_task(name="pumps.deliver_outbox", ignore_result=True)
+def deliver_outbox() -> dict:
+    """The dispatcher (also run by beat every ``DELIVERY_TICK_SECONDS``): one batch task
+    for e-mail and one per webhook endpoint with due notifications, each on its queue.
+    A quiet tick is one indexed read."""
+    cache.delete(TRIGGER_KEY)
+    email, clients = outbox.due_channels(timezone.now())
+    if email:
+        deliver_email.apply_async(queue=email_queue())
+    for client_id in clients:
+        deliver_webhooks.apply_async((client_id,), queue=webhook_queue())
+    return {"email": email, "webhook_clients": clients}
+
+
+@shared_task(name="pumps.deliver_email", ignore_result=True)
+def deliver_email() -> int:
+    """One e-mail batch at a time (one SMTP connection, critical alerts first); a second
+    one started meanwhile exits at once."""
+    with outbox.batch_lock("email") as got:
+        if not got:
+            return 0
+        return outbox.deliver_due(channel=Notification.EMAIL)
+
+
+@shared_task(name="pumps.deliver_webhooks", ignore_result=True)
+def deliver_webhooks(api_client_id: int) -> int:
+    """The due webhooks of one API client: a slow endpoint delays only its own."""
+    with outbox.batch_lock(f"webhook:{api_client_id}") as got:
+        if not got:
+            return 0
+        return outbox.deliver_due(channel=Notification.WEBHOOK, api_client_id=api_client_id)
 
 
 @shared_task(name="pumps.deliver_notification", ignore_result=True)
@@ -39,7 +111,8 @@ def deliver_notification(notification_id: int) -> bool:
 @shared_task(name="pumps.watchdog", ignore_result=True)
 def watchdog() -> int:
     """Raise ``alerting_stalled`` to clinic admins when the sweep stopped completing
-    (a crashing sweep task does not stop this one)."""
+    (a crashing sweep task does not stop this one), and send it from here: the worker
+    that runs the sweep and the dispatcher may be what stopped."""
     created = alerts.raise_stalled(timezone.now())
     if created:
         outbox.deliver_due(kind="alerting_stalled")

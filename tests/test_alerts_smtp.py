@@ -68,24 +68,25 @@ def use_smtp(settings, smtp_port):
     return smtp_port
 
 
-def low_reservoir_pump(code="north"):
+def low_reservoir_pump(code="north", mrn="MRN-LR"):
     """A pump whose worst-case LRA passed yesterday (real clock), with two recipients."""
     now = timezone.now()
     clinic = make_clinic(code=code, timezone="America/Chicago")
     AlertRecipient.objects.create(clinic=clinic, email="ward@clinic.example")
     nurse = make_user(f"nurse-{code}", clinic, "nurse", email="nurse@clinic.example")
     prescriber = make_user(f"dr-{code}", clinic, "prescriber")
+    second = make_user(f"dr2-{code}", clinic, "prescriber")
     from clinic.models import Membership
 
     Membership.objects.filter(user=nurse).update(receives_alerts=True)
-    pump = make_pump(make_patient(clinic, mrn="MRN-LR"))
+    pump = make_pump(make_patient(clinic, mrn=mrn))
     filled_at = now - timedelta(days=76)  # LRA after 75.56 days at 0.45 mL/day
     s.record_refill(
         pump=pump, performed_at=filled_at, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000),
-        actor=s.Actor(nurse), program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
+        actor=s.Actor(prescriber), program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
         now=filled_at + timedelta(minutes=1),
     )
-    s.verify_program(program=Program.objects.get(pump=pump), actor=s.Actor(prescriber), now=filled_at)
+    s.verify_program(program=Program.objects.get(pump=pump), actor=s.Actor(second), now=filled_at)
     pump.refresh_from_db()
     return pump
 
