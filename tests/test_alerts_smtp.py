@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal as D
 from email import message_from_bytes
@@ -24,7 +25,7 @@ from django.utils import timezone
 from clinic.models import AlertRecipient
 from pumps import alerts, outbox
 from pumps import services as s
-from pumps.models import Notification, Program
+from pumps.models import DeliveryAttempt, Notification, Program
 from tests.conftest import require_service
 from tests.factories import make_clinic, make_patient, make_pump, make_user
 
@@ -164,9 +165,7 @@ def _redis_url() -> str | None:
     return url if url.startswith("redis://") else None
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_a_real_celery_worker_on_redis_delivers_the_outbox(smtp_port, settings):
+def require_redis() -> str:
     url = _redis_url()
     if not url:
         require_service("Redis broker", "set CELERY_BROKER_URL=redis://... to run the worker test")
@@ -176,41 +175,117 @@ def test_a_real_celery_worker_on_redis_delivers_the_outbox(smtp_port, settings):
         redis.Redis.from_url(url).ping()
     except redis.exceptions.ConnectionError as exc:
         require_service("Redis broker", str(exc))
+    return url
+
+
+class Queues:
+    """Queue names of this test only (the default, e-mail and webhook queues), passed to
+    the worker and beat processes through the environment."""
+
+    def __init__(self, prefix: str):
+        self.default = f"{prefix}-{os.getpid()}-{int(time.time() * 1000)}"
+        self.email = f"{self.default}-email"
+        self.webhooks = f"{self.default}-webhooks"
+
+    def env(self) -> dict:
+        return {"CELERY_TASK_DEFAULT_QUEUE": self.default, "CELERY_EMAIL_QUEUE": self.email,
+                "CELERY_WEBHOOK_QUEUE": self.webhooks}
+
+
+class Worker:
+    """A real ``celery worker`` (or ``beat``) process; ``start`` waits until it is ready."""
+
+    def __init__(self, env: dict, args: list[str]):
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "clinic", *args], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if " ready." in line or "beat: Starting" in line:
+                self.ready.set()
+
+    @classmethod
+    def worker(cls, env: dict, queues: list[str], name: str) -> Worker:
+        w = cls(env, ["worker", "--pool=solo", "-Q", ",".join(queues), "-n", f"{name}-{os.getpid()}@%h",
+                      "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "info"])
+        assert w.ready.wait(60), "".join(w.lines)
+        return w
+
+    @classmethod
+    def beat(cls, env: dict, schedule: Path) -> Worker:
+        w = cls(env, ["beat", "-l", "info", "--schedule", str(schedule)])
+        assert w.ready.wait(60), "".join(w.lines)
+        return w
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@contextmanager
+def publishing_to(url: str, queues: Queues):
+    """The test process publishes to the test's Redis and default queue."""
     from clinic.celery import app
 
-    queue = f"test-{os.getpid()}-{int(time.time())}"
+    saved = app.conf.task_always_eager, app.conf.task_default_queue, app.conf.broker_url
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = queues.default
+    app.conf.broker_url = url
+    try:
+        yield app
+    finally:
+        app.conf.task_always_eager, app.conf.task_default_queue, app.conf.broker_url = saved
+
+
+def trigger_delivery(app, queues: Queues) -> None:
+    from pumps.tasks import deliver_pending
+
+    with app.connection_for_write() as conn:
+        deliver_pending.apply_async(connection=conn, queue=queues.default)
+
+
+def wait_for(predicate, seconds: float, every: float = 0.2) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_real_celery_worker_on_redis_delivers_the_outbox(smtp_port):
+    url = require_redis()
+    queues = Queues("test")
     low_reservoir_pump()
     controller, inbox = start_smtp(smtp_port)
-    env = {**_subprocess_env(smtp_port), "CELERY_BROKER_URL": url, "CELERY_TASK_DEFAULT_QUEUE": queue}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "clinic", "worker", "--pool=solo", "--concurrency=1",
-         "-Q", queue, "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "info"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    env = {**_subprocess_env(smtp_port), "CELERY_BROKER_URL": url, **queues.env()}
+    worker = Worker.worker(env, [queues.default, queues.email, queues.webhooks], "all")
     try:
-        app.conf.task_always_eager = False
-        app.conf.task_default_queue = queue
-        app.conf.broker_url = url
-        with app.connection_for_write() as conn:
+        with publishing_to(url, queues) as app, app.connection_for_write() as conn:
             from pumps.tasks import run_sweep
 
-            run_sweep.apply_async(connection=conn, queue=queue)
+            run_sweep.apply_async(connection=conn, queue=queues.default)
         sent = Notification.objects.filter(kind="low_reservoir", status="sent")
-        deadline = time.monotonic() + 60
         # The worker marks a notification sent just after the SMTP server took it: wait for both.
-        while time.monotonic() < deadline and (len(kinds(inbox, "low_reservoir")) < 2 or sent.count() < 2):
-            time.sleep(0.5)
+        wait_for(lambda: len(kinds(inbox, "low_reservoir")) >= 2 and sent.count() >= 2, 60)
         low = kinds(inbox, "low_reservoir")
         assert sorted(r for r, _ in low) == ["nurse@clinic.example", "ward@clinic.example"]
         assert sent.count() == 2
     finally:
-        app.conf.task_default_queue = "celery"
-        app.conf.broker_url = settings.CELERY_BROKER_URL
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
         controller.stop()
 
 
@@ -235,59 +310,62 @@ class SlowFirstInbox(Inbox):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_worker_killed_mid_send_loses_no_alert(smtp_port, settings):
-    """A real worker is killed (SIGKILL) while it sends: the claimed notification goes
-    stale and is delivered by the next delivery run (at-least-once)."""
-    url = _redis_url()
-    if not url:
-        require_service("Redis broker", "set CELERY_BROKER_URL=redis://... to run the worker test")
+def test_worker_killed_mid_send_loses_no_alert_and_delivery_recovers_promptly(smtp_port, tmp_path):
+    """A real worker is killed (SIGKILL) while it sends; the SMTP server then refuses
+    connections for a while. Another worker and beat (its 15-second outbox tick) take
+    over: the dead worker's claim within 2 minutes of being made, and every critical
+    notification within 60 s of the SMTP server answering again. Meanwhile the circuit
+    breaker keeps the attempts against the refusing server few."""
     import signal
 
-    from clinic.celery import app
-
-    queue = f"kill-{os.getpid()}-{int(time.time())}"
+    url = require_redis()
+    queues = Queues("kill")
     pump = low_reservoir_pump()
     inbox = SlowFirstInbox()
     controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
     controller.start()
-    env = {**_subprocess_env(smtp_port), "CELERY_BROKER_URL": url, "CELERY_TASK_DEFAULT_QUEUE": queue}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "clinic", "worker", "--pool=solo", "-Q", queue,
-         "--without-heartbeat", "--without-mingle", "--without-gossip", "-l", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    env = {**_subprocess_env(smtp_port), "CELERY_BROKER_URL": url, **queues.env()}
+    all_queues = [queues.default, queues.email, queues.webhooks]
+    first = Worker.worker(env, all_queues, "first")
+    others: list[Worker] = []
     try:
-        app.conf.task_always_eager = False
-        app.conf.task_default_queue = queue
-        app.conf.broker_url = url
         # the sweep commits alerts and notifications (the outbox); delivery is queued on a
         # connection of its own so that the test does not depend on pooled connections
         with patch.object(alerts, "queue_delivery_on_commit", lambda: None):
             alerts.sweep(timezone.now())
-        from pumps.tasks import deliver_pending
-
-        with app.connection_for_write() as conn:
-            deliver_pending.apply_async(connection=conn, queue=queue)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not Notification.objects.filter(status="sending").exists():
-            time.sleep(0.2)
+        with publishing_to(url, queues) as app:
+            trigger_delivery(app, queues)
+        assert wait_for(lambda: Notification.objects.filter(status="sending").exists(), 60)
         stuck = Notification.objects.get(status="sending")
+        claimed_at = stuck.claimed_at
+        assert stuck.alert.severity == "critical"  # critical alerts go first
         # kill only once the worker is inside the SMTP DATA phase (claimed, mid-send)
         assert inbox.holding.wait(60), "the worker never reached the SMTP server"
-        worker.send_signal(signal.SIGKILL)  # dies between claiming and recording
-        worker.wait(timeout=20)
+        first.proc.send_signal(signal.SIGKILL)  # dies between claiming and recording
+        first.proc.wait(timeout=20)
+        controller.stop()  # and the SMTP server goes away: connections refused
         assert inbox.messages == []
-        # the next delivery run after the claim went stale sends what the dead worker held
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", smtp_port, 5
-        outbox.deliver_due(timezone.now() + outbox.STALE_CLAIM + timedelta(minutes=1))
+        others = [Worker.worker(env, all_queues, "second"), Worker.beat(env, tmp_path / "beat-schedule")]
+        # SMTP stays down until 40 s after the claim: beat's ticks try, the breaker limits them
+        time.sleep(max(0.0, (claimed_at + timedelta(seconds=40) - timezone.now()).total_seconds()))
+        tried_while_down = DeliveryAttempt.objects.filter(ok=False).count()
+        controller = Controller(inbox := Inbox(), hostname="127.0.0.1", port=smtp_port)
+        controller.start()
+        back_at = time.monotonic()
+        critical = Notification.objects.filter(alert__pump=pump, alert__severity="critical")
+        assert wait_for(lambda: not critical.exclude(status="sent").exists(), 90, every=0.5), [
+            (n.pk, n.status, n.attempts, n.next_attempt_at, n.last_error) for n in critical]
+        critical_out_after = time.monotonic() - back_at
         stuck.refresh_from_db()
-        assert stuck.status == "sent"
-        assert stuck.recipient in [r[0] for r, _ in inbox.messages]
-        assert Notification.objects.filter(alert__pump=pump).exclude(status="sent").count() == 0
+        assert wait_for(lambda: not Notification.objects.filter(alert__pump=pump).exclude(status="sent").exists(), 90)
     finally:
-        app.conf.task_default_queue = "celery"
-        app.conf.broker_url = settings.CELERY_BROKER_URL
-        if worker.poll() is None:
-            worker.kill()
+        for w in [first, *others]:
+            w.stop()
         controller.stop()
+    assert stuck.status == "sent" and stuck.recipient in [r[0] for r, _ in inbox.messages]
+    assert critical_out_after <= 60, critical_out_after
+    # the dead worker's claim was taken over (and the message sent) within 2 minutes of it
+    assert (stuck.sent_at - claimed_at).total_seconds() <= 120, stuck.sent_at - claimed_at
+    assert (stuck.sent_at - claimed_at) >= outbox.STALE_CLAIM  # and not before it went stale
+    assert tried_while_down <= 12, tried_while_down
+    assert Notification.objects.filter(alert__pump=pump).exclude(status="sent").count() == 0

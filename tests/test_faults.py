@@ -19,6 +19,7 @@ from pumps import outbox
 from pumps import services as s
 from pumps.models import Notification, Program, Refill
 from tests.conftest import CHICAGO, require_service
+from tests.factories import make_user
 
 
 def _free_port() -> int:
@@ -104,12 +105,13 @@ def test_redis_down_during_a_refill_write_then_back(
 ):
     pump.clinic.alert_recipients.create(email="ward@clinic.example")
     actor = s.Actor(nurse)
-    s.record_refill(
+    s.record_refill(  # a refill carrying a program: a prescriber's, verified by a second one
         pump=pump, performed_at=datetime(2026, 2, 2, 9, tzinfo=CHICAGO), added_volume_ml=D(36),
-        concentration_mcg_per_ml=D(1000), actor=actor, now=datetime(2026, 2, 2, 10, tzinfo=CHICAGO),
+        concentration_mcg_per_ml=D(1000), actor=s.Actor(prescriber), now=datetime(2026, 2, 2, 10, tzinfo=CHICAGO),
         program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
     )
-    s.verify_program(program=Program.objects.get(), actor=s.Actor(prescriber), now=datetime(2026, 2, 2, 11, tzinfo=CHICAGO))
+    second = make_user("dr_two", pump.clinic, "prescriber")
+    s.verify_program(program=Program.objects.get(), actor=s.Actor(second), now=datetime(2026, 2, 2, 11, tzinfo=CHICAGO))
 
     broker.stop()  # Redis goes down
     with django_capture_on_commit_callbacks(execute=True):
