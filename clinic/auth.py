@@ -13,6 +13,7 @@ from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 
+from . import permissions as roles
 from .models import CLINICAL_WRITERS, PROGRAM_WRITERS, ApiClient, Clinic, Membership, hash_token
 from .throttling import bearer_failures, client_ip
 
@@ -161,7 +162,7 @@ class IsClinicMember(permissions.BasePermission):
             return client.can_write
         if user.is_superuser:
             return True
-        self.message = "Your role does not allow this change."
+        self.message = roles.MESSAGES[roles.Action.RECORD]
         return Membership.objects.filter(user=user, role__in=list(CLINICAL_WRITERS)).exists()
 
 

@@ -1,7 +1,8 @@
-"""The access audit (SPEC 9: "Access to a patient record is itself logged (who viewed
-what, when)"): one PatientAccess row per read of a patient's record through a staff
-page, the REST API's patient detail or the FHIR Patient read; lists and searches write
-nothing; the admin lists the log read-only, and shows who changed a clinical record."""
+"""The access audit: one PatientAccess row per read of a patient's record through a staff
+page, the REST API's patient detail or the FHIR Patient read, and one row per patient
+returned by a list or search read (marked ``list_read``, one INSERT per request, the path
+without its query string); the admin lists the log read-only, and shows who changed a
+clinical record (docs/safety/hazard-log.md, H-27)."""
 
 from __future__ import annotations
 
@@ -104,13 +105,25 @@ def test_staff_session_on_the_api_is_logged_as_the_user(nurse, patient):
     ]
 
 
-def test_api_lists_do_not_log(clinic, patient, pump):
-    api, _ = token_client(clinic)
+def test_api_lists_log_one_row_per_patient_returned_without_the_query(clinic, patient, pump):
+    api, api_client = token_client(clinic)
     assert api.get(f"{API}/patients/").json()["count"] == 1
     assert api.get(f"{API}/patients/", {"mrn": "MRN001"}).status_code == 200
     assert api.get(f"{API}/pumps/").status_code == 200
-    assert api.get(f"{API}/pumps/{pump.pk}/").status_code == 200  # a pump, not the patient's record
     assert api.get(f"{API}/worklist/").status_code == 200
+    rows = list(PatientAccess.objects.order_by("id").values_list("patient_id", "api_client_id", "channel", "path",
+                                                                 "list_read"))
+    assert rows == [
+        (patient.pk, api_client.pk, "api", f"{API}/patients/", True),
+        (patient.pk, api_client.pk, "api", f"{API}/patients/", True),
+        (patient.pk, api_client.pk, "api", f"{API}/pumps/", True),
+        (patient.pk, api_client.pk, "api", f"{API}/worklist/", True),
+    ]
+
+
+def test_an_empty_list_logs_nothing(clinic):
+    api, _ = token_client(clinic)
+    assert api.get(f"{API}/patients/").json()["count"] == 0
     assert log() == []
 
 
@@ -139,16 +152,17 @@ def test_fhir_patient_read_is_logged(clinic, patient, pump):
     assert log() == [(patient.pk, clinic.pk, None, api_client.pk, "fhir", f"/fhir/r4/Patient/{patient.pk}", VIEWED_AT)]
 
 
-def test_fhir_patient_search_logs_each_patient_returned_other_resources_do_not(clinic, patient, pump, other_patient):
+def test_fhir_searches_log_each_patient_returned_reads_of_other_resources_do_not(clinic, patient, pump,
+                                                                                   other_patient):
     api, api_client = token_client(clinic, write=False)
     assert api.get(f"/fhir/r4/Device/{pump.pk}").status_code == 200
-    assert api.get("/fhir/r4/Device", {"patient": patient.pk}).status_code == 200
     assert api.get(f"/fhir/r4/Patient/{other_patient.pk}").status_code == 404
     assert log() == []
-    # an MRN lookup returns the patient's record: it is an access like a read by id
+    assert api.get("/fhir/r4/Device", {"patient": patient.pk}).status_code == 200
     assert api.get("/fhir/r4/Patient", {"identifier": "MRN001"}).json()["total"] == 1
     assert [(row[0], row[3], row[4], row[5]) for row in log()] == [
-        (patient.pk, api_client.pk, "fhir", "/fhir/r4/Patient")
+        (patient.pk, api_client.pk, "fhir", "/fhir/r4/Device"),
+        (patient.pk, api_client.pk, "fhir", "/fhir/r4/Patient"),
     ]
 
 

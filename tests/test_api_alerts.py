@@ -126,7 +126,7 @@ def test_read_only_token_and_viewer_cannot_acknowledge(alarm, clinic):
     viewer = make_user("vic", clinic, "viewer")
     response = session_client(viewer).post(f"{API}/alerts/{alarm.pk}/acknowledge/", body, format="json")
     assert (response.status_code, response.json()) == (
-        403, {"detail": "Your role does not allow this change.", "code": "permission_denied"}
+        403, {"detail": "Your role in this clinic does not allow changes.", "code": "permission_denied"}
     )
     alarm.refresh_from_db()
     assert alarm.acknowledged_at is None

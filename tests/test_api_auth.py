@@ -109,7 +109,7 @@ def test_viewer_session_writes_nothing(clinic, pump):
     with travel(AFTER_REFILL):
         response = viewer.post(f"{API}/readings/", {"pump": pump.pk, **READING}, format="json")
     assert response.status_code == 403
-    assert response.json() == {"detail": "Your role does not allow this change.", "code": "permission_denied"}
+    assert response.json() == {"detail": "Your role in this clinic does not allow changes.", "code": "permission_denied"}
 
 
 def test_role_is_checked_in_the_records_clinic(clinic, other_clinic, pump):

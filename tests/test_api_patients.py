@@ -170,7 +170,7 @@ def test_viewer_may_read_but_not_write(clinic, patient):
     assert api.get(f"{API}/patients/{patient.pk}/").status_code == 200
     response = api.post(f"{API}/patients/", ANA, format="json")
     assert response.status_code == 403
-    assert response.json() == {"detail": "Your role does not allow this change.", "code": "permission_denied"}
+    assert response.json() == {"detail": "Your role in this clinic does not allow changes.", "code": "permission_denied"}
 
 
 def test_list_query_count_does_not_grow(api, clinic, django_assert_max_num_queries):
