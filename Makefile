@@ -52,7 +52,7 @@ run: migrate
 	$(PY) manage.py seed_demo --if-empty
 	$(PY) manage.py run_alert_sweep
 	@set -uo pipefail; \
-	$(VENV)/bin/celery -A clinic worker --loglevel=INFO --concurrency=2 >var/log/worker.log 2>&1 & worker=$$!; \
+	$(VENV)/bin/celery -A clinic worker --loglevel=INFO --concurrency=2 -Q celery,email,webhooks >var/log/worker.log 2>&1 & worker=$$!; \
 	$(VENV)/bin/celery -A clinic beat --loglevel=INFO --schedule var/celerybeat-schedule >var/log/beat.log 2>&1 & beat=$$!; \
 	stop() { kill $$worker $$beat 2>/dev/null; wait $$worker $$beat 2>/dev/null; echo "Stopped the worker and beat."; }; \
 	trap stop EXIT; trap 'exit 130' INT TERM; \
