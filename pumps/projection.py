@@ -19,6 +19,7 @@ Time rules (SPEC section 1 and 4):
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -389,6 +390,220 @@ def _segments_until_empty(
     return out
 
 
+# ------------------------------------------------- closed-form consumption (fast)
+#
+# The functions above walk a flex program step by step over the whole horizon: the
+# reference ("oracle") the tests compare with, and ``project(..., fast=False)``. The code
+# below gives the same exact results in closed form. Within an interval of constant UTC
+# offset the local wall clock is real time plus a constant, so the volume a flex program
+# delivers between two instants is F(wall(b)) - F(wall(a)), where F(w) = (whole local days
+# before w) x (the day's 24-hour volume) + (the volume from local midnight to w's time of
+# day): whole days in one multiplication and only the last partial day step by step. A
+# daylight-saving change starts a new interval, so the 23- or 25-hour day is exact (the
+# skipped hour's steps do not run, the repeated hour's run twice). Instants are integers
+# of microseconds since 1970-01-01 UTC; volumes are exact Fractions of mL.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US_PER_MINUTE = 60 * 1_000_000
+
+
+def _to_us(moment: datetime) -> int:
+    return _us(moment - _EPOCH)
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+class _Flat:
+    """A constant rate in real time (mL per microsecond): a continuous program."""
+
+    __slots__ = ("rate",)
+
+    def __init__(self, rate: Fraction) -> None:
+        self.rate = rate
+
+    def used(self, a: int, b: int, offset: int) -> Fraction:
+        return self.rate * (b - a)
+
+    def reach(self, a: int, need: Fraction, offset: int) -> Fraction:
+        """The exact instant (microseconds) at which ``need`` mL have flowed since ``a``."""
+        return a + need / self.rate
+
+
+class _Day:
+    """A flex program's rate over one local wall-clock day (mL per microsecond, plus a
+    uniform ``extra``: the worst case's boluses), cumulated from local midnight."""
+
+    __slots__ = ("starts", "rates", "cumulative", "daily")
+
+    def __init__(self, steps: Sequence[FlexStep], concentration: Fraction, extra: Fraction) -> None:
+        minutes = [s.start.hour * 60 + s.start.minute for s in steps]
+        rates = [Fraction(s.dose_mcg_per_hour) / concentration / _US_PER_HOUR + extra for s in steps]
+        if not steps:
+            minutes, rates = [0], [extra]
+        elif minutes[0] > 0:  # before the first start of the day: yesterday's last step
+            minutes, rates = [0, *minutes], [rates[-1], *rates]
+        self.starts = [m * _US_PER_MINUTE for m in minutes]
+        self.rates = rates
+        cumulative = [Fraction(0)]
+        for i, rate in enumerate(rates):
+            end = self.starts[i + 1] if i + 1 < len(rates) else _US_PER_DAY
+            cumulative.append(cumulative[-1] + rate * (end - self.starts[i]))
+        self.cumulative = cumulative
+        self.daily = cumulative[-1]
+
+    def through(self, wall: int) -> Fraction:
+        """mL from wall-clock 1970-01-01 00:00 to ``wall`` (microseconds) at this rate."""
+        day, of_day = divmod(wall, _US_PER_DAY)
+        i = bisect.bisect_right(self.starts, of_day) - 1
+        return day * self.daily + self.cumulative[i] + self.rates[i] * (of_day - self.starts[i])
+
+    def used(self, a: int, b: int, offset: int) -> Fraction:
+        return self.through(b + offset) - self.through(a + offset)
+
+    def reach(self, a: int, need: Fraction, offset: int) -> Fraction:
+        """The exact instant (microseconds) at which ``need`` (> 0) mL have flowed since
+        ``a``, the offset staying ``offset`` (the caller checked that it is reached)."""
+        target = self.through(a + offset) + need
+        day = math.ceil(target / self.daily) - 1  # the day in which the total reaches target
+        left = target - day * self.daily  # 0 < left <= daily
+        i = bisect.bisect_left(self.cumulative, left) - 1  # cumulative[i] < left <= cumulative[i + 1]
+        return day * _US_PER_DAY + self.starts[i] + (left - self.cumulative[i]) / self.rates[i] - offset
+
+
+def _day_tables(program: Program) -> tuple[_Flat | _Day, _Flat | _Day]:
+    """(expected, worst case) rates of a program."""
+    return _day_tables_of(program.mode, program.concentration_mcg_per_ml, program.daily_dose_mcg,
+                          program.steps, program.bolus_mcg, program.bolus_max_per_day)
+
+
+@functools.lru_cache(maxsize=1024)
+def _day_tables_of(mode, concentration, daily_dose, steps, bolus_mcg, bolus_max_per_day):
+    conc = Fraction(concentration)
+    bolus = Fraction(0)
+    if bolus_mcg and bolus_max_per_day:
+        bolus = Fraction(bolus_mcg) * bolus_max_per_day / conc / _US_PER_DAY
+    if mode == MODE_FLEX:
+        return _Day(steps, conc, Fraction(0)), _Day(steps, conc, bolus)
+    rate = Fraction(daily_dose or 0) / conc / _US_PER_DAY
+    return _Flat(rate), _Flat(rate + bolus)
+
+
+@functools.lru_cache(maxsize=4096)
+def _zone_changes_in_year(tz: tzinfo, year: int) -> tuple[int, ...]:
+    """The instants (microseconds) of the UTC offset changes of ``tz`` in the UTC year
+    ``year``, more precisely in (``year``-01-01 00:00, next 01-01 00:00]: the offset is
+    sampled once per day and a change is located to the second by bisection, as the
+    step-by-step walk does (no zone changes its offset twice within one day). Cached: a
+    process projects many pumps in few zones and years."""
+    first = datetime(year, 1, 1, tzinfo=UTC)
+    days = (datetime(year + 1, 1, 1, tzinfo=UTC) - first).days
+    changes = []
+    before = first.astimezone(tz).utcoffset()
+    for k in range(1, days + 1):
+        probe = first + timedelta(days=k)
+        offset = probe.astimezone(tz).utcoffset()
+        if offset == before:
+            continue
+        lo, hi = (k - 1) * 86_400, k * 86_400  # seconds after ``first``: offset(lo) old, offset(hi) new
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if (first + timedelta(seconds=mid)).astimezone(tz).utcoffset() == before:
+                lo = mid
+            else:
+                hi = mid
+        changes.append(_to_us(first) + hi * 1_000_000)
+        before = offset
+    return tuple(changes)
+
+
+def _zone_intervals(tz: tzinfo, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """Split [start, end) (microseconds) into intervals of constant UTC offset in ``tz``:
+    (start, end, offset in microseconds)."""
+    first_year = _from_us(start).year  # a change at exactly 01-01 00:00 is the year before's
+    last_year = _from_us(max(end - 1, start)).year
+    cursor = start
+    for year in range(first_year, last_year + 1):
+        for change in _zone_changes_in_year(tz, year):
+            if cursor < change < end:
+                yield cursor, change, _us(_from_us(cursor).astimezone(tz).utcoffset())
+                cursor = change
+    if cursor < end:
+        yield cursor, end, _us(_from_us(cursor).astimezone(tz).utcoffset())
+
+
+class _Consumption:
+    """The exact consumption of the programs in force from ``t0`` to ``end`` (instants as
+    microseconds): constant-offset pieces of each program, with the expected and worst-case
+    mL used before each piece. A few pieces per year (program changes and daylight-saving
+    changes), whatever the number of flex steps."""
+
+    def __init__(self, programs: Sequence[Program], tz: tzinfo, t0: int, end: int) -> None:
+        self.t0 = t0
+        self.starts: list[int] = []
+        self.pieces: list[tuple[int, int, int, _Flat | _Day, _Flat | _Day]] = []
+        self.used_before: list[tuple[Fraction, Fraction]] = []
+        in_force = [p for p in programs if _to_us(p.effective_at) <= t0]
+        later = [p for p in programs if _to_us(p.effective_at) > t0]
+        if not in_force:
+            return
+        chain = [(t0, in_force[-1])] + [(_to_us(p.effective_at), p) for p in later]
+        expected = worst = Fraction(0)
+        for i, (begin, program) in enumerate(chain):
+            stop = min(chain[i + 1][0] if i + 1 < len(chain) else end, end)
+            if stop <= begin:
+                continue
+            exp_rate, worst_rate = _day_tables(program)
+            if program.mode == MODE_FLEX:
+                intervals = _zone_intervals(tz, begin, stop)
+            else:
+                intervals = iter([(begin, stop, 0)])  # real time: the offset does not matter
+            for a, b, offset in intervals:
+                self.starts.append(a)
+                self.pieces.append((a, b, offset, exp_rate, worst_rate))
+                self.used_before.append((expected, worst))
+                expected += exp_rate.used(a, b, offset)
+                worst += worst_rate.used(a, b, offset)
+        self.used_total = (expected, worst)
+
+    def used(self, at: int, worst: bool) -> Fraction:
+        """mL used from ``t0`` to ``at`` (at or after ``t0``; beyond the end, all of it)."""
+        i = bisect.bisect_left(self.starts, at) - 1  # the piece with a < at <= b
+        if i < 0:
+            return Fraction(0)
+        a, b, offset, exp_rate, worst_rate = self.pieces[i]
+        if at >= b:
+            return self.used_total[worst] if i == len(self.pieces) - 1 else self.used_before[i + 1][worst]
+        rate = worst_rate if worst else exp_rate
+        return self.used_before[i][worst] + rate.used(a, at, offset)
+
+    def volume(self, v0: Fraction, at: datetime, worst: bool) -> Fraction:
+        return v0 - self.used(_to_us(at), worst)
+
+    def crossings(
+        self, v0: Fraction, thresholds: dict[str, Fraction], worst: bool, horizon: datetime
+    ) -> dict[str, datetime | None]:
+        """The first instant at which the volume falls to or below each threshold, rounded
+        down to the microsecond; ``None`` if it is after ``horizon``."""
+        limit_us = _to_us(horizon)
+        found: dict[str, datetime | None] = {}
+        for name, limit in thresholds.items():
+            need = v0 - limit
+            if need <= 0:
+                found[name] = _from_us(self.t0)
+                continue
+            found[name] = None
+            i = bisect.bisect_left([u[worst] for u in self.used_before[1:]] + [self.used_total[worst]], need)
+            if i >= len(self.pieces):
+                continue
+            a, _, offset, exp_rate, worst_rate = self.pieces[i]
+            moment = (worst_rate if worst else exp_rate).reach(a, need - self.used_before[i][worst], offset)
+            if moment <= limit_us:
+                found[name] = _from_us(math.floor(moment))
+        return found
+
+
 # ------------------------------------------------------------------------ anchor
 
 
@@ -614,11 +829,14 @@ def project(
     readings: Sequence[Reading],
     programs: Sequence[Program],
     policy: Policy = Policy(),
+    fast: bool = True,
 ) -> Projection:
     """The projection of one pump as of ``at``, using only records timestamped <= ``at``.
 
     ``refills``, ``readings`` and ``programs`` are the pump's non-voided records in any
-    order; instants in the result are UTC and rounded down to the minute.
+    order; instants in the result are UTC and rounded down to the minute. ``fast=False``
+    walks flex programs step by step over the horizon instead of in closed form: the
+    reference the tests compare with (same results, a hundred times slower).
     """
     _require_aware(at)
     at = at.astimezone(UTC)
@@ -635,10 +853,17 @@ def project(
     v0 = anchor.volume_ml
     alarm = Fraction(pump.alarm_volume_ml)
     thresholds = {"lra": alarm, "empty": Fraction(0)}
-    segments = _segments_until_empty(programs, tz, t0, max(horizon, at), v0, at)
-    within = [s for s in segments if s.start < horizon]
-    worst = _crossings(within, v0, thresholds, True, t0)
-    expected = _crossings(within, v0, thresholds, False, t0)
+    if fast:
+        walk = _Consumption(programs, tz, _to_us(t0), _to_us(max(horizon, at)))
+        worst = walk.crossings(v0, thresholds, True, horizon)
+        expected = walk.crossings(v0, thresholds, False, horizon)
+        volume_expected, volume_worst = walk.volume(v0, at, False), walk.volume(v0, at, True)
+    else:
+        segments = _segments_until_empty(programs, tz, t0, max(horizon, at), v0, at)
+        within = [s for s in segments if s.start < horizon]
+        worst = _crossings(within, v0, thresholds, True, t0)
+        expected = _crossings(within, v0, thresholds, False, t0)
+        volume_expected, volume_worst = _volume_at(segments, v0, at, False), _volume_at(segments, v0, at, True)
 
     def _cap(moment: datetime | None) -> datetime | None:
         if moment is None or moment > horizon:
@@ -668,8 +893,8 @@ def project(
         status=status,
         anchor_at=t0,
         anchor_volume_ml=to_decimal_ml(v0),
-        reservoir_volume_ml=to_decimal_ml(max(_volume_at(segments, v0, at, False), Fraction(0))),
-        worst_case_volume_ml=to_decimal_ml(max(_volume_at(segments, v0, at, True), Fraction(0))),
+        reservoir_volume_ml=to_decimal_ml(max(volume_expected, Fraction(0))),
+        worst_case_volume_ml=to_decimal_ml(max(volume_worst, Fraction(0))),
         daily_volume_ml=to_decimal_ml(current.daily_volume_ml()),
         worst_case_daily_volume_ml=to_decimal_ml(current.worst_case_daily_volume_ml()),
         low_reservoir_alarm_at=lra_at,
@@ -689,10 +914,12 @@ def expected_volume_at(
     refills: Sequence[Refill],
     readings: Sequence[Reading],
     programs: Sequence[Program],
+    fast: bool = True,
 ) -> tuple[Fraction | None, datetime | None]:
     """Expected (no boluses) volume at ``at`` from the latest anchor *strictly before*
     ``at``, and the expected empty instant from that anchor. Used by the refill checks:
-    what should be in the reservoir when the nurse draws it out."""
+    what should be in the reservoir when the nurse draws it out. ``fast=False``: the
+    step-by-step reference, as in ``project``."""
     _require_aware(at)
     at = at.astimezone(UTC)
     earlier_refills = [r for r in refills if r.performed_at < at]
@@ -703,6 +930,10 @@ def expected_volume_at(
         return None, None
     t0 = anchor.at.astimezone(UTC)
     horizon = t0 + timedelta(days=HORIZON_DAYS)
+    if fast:
+        walk = _Consumption(programs, pump.tz, _to_us(t0), _to_us(max(horizon, at)))
+        empty_at = walk.crossings(anchor.volume_ml, {"empty": Fraction(0)}, False, horizon)["empty"]
+        return walk.volume(anchor.volume_ml, at, False), (floor_minute(empty_at) if empty_at else None)
     segments = _segments_until_empty(programs, pump.tz, t0, max(horizon, at), anchor.volume_ml, at)
     volume = _volume_at(segments, anchor.volume_ml, at, False)
     empty = _crossings([s for s in segments if s.start < horizon], anchor.volume_ml, {"empty": Fraction(0)}, False, t0)
@@ -719,6 +950,7 @@ def volume_series(
     refills: Sequence[Refill],
     readings: Sequence[Reading],
     programs: Sequence[Program],
+    fast: bool = True,
 ) -> list[tuple[datetime, Decimal, Decimal]]:
     """(instant, expected, worst case) volumes for charts, from the anchor in force at
     ``start``, projected forward (later records are not applied)."""
@@ -730,12 +962,19 @@ def volume_series(
     if anchor is None or not programs or program_in_force(programs, anchor.at) is None:
         return []
     t0 = anchor.at.astimezone(UTC)
-    segments = list(_segments(programs, pump.tz, t0, end))
+    if fast:
+        walk = _Consumption(programs, pump.tz, _to_us(t0), _to_us(end))
+    else:
+        segments = list(_segments(programs, pump.tz, t0, end))
     out = []
     step = (end - start) / max(points - 1, 1)
     for i in range(points):
         moment = start + step * i
-        exp = max(_volume_at(segments, anchor.volume_ml, moment, False), Fraction(0))
-        worst = max(_volume_at(segments, anchor.volume_ml, moment, True), Fraction(0))
+        if fast:
+            exp = max(walk.volume(anchor.volume_ml, moment, False), Fraction(0))
+            worst = max(walk.volume(anchor.volume_ml, moment, True), Fraction(0))
+        else:
+            exp = max(_volume_at(segments, anchor.volume_ml, moment, False), Fraction(0))
+            worst = max(_volume_at(segments, anchor.volume_ml, moment, True), Fraction(0))
         out.append((moment, to_decimal_ml(exp), to_decimal_ml(worst)))
     return out
