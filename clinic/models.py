@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import zoneinfo
-from datetime import date
+from datetime import date, time
 from decimal import Decimal
 
 from django.conf import settings
@@ -38,6 +38,26 @@ def default_open_weekdays() -> list[int]:
     return [0, 1, 2, 3, 4]
 
 
+MAX_REFILL_SLOTS = 500
+
+
+def default_slots_by_weekday() -> list[None]:
+    return [None] * 7
+
+
+def validate_slots_by_weekday(value) -> None:
+    if (
+        not isinstance(value, list)
+        or len(value) != 7
+        or any(v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > MAX_REFILL_SLOTS)
+               for v in value)
+    ):
+        raise ValidationError(
+            f"refill slots per weekday must be 7 entries, Monday first, each empty (the daily number) or 0 to "
+            f"{MAX_REFILL_SLOTS}"
+        )
+
+
 class Clinic(models.Model):
     """A clinic, its time zone and its policy (SPEC 4.5 defaults)."""
 
@@ -66,6 +86,22 @@ class Clinic(models.Model):
         default=Decimal("15.0"), validators=[MinValueValidator(Decimal("0"))],
     )
     withdrawal_window_hours = models.PositiveSmallIntegerField(default=72)
+    # refill planning capacity (pumps/planner.py)
+    refill_slots_per_day = models.PositiveSmallIntegerField(
+        "refill slots per open day", default=8, validators=[MaxValueValidator(MAX_REFILL_SLOTS)],
+    )
+    refill_slots_by_weekday = models.JSONField(
+        "refill slots per weekday", default=default_slots_by_weekday, blank=True,
+        validators=[validate_slots_by_weekday],
+        help_text="Seven entries, Monday first: a number of slots for that weekday, or null for the daily number.",
+    )
+    refill_earliest_days = models.PositiveSmallIntegerField(
+        "earliest useful refill (days before the due date)", default=14, validators=[MaxValueValidator(90)],
+    )
+    refill_first_visit = models.TimeField(
+        "first refill visit of the day (local time)", default=time(9, 0),
+        help_text="Booked refills are laid out from this time, one every 30 minutes.",
+    )
     digest_hour = models.PositiveSmallIntegerField(default=7, validators=[MaxValueValidator(23)])
     #: The sweep's note that no daily digest is owed before this instant: set once every
     #: recipient has the day's digest, cleared when the recipients, the digest hour or the
@@ -106,6 +142,27 @@ class Clinic(models.Model):
             open_weekdays=frozenset(self.open_weekdays),
             closures=self.closure_dates() if closures is None else closures,
             withdrawal_window_hours=self.withdrawal_window_hours,
+        )
+
+    def slots_on_weekday(self, weekday: int) -> int:
+        """Refill slots of an open day of this weekday (0 = Monday)."""
+        by_day = self.refill_slots_by_weekday if isinstance(self.refill_slots_by_weekday, list) else []
+        value = by_day[weekday] if len(by_day) == 7 else None
+        return self.refill_slots_per_day if value is None else value
+
+    def refill_capacity(self, closures: frozenset[date] | None = None):
+        """The clinic's refill capacity for the planner: slots per day and weekday, the
+        open days and closures the due date uses (§6.2), the earliest useful refill."""
+        from pumps.planner import Capacity
+
+        by_day = self.refill_slots_by_weekday if isinstance(self.refill_slots_by_weekday, list) else []
+        return Capacity(
+            slots_per_day=self.refill_slots_per_day,
+            slots_by_weekday=tuple(by_day) if len(by_day) == 7 else (None,) * 7,
+            open_weekdays=frozenset(self.open_weekdays),
+            closures=self.closure_dates() if closures is None else closures,
+            earliest_days=self.refill_earliest_days,
+            first_visit=self.refill_first_visit,
         )
 
 
@@ -227,6 +284,60 @@ class ApiClient(models.Model):
         self.webhook_secret = secrets.token_hex(32) if url else ""
         self.save(update_fields=["webhook_url", "webhook_secret"])
         return self.webhook_secret
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+
+class CalendarFeedQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+
+class CalendarFeed(models.Model):
+    """A subscription URL for the clinic's booked refill appointments
+    (``/calendar/<clinic>/<secret>.ics``). The secret is shown once at creation and
+    stored as its SHA-256 hash, like API tokens; a revoked feed answers 404."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="calendar_feeds")
+    name = models.CharField(max_length=200, help_text="Who or what subscribes, e.g. 'Refill nurses' Outlook'.")
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    secret_hint = models.CharField(max_length=12, editable=False, help_text="First characters of the secret.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = CalendarFeedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["clinic", "-created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.clinic.code}{', revoked' if self.revoked_at else ''})"
+
+    @classmethod
+    def create_with_secret(cls, *, clinic: Clinic, name: str, created_by=None) -> tuple[CalendarFeed, str]:
+        secret = secrets.token_urlsafe(32)
+        feed = cls.objects.create(
+            clinic=clinic, name=name, created_by=created_by, secret_hash=hash_token(secret), secret_hint=secret[:6]
+        )
+        return feed, secret
+
+    @classmethod
+    def find(cls, clinic_code: str, secret: str) -> CalendarFeed | None:
+        """The active feed of this clinic with this secret, or None."""
+        return cls.objects.active().select_related("clinic").filter(
+            clinic__code=clinic_code, secret_hash=hash_token(secret)
+        ).first()
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
 
     def revoke(self) -> None:
         if self.revoked_at is None:

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from . import views
+from . import calendar_feeds, views, views_planning
 
 urlpatterns = [
     path("", views.worklist, name="worklist"),
@@ -27,4 +27,10 @@ urlpatterns = [
     path("alerts/", views.alert_inbox, name="alerts"),
     path("alerts/<int:pk>/acknowledge/", views.alert_acknowledge, name="alert_acknowledge"),
     path("clinics/<slug:code>/settings/", views.clinic_settings, name="clinic_settings"),
+    path("planning/", views_planning.planning_index, name="planning_index"),
+    path("clinics/<slug:code>/planning/", views_planning.planning_page, name="planning"),
+    path("clinics/<slug:code>/planning/book/", views_planning.planning_book, name="planning_book"),
+    path("clinics/<slug:code>/planning/capacity/", views_planning.planning_capacity, name="planning_capacity"),
+    path("clinics/<slug:code>/planning/feeds/", views_planning.planning_feeds, name="planning_feeds"),
+    path("calendar/<slug:code>/<str:secret>.ics", calendar_feeds.clinic_feed, name="calendar_feed"),
 ]

@@ -1,0 +1,216 @@
+"""The refill planning page (``/clinics/<code>/planning/``): the clinic's proposed refill
+days with each day's load against its capacity, shortfalls first; booking one pump, a
+day's proposals or all of them (one transaction each, ``pumps.planning.book``); moving a
+pump to another day; and, for clinic administrators, the refill capacity and the
+calendar feeds. Every member of the clinic sees the plan; those who may record
+(nurses, pharmacists, prescribers, administrators) book; administrators change the
+capacity and the feeds (``clinic.permissions``)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from clinic.models import WEEKDAY_NAMES, CalendarFeed, Clinic, Membership
+from clinic.permissions import MESSAGES, Action, user_may
+
+from . import planner as pl
+from . import planning
+from . import projection as pj
+from .errors import Forbidden
+from .views import actor_of, render_page
+
+HORIZONS = (14, 28, 56, 84, 112)
+FEED_NAME_MAX = 200
+
+
+def _clinic_for(request, code: str) -> Clinic:
+    """A clinic the user belongs to (any role), or 404."""
+    clinic = Clinic.objects.filter(code=code).first()
+    if clinic is None or not (request.user.is_superuser
+                              or Membership.objects.filter(user=request.user, clinic=clinic).exists()):
+        raise Http404("No such clinic.")
+    return clinic
+
+
+def _may(request, clinic: Clinic, action: Action) -> bool:
+    return user_may(request.user, clinic.pk, action)
+
+
+def _require(request, clinic: Clinic, action: Action) -> None:
+    if not _may(request, clinic, action):
+        raise PermissionDenied(MESSAGES[action])
+
+
+def _planning_url(clinic: Clinic, horizon: int | None = None) -> str:
+    url = reverse("planning", args=[clinic.code])
+    if horizon and horizon != pl.DEFAULT_HORIZON_DAYS:
+        url += "?" + urlencode({"horizon": horizon})
+    return url
+
+
+class CapacityForm(forms.ModelForm):
+    """The clinic's refill capacity; a weekday left empty takes the daily number."""
+
+    class Meta:
+        model = Clinic
+        fields = ["refill_slots_per_day", "refill_earliest_days", "refill_first_visit"]
+        labels = {
+            "refill_slots_per_day": "Refill slots per open day",
+            "refill_earliest_days": "Earliest useful refill (days before the due date)",
+            "refill_first_visit": "First refill visit of the day (local time, HH:MM)",
+        }
+        widgets = {"refill_first_visit": forms.TimeInput(format="%H:%M", attrs={"type": "time"})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        current = self.instance.refill_slots_by_weekday or [None] * 7
+        for index, name in enumerate(WEEKDAY_NAMES):
+            self.fields[f"slots_{index}"] = forms.IntegerField(
+                label=f"{name} slots (empty: the daily number)", required=False, min_value=0, max_value=500,
+                initial=current[index] if len(current) == 7 else None,
+            )
+
+    def weekday_fields(self):
+        return [self[f"slots_{i}"] for i in range(7)]
+
+    def main_fields(self):
+        return [self[name] for name in self.Meta.fields]
+
+    def save_with(self, user) -> Clinic:
+        clinic = self.save(commit=False)
+        clinic.refill_slots_by_weekday = [self.cleaned_data.get(f"slots_{i}") for i in range(7)]
+        clinic._history_user = user
+        clinic.save(update_fields=[*self.Meta.fields, "refill_slots_by_weekday"])
+        return clinic
+
+
+class FeedForm(forms.Form):
+    name = forms.CharField(label="Feed name (who subscribes)", max_length=FEED_NAME_MAX)
+
+
+def _context(request, clinic: Clinic, *, capacity: CapacityForm | None = None, feed_form: FeedForm | None = None,
+             new_feed_url: str = "") -> dict:
+    now = timezone.now()
+    horizon = planning.horizon_or_default(request.GET.get("horizon"))
+    moves = planning.parse_moves(request.GET.getlist("move"))
+    plan = planning.clinic_plan(clinic, at=now, horizon_days=horizon, moves=moves)
+    can_admin = _may(request, clinic, Action.ADMINISTER)
+    clinics = list(Clinic.objects.order_by("code")) if request.user.is_superuser else list(
+        Clinic.objects.filter(memberships__user=request.user).order_by("code"))
+    return {
+        "clinic": clinic, "clinics": clinics, "cp": plan, "plan": plan.plan, "now": now, "horizon": horizon,
+        "horizons": HORIZONS if horizon in HORIZONS else sorted({*HORIZONS, horizon}),
+        "moves": [f"{k}:{d.isoformat()}" for k, d in moves.items()],
+        "refused_moves": [plan.rows[k] for k in plan.plan.refused_moves if k in plan.rows],
+        "can_book": _may(request, clinic, Action.RECORD), "can_admin": can_admin,
+        "capacity": capacity or (CapacityForm(instance=clinic) if can_admin else None),
+        "feed_form": feed_form or (FeedForm() if can_admin else None),
+        "feeds": list(clinic.calendar_feeds.all()) if can_admin else [],
+        "new_feed_url": new_feed_url, "reasons": pl.REASONS, "today": pj.local_date(now, clinic.tz),
+    }
+
+
+@login_required
+@require_GET
+def planning_index(request):
+    clinic = (Clinic.objects.order_by("code").first() if request.user.is_superuser
+              else Clinic.objects.filter(memberships__user=request.user).order_by("code").first())
+    if clinic is None:
+        raise Http404("You belong to no clinic.")
+    return redirect("planning", code=clinic.code)
+
+
+@login_required
+@require_GET
+def planning_page(request, code: str):
+    clinic = _clinic_for(request, code)
+    context = _context(request, clinic)
+    if request.htmx and request.htmx.target == "planning-plan":
+        return render(request, "pumps/planning_plan.html", context)
+    return render_page(request, "pumps/planning.html", context, now=context["now"])
+
+
+def _who(row) -> str:
+    return f"MRN {row.pump.patient.mrn} ({row.pump.patient.initials})"
+
+
+@login_required
+@require_POST
+def planning_book(request, code: str):
+    """Book the posted ``item`` values (``<pump id>:<day>``): one pump, a day's proposals
+    or all of them, as the page showed them. ``late`` names pumps booked outside their
+    window (a shortfall on its suggested or chosen day)."""
+    clinic = _clinic_for(request, code)
+    _require(request, clinic, Action.RECORD)
+    items = [item for item in map(planning.parse_item, request.POST.getlist("item")) if item is not None]
+    late = {item[0] for item in map(planning.parse_item, request.POST.getlist("late")) if item is not None}
+    horizon = planning.horizon_or_default(request.POST.get("horizon"))
+    if not items:
+        messages.error(request, "Nothing to book: choose a proposal.")
+        return redirect(_planning_url(clinic, horizon))
+    try:
+        result = planning.book(clinic, items, actor=actor_of(request), late_allowed=late)
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from exc
+    tz = clinic.tz
+    if result.booked:
+        booked = ", ".join(f"MRN {b.pump.patient.mrn} ({b.pump.patient.initials}) on "
+                           f"{pj.local_instant(b.appointment.scheduled_for, tz)}" for b in result.booked)
+        count = len(result.booked)
+        messages.success(request, f"Booked {count} refill{'' if count == 1 else 's'}: {booked}.")
+    if result.skipped:
+        count = len(result.skipped)
+        skipped = "; ".join(str(s) for s in result.skipped)
+        messages.warning(request, f"Skipped {count} (nothing booked for {'it' if count == 1 else 'them'}): {skipped}.")
+    return redirect(_planning_url(clinic, horizon))
+
+
+@login_required
+@require_POST
+def planning_capacity(request, code: str):
+    clinic = _clinic_for(request, code)
+    _require(request, clinic, Action.ADMINISTER)
+    form = CapacityForm(request.POST, instance=clinic)
+    if form.is_valid():
+        with transaction.atomic():
+            form.save_with(request.user)
+        messages.success(request, "Refill capacity saved; the plan below uses it.")
+        return redirect(reverse("planning", args=[clinic.code]) + "#capacity-heading")
+    clinic.refresh_from_db()
+    return render_page(request, "pumps/planning.html", _context(request, clinic, capacity=form), status=400)
+
+
+@login_required
+@require_POST
+def planning_feeds(request, code: str):
+    """Create a calendar feed (its URL shown once, on this answer only) or revoke one."""
+    clinic = _clinic_for(request, code)
+    _require(request, clinic, Action.ADMINISTER)
+    if request.POST.get("action") == "revoke":
+        feed = CalendarFeed.objects.filter(clinic=clinic, pk=request.POST.get("id") or 0).first() \
+            if (request.POST.get("id") or "").isdigit() else None
+        if feed is None:
+            raise Http404("No such calendar feed.")
+        feed.revoke()
+        messages.success(request, f"Calendar feed “{feed.name}” revoked: its URL now answers 404.")
+        return redirect(reverse("planning", args=[clinic.code]) + "#feeds-heading")
+    form = FeedForm(request.POST)
+    if not form.is_valid():
+        return render_page(request, "pumps/planning.html", _context(request, clinic, feed_form=form), status=400)
+    feed, secret = CalendarFeed.create_with_secret(clinic=clinic, name=form.cleaned_data["name"],
+                                                   created_by=request.user)
+    url = request.build_absolute_uri(reverse("calendar_feed", args=[clinic.code, secret]))
+    response = render_page(request, "pumps/planning.html", _context(request, clinic, new_feed_url=url))
+    response["Cache-Control"] = "no-store"
+    return response
