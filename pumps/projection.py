@@ -187,12 +187,12 @@ class Projection:
 
 def to_decimal_ml(value: Fraction | Decimal | int) -> Decimal:
     """Round a volume half-up to 0.001 mL (the stored and returned precision)."""
-    frac = Fraction(value)
+    frac = value if type(value) is Fraction else Fraction(value)
     # Exact half-up (away from zero) on the rational itself: dividing as Decimals first
     # would round at 28 digits and could round a second time here.
-    thousandths = abs(frac) * 1000
-    whole = int(thousandths + Fraction(1, 2))  # floor(x + 1/2) for x >= 0
-    if frac < 0:
+    n, d = frac.numerator, frac.denominator
+    whole = (2000 * abs(n) + d) // (2 * d)  # floor(|x| * 1000 + 1/2), in integers
+    if n < 0:
         whole = -whole
     return Decimal(whole).scaleb(-3).quantize(MILLILITRE_QUANTUM, rounding=ROUND_HALF_UP)
 
@@ -416,26 +416,35 @@ def _from_us(us: int) -> datetime:
 
 
 class _Flat:
-    """A constant rate in real time (mL per microsecond): a continuous program."""
+    """A constant rate in real time, ``rate / den`` mL per microsecond (integers): a
+    continuous program."""
 
-    __slots__ = ("rate",)
+    __slots__ = ("rate", "den", "daily", "per_day")
 
     def __init__(self, rate: Fraction) -> None:
-        self.rate = rate
+        self.rate, self.den = rate.numerator, rate.denominator
+        self.daily = self.rate * _US_PER_DAY  # mL per day, over den
+        self.per_day = rate * _US_PER_DAY  # mL per day
 
     def used(self, a: int, b: int, offset: int) -> Fraction:
-        return self.rate * (b - a)
+        return Fraction(self.rate * (b - a), self.den)
 
-    def reach(self, a: int, need: Fraction, offset: int) -> Fraction:
-        """The exact instant (microseconds) at which ``need`` mL have flowed since ``a``."""
-        return a + need / self.rate
+    def reach(self, a: int, need: Fraction, offset: int) -> tuple[int, int, int]:
+        """The instant at which ``need`` (> 0) mL have flowed since ``a``, exactly:
+        ``(whole, rem, div)`` for ``whole + rem / div`` microseconds, ``0 <= rem < div``."""
+        div = need.denominator * self.rate
+        whole, rem = divmod(need.numerator * self.den, div)
+        return a + whole, rem, div
 
 
 class _Day:
-    """A flex program's rate over one local wall-clock day (mL per microsecond, plus a
-    uniform ``extra``: the worst case's boluses), cumulated from local midnight."""
+    """A flex program's rate over one local wall-clock day, plus a uniform ``extra`` (the
+    worst case's boluses): from ``starts[i]`` (microseconds after local midnight) on,
+    ``rates[i] / den`` mL per microsecond; ``cumulative[i] / den`` mL from local midnight to
+    ``starts[i]``; ``daily / den`` mL over the 24-hour day. Integers over one denominator:
+    exact, and much cheaper than Fractions."""
 
-    __slots__ = ("starts", "rates", "cumulative", "daily")
+    __slots__ = ("starts", "rates", "cumulative", "daily", "den", "per_day")
 
     def __init__(self, steps: Sequence[FlexStep], concentration: Fraction, extra: Fraction) -> None:
         minutes = [s.start.hour * 60 + s.start.minute for s in steps]
@@ -444,32 +453,39 @@ class _Day:
             minutes, rates = [0], [extra]
         elif minutes[0] > 0:  # before the first start of the day: yesterday's last step
             minutes, rates = [0, *minutes], [rates[-1], *rates]
+        self.den = math.lcm(*(r.denominator for r in rates))
+        self.rates = [r.numerator * (self.den // r.denominator) for r in rates]
         self.starts = [m * _US_PER_MINUTE for m in minutes]
-        self.rates = rates
-        cumulative = [Fraction(0)]
-        for i, rate in enumerate(rates):
+        cumulative = [0]
+        for i, rate in enumerate(self.rates):
             end = self.starts[i + 1] if i + 1 < len(rates) else _US_PER_DAY
             cumulative.append(cumulative[-1] + rate * (end - self.starts[i]))
         self.cumulative = cumulative
         self.daily = cumulative[-1]
+        self.per_day = Fraction(self.daily, self.den)  # mL over a 24-hour day
 
-    def through(self, wall: int) -> Fraction:
-        """mL from wall-clock 1970-01-01 00:00 to ``wall`` (microseconds) at this rate."""
+    def through(self, wall: int) -> int:
+        """mL (over den) from wall-clock 1970-01-01 00:00 to ``wall`` (microseconds)."""
         day, of_day = divmod(wall, _US_PER_DAY)
         i = bisect.bisect_right(self.starts, of_day) - 1
         return day * self.daily + self.cumulative[i] + self.rates[i] * (of_day - self.starts[i])
 
     def used(self, a: int, b: int, offset: int) -> Fraction:
-        return self.through(b + offset) - self.through(a + offset)
+        return Fraction(self.through(b + offset) - self.through(a + offset), self.den)
 
-    def reach(self, a: int, need: Fraction, offset: int) -> Fraction:
-        """The exact instant (microseconds) at which ``need`` (> 0) mL have flowed since
-        ``a``, the offset staying ``offset`` (the caller checked that it is reached)."""
-        target = self.through(a + offset) + need
-        day = math.ceil(target / self.daily) - 1  # the day in which the total reaches target
-        left = target - day * self.daily  # 0 < left <= daily
-        i = bisect.bisect_left(self.cumulative, left) - 1  # cumulative[i] < left <= cumulative[i + 1]
-        return day * _US_PER_DAY + self.starts[i] + (left - self.cumulative[i]) / self.rates[i] - offset
+    def reach(self, a: int, need: Fraction, offset: int) -> tuple[int, int, int]:
+        """The instant at which ``need`` (> 0) mL have flowed since ``a``, the offset
+        staying ``offset`` (the caller checked that it is reached): ``(whole, rem, div)``
+        for ``whole + rem / div`` microseconds, ``0 <= rem < div``."""
+        q = need.denominator
+        target = self.through(a + offset) * q + need.numerator * self.den  # over den * q
+        per_day = self.daily * q
+        day = -(-target // per_day) - 1  # the wall-clock day in which the total reaches target
+        left = target - day * per_day  # 0 < left <= per_day
+        i = bisect.bisect_left(self.cumulative, -(-left // q)) - 1  # cumulative[i] * q < left <= cumulative[i + 1] * q
+        div = self.rates[i] * q
+        whole, rem = divmod(left - self.cumulative[i] * q, div)
+        return day * _US_PER_DAY + self.starts[i] + whole - offset, rem, div
 
 
 def _day_tables(program: Program) -> tuple[_Flat | _Day, _Flat | _Day]:
@@ -598,9 +614,9 @@ class _Consumption:
             if i >= len(self.pieces):
                 continue
             a, _, offset, exp_rate, worst_rate = self.pieces[i]
-            moment = (worst_rate if worst else exp_rate).reach(a, need - self.used_before[i][worst], offset)
-            if moment <= limit_us:
-                found[name] = _from_us(math.floor(moment))
+            whole, rem, _ = (worst_rate if worst else exp_rate).reach(a, need - self.used_before[i][worst], offset)
+            if whole < limit_us or (whole == limit_us and rem == 0):
+                found[name] = _from_us(whole)
         return found
 
 
@@ -878,6 +894,7 @@ def project(
         worst_lra_at=lra_at, drug_expires_at=drug_expires_at, tz=tz, policy=policy, high_risk=pump.high_risk
     )
     current = program_in_force(programs, at)
+    daily, worst_daily = _day_tables(current)  # their 24-hour volumes: the program's daily volumes
     status = status_at(
         at,
         tz=tz,
@@ -895,8 +912,10 @@ def project(
         anchor_volume_ml=to_decimal_ml(v0),
         reservoir_volume_ml=to_decimal_ml(max(volume_expected, Fraction(0))),
         worst_case_volume_ml=to_decimal_ml(max(volume_worst, Fraction(0))),
-        daily_volume_ml=to_decimal_ml(current.daily_volume_ml()),
-        worst_case_daily_volume_ml=to_decimal_ml(current.worst_case_daily_volume_ml()),
+        daily_volume_ml=to_decimal_ml(daily.per_day if fast else current.daily_volume_ml()),
+        worst_case_daily_volume_ml=to_decimal_ml(
+            worst_daily.per_day if fast else current.worst_case_daily_volume_ml()
+        ),
         low_reservoir_alarm_at=lra_at,
         empty_at=empty_at,
         expected_low_reservoir_alarm_at=_cap(expected["lra"]),
