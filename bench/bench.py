@@ -2,6 +2,7 @@
 the API and a refill write.
 
     python bench/bench.py [--sizes 2000 100000] [--json var/bench.json]
+    python bench/bench.py --only projection      # the projection rows alone: no database, seconds
 
 For each size a fresh database ``pumpclinic_bench_<size>`` is created on the server of
 ``BENCH_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/postgres``), migrated
@@ -24,6 +25,12 @@ every round: a burst of background work on the machine then falls on every size 
 Requests go through Django's test client in the measuring process (no network, no web
 server): the numbers are the application's and the database's. Prints one table and
 writes the same numbers as JSON.
+
+First, without any database: the median time of one ``projection.project()`` call (pure
+Python) for a flex program of 8 steps with on-demand boluses (36 mL at 1000 mcg/mL, in
+Chicago across the spring change of the clocks), for a low-dose flex program that does not
+empty within the two-year horizon, and for a continuous program; beside them, the flex
+program walked step by step (``fast=False``, the reference the tests compare with).
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 1
+PROJECTION_CALLS = 2000  # project() calls per program, after warm-up; the median is reported
+PROJECTION_REFERENCE_CALLS = 20  # of the step-by-step walk (tens of milliseconds each)
 TICKS = 30  # steady-state sweeps measured (5 minutes of simulated time apart): the
 # first few of a process plan the quiet-tick function's queries, then PostgreSQL keeps
 # its plans for the session (a worker with DATABASE_CONN_MAX_AGE keeps its session)
@@ -57,6 +66,91 @@ ENV = {
     "LOG_LEVEL": "WARNING",
     "PUMPCLINIC_VAR_DIR": str(ROOT / "var" / "bench"),
 }
+
+# ------------------------------------------------------------------ the projection
+
+
+def _projection_cases() -> dict:
+    """(label, project() keyword arguments, calls) per row: the programs of the
+    performance issue, refilled on 2026-02-02 09:00 in Chicago (the worked example) and
+    asked about 20 days later; the projections span the spring change of the clocks."""
+    sys.path.insert(0, str(ROOT))
+    from datetime import time as clock
+    from decimal import Decimal
+    from zoneinfo import ZoneInfo
+
+    from pumps import projection as pj
+
+    tz = ZoneInfo("America/Chicago")
+    t0 = datetime(2026, 2, 2, 9, 0, tzinfo=tz)
+    steps = [(0, 0, 15), (3, 0, 12), (6, 0, 20), (9, 0, 25), (12, 0, 22), (15, 0, 25), (18, 0, 20), (21, 30, 18)]
+
+    def flex(scale: Decimal, bolus: int, per_day: int):
+        return pj.Program(
+            effective_at=t0 - timedelta(days=30), concentration_mcg_per_ml=Decimal(1000), mode=pj.MODE_FLEX,
+            steps=tuple(pj.FlexStep(clock(h, m), Decimal(dose) * scale) for h, m, dose in steps),
+            bolus_mcg=Decimal(bolus), bolus_max_per_day=per_day,
+        )
+
+    continuous = pj.Program(
+        effective_at=t0 - timedelta(days=30), concentration_mcg_per_ml=Decimal(1000),
+        mode=pj.MODE_CONTINUOUS, daily_dose_mcg=Decimal(450), bolus_mcg=Decimal(50), bolus_max_per_day=4,
+    )
+    common = {
+        "at": t0 + timedelta(days=20, hours=5),
+        "pump": pj.PumpState(tz=tz, alarm_volume_ml=Decimal(2)),
+        "refills": [pj.Refill(performed_at=t0, added_volume_ml=Decimal(36))],
+        "readings": [],
+    }
+    return {
+        "projection_flex_ms": (
+            "flex, 8 steps + boluses, 36 mL at 1000 mcg/mL", {**common, "programs": [flex(Decimal(1), 50, 4)]},
+            PROJECTION_CALLS),
+        "projection_flex_horizon_ms": (
+            "flex, low dose: not empty within 730 days", {**common, "programs": [flex(Decimal("0.1"), 5, 2)]},
+            PROJECTION_CALLS),
+        "projection_continuous_ms": (
+            "continuous 450 mcg/day + boluses", {**common, "programs": [continuous]}, PROJECTION_CALLS),
+        "projection_flex_stepwise_ms": (
+            "flex as above, step by step (reference)",
+            {**common, "programs": [flex(Decimal(1), 50, 4)], "fast": False}, PROJECTION_REFERENCE_CALLS),
+    }
+
+
+def measure_projection() -> dict:
+    """Median milliseconds of one project() call per case (pure Python, no database)."""
+    from pumps import projection as pj
+
+    out = {}
+    for key, (_, kwargs, calls) in _projection_cases().items():
+        for _ in range(3):  # warm-up: the zone's offsets and the program's rates are cached
+            pj.project(**kwargs)
+        seconds = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            pj.project(**kwargs)
+            seconds.append(time.perf_counter() - started)
+        out[key] = round(statistics.median(seconds) * 1000, 4)
+    return out
+
+
+def projection_targets(projection: dict) -> list[tuple[str, bool]]:
+    """The targets of the projection performance issue."""
+    return [
+        ("flex projection median <= 1 ms (8 steps, boluses)", projection["projection_flex_ms"] <= 1),
+        ("flex projection median <= 1 ms (2-year horizon)", projection["projection_flex_horizon_ms"] <= 1),
+        ("continuous projection median <= 0.1 ms", projection["projection_continuous_ms"] <= 0.1),
+    ]
+
+
+def render_projection(projection: dict) -> str:
+    cases = _projection_cases()
+    width = max(len(label) for label, _, _ in cases.values()) + 4
+    lines = ["projection.project(), pure Python".ljust(width) + "      median  unit", "-" * (width + 18)]
+    for key, (label, _, _) in cases.items():
+        lines.append(f"  {label}".ljust(width) + f"{projection[key]:>12.3f}  ms")
+    return "\n".join(lines)
+
 
 # ------------------------------------------------------------------ the parent
 
@@ -225,7 +319,7 @@ def render(results: list[dict], machine: str, when: str) -> str:
     return "\n".join(lines)
 
 
-def machine_description() -> str:
+def machine_description(database: bool = True) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -240,32 +334,57 @@ def machine_description() -> str:
         memory = f"{mem_kb / 1024 / 1024:.0f} GiB"
     except (OSError, StopIteration):
         memory = "? GiB"
+    described = f"{os.cpu_count()} cores ({cpu}), {memory}, Python {platform.python_version()}"
+    if not database:
+        return described
     import psycopg
 
     with psycopg.connect(_server_url()) as conn:
         server = conn.execute("SHOW server_version").fetchone()[0].split()[0]
-    return (f"{os.cpu_count()} cores ({cpu}), {memory}, Python {platform.python_version()}, "
-            f"PostgreSQL {server}")
+    return f"{described}, PostgreSQL {server}"
 
 
 def main_parent(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 100_000])
-    parser.add_argument("--json", default=str(ROOT / "var" / "bench.json"))
+    parser.add_argument("--json", default=None, help="default var/bench.json (none with --only projection)")
+    parser.add_argument("--only", choices=["projection"],
+                        help="projection: only the projection rows (no database, a few seconds)")
     args = parser.parse_args(argv)
     now = datetime.now(UTC).replace(microsecond=0)
+    when = now.strftime("%Y-%m-%d")
+    print("-- projection: median of project() calls", file=sys.stderr, flush=True)
+    projection = measure_projection()
+    if args.only == "projection":
+        machine = machine_description(database=False)
+        print(f"Benchmark of {when} on {machine}\n")
+        print(render_projection(projection))
+        print()
+        print("\n".join(f"[{'met' if ok else 'MISSED'}] {text}" for text, ok in projection_targets(projection)))
+        if args.json:
+            _write_json(args.json, {"date": when, "machine": machine, "projection": projection,
+                                    "targets": [{"target": t, "met": ok} for t, ok in projection_targets(projection)]})
+        return
+    args.json = args.json or str(ROOT / "var" / "bench.json")
     sizes = sorted(args.sizes)
     _run(_manage("collectstatic", "--no-input", "-v", "0"), sizes[0])  # production settings serve hashed files
     results = [prepare_size(size, now) for size in sizes]
     measure_pages(results)
     machine = machine_description()
-    when = now.strftime("%Y-%m-%d")
     print(render(results, machine, when))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(
-        {"date": when, "machine": machine, "results": results,
-         "targets": [{"target": t, "met": ok} for t, ok in targets(results)]}, indent=2) + "\n")
-    print(f"\nJSON: {args.json}")
+    print()
+    print(render_projection(projection))
+    print()
+    print("\n".join(f"[{'met' if ok else 'MISSED'}] {text}" for text, ok in projection_targets(projection)))
+    every_target = targets(results) + projection_targets(projection)
+    _write_json(args.json, {"date": when, "machine": machine, "results": results, "projection": projection,
+                            "targets": [{"target": t, "met": ok} for t, ok in every_target]})
+
+
+def _write_json(path: str, data: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    print(f"\nJSON: {path}")
 
 
 # ---------------------------------------------------------- the measuring children
