@@ -71,7 +71,8 @@ def test_admin_creates_sees_the_url_once_and_revokes(booked, clinic, nurse, clie
         again = browser.get(f"/clinics/{clinic.code}/planning/").content.decode()
         assert secret not in again and feed.secret_hint in again
         assert client.get(f"/calendar/{clinic.code}/{secret}.ics").status_code == 200
-    assert signed_in(nurse).post(f"/clinics/{clinic.code}/planning/feeds/",
-                                 {"action": "revoke", "id": feed.pk}).status_code == 403
-    assert browser.post(f"/clinics/{clinic.code}/planning/feeds/", {"action": "revoke", "id": feed.pk}).status_code == 302
-    assert client.get(f"/calendar/{clinic.code}/{secret}.ics").status_code == 404
+        assert signed_in(nurse).post(f"/clinics/{clinic.code}/planning/feeds/",
+                                     {"action": "revoke", "id": feed.pk}).status_code == 403
+        revoked = browser.post(f"/clinics/{clinic.code}/planning/feeds/", {"action": "revoke", "id": feed.pk})
+        assert revoked.status_code == 302 and revoked["Location"].endswith("/planning/#feeds-heading")
+        assert client.get(f"/calendar/{clinic.code}/{secret}.ics").status_code == 404
