@@ -259,27 +259,62 @@ def load_history(pump: Pump) -> PumpHistory:
     )
 
 
-def pump_state(pump: Pump) -> pj.PumpState:
+def explanted_by(pump: Pump, at: datetime) -> bool:
+    """Was the pump explanted on or before the clinic's local date of ``at``?"""
+    return pump.explanted_on is not None and pj.local_date(at, pump.clinic.tz) >= pump.explanted_on
+
+
+def inactive_reason(pump: Pump, at: datetime | None = None) -> str:
+    """Why the pump is inactive as of ``at`` (None: as recorded now), or "" when it is not:
+    explanted by then, or a patient who is not active (that status has no date)."""
+    if (pump.explanted_on is not None) if at is None else explanted_by(pump, at):
+        return f"explanted on {pump.explanted_on.isoformat()}"
+    if pump.patient.status != Patient.Status.ACTIVE:
+        return f"patient {pump.patient.status}"
+    return ""
+
+
+def pump_state(pump: Pump, at: datetime | None = None) -> pj.PumpState:
+    """The pump and patient as the projection needs them, as of ``at`` (None: now): a pump
+    asked about before its explant date is projected like any implanted pump."""
     return pj.PumpState(
         tz=pump.clinic.tz,
         alarm_volume_ml=pump.low_reservoir_alarm_ml,
         high_risk=pump.patient.withdrawal_high_risk,
-        active=pump.explanted_on is None and pump.patient.status == Patient.Status.ACTIVE,
+        active=not inactive_reason(pump, at),
     )
 
 
 def project_pump(pump: Pump, at: datetime, history: PumpHistory | None = None) -> pj.Projection:
-    """The projection of SPEC 4 for one pump as of ``at``: the page, the API, FHIR, the
-    sweep and the e-mails all call this one function."""
+    """The projection (docs/clinical-rules.md §3-§7) of one pump as of ``at``, from its
+    records up to ``at``: the page, the API, FHIR, the sweep and the e-mails all call this
+    one function."""
+    state = pump_state(pump, at)
+    if not state.active:  # an explanted pump neither alarms nor runs dry: nothing ahead
+        return pj.Projection(at=at, status=pj.STATUS_INACTIVE, tz=state.tz)
     history = history or load_history(pump)
     refills, readings, programs = history.inputs()
     return pj.project(
         at=at,
-        pump=pump_state(pump),
+        pump=state,
         refills=refills,
         readings=readings,
         programs=programs,
         policy=pump.clinic.policy(),
+    )
+
+
+def projection_reason(pump: Pump, proj: pj.Projection) -> str:
+    """``proj``'s status in words, from its own values (not the stored row)."""
+    clinic = pump.clinic
+    return pj.status_reason(
+        proj.status, proj.at, tz=clinic.tz, empty_at=proj.empty_at, lra_at=proj.low_reservoir_alarm_at,
+        due_on=proj.refill_due_on, drug_expires_at=proj.drug_expires_at, inactive_reason=inactive_reason(pump, proj.at),
+        binding=pj.due_date_binding(
+            worst_lra_at=proj.low_reservoir_alarm_at, drug_expires_at=proj.drug_expires_at, tz=clinic.tz,
+            lead_days=clinic.lead_days, high_risk_extra_days=clinic.high_risk_extra_days,
+            high_risk=pump.patient.withdrawal_high_risk,
+        ),
     )
 
 
