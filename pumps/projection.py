@@ -560,6 +560,7 @@ class _Consumption:
         self.starts: list[int] = []
         self.pieces: list[tuple[int, int, int, _Flat | _Day, _Flat | _Day]] = []
         self.used_before: list[tuple[Fraction, Fraction]] = []
+        self.used_total = (Fraction(0), Fraction(0))
         in_force = [p for p in programs if _to_us(p.effective_at) <= t0]
         later = [p for p in programs if _to_us(p.effective_at) > t0]
         if not in_force:
@@ -601,7 +602,9 @@ class _Consumption:
         self, v0: Fraction, thresholds: dict[str, Fraction], worst: bool, horizon: datetime
     ) -> dict[str, datetime | None]:
         """The first instant at which the volume falls to or below each threshold, rounded
-        down to the microsecond; ``None`` if it is after ``horizon``."""
+        down to the microsecond (``t0`` if ``v0`` already is); ``None`` if it is after
+        ``horizon``. (The step-by-step walk can also report an instant less than a
+        microsecond past the horizon, floored onto it, when its last piece runs past it.)"""
         limit_us = _to_us(horizon)
         found: dict[str, datetime | None] = {}
         for name, limit in thresholds.items():
