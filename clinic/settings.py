@@ -131,10 +131,14 @@ STORAGES = {
 # --- E-mail --------------------------------------------------------------------------
 _email_url = env.str("EMAIL_URL", default="")
 if _email_url:
-    vars().update(env.email_url_config(_email_url))
+    _email_config = env.email_url_config(_email_url)
+    _email_timeout = _email_config.pop("OPTIONS", {}).get("TIMEOUT")  # smtp://host:25?timeout=10
+    vars().update(_email_config)
 else:
+    _email_timeout = None
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+EMAIL_TIMEOUT = int(_email_timeout or env.int("EMAIL_TIMEOUT", default=10))  # seconds per SMTP socket operation
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="pump-clinic@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
@@ -174,6 +178,20 @@ CELERY_BEAT_SCHEDULE = {
     "alert-sweep": {"task": "pumps.sweep", "schedule": float(ALERT_SWEEP_INTERVAL_SECONDS)},
     "alerting-watchdog": {"task": "pumps.watchdog", "schedule": float(ALERT_SWEEP_INTERVAL_SECONDS)},
 }
+
+# --- Alert delivery ------------------------------------------------------------------
+# One overall deadline per attempt (resolve, connect, TLS, send, answer); e-mail and
+# webhooks on their own queues, so that one slow endpoint never holds up an e-mail.
+DELIVERY_DEADLINE_SECONDS = env.float("DELIVERY_DEADLINE_SECONDS", default=10.0)
+DELIVERY_TICK_SECONDS = env.float("DELIVERY_TICK_SECONDS", default=15.0)
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+CELERY_EMAIL_QUEUE = env.str("CELERY_EMAIL_QUEUE", default="email")
+CELERY_WEBHOOK_QUEUE = env.str("CELERY_WEBHOOK_QUEUE", default="webhooks")
+CELERY_TASK_ROUTES = {
+    "pumps.deliver_email": {"queue": CELERY_EMAIL_QUEUE},
+    "pumps.deliver_webhooks": {"queue": CELERY_WEBHOOK_QUEUE},
+}
+CELERY_BEAT_SCHEDULE["outbox-delivery"] = {"task": "pumps.deliver_outbox", "schedule": DELIVERY_TICK_SECONDS}
 
 # --- REST API ------------------------------------------------------------------------
 REST_FRAMEWORK = {

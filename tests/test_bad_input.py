@@ -355,7 +355,7 @@ CASES: list[Case] = [
     # ---- wrong types
     Case("added_volume_not_a_number", "wrong type: volume as text", "filled", "/refills/",
          with_(SECOND_REFILL, added_volume_ml="thirty-eight"), "added_volume_ml", "A valid number is required.",
-         page=Page("refill", {"added_volume_ml": "thirty-eight"}, "added_volume_ml", "Enter a number.")),
+         page=Page("refill", {"added_volume_ml": "thirty-eight"}, "added_volume_ml", "Enter a volume in mL, e.g. 1.5")),
     Case("added_volume_boolean", "wrong type: volume as a boolean", "filled", "/refills/",
          with_(SECOND_REFILL, added_volume_ml=True), "added_volume_ml", "A valid number is required."),
     Case("added_volume_object", "wrong type: volume as an object", "filled", "/refills/",
@@ -377,7 +377,7 @@ CASES: list[Case] = [
          with_(SECOND_REFILL, confirm_duplicate="perhaps"), "confirm_duplicate", "Must be a valid boolean."),
     Case("reading_volume_as_list", "wrong type: volume as a list", "filled", "/readings/",
          with_(READING, reservoir_volume_ml=[22]), "reservoir_volume_ml", "A valid number is required.",
-         page=Page("reading", {"reservoir_volume_ml": "22 mL"}, "reservoir_volume_ml", "Enter a number.")),
+         page=Page("reading", {"reservoir_volume_ml": "22 mL"}, "reservoir_volume_ml", "Enter a volume in mL, e.g. 1.5")),
     Case("explant_date_wrong", "wrong type: explant date", "filled", "/pumps/{pump}/explant/",
          {"explanted_on": "04/03/2026"}, "explanted_on",
          "Date has wrong format. Use one of these formats instead: YYYY-MM-DD.",
