@@ -119,6 +119,15 @@ class ClinicAdmin(ClinicScopedMixin, SimpleHistoryAdmin):
                 "description": "Defaults: Maino 2017 (1 mL / 2 mL); Saulino 2016 (+30 % spinal, +15 % other).",
             },
         ),
+        (
+            "Refill planning",
+            {
+                "fields": ("refill_slots_per_day", "refill_slots_by_weekday", "refill_earliest_days",
+                           "refill_first_visit"),
+                "description": "Capacity of the refill planner: slots per open day (optionally per weekday), "
+                               "the earliest useful refill before the due date, the first visit time.",
+            },
+        ),
         ("Alerts", {"fields": ("withdrawal_window_hours", "digest_hour")}),
         ("Record", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )

@@ -6,21 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from django.urls import include, path
 
 from pumps import services as s
-from pumps.api import planning as api_planning
 from pumps.models import Appointment
 from tests.api_support import token_client, travel
 from tests.pages_support import CHICAGO, DUE_SOON_AT, new_patient, worked_example
 
-# The routes as pumps/api/urls.py registers them (ahead of its catch-all).
-urlpatterns = [
-    path("api/v1/refill-plan/", api_planning.RefillPlanView.as_view(), name="refill-plan"),
-    path("api/v1/refill-plan/book/", api_planning.RefillPlanBookView.as_view(), name="refill-plan-book"),
-    path("", include("clinic.urls")),
-]
-pytestmark = pytest.mark.urls(__name__)
 PLAN = "/api/v1/refill-plan/"
 BOOK = "/api/v1/refill-plan/book/"
 

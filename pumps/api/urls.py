@@ -12,7 +12,7 @@ from rest_framework.routers import SimpleRouter
 
 from clinic.auth import IsClinicMember
 
-from . import alerts, records, views, webhook
+from . import alerts, planning, records, views, webhook
 from .errors import NotRouted
 
 router = SimpleRouter()
@@ -29,6 +29,8 @@ router.register("appointments", records.AppointmentViewSet, basename="appointmen
 # a Bearer token or a session; the HTML docs (assets from the sidecar, no CDN) a session.
 urlpatterns = [
     path("worklist/", views.WorklistView.as_view(), name="worklist"),
+    path("refill-plan/", planning.RefillPlanView.as_view(), name="refill-plan"),
+    path("refill-plan/book/", planning.RefillPlanBookView.as_view(), name="refill-plan-book"),
     path("webhook/", webhook.WebhookView.as_view(), name="webhook"),
     re_path(r"^pumps/(?P<pk>[^/.]+)/history/$", records.PumpHistoryView.as_view(), name="pump-history"),
     path("schema/", SpectacularAPIView.as_view(permission_classes=[IsClinicMember]), name="api-schema"),
