@@ -258,6 +258,7 @@ def refill_create(request, pk: int):
     preview = _refill_preview(preview_form, pump, now)
     context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "preview": preview,
                "problems": preview_problems(preview_form, preview),
+               "can_program": selectors.permissions_for(request.user, pump.clinic_id).can_program,
                "conflict": conflict, "show_program": bool(form["changes_program"].value()) or preview.concentration_change}
     return render_page(request, "pumps/refill_form.html", context, status=400 if form.errors or conflict else 200,
                        now=now)

@@ -56,8 +56,17 @@ def test_form_prefills_the_time_and_the_concentration_in_force(filled, nurse):
     text = text_of(html)
     assert "Expected residual 22.491 mL" in text  # 22.5 - 0.45 / 48 at 09:30
     assert_no_inline_script(html)
-    for name in ("performed_at", "extracted_volume_ml", "added_volume_ml", "concentration_mcg_per_ml",
-                 "bridge_bolus_ml", "program_daily_dose_mcg", "program_override_reason"):
+    for name in ("performed_at", "extracted_volume_ml", "added_volume_ml", "concentration_mcg_per_ml"):
+        assert f'<label for="id_{name}">' in html
+    # a nurse records the refill; a new program (and its bridge bolus) is a prescriber's
+    assert 'id="program-section"' not in html and 'name="program_daily_dose_mcg"' not in html
+    assert "is entered by a prescriber (physician): ask one to record this refill with its program." in text
+
+
+def test_a_prescriber_sees_the_program_section_with_labels(filled, prescriber):
+    with travel(NOW):
+        html = signed_in(prescriber).get(f"/pumps/{filled.pk}/refill/").content.decode()
+    for name in ("bridge_bolus_ml", "program_daily_dose_mcg", "program_override_reason"):
         assert f'<label for="id_{name}">' in html
 
 
@@ -150,7 +159,7 @@ def test_concentration_change_asks_for_a_program_and_a_bridge_bolus(filled, nurs
     assert refused.status_code == 400
     assert ("The program in force is at 1000 mcg/mL: a concentration change needs a new program and a bridge "
             "bolus.") in refused.content.decode()
-    assert "<details id=\"program-section\" open>" in refused.content.decode()
+    assert "ask one to record this refill with its program" in refused.content.decode()
 
     with_program = {**change, "changes_program": "on", "bridge_bolus_ml": "0.5", "program_mode": "continuous",
                     "program_daily_dose_mcg": "450"}
