@@ -27,6 +27,8 @@ is at-least-once, which is the right side to err on for a clinical alert.
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -501,10 +503,29 @@ def _insert_missing(rows: list[Notification]) -> int:
         return created
 
 
-def queue_delivery_on_commit() -> None:
-    """One delivery task per transaction, however many notifications it queued."""
-    from django.db import connection
+_batch = threading.local()
 
+
+@contextmanager
+def one_delivery_trigger():
+    """Inside a sweep (or a chunk of one): one delivery trigger at its end, however many
+    pumps and reminders queued notifications, instead of one per transaction."""
+    _batch.depth = getattr(_batch, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _batch.depth -= 1
+        if _batch.depth == 0 and getattr(_batch, "pending", False):
+            _batch.pending = False
+            transaction.on_commit(enqueue_delivery)
+
+
+def queue_delivery_on_commit() -> None:
+    """One delivery task per transaction, however many notifications it queued; inside
+    ``one_delivery_trigger`` one for the whole batch."""
+    if getattr(_batch, "depth", 0):
+        _batch.pending = True
+        return
     pending = getattr(connection, "run_on_commit", [])
     if not any(entry[1] is enqueue_delivery for entry in pending):
         transaction.on_commit(enqueue_delivery)
@@ -586,6 +607,12 @@ def sweep(now: datetime | None = None, *, fan_out: bool = False) -> SweepResult:
     result = SweepResult()
     if idle_tick(now, started):
         return result
+    with one_delivery_trigger():
+        _sweep_work(now, started, result, fan_out)
+    return result
+
+
+def _sweep_work(now: datetime, started: datetime, result: SweepResult, fan_out: bool) -> None:
     # Reminders of open critical alerts first: a large backlog of state changes must not
     # delay them past the task's time limit.
     result.notifications_created += process_repeats(now)
@@ -607,7 +634,6 @@ def sweep(now: datetime | None = None, *, fan_out: bool = False) -> SweepResult:
         started_at=started, finished_at=timezone.now(), pumps_checked=result.pumps_checked,
         alerts_created=result.alerts_created, notifications_created=result.notifications_created,
     )
-    return result
 
 
 def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None) -> SweepResult:
@@ -615,6 +641,12 @@ def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None
     from .services import refresh_pump
 
     result = result or SweepResult()
+    with one_delivery_trigger():
+        _sweep_chunks(ids, now, result, refresh_pump)
+    return result
+
+
+def _sweep_chunks(ids: list[int], now: datetime, result: SweepResult, refresh_pump) -> None:
     for start in range(0, len(ids), CHUNK):
         for pump_id in ids[start:start + CHUNK]:
             try:
@@ -631,7 +663,6 @@ def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None
             result.pumps_checked += 1
             result.alerts_created += made
             result.notifications_created += notes
-    return result
 
 
 # ------------------------------------------------------------------------ digest

@@ -15,7 +15,7 @@ from pumps import alerts, outbox
 from pumps import services as s
 from pumps.models import Alert, DeliveryAttempt, Notification, Program, SweepRun
 from tests.conftest import CHICAGO
-from tests.factories import make_user
+from tests.factories import make_patient, make_pump, make_user
 
 T0 = datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO)
 LRA = datetime(2026, 4, 18, 23, 20, tzinfo=CHICAGO)  # the worked example's worst-case LRA
@@ -423,6 +423,26 @@ def test_explant_resolves_the_pumps_open_alerts(filled, nurse):
     assert set(Alert.objects.values_list("resolution", flat=True)) == {"pump explanted"}
     sweep_and_send(now + timedelta(hours=8))
     assert len(sent("low_reservoir")) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_of_many_pumps_queues_one_delivery_trigger(clinic, prescriber, monkeypatch):
+    """Each due pump is its own committed transaction; the delivery is triggered once, at
+    the end of the sweep, not once per pump (a burst of 378 reminders had queued ~380)."""
+    for n in (1, 2, 3):
+        other = make_pump(make_patient(clinic, mrn=f"MRN10{n}"), serial=f"SN-010{n}")
+        s.record_refill(
+            pump=other, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000),
+            actor=s.Actor(prescriber), now=WRITE_NOW,
+            program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
+        )
+    AlertRecipient.objects.create(clinic=clinic, email="pumps@clinic.example")
+    queued = []
+    monkeypatch.setattr("pumps.tasks.deliver_pending.delay", lambda: queued.append(1))
+    result = alerts.sweep(LRA + timedelta(minutes=40))
+    assert result.pumps_checked == 3
+    assert Notification.objects.filter(kind="low_reservoir").count() == 3
+    assert queued == [1]
 
 
 def test_one_delivery_task_per_transaction(filled, monkeypatch, django_capture_on_commit_callbacks):
