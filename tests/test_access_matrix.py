@@ -147,6 +147,9 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
                                                                    "302 404 404 404 404 404 200 302 302 302"),
         ("POST", "/void/refill/{refill}/",                         "302 403 200 200 200 200 200 302 302 302",
                                                                    "302 404 404 404 404 404 200 302 302 302"),
+        # with a reason: the refill carried the program, so only a prescriber voids it
+        ("POST", "/void/refill/{refill}/ +VOID_BODY",              "302 403 403 302 403 403 302 302 302 302",
+                                                                   "302 404 404 404 404 404 302 302 302 302"),
         ("POST", "/void/reading/{reading}/",                       "302 403 200 200 200 200 200 302 302 302",
                                                                    "302 404 404 404 404 404 200 302 302 302"),
         ("POST", "/void/event/{event}/",                           "302 403 200 200 200 200 200 302 302 302",
@@ -157,18 +160,65 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
                                                                    "302 404 404 404 404 404 200 302 302 302")],
     "alerts/<int:pk>/acknowledge/": [
         ("POST", "/alerts/{alert}/acknowledge/",                   "302 403 302 302 302 302 302 302 302 302",
-                                                                   "302 404 404 404 404 404 302 302 302 302")],
+                                                                   "302 404 404 404 404 404 302 302 302 302"),
+        # a critical alert needs a reason: without one the form comes back (400)
+        ("POST", "/alerts/{flag}/acknowledge/",                    "302 403 400 400 400 400 400 302 302 302",
+                                                                   "302 404 404 404 404 404 400 302 302 302")],
     "clinics/<slug:code>/settings/": [  # clinic administrators only
         ("GET", "/clinics/{clinic}/settings/",                     "302 403 403 403 403 200 200 302 302 302",
                                                                    "302 404 404 404 404 404 200 302 302 302"),
         ("POST", "/clinics/{clinic}/settings/",                    "302 403 403 403 403 200 200 302 302 302",
                                                                    "302 404 404 404 404 404 200 302 302 302")],
+    # Refill planning: every member reads the plan of their clinic (another clinic's: 404);
+    # those who record book (an empty post books nothing: back to the page); only a
+    # clinic administrator changes the capacity and the calendar feeds (an empty post: 400).
+    "planning/": [  # to the planning page of the user's (first) clinic
+        ("GET", "/planning/",                                      "302 302 302 302 302 302 302 302 302 302", None)],
+    "clinics/<slug:code>/planning/": [
+        ("GET", "/clinics/{clinic}/planning/",                     "302 200 200 200 200 200 200 302 302 302",
+                                                                   "302 404 404 404 404 404 200 302 302 302"),
+        ("POST", "/clinics/{clinic}/planning/",                    "302 405 405 405 405 405 405 302 302 302",
+                                                                   "302 405 405 405 405 405 405 302 302 302")],
+    "clinics/<slug:code>/planning/book/": [
+        ("GET", "/clinics/{clinic}/planning/book/",                "302 405 405 405 405 405 405 302 302 302",
+                                                                   "302 405 405 405 405 405 405 302 302 302"),
+        ("POST", "/clinics/{clinic}/planning/book/",               "302 403 302 302 302 302 302 302 302 302",
+                                                                   "302 404 404 404 404 404 302 302 302 302")],
+    "clinics/<slug:code>/planning/capacity/": [
+        ("POST", "/clinics/{clinic}/planning/capacity/",           "302 403 403 403 403 400 400 302 302 302",
+                                                                   "302 404 404 404 404 404 400 302 302 302")],
+    "clinics/<slug:code>/planning/feeds/": [
+        ("POST", "/clinics/{clinic}/planning/feeds/",              "302 403 403 403 403 400 400 302 302 302",
+                                                                   "302 404 404 404 404 404 400 302 302 302")],
+    # The secret in the URL is the only credential (a calendar application cannot sign
+    # in): whoever asks, an active secret of the clinic named answers 200; a wrong or
+    # revoked secret, or a secret of another clinic (clinic B's under clinic A's code),
+    # answers 404.
+    "calendar/<slug:code>/<str:secret>.ics": [
+        ("GET", "/calendar/north/{feed}.ics",                      "200 200 200 200 200 200 200 200 200 200",
+                                                                   "404 404 404 404 404 404 404 404 404 404"),
+        ("GET", "/calendar/{clinic}/not-the-secret.ics",           "404 404 404 404 404 404 404 404 404 404",
+                                                                   "404 404 404 404 404 404 404 404 404 404"),
+        ("GET", "/calendar/{clinic}/{revoked_feed}.ics",           "404 404 404 404 404 404 404 404 404 404",
+                                                                   "404 404 404 404 404 404 404 404 404 404")],
     # ---------------------------------------------------------------- REST API
     # Staff call it with their session; a read-only token or a viewer gets 403 on any
     # write (checked before the record is looked up, so it is 403 for clinic B too).
     #                                                              anon vie nur pre pha adm sup tRO tRW rev
     "api/v1/worklist/": [
         ("GET", "/api/v1/worklist/",                               "401 200 200 200 200 200 200 200 200 401", None)],
+    # The refill plan: a token plans for its own clinic; staff name the clinic with
+    # ?clinic=<code> (needed by a superuser, who sees every clinic: 400 without it). A
+    # clinic the caller cannot see answers 404, for a token too. Booking needs a role that
+    # records or a read-write token (403 before the body is read); an empty body is 400.
+    "api/v1/refill-plan/": [
+        ("GET", "/api/v1/refill-plan/",                            "401 200 200 200 200 200 400 200 200 401", None),
+        ("GET", "/api/v1/refill-plan/?clinic={clinic}",            "401 200 200 200 200 200 200 200 200 401",
+                                                                   "401 404 404 404 404 404 200 404 404 401")],
+    "api/v1/refill-plan/book/": [
+        ("POST", "/api/v1/refill-plan/book/",                      "401 403 400 400 400 400 400 403 400 401", None),
+        ("POST", "/api/v1/refill-plan/book/?clinic={clinic}",      "401 403 400 400 400 400 400 403 400 401",
+                                                                   "401 403 404 404 404 404 400 403 404 401")],
     "api/v1/webhook/": [  # webhooks belong to API clients
         ("GET", "/api/v1/webhook/",                                "401 403 403 403 403 403 403 200 200 401", None),
         ("PUT", "/api/v1/webhook/",                                "401 403 403 403 403 403 403 403 400 401", None)],
@@ -207,9 +257,10 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
         ("GET", "/api/v1/programs/",                               "401 200 200 200 200 200 200 200 200 401", None),
         ("POST", "/api/v1/programs/",                              "401 403 400 400 400 400 400 403 400 401", None),
         # a complete program: only a prescriber (or a read-write client naming one) enters it;
-        # clinic B's pump is not a pump the caller can name (400, nothing saved)
-        ("POST", "/api/v1/programs/ +PROGRAM_BODY",                "401 403 403 201 403 403 201 403 201 401",
-                                                                   "401 403 400 400 400 400 201 403 400 401")],
+        # clinic B's pump is not a pump the caller can name (400, nothing saved); a signed-in
+        # user is the one who entered it: the superuser naming matrix_prescriber is 400
+        ("POST", "/api/v1/programs/ +PROGRAM_BODY",                "401 403 403 201 403 403 400 403 201 401",
+                                                                   "401 403 400 400 400 400 400 403 400 401")],
     "api/v1/^programs/(?P<pk>[^/.]+)/$": [
         ("GET", "/api/v1/programs/{program}/",                     "401 200 200 200 200 200 200 200 200 401",
                                                                    "401 404 404 404 404 404 200 404 404 401")],
@@ -225,8 +276,8 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
     "api/v1/^refills/(?P<pk>[^/.]+)/$": [
         ("GET", "/api/v1/refills/{refill}/",                       "401 200 200 200 200 200 200 200 200 401",
                                                                    "401 404 404 404 404 404 200 404 404 401")],
-    "api/v1/^refills/(?P<pk>[^/.]+)/void/$": [
-        ("POST", "/api/v1/refills/{refill}/void/",                 "401 403 400 400 400 400 400 403 400 401",
+    "api/v1/^refills/(?P<pk>[^/.]+)/void/$": [  # {refill} carried the program: a prescriber's void
+        ("POST", "/api/v1/refills/{refill}/void/",                 "401 403 403 400 403 403 400 403 400 401",
                                                                    "401 403 404 404 404 404 400 403 404 401")],
     "api/v1/^readings/$": [
         ("GET", "/api/v1/readings/",                               "401 200 200 200 200 200 200 200 200 401", None),
@@ -244,7 +295,9 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
                                                                    "401 404 404 404 404 404 200 404 404 401")],
     "api/v1/^alerts/(?P<pk>[^/.]+)/acknowledge/$": [
         ("POST", "/api/v1/alerts/{alert}/acknowledge/",            "401 403 200 200 200 200 200 403 200 401",
-                                                                   "401 403 404 404 404 404 200 403 404 401")],
+                                                                   "401 403 404 404 404 404 200 403 404 401"),
+        ("POST", "/api/v1/alerts/{flag}/acknowledge/",             "401 403 400 400 400 400 400 403 400 401",
+                                                                   "401 403 404 404 404 404 400 403 404 401")],
     "api/v1/^events/$": [
         ("GET", "/api/v1/events/",                                 "401 200 200 200 200 200 200 200 200 401", None),
         ("POST", "/api/v1/events/",                                "401 403 400 400 400 400 400 403 400 401", None)],
@@ -268,6 +321,16 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
     "api/v1/^appointments/(?P<pk>[^/.]+)/void/$": [
         ("POST", "/api/v1/appointments/{appointment}/void/",       "401 403 400 400 400 400 400 403 400 401",
                                                                    "401 403 404 404 404 404 400 403 404 401")],
+    # No endpoint: a JSON 404 after authentication (401 first: an anonymous caller learns
+    # nothing of which paths exist); a write by a caller who may write nothing is 403.
+    "api/v1/^.*$": [
+        ("GET", "/api/v1/no-such-endpoint/",                       "401 404 404 404 404 404 404 404 404 401", None),
+        ("GET", "/api/v1/worklist",                                "401 404 404 404 404 404 404 404 404 401", None),
+        ("POST", "/api/v1/no-such-endpoint/",                      "401 403 404 404 404 404 404 403 404 401", None)],
+    "^api/": [  # /api/ itself and other versions
+        ("GET", "/api/",                                           "401 404 404 404 404 404 404 404 404 401", None),
+        ("GET", "/api/v2/pumps/",                                  "401 404 404 404 404 404 404 404 404 401", None),
+        ("POST", "/api/v2/pumps/",                                 "401 403 404 404 404 404 404 403 404 401", None)],
     # ---------------------------------------------------------------- FHIR R4 (read only)
     # A write is refused: 403 for a caller who may write nothing (the role check comes
     # first), 405 for the others. A Flag is a critical alert of a pump.
@@ -305,6 +368,19 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
 BODIES = {
     "PROGRAM_BODY": {"pump": "{pump}", "effective_at": "2026-03-01T12:00:00-06:00", "mode": "continuous",
                      "concentration_mcg_per_ml": "1000", "daily_dose_mcg": "450", "entered_by": "matrix_prescriber"},
+    "VOID_BODY": {"reason": "Entered on the wrong pump"},
+}
+
+#: Cases whose expectation above is the one we want but not yet what the code answers:
+#: (method, path as declared, role, "own"/"other") -> why. Each runs as a strict xfail, so
+#: it fails the day the code is fixed (then delete its entry here).
+KNOWN_DISCREPANCIES: dict[tuple[str, str, str, str], str] = {
+    **{("GET", "/api/v1/refill-plan/?clinic={clinic}", role, "other"): (
+        "pumps/api/planning.py _clinic(): a token's ?clinic=<another clinic> is ignored and its own "
+        "clinic's plan is answered (200), where staff get 404") for role in ("token_ro", "token_rw")},
+    ("POST", "/api/v1/refill-plan/book/?clinic={clinic}", "token_rw", "other"): (
+        "pumps/api/planning.py _clinic(): a read-write token's ?clinic=<another clinic> is ignored and the "
+        "pumps are booked in the token's own clinic (400 on this empty body, not 404)"),
 }
 
 #: Admin URLs are the Django admin's own (staff only); its login page is in the matrix.
@@ -346,6 +422,12 @@ def test_every_url_pattern_is_declared():
     assert not stale, f"MATRIX declares URL patterns that no longer exist: {stale}"
 
 
+def test_known_discrepancies_name_declared_cases():
+    declared = {(method, path, role, clinic) for cases in MATRIX.values() for method, path, own, other in cases
+                for clinic, row in (("own", own), ("other", other)) if row is not None for role in ROLES}
+    assert set(KNOWN_DISCREPANCIES) <= declared, sorted(set(KNOWN_DISCREPANCIES) - declared)
+
+
 def test_matrix_rows_are_well_formed():
     for route, cases in MATRIX.items():
         assert cases, route
@@ -368,7 +450,9 @@ def _cases():
                     clinic = "-"
                     row = own
                 for role, code in zip(ROLES, row.split(), strict=True):
-                    yield pytest.param(method, path, role, clinic, int(code),
+                    reason = KNOWN_DISCREPANCIES.get((method, path, role, clinic))
+                    marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                    yield pytest.param(method, path, role, clinic, int(code), marks=marks,
                                        id=f"{method} {path} | {role} | {clinic}")
 
 
@@ -387,25 +471,34 @@ class ClinicRecords:
     appointment: object
     alert: object
     flag: object
+    feed: str  # the secret of an active calendar feed of the clinic
+    revoked_feed: str  # the secret of a revoked one
 
     def fill(self, path: str) -> str:
         return path.format(
             clinic=self.clinic.code, patient=self.patient.pk, pump=self.pump.pk, program=self.program.pk,
             refill=self.refill.pk, reading=self.reading.pk, event=self.event.pk,
             appointment=self.appointment.pk, alert=self.alert.pk, flag=self.flag.pk,
+            feed=self.feed, revoked_feed=self.revoked_feed,
         )
 
 
-def _records(clinic: Clinic, *, family: str, mrn: str, serial: str, actor: s.Actor) -> ClinicRecords:
+def _records(clinic: Clinic, *, family: str, mrn: str, serial: str, actor: s.Actor,
+             prescriber: s.Actor) -> ClinicRecords:
+    """``prescriber`` records the first fill with its program (only a prescriber enters a
+    program); the program stays unverified (the verify URL, the unverified_program alert).
+    ``actor`` (a nurse) records the rest."""
+    from clinic.models import CalendarFeed
     from tests.factories import make_patient, make_pump
 
     patient = make_patient(clinic, mrn=mrn, family_name=family, given_name="Ana")
     pump = make_pump(patient, model_code="8637-40", implanted_on=date(2026, 1, 15), serial=serial)
     refill = s.record_refill(
-        pump=pump, performed_at=T0, added_volume_ml=D("36"), concentration_mcg_per_ml=D("1000"), actor=actor,
+        pump=pump, performed_at=T0, added_volume_ml=D("36"), concentration_mcg_per_ml=D("1000"), actor=prescriber,
         program=s.ProgramInput(concentration_mcg_per_ml=D("1000"), daily_dose_mcg=D("450")), now=T0,
     )
     program = Program.objects.filter(pump=pump).latest("pk")
+    assert program.verified_at is None
     reading = s.record_reading(pump=pump, read_at=T0 + timedelta(days=7), reservoir_volume_ml=D("33"), actor=actor,
                                now=T0 + timedelta(days=7))
     event = s.record_event(pump=pump, kind=Event.Kind.ALARM_REPORTED, occurred_at=T0 + timedelta(days=8),
@@ -415,12 +508,17 @@ def _records(clinic: Clinic, *, family: str, mrn: str, serial: str, actor: s.Act
     pump.refresh_from_db()
     evaluate_pump(pump, NOW)
     alert = Alert.objects.filter(pump=pump).order_by("pk").first()
+    assert alert is None or alert.kind == AlertKind.UNVERIFIED_PROGRAM, alert.kind
     if alert is None:  # the program is unverified, so there should be one; make sure anyway
         alert = Alert.objects.create(clinic=clinic, pump=pump, kind=AlertKind.UNVERIFIED_PROGRAM, episode="test",
                                      severity=Severity.WARNING, created_at=NOW, message="test alert")
     flag = Alert.objects.create(clinic=clinic, pump=pump, kind=AlertKind.REFILL_OVERDUE, episode="matrix",
                                 severity=Severity.CRITICAL, created_at=NOW, message="critical test alert")
-    return ClinicRecords(clinic, patient, pump, program, refill, reading, event, appointment, alert, flag)
+    _, feed = CalendarFeed.create_with_secret(clinic=clinic, name="Front desk")
+    revoked, revoked_feed = CalendarFeed.create_with_secret(clinic=clinic, name="Old front desk")
+    revoked.revoke()
+    return ClinicRecords(clinic, patient, pump, program, refill, reading, event, appointment, alert, flag,
+                         feed, revoked_feed)
 
 
 @dataclass
@@ -453,12 +551,18 @@ def world(django_db_setup, django_db_blocker):
                 users[role] = user
             users["superuser"] = User.objects.create_superuser(username="matrix_super", password=None,
                                                                  email="su@example.org")
+            # The programs are entered by a prescriber who is not users["prescriber"], so that
+            # users["prescriber"] is a second clinician who may verify clinic A's program.
+            prescriber_a = User.objects.create_user(username="matrix_prescriber_entry", password=None)
+            Membership.objects.create(user=prescriber_a, clinic=clinic_a, role="prescriber")
             nurse_b = User.objects.create_user(username="matrix_nurse_b", password=None)
             Membership.objects.create(user=nurse_b, clinic=clinic_b, role="nurse")
+            prescriber_b = User.objects.create_user(username="matrix_prescriber_b", password=None)
+            Membership.objects.create(user=prescriber_b, clinic=clinic_b, role="prescriber")
             own = _records(clinic_a, family="Garcia", mrn="MRN-OWN-1", serial="SN-OWN-1",
-                           actor=s.Actor(users["nurse"]))
+                           actor=s.Actor(users["nurse"]), prescriber=s.Actor(prescriber_a))
             other = _records(clinic_b, family=OTHER_MARKERS[0], mrn=OTHER_MARKERS[1], serial=OTHER_MARKERS[2],
-                             actor=s.Actor(nurse_b))
+                             actor=s.Actor(nurse_b), prescriber=s.Actor(prescriber_b))
             # /health/ answers 503 until the alert sweep has run
             from django.utils import timezone
 
