@@ -374,14 +374,7 @@ BODIES = {
 #: Cases whose expectation above is the one we want but not yet what the code answers:
 #: (method, path as declared, role, "own"/"other") -> why. Each runs as a strict xfail, so
 #: it fails the day the code is fixed (then delete its entry here).
-KNOWN_DISCREPANCIES: dict[tuple[str, str, str, str], str] = {
-    **{("GET", "/api/v1/refill-plan/?clinic={clinic}", role, "other"): (
-        "pumps/api/planning.py _clinic(): a token's ?clinic=<another clinic> is ignored and its own "
-        "clinic's plan is answered (200), where staff get 404") for role in ("token_ro", "token_rw")},
-    ("POST", "/api/v1/refill-plan/book/?clinic={clinic}", "token_rw", "other"): (
-        "pumps/api/planning.py _clinic(): a read-write token's ?clinic=<another clinic> is ignored and the "
-        "pumps are booked in the token's own clinic (400 on this empty body, not 404)"),
-}
+KNOWN_DISCREPANCIES: dict[tuple[str, str, str, str], str] = {}
 
 #: Admin URLs are the Django admin's own (staff only); its login page is in the matrix.
 ADMIN_PREFIX = "admin/"

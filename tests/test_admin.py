@@ -297,6 +297,8 @@ def test_changing_the_clinic_policy_recomputes_its_pumps(admin_client, records):
         "due_soon_days": "14", "open_weekdays": ["0", "1", "2", "3", "4"], "discrepancy_threshold_small_ml": "1",
         "discrepancy_threshold_large_ml": "2", "titration_limit_spinal_pct": "30", "titration_limit_other_pct": "15",
         "withdrawal_window_hours": "72", "digest_hour": "7",
+        "refill_slots_per_day": "8", "refill_slots_by_weekday": "[null, null, null, null, null, null, null]", "refill_earliest_days": "14",
+        "refill_first_visit": "09:00",
         "closures-TOTAL_FORMS": str(len(closures)), "closures-INITIAL_FORMS": str(len(closures)),
         "alert_recipients-TOTAL_FORMS": str(len(recipients)), "alert_recipients-INITIAL_FORMS": str(len(recipients)),
         "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",

@@ -35,7 +35,7 @@ def test_schema_is_openapi_3_json_with_every_resource(clinic):
         "/api/v1/alerts/", "/api/v1/alerts/{id}/", "/api/v1/alerts/{id}/acknowledge/", "/api/v1/webhook/",
         "/api/v1/events/", "/api/v1/events/{id}/", "/api/v1/events/{id}/void/", "/api/v1/appointments/",
         "/api/v1/appointments/{id}/", "/api/v1/appointments/{id}/ics/", "/api/v1/appointments/{id}/void/",
-        "/api/v1/pumps/{id}/history/",
+        "/api/v1/pumps/{id}/history/", "/api/v1/refill-plan/", "/api/v1/refill-plan/book/",
     }
 
 

@@ -33,11 +33,13 @@ MAX_PUMPS = 500
 
 def _clinic(request) -> Clinic:
     client = api_client_of(request)
+    code = request.query_params.get("clinic")
     if client is not None:
+        if code and code != client.clinic.code:  # another clinic does not exist for this token
+            raise exceptions.NotFound("No such clinic.")
         return client.clinic
     ids = visible_clinic_ids(request)
     clinics = Clinic.objects.all() if ids is None else Clinic.objects.filter(pk__in=ids)
-    code = request.query_params.get("clinic")
     if code:
         clinic = clinics.filter(code=code).first()
         if clinic is None:
