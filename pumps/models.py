@@ -480,6 +480,7 @@ class AlertKind(models.TextChoices):
     UNVERIFIED_PROGRAM = "unverified_program", "unverified program"
     ALERTING_STALLED = "alerting_stalled", "alerting stalled"
     DRUG_EXPIRED = "drug_expired", "drug expired"
+    REFILL_UNBOOKED = "refill_unbooked", "refill not booked"
 
 
 class Severity(models.TextChoices):
