@@ -71,18 +71,21 @@ def test_nothing_before_the_due_soon_window(filled):
     assert [m.extra_headers["X-Clinic-Alert-Kind"] for m in mail.outbox] == ["digest", "digest"]
 
 
-def test_due_soon_creates_an_info_alert_for_the_digest_only(filled):
+def test_due_soon_creates_info_alerts_for_the_digest_only(filled):
+    """Due soon and nothing booked: the status (refill_due_soon) and the missing booking
+    (refill_unbooked), both info, both about the fill, neither e-mailed on its own."""
     sweep_and_send(datetime(2026, 3, 27, 0, 30, tzinfo=CHICAGO))
-    alert = Alert.objects.get()
-    assert (alert.kind, alert.severity, alert.episode) == ("refill_due_soon", "info", f"fill:{filled.refills.get().pk}")
-    assert mail.outbox == []  # before the 07:00 digest hour, and due-soon is never e-mailed alone
+    fill = f"fill:{filled.refills.get().pk}"
+    assert sorted(Alert.objects.values_list("kind", "severity", "episode")) == [
+        ("refill_due_soon", "info", fill), ("refill_unbooked", "info", fill)]
+    assert mail.outbox == []  # before the 07:00 digest hour, and neither is ever e-mailed alone
 
 
-def test_booked_refill_appointment_means_no_due_soon_alert(filled, nurse):
+def test_booked_refill_appointment_means_no_unbooked_alert(filled, nurse):
     s.schedule_appointment(pump=filled, scheduled_for=datetime(2026, 4, 9, 10, tzinfo=CHICAGO), actor=s.Actor(nurse),
                            now=WRITE_NOW)
     sweep_and_send(datetime(2026, 3, 27, 0, 30, tzinfo=CHICAGO))
-    assert Alert.objects.count() == 0
+    assert list(Alert.objects.values_list("kind", flat=True)) == ["refill_due_soon"]  # the status only
 
 
 def test_low_reservoir_email_exactly_once_per_recipient_however_many_sweeps(filled):
@@ -235,7 +238,7 @@ def test_battery_alerts_180_and_90_days_before_end_of_service(filled):
     # 8637-40 implanted 2026-01-15: expected end of service 2033-01-15
     filled.expected_end_of_service = date(2026, 9, 30)
     filled.save()
-    s.recompute_pump(filled, now=datetime(2026, 3, 1, tzinfo=CHICAGO))
+    s.store_projection(filled, now=datetime(2026, 3, 1, tzinfo=CHICAGO))
     filled.refresh_from_db()
     assert filled.next_change_at == datetime(2026, 3, 27, 0, 0, tzinfo=CHICAGO)  # due-soon window first
     alerts.evaluate_pump(filled, datetime(2026, 4, 3, 12, tzinfo=CHICAGO))  # 180 days before: 04-03
@@ -523,14 +526,14 @@ def test_one_broken_pump_does_not_stop_the_sweep(filled, clinic, prescriber, mon
         actor=s.Actor(prescriber),
         program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)), now=WRITE_NOW,
     )
-    real = s.recompute_pump
+    real = s.store_projection
 
     def broken(pump, **kwargs):
         if pump.pk == filled.pk:
             raise ValueError("corrupt history")
         return real(pump, **kwargs)
 
-    monkeypatch.setattr("pumps.services.recompute_pump", broken)
+    monkeypatch.setattr("pumps.history.store_projection", broken)
     result = alerts.sweep(LRA + timedelta(minutes=40))
     assert (result.pumps_failed, result.pumps_checked) == (1, 1)
     assert SweepRun.objects.count() == 1

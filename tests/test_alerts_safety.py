@@ -43,7 +43,7 @@ def failing_smtp(monkeypatch):
 def test_a_battery_alert_of_an_explanted_pump_is_never_emailed(filled, nurse, monkeypatch):
     filled.expected_end_of_service = date(2026, 9, 30)
     filled.save()
-    s.recompute_pump(filled, now=datetime(2026, 4, 3, 12, tzinfo=CHICAGO))
+    s.store_projection(filled, now=datetime(2026, 4, 3, 12, tzinfo=CHICAGO))
     failing_smtp(monkeypatch)
     at = datetime(2026, 4, 3, 12, tzinfo=CHICAGO)  # 180 days before the end of service
     alerts.evaluate_pump(filled, at)

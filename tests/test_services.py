@@ -805,8 +805,8 @@ def _stored_then_recomputed(pump, now):
     pump.refresh_from_db()
     stored = ({f: getattr(pump, f) for f in STORED},
               list(Refill.objects.order_by("performed_at").values_list("expected_residual_ml", "discrepancy_flagged")))
-    s.recompute_pump(pump, now=now)
-    s._recompute_refill_checks(pump, s.load_history(pump))
+    s.store_projection(pump, now=now)
+    s.recompute_refill_checks(pump, s.load_history(pump))
     pump.refresh_from_db()
     again = ({f: getattr(pump, f) for f in STORED},
              list(Refill.objects.order_by("performed_at").values_list("expected_residual_ml", "discrepancy_flagged")))

@@ -1,0 +1,220 @@
+"""Programs: what a pump is programmed to deliver; entered and verified by prescribers
+(four eyes), with the titration limit (docs/clinical-rules.md §9)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from clinic import permissions
+from pumps import checks
+from pumps.errors import ServiceValidationError
+from pumps.history import (
+    load_history,
+    lock_pump,
+    store_projection,
+)
+from pumps.models import (
+    Program,
+    Pump,
+    Refill,
+)
+
+from .base import (
+    REASON_MAX,
+    Actor,
+    _check_instant,
+    _Errors,
+    _n,
+    _require_implanted,
+    _stamp,
+    _text,
+    after_write,
+    authorize,
+    clinician_for,
+    evaluate_alerts,
+    q3,
+)
+
+
+@dataclass(frozen=True)
+class ProgramInput:
+    concentration_mcg_per_ml: Decimal | None
+    mode: str = Program.Mode.CONTINUOUS
+    daily_dose_mcg: Decimal | None = None
+    steps: list | None = None
+    ptm_bolus_mcg: Decimal | None = None
+    ptm_max_per_day: int | None = None
+    override_reason: str = ""
+    entered_by: str | None = None  # a clinician named by an integration
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ProgramInput:
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})
+
+
+def _validate_program(
+    errors: _Errors, prefix: str, pump: Pump, data: ProgramInput, effective_at: datetime, programs: list[Program],
+    refills: list[Refill], reservoir_concentration: Decimal | None,
+) -> tuple[Decimal, list] | None:
+    """Validate a program; returns (basal daily dose, stored steps) or None on error."""
+
+    def add(field, message):
+        errors.add(prefix + field, message)
+
+    before = len(errors.errors)
+    _text(errors, prefix + "override_reason", data.override_reason, REASON_MAX)
+    conc = data.concentration_mcg_per_ml
+    if conc is None:
+        add("concentration_mcg_per_ml", "This field is required.")
+    elif conc <= 0:
+        add("concentration_mcg_per_ml", "Must be greater than zero.")
+    elif reservoir_concentration is not None and q3(conc) != q3(reservoir_concentration):
+        add(
+            "concentration_mcg_per_ml",
+            f"The reservoir holds {_n(reservoir_concentration)} mcg/mL: a program must use the "
+            "concentration of the drug in the pump (a concentration change needs a refill with a new program).",
+        )
+    daily: Decimal | None = None
+    stored_steps: list = []
+    if data.mode == Program.Mode.FLEX:
+        try:
+            steps = checks.parse_flex_steps(data.steps or [])
+            daily = checks.check_flex_daily_dose(steps, data.daily_dose_mcg)
+            stored_steps = [
+                {"start": s.start.strftime("%H:%M"), "dose_mcg_per_hour": str(q3(s.dose_mcg_per_hour))} for s in steps
+            ]
+        except checks.CheckError as exc:
+            add(exc.field, exc.message)
+    elif data.mode == Program.Mode.CONTINUOUS:
+        if data.steps:
+            add("steps", "Steps belong to a flex program; a continuous program has a daily dose only.")
+        if data.daily_dose_mcg is None:
+            add("daily_dose_mcg", "This field is required for a continuous program.")
+        elif data.daily_dose_mcg <= 0:
+            add("daily_dose_mcg", "Must be greater than zero.")
+        else:
+            daily = q3(data.daily_dose_mcg)
+    else:
+        add("mode", "Must be continuous or flex.")
+    bolus, per_day = data.ptm_bolus_mcg, data.ptm_max_per_day
+    if (bolus is None) != (per_day is None) and not (bolus == 0 or per_day == 0):
+        add("ptm_bolus_mcg" if bolus is None else "ptm_max_per_day",
+            "An on-demand bolus needs both a dose (ptm_bolus_mcg) and a maximum per day (ptm_max_per_day).")
+    if bolus is not None and bolus < 0:
+        add("ptm_bolus_mcg", "Must be zero or more.")
+    if per_day is not None and per_day < 0:
+        add("ptm_max_per_day", "Must be zero or more.")
+    if len(errors.errors) > before or daily is None:
+        return None
+    # Titration (Saulino 2016): against the program in force 24 hours before.
+    previous = [p for p in programs if p.effective_at <= effective_at - timedelta(hours=24)]
+    if previous:
+        limit = checks.titration_limit_pct(
+            pump.patient.spasticity_origin,
+            spinal_pct=pump.clinic.titration_limit_spinal_pct,
+            other_pct=pump.clinic.titration_limit_other_pct,
+        )
+        try:
+            checks.check_titration(
+                new_daily_mcg=Fraction(daily),
+                old_daily_mcg=previous[-1].to_projection().basal_daily_dose_mcg(),
+                limit_pct=limit,
+                override_reason=data.override_reason,
+            )
+        except checks.CheckError as exc:
+            add(exc.field, exc.message)
+            return None
+    return daily, stored_steps
+
+
+def _reservoir_concentration(refills: list[Refill], at: datetime) -> Decimal | None:
+    """Concentration of the drug in the reservoir at ``at``: that of the latest refill."""
+    earlier = [r for r in refills if r.performed_at <= at]
+    return earlier[-1].concentration_mcg_per_ml if earlier else None
+
+
+def _make_program(
+    pump: Pump, data: ProgramInput, effective_at: datetime, daily: Decimal, steps: list, actor: Actor,
+    now: datetime, refill: Refill | None = None,
+) -> Program:
+    entered_user, entered_external = clinician_for(actor, pump.clinic, "entered_by", data.entered_by)
+    program = Program(
+        pump=pump,
+        effective_at=effective_at,
+        concentration_mcg_per_ml=q3(data.concentration_mcg_per_ml),
+        mode=data.mode,
+        daily_dose_mcg=daily,
+        steps=steps,
+        ptm_bolus_mcg=q3(data.ptm_bolus_mcg) if data.ptm_bolus_mcg is not None else None,
+        ptm_max_per_day=data.ptm_max_per_day,
+        override_reason=(data.override_reason or "").strip(),
+        entered_at=now,
+        entered_by=entered_user,
+        entered_by_external=entered_external,
+        refill=refill,
+    )
+    _stamp(program, actor)
+    program.save()
+    return program
+
+
+@transaction.atomic
+def record_program(
+    *, pump: Pump, effective_at: datetime, data: ProgramInput, actor: Actor, now: datetime | None = None,
+    if_match: int | None = None,
+) -> Program:
+    now = now or timezone.now()
+    pump = lock_pump(pump, if_match)
+    authorize(actor, pump.clinic_id, permissions.Action.PROGRAM)
+    errors = _Errors()
+    _check_instant(errors, "effective_at", effective_at, pump, now)
+    _require_implanted(errors, pump, effective_at)
+    errors.raise_if_any()
+    history = load_history(pump)
+    if any(p.effective_at == effective_at for p in history.programs):
+        raise ServiceValidationError({"effective_at": ["Another program of this pump takes effect at this instant."]})
+    result = _validate_program(
+        errors, "", pump, data, effective_at, history.programs, history.refills,
+        _reservoir_concentration(history.refills, effective_at),
+    )
+    errors.raise_if_any()
+    daily, steps = result
+    program = _make_program(pump, data, effective_at, daily, steps, actor, now)
+    after_write(pump, now, since=effective_at)
+    return program
+
+
+@transaction.atomic
+def verify_program(*, program: Program, actor: Actor, verified_by: str | None = None, now: datetime | None = None) -> Program:
+    """A second clinician confirms the program: not the one who entered it."""
+    now = now or timezone.now()
+    pump = lock_pump(program.pump_id)
+    authorize(actor, pump.clinic_id, permissions.Action.PROGRAM)
+    program = Program.objects.select_for_update().get(pk=program.pk)
+    user, external = clinician_for(actor, pump.clinic, "verified_by", verified_by)
+    errors = _Errors()
+    if program.is_voided:
+        errors.add("non_field_errors", "This program was voided.")
+    if program.verified_at is not None:
+        errors.add("non_field_errors", "This program was already verified.")
+    if user is None and not external:
+        errors.add("verified_by", "Name the clinician who verified the program.")
+    same_user = user is not None and program.entered_by_id == user.pk
+    same_external = external and program.entered_by_external == external
+    if same_user or same_external:
+        errors.add("verified_by", "A second clinician must verify: not the one who entered the program.")
+    errors.raise_if_any()
+    program.verified_by, program.verified_by_external, program.verified_at = user, external, now
+    _stamp(program, actor, "verified")
+    program.save(update_fields=["verified_by", "verified_by_external", "verified_at", "updated_at"])
+    store_projection(pump, now=now)
+    evaluate_alerts(pump, now)
+    return program

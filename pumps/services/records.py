@@ -1,0 +1,207 @@
+"""Readings, events, appointments and voids."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from clinic import permissions
+from pumps import projection as pj
+from pumps.errors import Forbidden, ServiceValidationError
+from pumps.history import (
+    bump_version,
+    lock_pump,
+)
+from pumps.models import (
+    Appointment,
+    Event,
+    Program,
+    Pump,
+    Reading,
+    Refill,
+)
+
+from .base import (
+    MSG_VOID_CARRIED_PROGRAM,
+    NOTES_MAX,
+    REASON_MAX,
+    Actor,
+    _check_instant,
+    _Errors,
+    _n,
+    _require_implanted,
+    _stamp,
+    _text,
+    after_write,
+    authorize,
+    clinician_for,
+    evaluate_alerts,
+    q3,
+)
+
+
+@transaction.atomic
+def record_reading(
+    *, pump: Pump, read_at: datetime, reservoir_volume_ml: Decimal | None, actor: Actor, eri: bool = False,
+    performed_by: str | None = None, notes: str = "", now: datetime | None = None, if_match: int | None = None,
+) -> Reading:
+    now = now or timezone.now()
+    pump = lock_pump(pump, if_match)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
+    errors = _Errors()
+    _check_instant(errors, "read_at", read_at, pump, now)
+    _text(errors, "notes", notes, NOTES_MAX)
+    _require_implanted(errors, pump, read_at)
+    if reservoir_volume_ml is None:
+        errors.add("reservoir_volume_ml", "This field is required.")
+    elif reservoir_volume_ml < 0:
+        errors.add("reservoir_volume_ml", "Must be zero or more.")
+    elif reservoir_volume_ml > pump.model.reservoir_ml:
+        errors.add(
+            "reservoir_volume_ml",
+            f"Exceeds the reservoir capacity of {_n(pump.model.reservoir_ml)} mL.",
+        )
+    errors.raise_if_any()
+    user, external = clinician_for(actor, pump.clinic, "performed_by", performed_by)
+    reading = Reading(
+        pump=pump, read_at=read_at, reservoir_volume_ml=q3(reservoir_volume_ml), eri=eri,
+        performed_by=user, performed_by_external=external, notes=notes or "",
+    )
+    _stamp(reading, actor)
+    reading.save()
+    if eri:
+        # Medtronic: the pump stops 90 days after the elective replacement indicator.
+        eos = pj.local_date(read_at, pump.clinic.tz) + timedelta(days=90)
+        if pump.expected_end_of_service is None or eos < pump.expected_end_of_service:
+            pump.expected_end_of_service = eos
+            _stamp(pump, actor, "ERI reading")
+            pump.save(update_fields=["expected_end_of_service", "updated_at"])
+    after_write(pump, now, since=read_at)
+    return reading
+
+
+# ------------------------------------------------------------------------- events
+
+
+@transaction.atomic
+def record_event(
+    *, pump: Pump, kind: str, occurred_at: datetime, actor: Actor, notes: str = "", now: datetime | None = None,
+) -> Event:
+    now = now or timezone.now()
+    pump = lock_pump(pump)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
+    errors = _Errors()
+    _text(errors, "notes", notes, NOTES_MAX)
+    if kind not in Event.Kind.values:
+        errors.add("kind", f"Must be one of: {', '.join(Event.Kind.values)}.")
+    _check_instant(errors, "occurred_at", occurred_at, pump, now)
+    errors.raise_if_any()
+    event = Event(pump=pump, kind=kind, occurred_at=occurred_at, notes=notes or "", recorded_by=actor.user)
+    _stamp(event, actor)
+    event.save()
+    bump_version(pump)
+    evaluate_alerts(pump, now)
+    return event
+
+
+# ------------------------------------------------------------------- appointments
+
+
+@transaction.atomic
+def schedule_appointment(
+    *, pump: Pump, scheduled_for: datetime, actor: Actor, kind: str = Appointment.Kind.REFILL, notes: str = "",
+    now: datetime | None = None,
+) -> Appointment:
+    now = now or timezone.now()
+    pump = lock_pump(pump)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
+    errors = _Errors()
+    _text(errors, "notes", notes, NOTES_MAX)
+    if kind not in Appointment.Kind.values:
+        errors.add("kind", f"Must be one of: {', '.join(Appointment.Kind.values)}.")
+    if scheduled_for is None or timezone.is_naive(scheduled_for):
+        errors.add("scheduled_for", "Datetime has no offset: give one (for example 2026-02-02T09:00:00-06:00 or Z).")
+    if pump.explanted_on is not None:
+        errors.add("pump", f"This pump was explanted on {pump.explanted_on.isoformat()}.")
+    errors.raise_if_any()
+    appointment = Appointment(pump=pump, scheduled_for=scheduled_for, kind=kind, notes=notes or "")
+    _stamp(appointment, actor)
+    appointment.save()
+    evaluate_alerts(pump, now)
+    return appointment
+
+
+@transaction.atomic
+def update_appointment(*, appointment: Appointment, actor: Actor, status: str | None = None,
+                       scheduled_for: datetime | None = None, notes: str | None = None) -> Appointment:
+    pump = lock_pump(appointment.pump_id)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
+    appointment = Appointment.objects.select_for_update().get(pk=appointment.pk)
+    errors = _Errors()
+    _text(errors, "notes", notes, NOTES_MAX)
+    if status is not None and status not in Appointment.Status.values:
+        errors.add("status", f"Must be one of: {', '.join(Appointment.Status.values)}.")
+    if scheduled_for is not None and timezone.is_naive(scheduled_for):
+        errors.add("scheduled_for", "Datetime has no offset: give one (for example 2026-02-02T09:00:00-06:00 or Z).")
+    errors.raise_if_any()
+    if status is not None:
+        appointment.status = status
+    if scheduled_for is not None:
+        appointment.scheduled_for = scheduled_for
+    if notes is not None:
+        appointment.notes = notes
+    _stamp(appointment, actor)
+    appointment.save()
+    # a cancelled refill appointment brings the due-soon alert back
+    evaluate_alerts(pump, timezone.now())
+    return appointment
+
+
+# -------------------------------------------------------------------------- voids
+
+
+@transaction.atomic
+def void_record(*, record, reason: str, actor: Actor, now: datetime | None = None):
+    """Void a refill, reading, program, event or appointment: it stays in the history but
+    takes no part in projections; later records' computed values are recomputed."""
+    now = now or timezone.now()
+    pump = lock_pump(record.pump_id)
+    record = type(record).objects.select_for_update().get(pk=record.pk)
+    authorize(actor, pump.clinic_id, permissions.Action.RECORD)
+    carried = Program.objects.filter(refill=record, voided_at__isnull=True).first() if isinstance(record, Refill) else None
+    if isinstance(record, Program) or carried is not None:
+        # A refill that carried a program stands or falls with it, and only a prescriber
+        # voids a program: the void of such a refill is a prescriber's too (H-09).
+        try:
+            authorize(actor, pump.clinic_id, permissions.Action.PROGRAM)
+        except Forbidden:
+            if carried is None:
+                raise
+            raise Forbidden(MSG_VOID_CARRIED_PROGRAM) from None
+    if not (reason or "").strip():
+        raise ServiceValidationError({"reason": ["Give the reason for voiding this record."]})
+    if len(reason) > REASON_MAX:
+        raise ServiceValidationError({"reason": [f"Ensure this field has no more than {REASON_MAX} characters."]})
+    if record.is_voided:
+        raise ServiceValidationError({"non_field_errors": ["This record is already voided."]})
+    record.voided_at, record.void_reason = now, reason.strip()
+    record.voided_by = actor.user if actor.user is not None and actor.user.pk else None
+    _stamp(record, actor, "void")
+    record.save()
+    if carried is not None:  # a program saved with a refill stands or falls with it
+        carried.voided_at, carried.void_reason = now, f"refill voided: {reason.strip()}"[:REASON_MAX]
+        carried.voided_by = record.voided_by
+        _stamp(carried, actor, "void with its refill")
+        carried.save()
+    moment = getattr(record, "performed_at", None) or getattr(record, "read_at", None) or getattr(
+        record, "effective_at", None
+    )
+    if isinstance(record, Refill | Reading | Program):
+        after_write(pump, now, since=moment)
+    else:
+        bump_version(pump)
+        evaluate_alerts(pump, now)
+    return record
