@@ -71,7 +71,7 @@ class Rule:
     severity: str
     repeat_every: timedelta | None  # None: once
     escalate_after: timedelta | None  # None: never; timedelta(0): at once
-    emailed: bool = True  # refill_due_soon goes in the daily digest only
+    emailed: bool = True  # refill_due_soon and refill_unbooked go in the daily digest only
     until_acknowledged: bool = True
 
 
@@ -87,6 +87,7 @@ RULES: dict[str, Rule] = {
     AlertKind.ALERTING_STALLED: Rule(Severity.CRITICAL, timedelta(hours=1), None),
     # warning; critical once the pump is also past empty (see wanted_alerts)
     AlertKind.DRUG_EXPIRED: Rule(Severity.WARNING, None, None),
+    AlertKind.REFILL_UNBOOKED: Rule(Severity.INFO, None, None, emailed=False),
 }
 
 #: How a kind is spelled in a subject or a heading (``get_kind_display().capitalize()``
@@ -102,6 +103,7 @@ TITLES: dict[str, str] = {
     AlertKind.UNVERIFIED_PROGRAM: "Unverified program",
     AlertKind.ALERTING_STALLED: "Alerting stalled",
     AlertKind.DRUG_EXPIRED: "Drug expired",
+    AlertKind.REFILL_UNBOOKED: "Refill not booked",
 }
 TITLE_EMPTY = "Withdrawal risk (reservoir empty)"
 
@@ -122,13 +124,20 @@ MSG_ACK_REASON_TOO_LONG = f"Keep the reason under {REASON_MAX} characters."
 
 RESERVOIR_KINDS = (
     AlertKind.REFILL_DUE_SOON,
+    AlertKind.REFILL_UNBOOKED,
     AlertKind.REFILL_OVERDUE,
     AlertKind.LOW_RESERVOIR,
     AlertKind.WITHDRAWAL_RISK,
 )
 
 ADVICE = {
-    AlertKind.REFILL_DUE_SOON: "Book a refill appointment on or before the due date.",
+    AlertKind.REFILL_DUE_SOON: (
+        "The refill is due soon: make sure a refill appointment is booked on or before the due date."
+    ),
+    AlertKind.REFILL_UNBOOKED: (
+        "No refill appointment is booked on or before the due date: book one. The clinic's refill plan "
+        "proposes a day within the clinic's refill capacity."
+    ),
     AlertKind.REFILL_OVERDUE: "The refill is overdue: contact the patient today and book the refill.",
     AlertKind.LOW_RESERVOIR: (
         "The reservoir is at or below the low-reservoir alarm volume (worst case). Refill now; "
@@ -211,6 +220,10 @@ def describe(alert: Alert, now: datetime) -> str:
     if alert.kind == AlertKind.REFILL_OVERDUE and alert.pump is not None and alert.pump.refill_due_on:
         day = alert.pump.refill_due_on
         return f"The refill was due on {day.isoformat()} ({pj.relative_date(day, pj.local_date(now, tz))})."
+    if alert.kind == AlertKind.REFILL_UNBOOKED and alert.pump is not None and alert.pump.refill_due_on:
+        day = alert.pump.refill_due_on
+        return (f"The refill is due on {day.isoformat()} ({pj.relative_date(day, pj.local_date(now, tz))}) "
+                "and no refill appointment is booked on or before that day.")
     return alert.message
 
 
@@ -308,15 +321,21 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
             Severity.CRITICAL if past_empty else Severity.WARNING,
         ))
     today = pj.local_date(now, tz)
-    if pump.refill_due_on and today > pump.refill_due_on:
-        out.append(Wanted(AlertKind.REFILL_OVERDUE, episode, None, f"refill was due on {pump.refill_due_on}"))
-    elif status == pj.STATUS_DUE_SOON and pump.refill_due_on:
-        booked = Appointment.objects.live().filter(
-            pump=pump, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED,
-            scheduled_for__gte=now, scheduled_for__lt=pj.start_of_local_day(pump.refill_due_on + pj.DAY, tz),
-        ).exists()
-        if not booked:
-            out.append(Wanted(AlertKind.REFILL_DUE_SOON, episode, None, f"refill due on {pump.refill_due_on}"))
+    due_on = pump.refill_due_on
+    if due_on and today > due_on:
+        out.append(Wanted(AlertKind.REFILL_OVERDUE, episode, None, f"refill was due on {due_on}"))
+    elif due_on:
+        # The status and the booking are two alerts, each saying one thing (§11.1):
+        # refill_due_soon while the status is due_soon, booked or not; refill_unbooked
+        # while the due date is within the due-soon window and no refill is booked for
+        # it, the same test as the refill planner's (pumps.planning): a live, scheduled
+        # refill appointment from the start of today to the end of the due date (a visit
+        # booked earlier today and not yet marked done counts). Both are digest-only.
+        if status == pj.STATUS_DUE_SOON:
+            out.append(Wanted(AlertKind.REFILL_DUE_SOON, episode, None, f"refill due on {due_on}"))
+        if (due_on - today).days <= clinic.due_soon_days and not refill_booked_for(pump, today, due_on):
+            out.append(Wanted(AlertKind.REFILL_UNBOOKED, episode, None,
+                              f"refill due on {due_on}; no refill appointment booked on or before it"))
     eos = pump.expected_end_of_service
     if eos:
         for days, severity in ((180, Severity.INFO), (90, Severity.WARNING)):
@@ -340,6 +359,17 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
         out.append(Wanted(AlertKind.RESIDUAL_DISCREPANCY, f"refill:{refill.pk}", refill.performed_at,
                           "; ".join(refill.flags)[:300]))
     return out
+
+
+def refill_booked_for(pump: Pump, today, due_on) -> bool:
+    """Is a refill booked in time: a live, scheduled refill appointment of the pump from
+    the start of the clinic's ``today`` to the end of ``due_on`` (as ``pumps.planning``)."""
+    tz = pump.clinic.tz
+    return Appointment.objects.live().filter(
+        pump=pump, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED,
+        scheduled_for__gte=pj.start_of_local_day(today, tz),
+        scheduled_for__lt=pj.start_of_local_day(due_on + pj.DAY, tz),
+    ).exists()
 
 
 @transaction.atomic(savepoint=False)  # no caller goes on in a transaction this one failed
@@ -404,6 +434,10 @@ def _resolution(alert: Alert, episode: str, wanted: set[tuple[str, str]]) -> str
         fill = alert.episode.removesuffix(EMPTY_EPISODE_SUFFIX)
         if fill != episode:
             return "a new refill was recorded"
+        if alert.kind == AlertKind.REFILL_UNBOOKED:
+            if (AlertKind.REFILL_OVERDUE, episode) in wanted:
+                return "the due date has passed: the refill is overdue"
+            return "a refill appointment is booked on or before the due date, or the due date moved"
         if alert.kind == AlertKind.WITHDRAWAL_RISK and (alert.kind, episode + EMPTY_EPISODE_SUFFIX) in wanted:
             return "superseded: the pump is past empty (worst case), a new alert says so"
         return "condition cleared"
