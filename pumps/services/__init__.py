@@ -50,7 +50,7 @@ from .records import (
     update_appointment,
     void_record,
 )
-from .refills import record_refill
+from .refills import RefillInput, record_refill, validate_refill
 
 __all__ = [
     "MSG_CONTROL_CHARACTERS", "MSG_VOID_CARRIED_PROGRAM", "NOTES_MAX", "PATIENT_FIELDS", "REASON_MAX", "Actor",
@@ -60,5 +60,5 @@ __all__ = [
     "projection_reason", "pump_state", "q3", "recompute_refill_checks", "record_event", "record_program",
     "record_reading", "record_refill", "refill_check_values", "refresh_pump", "replace_pump", "resolve_clinician",
     "schedule_appointment", "store_projection", "update_appointment", "update_patient", "update_pump",
-    "verify_program", "void_record",
+    "verify_program", "void_record", "RefillInput", "validate_refill",
 ]
