@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from clinic.models import Clinic
 
+from . import planning
 from . import projection as pj
 from .alerts import RESERVOIR_KINDS, advice_for, describe, title_for
 from .calendar import appointment_ics
@@ -43,10 +44,47 @@ def patient_label(pump: Pump) -> str:
     return header_safe(f"MRN {pump.patient.mrn} ({pump.patient.initials})")
 
 
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def day_label(day: date) -> str:
+    """"Fri 2026-04-10" (the weekday in English whatever the locale)."""
+    return f"{WEEKDAYS[day.weekday()]} {day.isoformat()}"
+
+
+def planning_url(clinic: Clinic) -> str:
+    return f"{settings.SITE_URL}/clinics/{clinic.code}/planning/"
+
+
+def plan_digest(clinic: Clinic, now: datetime) -> dict:
+    """The refill plan's part of the digest (``planning.clinic_plan``, one call): its
+    shortfalls, each with its reason and suggested day, and the pumps due within the
+    clinic's due-soon window with no refill booked (those of the refill_unbooked alert),
+    each with the day the plan proposes; how many more the plan proposes a day for."""
+    current = planning.clinic_plan(clinic, at=now)
+    window_end = pj.local_date(now, clinic.tz) + pj.DAY * clinic.due_soon_days
+
+    def line(row: planning.Row) -> dict:
+        return {"pump": row.pump, "patient": patient_label(row.pump), "due": day_label(row.due_on),
+                "day": day_label(row.day) if row.day else None, "url": pump_url(row.pump),
+                "reason": row.shortfall.reason_text if row.shortfall else ""}
+
+    proposals = sorted(current.proposals, key=lambda r: (r.due_on, r.day, r.pump.pk))
+    return {
+        "plan_url": planning_url(clinic),
+        "plan_last_day": day_label(current.plan.last_day),
+        "shortfalls": [line(row) for row in current.shortfalls],
+        "unbooked": [line(row) for row in proposals if row.due_on <= window_end],
+        "unbooked_later": sum(1 for row in proposals if row.due_on > window_end),
+        "due_soon_days": clinic.due_soon_days,
+    }
+
+
 def digest_context(clinic: Clinic, now: datetime) -> dict:
     """The daily digest: pumps empty, at their alarm, overdue and due soon, each with its
-    status in words (times on the clinic's wall clock with their zone); drugs past their
-    stability date; unacknowledged critical alerts; notifications that failed."""
+    status in words (times on the clinic's wall clock with their zone); the refill plan's
+    shortfalls and the pumps due soon with no refill booked (``plan_digest``); drugs past
+    their stability date; unacknowledged critical alerts; notifications that failed."""
     tz = clinic.tz
     listed = [pj.STATUS_EMPTY, pj.STATUS_ALARM, pj.STATUS_OVERDUE, pj.STATUS_DUE_SOON]
     pumps = (
@@ -99,6 +137,7 @@ def digest_context(clinic: Clinic, now: datetime) -> dict:
         ),
         "site_url": settings.SITE_URL,
         "tz": tz,
+        "plan": plan_digest(clinic, now),
     }
 
 
