@@ -85,13 +85,27 @@ def deliver_outbox() -> dict:
 
 
 @shared_task(name="pumps.deliver_email", ignore_result=True)
-def deliver_email() -> int:
-    """One e-mail batch at a time (one SMTP connection, critical alerts first); a second
-    one started meanwhile exits at once."""
-    with outbox.batch_lock("email") as got:
+def deliver_email(helper: int = 0) -> int:
+    """An e-mail batch: one SMTP connection, critical alerts first, claims taken a few
+    dozen at a time (``outbox.deliver_emails``). One batch holds the ``email`` lock (a
+    second one started meanwhile exits at once); when it finds a backlog (a full claim) it
+    queues helpers, ``outbox.email_parallel() - 1`` batches that run on other workers at
+    once, each in a slot of its own (``helper``: its number). A batch that stops at its
+    time budget with work left queues its successor: a backlog drains continuously
+    rather than one batch per dispatcher tick."""
+    with outbox.batch_lock("email" if not helper else f"email:{helper}") as got:
         if not got:
             return 0
-        return outbox.deliver_due(channel=Notification.EMAIL)
+
+        def backlog() -> None:
+            if not helper:
+                for number in range(1, outbox.email_parallel()):
+                    deliver_email.apply_async((number,), queue=email_queue())
+
+        result = outbox.deliver_emails(on_backlog=backlog)
+        if result.more and "email" not in result.skipped_by_breaker:
+            deliver_email.apply_async((helper,) if helper else (), queue=email_queue())
+        return result.sent
 
 
 @shared_task(name="pumps.deliver_webhooks", ignore_result=True)
