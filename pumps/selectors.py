@@ -156,6 +156,32 @@ def scope(queryset: QuerySet, user, clinic_field: str = "clinic") -> QuerySet:
     return queryset.filter(**{lookup: member_of})
 
 
+UTC_ZONE = pj.UTC
+TIMEZONE_CACHE_SECONDS = 300
+
+
+def user_timezone(user):
+    """The time zone of the user's first clinic (by code), for times on pages that show no
+    clinic of their own (the footer's last sweep); UTC for a user of no clinic. Cached a
+    few minutes per user: no query on most pages."""
+    from zoneinfo import ZoneInfo
+
+    from django.core.cache import cache
+
+    if not getattr(user, "is_authenticated", False):
+        return UTC_ZONE
+    key = f"pumps:user-tz:{user.pk}"
+    name = cache.get(key)
+    if name is None:
+        clinics = Clinic.objects.all() if user.is_superuser else Clinic.objects.filter(memberships__user=user)
+        name = clinics.order_by("code").values_list("timezone", flat=True).first() or "UTC"
+        cache.set(key, name, TIMEZONE_CACHE_SECONDS)
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError):
+        return UTC_ZONE
+
+
 def visible_clinics(user) -> list[Clinic]:
     if user.is_superuser:
         return list(Clinic.objects.order_by("code"))
@@ -271,10 +297,52 @@ class WorklistRow:
     prescriber: Any  # a User or None
     alerts: list[Alert] = field(default_factory=list)  # unresolved, most severe first (``with_alerts``)
     reason: str = ""  # the status in words (``Pump.status_reason``)
+    volume_now_ml: Decimal | None = None  # worst case, from the stored instants (``volume_now``)
+    capacity_ml: Decimal | None = None
 
     @property
     def status_label(self) -> str:
         return STATUS_LABELS[self.status]
+
+    @property
+    def volume_pct(self) -> int | None:
+        """The reservoir's fill in percent (0-100), for the row's small bar."""
+        if self.volume_now_ml is None or not self.capacity_ml:
+            return None
+        return max(0, min(100, round(self.volume_now_ml * 100 / self.capacity_ml)))
+
+    @property
+    def critical_alerts(self) -> list[Alert]:
+        return [a for a in self.alerts if a.severity == CRITICAL]
+
+    @property
+    def alerts_not_shown(self) -> int:
+        """Open alerts the row does not spell out: it names every critical one, else the
+        most severe."""
+        shown = len(self.critical_alerts) or (1 if self.alerts else 0)
+        return len(self.alerts) - shown
+
+    @property
+    def withdrawal_risk(self) -> bool:
+        return self.status == pj.STATUS_EMPTY or any(a.kind == AlertKind.WITHDRAWAL_RISK for a in self.alerts)
+
+    @property
+    def needs_action(self) -> bool:
+        """Empty, at the alarm, at risk of withdrawal or with an open critical alert: the
+        worklist's "Needs action now" band."""
+        if self.pump.explanted_on is not None:
+            return False
+        return self.status in (pj.STATUS_EMPTY, pj.STATUS_ALARM) or self.withdrawal_risk or bool(self.critical_alerts)
+
+    @property
+    def action_tier(self) -> int:
+        """Within the band: 0 empty, 1 a withdrawal-risk alert, 2 at the alarm, 3 another
+        critical alert."""
+        if self.status == pj.STATUS_EMPTY:
+            return 0
+        if self.withdrawal_risk:
+            return 1
+        return 2 if self.status == pj.STATUS_ALARM else 3
 
     @property
     def top_alert(self) -> Alert | None:
@@ -356,13 +424,40 @@ class WorklistRows:
         return [row for rank, row in sorted(ranked, key=lambda x: x[0]) if start <= rank < stop]
 
     def _row(self, pump: Pump, status: str) -> WorklistRow:
+        if pump.explanted_on is not None:
+            status = pj.STATUS_INACTIVE
         return _worklist_row(pump, status, self.now, self.people)
+
+
+def volume_now(pump: Pump, now: datetime) -> Decimal | None:
+    """The worst-case volume in the reservoir as of ``now``, from the stored projection
+    alone (no query, no recompute): between the worst-case alarm instant (the pump holds
+    its alarm volume) and the worst-case empty instant (it holds nothing) the projection
+    delivers at the worst-case rate, so the volume now is the alarm volume scaled by the
+    time left to empty over the time from the alarm to empty, capped at the reservoir's
+    capacity. Exact for a continuous program without a later change; for a flex program
+    it is the day's average rate (within one day's variation). None when the stored
+    projection has no alarm or empty instant (incomplete, inactive)."""
+    lra_at, empty_at, alarm_ml = pump.low_reservoir_alarm_at, pump.empty_at, pump.low_reservoir_alarm_ml
+    if pump.explanted_on is not None or lra_at is None or empty_at is None or alarm_ml is None:
+        return None
+    if now >= empty_at:
+        return Decimal(0)
+    span = (empty_at - lra_at).total_seconds()
+    if span <= 0:
+        return None
+    volume = Decimal(alarm_ml) * Decimal((empty_at - now).total_seconds()) / Decimal(span)
+    capacity = pump.model.reservoir_ml
+    if capacity is not None:
+        volume = min(volume, capacity)
+    return volume.quantize(Decimal("0.001"))
 
 
 def _worklist_row(pump: Pump, status: str, now: datetime, people: dict) -> WorklistRow:
     days = (pump.refill_due_on - pj.local_date(now, pump.clinic.tz)).days if pump.refill_due_on else None
     return WorklistRow(pump, status, days, pump.next_appointment_at, pump.next_appointment_kind,
-                       people.get(pump.prescriber_id))
+                       people.get(pump.prescriber_id), volume_now_ml=volume_now(pump, now),
+                       capacity_ml=pump.model.reservoir_ml)
 
 
 def with_alerts(rows: list[WorklistRow], now: datetime) -> list[WorklistRow]:
@@ -380,13 +475,47 @@ def with_alerts(rows: list[WorklistRow], now: datetime) -> list[WorklistRow]:
         row.alerts = found.get(row.pump.pk, [])
         row.reason = row.pump.status_reason(now)
     position = {id(row): i for i, row in enumerate(rows)}
-    return sorted(rows, key=lambda r: (URGENCY[r.status], r.alert_rank, position[id(r)]))
+    far = datetime.max.replace(tzinfo=UTC)
+
+    def key(r: WorklistRow) -> tuple:
+        if r.needs_action:  # the band: most urgent first, the soonest empty first within a tier
+            return (0, r.action_tier, r.alert_rank, r.pump.empty_at or far, position[id(r)])
+        return (1, URGENCY[r.status], r.alert_rank, position[id(r)])
+
+    return sorted(rows, key=key)
+
+
+def split_band(rows: list[WorklistRow]) -> tuple[list[WorklistRow], list[WorklistRow]]:
+    """(the "Needs action now" rows, the rest) of a page ordered by ``with_alerts``."""
+    band = [r for r in rows if r.needs_action]
+    return band, [r for r in rows if not r.needs_action]
+
+
+def changed_since(user, since: datetime) -> bool:
+    """Whether any pump or alert of the user's clinics changed after ``since``: a write
+    (it bumps ``Pump.updated_at``, indexed) or an alert raised, acknowledged or resolved.
+    At most three small EXISTS queries, for the pages' 30-second polls."""
+    if scope(Pump.objects.filter(updated_at__gt=since), user).exists():
+        return True
+    alerts = scope(Alert.objects.all(), user)
+    return alerts.filter(created_at__gt=since).exists() or alerts.filter(
+        Q(acknowledged_at__gt=since) | Q(resolved_at__gt=since)).exists()
+
+
+def pump_changed_since(pump_id: int, since: datetime) -> bool:
+    """Whether this pump or its alerts changed after ``since`` (one query)."""
+    from django.db.models import Exists
+
+    handled = Alert.objects.filter(pump_id=pump_id).filter(
+        Q(created_at__gt=since) | Q(acknowledged_at__gt=since) | Q(resolved_at__gt=since))
+    return Pump.objects.filter(pk=pump_id).filter(Q(updated_at__gt=since) | Q(projected_at__gt=since)
+                                                  | Exists(handled)).exists()
 
 
 @dataclass
 class Worklist:
     rows: WorklistRows
-    counts: dict[str, int]  # per status, before the status filter
+    counts: dict[str, int]  # per status, before the status filter; "inactive" includes the explanted pumps
     clinics: list[Clinic]
     prescribers: list[Any]
     total: int
@@ -411,26 +540,34 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     next_appointment = Appointment.objects.filter(
         pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True, scheduled_for__gte=now
     ).order_by("scheduled_for", "id")
-    pumps = (
-        scope(Pump.objects.filter(explanted_on__isnull=True), user)
-        .select_related("clinic", "patient", "model")
-        .annotate(
-            next_appointment_at=Subquery(next_appointment.values("scheduled_for")[:1]),
-            next_appointment_kind=Subquery(next_appointment.values("kind")[:1]),
-            prescriber_id=Subquery(_current_program(now).values("entered_by_id")[:1]),
+
+    def narrowed(queryset: QuerySet) -> QuerySet:
+        queryset = (
+            scope(queryset, user)
+            .select_related("clinic", "patient", "model")
+            .annotate(
+                next_appointment_at=Subquery(next_appointment.values("scheduled_for")[:1]),
+                next_appointment_kind=Subquery(next_appointment.values("kind")[:1]),
+                prescriber_id=Subquery(_current_program(now).values("entered_by_id")[:1]),
+            )
         )
-    )
-    if filters.clinic:
-        pumps = pumps.filter(clinic__code=filters.clinic)
-    if filters.prescriber:
-        pumps = pumps.filter(prescriber_id=filters.prescriber)
+        if filters.clinic:
+            queryset = queryset.filter(clinic__code=filters.clinic)
+        if filters.prescriber:
+            queryset = queryset.filter(prescriber_id=filters.prescriber)
+        if text:
+            by_id = Q(patient__mrn__iexact=text) | Q(patient__mrn__istartswith=text) | Q(serial_number__iexact=text)
+            by_name = Q()
+            for word in text.replace(",", " ").split():
+                by_name &= Q(patient__family_name__icontains=word) | Q(patient__given_name__icontains=word)
+            queryset = queryset.filter(by_id | by_name)
+        return queryset
+
     text = filters.q.strip()
-    if text:
-        by_id = Q(patient__mrn__iexact=text) | Q(patient__mrn__istartswith=text) | Q(serial_number__iexact=text)
-        by_name = Q()
-        for word in text.replace(",", " ").split():
-            by_name &= Q(patient__family_name__icontains=word) | Q(patient__given_name__icontains=word)
-        pumps = pumps.filter(by_id | by_name)
+    pumps = narrowed(Pump.objects.filter(explanted_on__isnull=True))
+    # Explanted pumps are inactive: counted under "Inactive" and listed by its filter.
+    explanted = narrowed(Pump.objects.filter(explanted_on__isnull=False))
+    explanted_count = explanted.order_by().count()
     stale_pumps = list(pumps.filter(next_change_at__lte=now))
     fresh = pumps.filter(Q(next_change_at__isnull=True) | Q(next_change_at__gt=now))
     if text or filters.prescriber:
@@ -448,6 +585,7 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
         for pump in stale_pumps:  # counted below at their live status
             fresh_counts[pump.status] -= 1
     counts = Counter(fresh_counts)
+    counts[pj.STATUS_INACTIVE] += explanted_count
 
     clinics = visible_clinics(user)
     User = get_user_model()
@@ -467,12 +605,17 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     if filters.status:
         fresh = fresh.filter(urgency=URGENCY[filters.status])
     fresh_count = fresh_counts.get(filters.status, 0) if filters.status else sum(fresh_counts.values())
+    if filters.status == pj.STATUS_INACTIVE:  # the implanted inactive pumps, then the explanted ones
+        current = Q(next_change_at__isnull=True) | Q(next_change_at__gt=now)
+        fresh = narrowed(Pump.objects.all()).filter(
+            Q(explanted_on__isnull=False) | (Q(urgency=URGENCY[pj.STATUS_INACTIVE]) & current))
+        fresh_count += explanted_count
     return Worklist(
         rows=WorklistRows(fresh.order_by(*WORKLIST_ORDER), stale, fresh_count, now, people),
         counts={s: counts.get(s, 0) for s in pj.STATUSES},
         clinics=clinics,
         prescribers=prescribers,
-        total=sum(counts.values()),
+        total=sum(counts.values()) - explanted_count,  # the implanted pumps
     )
 
 

@@ -4,7 +4,7 @@ needs sign-in; another clinic's record answers 404; roles limit what can be chan
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -39,9 +39,13 @@ def actor_of(request) -> services.Actor:
 
 
 def render_page(request, template: str, context: dict, *, status: int = 200, now: datetime | None = None):
-    """Every full page shows whether alerting runs (SPEC 6: red when stale)."""
+    """Every full page shows whether alerting runs (red when stale), in the clinic's time:
+    the page's clinic, else the user's first clinic (``page_tz``)."""
     now = now or timezone.now()
     context.setdefault("now", now)
+    if "page_tz" not in context:
+        clinic = context.get("clinic")
+        context["page_tz"] = clinic.tz if isinstance(clinic, Clinic) else selectors.user_timezone(request.user)
     if not getattr(request, "htmx", False):
         context["alerting"] = selectors.alerting_health(now)
         context["sweep_interval_minutes"] = settings.ALERT_SWEEP_INTERVAL_SECONDS // 60
@@ -64,6 +68,27 @@ def pump_url(pump, anchor: str = "") -> str:
     return reverse("pump", args=[pump.pk]) + (f"#{anchor}" if anchor else "")
 
 
+# After a save the pump page opens on its summary band, where the confirmation is shown.
+SUMMARY = "summary"
+
+# The pages poll every 30 seconds with "anything changed since <since>": the page's own
+# time less a margin, so that a write whose transaction began before the page was read
+# and committed after it is still seen (it is then shown once more, harmlessly).
+POLL_MARGIN = timedelta(seconds=15)
+
+
+def poll_since(now: datetime) -> int:
+    return int((now - POLL_MARGIN).timestamp())
+
+
+def _since(request) -> datetime | None:
+    """The ``since`` of a poll (seconds since the epoch), or None."""
+    try:
+        return datetime.fromtimestamp(int(request.GET.get("since", "")), tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 # ------------------------------------------------------------------------ worklist
 
 
@@ -79,7 +104,12 @@ def _int_or_none(value: str | None) -> int | None:
 @login_required
 @require_GET
 def worklist(request):
+    """The worklist. An htmx poll (``since``) answers 204 when no pump or alert of the
+    user's clinics changed since then, else the results fragment."""
     now = timezone.now()
+    since = _since(request)
+    if request.htmx and since is not None and not selectors.changed_since(request.user, since):
+        return HttpResponse(status=204)
     filters = selectors.WorklistFilters(
         status=request.GET.get("status", "") if request.GET.get("status", "") in pj.STATUSES else "",
         clinic=request.GET.get("clinic", ""),
@@ -89,11 +119,17 @@ def worklist(request):
     data = selectors.worklist_for(request.user, filters, now)
     page = Paginator(data.rows, settings.WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
     page.object_list = selectors.with_alerts(list(page.object_list), now)  # one query for the page's alerts
+    band, rest = selectors.split_band(page.object_list)
     query = request.GET.copy()
+    query.pop("since", None)
+    poll = query.copy()
     query.pop("page", None)
+    poll["since"] = str(poll_since(now))
     context = {
-        "worklist": data, "page": page, "filters": filters, "statuses": pj.STATUSES,
-        "query": query.urlencode(), "status_labels": selectors.STATUS_LABELS,
+        "worklist": data, "page": page, "band": band, "rest": rest, "filters": filters, "statuses": pj.STATUSES,
+        "query": query.urlencode(), "poll_query": poll.urlencode(), "status_labels": selectors.STATUS_LABELS,
+        "many_clinics": len(data.clinics) > 1,
+        "page_tz": data.clinics[0].tz if data.clinics else selectors.UTC_ZONE,
     }
     if request.htmx and request.htmx.target == "worklist-results":
         return render(request, "partials/worklist_results.html", {**context, "now": now})
@@ -149,16 +185,38 @@ def _may_acknowledge(permissions: selectors.Permissions) -> bool:
 @login_required
 @require_GET
 def pump_detail(request, pk: int):
+    """The pump page. An htmx poll (``since``) answers 204 when neither the pump nor its
+    alerts changed since then, else the page (the poll keeps its ``#pump-live`` part)."""
     now = timezone.now()
+    since = _since(request)
+    polling = bool(request.htmx) and since is not None
+    if polling:
+        selectors.pump_for(request.user, pk, related=())  # 404 for another clinic's pump
+        if not selectors.pump_changed_since(pk, since):
+            return HttpResponse(status=204)
     page = selectors.pump_page(request.user, pk, now)
-    record_patient_access(request, page.pump.patient, "page")
+    if not polling:  # a poll refreshes the page already opened (and logged)
+        record_patient_access(request, page.pump.patient, "page")
     context = {
         "data": page, "pump": page.pump, "patient": page.pump.patient, "clinic": page.pump.clinic,
         "p": page.projection, "can": page.permissions, "charts": pump_charts(page, now),
         "writable": None if _may_acknowledge(page.permissions) else set(), "advice": alerts.ADVICE,
         "flex": any(prog.mode == Program.Mode.FLEX for prog in page.history.programs),
+        "poll_since": poll_since(now), "next_action": next_action(page),
     }
     return render_page(request, "pumps/pump.html", context, now=now)
+
+
+def next_action(page: selectors.PumpPage) -> str:
+    """The pump page's next step: "refill" (record it: empty, alarm, overdue, due soon),
+    "book" (no refill appointment booked), or "" (booked, or nothing applies)."""
+    if page.safety.explanted or page.projection.status == pj.STATUS_INACTIVE:
+        return ""
+    if page.safety.status in (pj.STATUS_EMPTY, pj.STATUS_ALARM, pj.STATUS_OVERDUE, pj.STATUS_DUE_SOON):
+        return "refill"
+    if page.safety.status == pj.STATUS_INCOMPLETE:
+        return "refill"
+    return "" if page.next_refill_appointment is not None else "book"
 
 
 # -------------------------------------------------------------------------- refills
@@ -250,7 +308,7 @@ def refill_create(request, pk: int):
                     messages.warning(request, f"{text} Flagged: {'; '.join(refill.flags)}.")
                 else:
                     messages.success(request, text)
-                return redirect(pump_url(pump, "refills"))
+                return redirect(pump_url(pump, SUMMARY))
     else:
         form = forms.RefillForm(initial=_refill_initial(pump, now), pump=pump)
     # A fresh form: the service's messages took their fields out of ``form.cleaned_data``.
@@ -310,7 +368,7 @@ def program_create(request, pk: int):
                 forms.apply_service_errors(form, exc)
             else:
                 messages.success(request, "Program saved. A second clinician must verify it.")
-                return redirect(pump_url(pump, "programs"))
+                return redirect(pump_url(pump, SUMMARY))
     else:
         initial = {"effective_at": forms.now_local_input(pump.clinic.tz, now)}
         current = in_force[-1] if in_force else None
@@ -360,13 +418,13 @@ def program_verify(request, pk: int):
                 messages.error(request, f"Not verified: {problem}")
     else:
         messages.success(request, "Program verified.")
-    return redirect(pump_url(program.pump, "programs"))
+    return redirect(pump_url(program.pump, SUMMARY))
 
 
 # ----------------------------------------------------------- readings, events, ...
 
 
-def _record_form(request, pk: int, form_class, *, title: str, intro: str, done: str, anchor: str, initial=None):
+def _record_form(request, pk: int, form_class, *, title: str, intro: str, done: str, initial=None):
     """A page with one form whose ``save`` calls a service: readings, events, explant,
     replacement."""
     now = timezone.now()
@@ -384,7 +442,7 @@ def _record_form(request, pk: int, form_class, *, title: str, intro: str, done: 
             else:
                 messages.success(request, done)
                 target = result if isinstance(result, type(pump)) and result.pk != pump.pk else pump
-                return redirect(pump_url(target, anchor))
+                return redirect(pump_url(target, SUMMARY))
     else:
         form = form_class(initial=initial(pump, now) if initial else None, pump=pump)
     context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "title": title,
@@ -398,7 +456,7 @@ def reading_create(request, pk: int):
     return _record_form(
         request, pk, forms.ReadingForm, title="Record a pump reading",
         intro="An interrogation of the pump re-anchors the projection on the volume the pump reports.",
-        done="Reading recorded.", anchor="readings",
+        done="Reading recorded.",
         initial=lambda pump, now: {"read_at": forms.now_local_input(pump.clinic.tz, now)},
     )
 
@@ -409,7 +467,7 @@ def event_create(request, pk: int):
     return _record_form(
         request, pk, forms.EventForm, title="Record an event",
         intro="MRI scans, emptying for MRI, alarms reported by the patient and withdrawal episodes.",
-        done="Event recorded.", anchor="events",
+        done="Event recorded.",
         initial=lambda pump, now: {"occurred_at": forms.now_local_input(pump.clinic.tz, now)},
     )
 
@@ -419,7 +477,7 @@ def event_create(request, pk: int):
 def explant(request, pk: int):
     return _record_form(
         request, pk, forms.ExplantForm, title="Record the explant",
-        intro="The pump leaves the worklist; its history is kept.", done="Explant recorded.", anchor="",
+        intro="The pump leaves the worklist; its history is kept.", done="Explant recorded.",
         initial=lambda pump, now: {"explanted_on": pj.local_date(now, pump.clinic.tz).isoformat()},
     )
 
@@ -430,7 +488,7 @@ def replace(request, pk: int):
     return _record_form(
         request, pk, forms.ReplaceForm, title="Replace the pump",
         intro="Explants this pump and implants the new one in one step. Record the first fill of the new pump next.",
-        done="Pump replaced: record the first fill of the new pump.", anchor="",
+        done="Pump replaced: record the first fill of the new pump.",
         initial=lambda pump, now: {"replaced_on": pj.local_date(now, pump.clinic.tz).isoformat(),
                                    "model": pump.model.code, "reason": "replacement"},
     )
@@ -510,7 +568,7 @@ def void(request, kind: str, pk: int):
             forms.apply_service_errors(form, exc)
         else:
             messages.success(request, f"The {kind} was voided: it stays in the history and no longer counts.")
-            return redirect(pump_url(record.pump))
+            return redirect(pump_url(record.pump, SUMMARY))
     context = {"form": form, "record": record, "kind": kind, "pump": record.pump, "patient": record.pump.patient,
                "clinic": record.pump.clinic}
     return render_page(request, "pumps/void_form.html", context, status=400 if form.errors else 200)

@@ -18,8 +18,9 @@ IN_ALARM = datetime(2026, 3, 28, 12, 0, tzinfo=CHICAGO)
 
 
 def rows(html: str) -> list[tuple[str, str]]:
-    """(status, serial number) of each worklist row, in order."""
-    return re.findall(r'<tr class="row-[a-z_]+" data-status="([a-z_]+)">.*?#([A-Z0-9-]+)</a>', html, re.S)
+    """(status, MRN) of each worklist row, in order."""
+    return re.findall(r'<tr class="row-[a-z_]+(?: needs-action)?" data-status="([a-z_]+)".*?MRN (MRN-[A-Z0-9]+)<', html,
+                      re.S)
 
 
 @pytest.fixture
@@ -71,24 +72,24 @@ def test_worklist_spells_out_the_most_severe_open_alert_and_puts_critical_first(
     with travel(IN_ALARM):
         client = signed_in(nurse)
         html = client.get("/").content.decode()
-    assert rows(html) == [("alarm", "B1"), ("alarm", "A1")]
+    assert rows(html) == [("alarm", "MRN-B"), ("alarm", "MRN-A")]
     text = text_of(html)
-    assert "Pumps sorted by urgency; within a status, those with an open critical alert first on each page" in text
+    assert "Needs action now (2)" in text
     assert ("Low-reservoir alarm At the low-reservoir alarm since 2026-03-28 04:40 CDT (7 hours ago) (worst case); "
-            "empty 2026-04-01 15:20 CDT (in 4 days) Critical: low reservoir +2 more open Brown, Bo") in text
+            "empty 2026-04-01 15:20 CDT (in 4 days) Critical: low reservoir not acknowledged +2 more open Brown, Bo") in text
     assert ("Low-reservoir alarm At the low-reservoir alarm since 2026-03-27 18:00 CDT (18 hours ago) (worst case); "
-            "empty 2026-04-01 04:40 CDT (in 3 days) none Adams, Al") in text
+            "empty 2026-04-01 04:40 CDT (in 3 days) Adams, Al") in text
     # the marker is words, with its severity as data for the style (never colour alone)
     assert '<span class="alert-marker sev-critical" data-severity="critical">Critical: low reservoir</span>' in html
-    # LRA and empty columns in the right tense
-    assert "since 2026-03-28 04:40 CDT (7 hours ago) 2026-04-01 15:20 CDT (in 4 days)" in text
+    # volume now and the alarm column in the right tense
+    assert "Brown, Bo MRN MRN-B ≈1.86 5 % 7 hours ago 2026-03-28 04:40 CDT 8 days overdue" in text
 
     # acknowledged: still marked, with who; an unacknowledged critical alert elsewhere would rank first
     alert = Alert.objects.get(pump=b, kind="low_reservoir")
     alerts.acknowledge(alert, user=nurse, reason="refill booked today", now=IN_ALARM)
     with travel(IN_ALARM):
         html = client.get("/").content.decode()
-    assert rows(html) == [("alarm", "B1"), ("alarm", "A1")]
+    assert rows(html) == [("alarm", "MRN-B"), ("alarm", "MRN-A")]
     assert "Critical: low reservoir acknowledged by nina +2 more open Brown, Bo" in text_of(html)
 
 
@@ -98,8 +99,8 @@ def test_only_the_pages_rows_are_reordered(two_in_alarm, nurse, settings):
     with travel(IN_ALARM):
         client = signed_in(nurse)
         first, second = (client.get("/", {"page": n}).content.decode() for n in (1, 2))
-    assert rows(first) == [("alarm", "A1")]
-    assert rows(second) == [("alarm", "B1")]
+    assert rows(first) == [("alarm", "MRN-A")]
+    assert rows(second) == [("alarm", "MRN-B")]
 
 
 @pytest.fixture

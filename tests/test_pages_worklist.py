@@ -48,7 +48,7 @@ def board(clinic, nurse, prescriber, other_clinic):
 def rows(html: str) -> list[str]:
     import re
 
-    return re.findall(r'<tr class="row-[a-z_]+" data-status="([a-z_]+)">', html)
+    return re.findall(r'<tr class="row-[a-z_]+(?: needs-action)?" data-status="([a-z_]+)"', html)
 
 
 def test_sign_in_required(client):
@@ -67,14 +67,18 @@ def test_pumps_sorted_by_urgency_with_status_text_dates_and_appointment(board, n
     # status is written out, never colour alone
     for label in ("Empty", "Low-reservoir alarm", "Refill overdue", "Refill due soon", "OK", "Incomplete data"):
         assert f"{label} 1" in text  # the status summary chips
-    # SPEC 4.8 worked example as of 2026-03-28 12:00 local
+    # the band: empty, then at the alarm, each saying why in words
+    assert ("Needs action now (2) Empty Empty since 2026-03-18 20:40 CDT (9 days ago) (worst case) Dubois, Dan "
+            "MRN MRN-D ≈0") in text
+    assert ("Low-reservoir alarm At the low-reservoir alarm since 2026-03-27 18:00 CDT (18 hours ago) (worst case); "
+            "empty 2026-04-01 04:40 CDT (in 3 days) Chen, Cora MRN MRN-C ≈1.66") in text
+    # the worked example as of 2026-03-28 12:00 local: 36 - 0.45 x 54.08 days = 11.66 mL now
+    assert ("Then, most urgent first Refill overdue Overdue: refill was due on 2026-03-27 (yesterday); low-reservoir "
+            "alarm 2026-04-05 15:20 CDT (in 8 days) Fischer, Fay MRN MRN-F ≈5.66 14 % in 8 days 2026-04-05 15:20 CDT "
+            "1 day overdue 2026-03-27 (Fri) none booked") in text
     assert ("Refill due soon Due soon: refill due on 2026-04-10 (in 13 days); low-reservoir alarm 2026-04-18 23:20 CDT "
-            "(in 21 days) none Garcia, Ana MRN MRN-A 8637-40 #A1 2026-04-10 (Fri) in 13 days "
-            "2026-04-18 23:20 CDT (in 21 days) 2026-04-23 10:00 CDT (in 25 days) 2026-04-07 09:30 CDT refill") in text
-    # the overdue pump: 30 mL -> alarm 2026-04-05 15:20 CDT, due Friday 2026-03-27: 1 day overdue
-    assert ("Refill overdue Overdue: refill was due on 2026-03-27 (yesterday); low-reservoir alarm 2026-04-05 15:20 CDT "
-            "(in 8 days) none Fischer, Fay MRN MRN-F 8637-40 #F1 2026-03-27 (Fri) 1 day overdue "
-            "2026-04-05 15:20 CDT (in 8 days)") in text
+            "(in 21 days) Garcia, Ana MRN MRN-A ≈11.66 29 % in 21 days 2026-04-18 23:20 CDT in 13 days 2026-04-10 (Fri) "
+            "in 9 days refill 2026-04-07 09:30 CDT dr_pat") in text
     assert "MRN-Z" not in text
     assert "6 pumps shown of 6." in text
     assert_no_inline_script(html)
@@ -147,7 +151,8 @@ def test_banner_when_alerting_is_stalled(board, nurse):
     assert "Alerting is stalled. The alert sweep has never completed" in stalled
     assert "Alerting is stalled. The alert sweep last completed 16 minutes ago" in late
     assert "Alerting is stalled" not in fresh
-    assert "Alert sweep last completed 2026-03-28 16:56 UTC (every 5 min)." in fresh
+    # in the clinic's time with its zone, and how long ago
+    assert "Alert sweep last completed 2026-03-28 11:56 CDT (4 minutes ago); it runs every 5 min." in fresh
 
 
 def test_worklist_queries_do_not_grow_with_the_number_of_pumps(clinic, nurse):
@@ -172,7 +177,7 @@ def test_worklist_queries_do_not_grow_with_the_number_of_pumps(clinic, nurse):
     count()  # the session's first request stores its start: not a read of the page
     small = count()
     add(10)
-    assert count() == small == 11  # 10 reads and the page's open alerts (one query)
+    assert count() == small == 12  # 10 reads, the explanted pumps' count and the page's open alerts (one query)
 
 
 def test_viewer_sees_the_worklist(board, clinic):
@@ -226,3 +231,51 @@ def test_stored_urgency_is_the_rank_of_the_stored_status(board):
     pairs = set(Pump.objects.values_list("status", "urgency"))
     assert len(pairs) == 6
     assert all(urgency == pj.STATUSES.index(status) for status, urgency in pairs)
+
+
+def test_every_chip_counts_what_its_filter_shows_explanted_pumps_under_inactive(board, nurse):
+    s.explant_pump(pump=board["ok"], explanted_on=DUE_SOON_AT.date(), reason="infection", actor=s.Actor(nurse),
+                   now=DUE_SOON_AT)
+    client = signed_in(nurse)
+    with travel(DUE_SOON_AT):
+        html = client.get("/").content.decode()
+        import re
+
+        chips = dict(re.findall(r'data-status-chip="([a-z_]+)">.*?<span class="chip-count">(\d+)</span>', html, re.S))
+        for status, count in chips.items():
+            shown = rows(client.get("/", {"status": status}).content.decode())
+            assert len(shown) == int(count), status
+    assert chips["inactive"] == "1"
+    assert "ok" not in rows(html)
+
+
+def test_a_poll_answers_204_until_a_pump_changes(board, nurse):
+    from django.utils import timezone
+
+    from pumps.models import Pump
+    from pumps.views import poll_since
+
+    client = signed_in(nurse)
+    poll = {"HX-Request": "true", "HX-Target": "worklist-results"}
+    later = timezone.now() + timedelta(minutes=1)  # the board's writes happened before
+    since = poll_since(later)
+    quiet = client.get("/", {"status": "alarm", "since": since}, headers=poll)
+    # another user's write bumps the pump's updated_at
+    Pump.objects.filter(pk=board["alarm"].pk).update(updated_at=later + timedelta(minutes=1))
+    changed = client.get("/", {"status": "alarm", "since": since}, headers=poll)
+    assert quiet.status_code == 204 and quiet.content == b""
+    assert changed.status_code == 200
+    html = changed.content.decode()
+    assert html.lstrip().startswith("<div id=\"worklist-results\"")
+    assert "status=alarm" in html  # the next poll keeps the filter
+
+
+def test_band_names_the_open_critical_alert(board, nurse):
+    from pumps import alerts
+
+    alerts.sweep(DUE_SOON_AT)
+    with travel(DUE_SOON_AT):
+        text = text_of(signed_in(nurse).get("/").content.decode())
+    band = text[text.index("Needs action now"):text.index("Then, most urgent first")]
+    assert "Critical: low reservoir not acknowledged" in band
+    assert band.index("Dubois, Dan") < band.index("Chen, Cora")

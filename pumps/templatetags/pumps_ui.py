@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
 from django.utils import timezone
@@ -53,13 +53,24 @@ def weekday(value) -> str:
     return f"{value:%a}" if value else ""
 
 
-@register.filter
-def ml(value) -> str:
-    """A decimal without trailing zeros: 36, 35.25, -1.5."""
+def _plain(value, places: str) -> str:
     if value is None or value == "":
         return "—"
-    text = f"{Decimal(str(value)).normalize():f}"
+    text = f"{Decimal(str(value)).quantize(Decimal(places), rounding=ROUND_HALF_UP).normalize():f}"
     return "0" if text in ("-0", "") else text
+
+
+@register.filter
+def ml(value) -> str:
+    """A volume (or dose) for display, to two decimals and without trailing zeros: 36,
+    35.25, -1.5, 11.663 shown 11.66 (volumes are stored to the microlitre)."""
+    return _plain(value, "0.01")
+
+
+@register.filter
+def rate(value) -> str:
+    """A rate in mL/day to three decimals (0.452 mL/day: two would hide a day's drift)."""
+    return _plain(value, "0.001")
 
 
 @register.filter
@@ -130,3 +141,40 @@ def acknowledger(alert) -> str:
 def alert_words(alert) -> str:
     """An alert's severity and kind in words, never colour alone: "Critical: withdrawal risk"."""
     return f"{alert.get_severity_display().capitalize()}: {alert.get_kind_display()}"
+
+
+@register.simple_tag(takes_context=True)
+def countdown(context, value: datetime | None) -> str:
+    """How long until (or since) an instant, to the hour within a week: "in 2 days 5 hours",
+    "3 hours ago", "in 12 days"."""
+    if value is None:
+        return "—"
+    now = context.get("now") or timezone.now()
+    seconds = (value - now).total_seconds()
+    span = abs(seconds)
+    if span < 3600 or span >= 7 * 86400:
+        return pj.relative_instant(value, now)
+    days, hours = int(span // 86400), int(span % 86400 // 3600)
+    parts = []
+    if days:
+        parts.append(f"{days} day{'' if days == 1 else 's'}")
+    if hours:
+        parts.append(f"{hours} hour{'' if hours == 1 else 's'}")
+    words = " ".join(parts)
+    return f"in {words}" if seconds > 0 else f"{words} ago"
+
+
+@register.simple_tag(takes_context=True)
+def instant(context, value: datetime | None, where=None) -> str:
+    """An instant on the clinic's wall clock with its zone: "2026-04-18 23:20 CDT"."""
+    if value is None:
+        return "—"
+    tz = _tz(where) or pj.UTC
+    return pj.local_instant(value, tz)
+
+
+@register.filter
+def product(refill_or_product) -> str:
+    """A drug product by its name ("Lioresal Intrathecal 2000 mcg/mL"), not its code."""
+    item = getattr(refill_or_product, "drug_product", refill_or_product)
+    return getattr(item, "name", "") or ""
