@@ -283,12 +283,14 @@ def _preloads(pumps: list[Pump], now: datetime) -> dict[str, dict[int, list]]:
                 mris[event.pump_id].append(event)
         out["mris"] = {p.pk: mris[p.pk] for p in active}
     if "refill_appointments" in accepted:
-        due_soon = [p.pk for p in active if p.refill_due_on]
+        # a superset (from two days back: the start of any zone's "today"); the rule
+        # (alerts.refill_booked_for) picks the ones that count
+        with_due_date = [p.pk for p in active if p.refill_due_on]
         booked = defaultdict(list)
-        if due_soon:
+        if with_due_date:
             for pump_id, at in Appointment.objects.live().filter(
-                pump_id__in=due_soon, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED,
-                scheduled_for__gte=now,
+                pump_id__in=with_due_date, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED,
+                scheduled_for__gte=now - timedelta(days=2),
             ).order_by("pump_id", "scheduled_for").values_list("pump_id", "scheduled_for"):
                 booked[pump_id].append(at)
         out["refill_appointments"] = {p.pk: booked[p.pk] for p in active}
