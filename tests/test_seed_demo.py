@@ -103,6 +103,59 @@ def test_same_seed_in_two_fresh_databases_gives_the_same_data(tmp_path):
     assert first == second
 
 
+PLAN_CHECK = """
+import json
+from django.utils.dateparse import parse_datetime
+from clinic.models import Clinic
+from pumps import planning
+at = parse_datetime("2026-04-15T15:30:00Z")
+out = {}
+for clinic in Clinic.objects.order_by("code"):
+    plan = planning.clinic_plan(clinic, at=at).plan
+    full = [d for d in plan.days if d.capacity and d.load >= d.capacity]
+    clinic.refill_slots_per_day = 1
+    clinic.refill_slots_by_weekday = [None if v is None else min(v, 1) for v in clinic.refill_slots_by_weekday]
+    lowered = planning.clinic_plan(clinic, at=at).plan
+    out[clinic.code] = {
+        "full": len(full), "over": sum(d.over for d in plan.days),
+        "capacity_shortfalls": sum(s.reason == "capacity" for s in plan.shortfalls),
+        "lowered_capacity_shortfalls": sum(s.reason == "capacity" for s in lowered.shortfalls),
+    }
+print("PLAN", json.dumps(out))
+"""
+
+
+def test_the_demo_plan_fills_some_days_and_falls_short_with_less_capacity(tmp_path):
+    """The demo's capacities (Lakeshore: Tuesdays and Thursdays, 3 refills; Thames: 2 a
+    day) and its bookings, which respect them, give a plan with days at capacity, no day
+    booked over capacity and every pump placed; with one refill a refill day some pumps
+    cannot be booked in time for lack of capacity."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'plan'}.sqlite3",
+        "PUMPCLINIC_VAR_DIR": str(tmp_path / "var-plan"),
+        "LOG_LEVEL": "ERROR",
+    }
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    for command in (
+        ["migrate", "--no-input", "-v", "0"],
+        ["seed_demo", "--pumps", "40", "--seed", "1", "--now", "2026-04-15T15:30:00Z"],
+    ):
+        subprocess.run(manage + command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    done = subprocess.run(manage + ["shell", "-c", PLAN_CHECK], cwd=ROOT, env=env, check=True, capture_output=True,
+                          text=True, timeout=120)
+    plans = json.loads(next(line[5:] for line in done.stdout.splitlines() if line.startswith("PLAN ")))
+    assert set(plans) == {"lakeshore", "thames"}
+    assert sum(p["full"] for p in plans.values()) >= 1, plans
+    assert all(p["over"] == 0 and p["capacity_shortfalls"] == 0 for p in plans.values()), plans
+    assert sum(p["lowered_capacity_shortfalls"] for p in plans.values()) >= 1, plans
+
+
+def test_demo_clinics_have_their_refill_capacity(demo):
+    capacities = {c.code: (c.refill_slots_per_day, c.refill_slots_by_weekday) for c in Clinic.objects.all()}
+    assert capacities == {"lakeshore": (3, [0, None, 0, None, 0, None, None]), "thames": (2, [None] * 7)}
+
+
 # ------------------------------------------------------------ every status, today
 
 

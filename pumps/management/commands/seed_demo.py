@@ -6,6 +6,12 @@ models, refill histories, titrations and program changes (flex programs with ste
 on-demand boluses, a concentration change with a bridge bolus), readings, MRI and other
 events, appointments, a replaced and an explanted pump.
 
+Each clinic has a refill capacity of its own (docs/clinical-rules.md §14): Lakeshore runs
+its refill clinic on Tuesdays and Thursdays, three visits each; Thames books two refills
+on every open day. Booked refills go on the latest refill day with a free slot on or
+before the due date, so the refill plan of a demo shows days at capacity; with one slot
+a refill day it has pumps that cannot be booked in time.
+
 Every clinical record is written through ``pumps.services`` (validation, audit history,
 stored projection), as a clinic would record it. The histories are built backwards from
 the status each pump should have *today*: the last refill is placed so that, as of the
@@ -39,7 +45,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from clinic.models import AlertRecipient, Clinic, ClinicClosure, Membership, Role
+from clinic.models import MAX_REFILL_SLOTS, AlertRecipient, Clinic, ClinicClosure, Membership, Role
 from pumps import projection as pj
 from pumps import services
 from pumps.models import (
@@ -100,6 +106,8 @@ class ClinicSpec:
     given_names: tuple[str, ...]
     family_names: tuple[str, ...]
     staff: tuple[tuple[str, str, str, str], ...]  # username, first, last, role
+    refill_slots_per_day: int = 2
+    refill_slots_by_weekday: tuple[int | None, ...] = (None,) * 7  # Monday first
 
 
 CLINICS = (
@@ -126,6 +134,9 @@ CLINICS = (
             ("lakeshore.dr.adeyemi", "Tolu", "Adeyemi", Role.PRESCRIBER),
             ("lakeshore.pharm.novak", "Eva", "Novak", Role.PHARMACIST),
         ),
+        # the refill clinic: Tuesdays and Thursdays, three visits each
+        refill_slots_per_day=3,
+        refill_slots_by_weekday=(0, None, 0, None, 0, None, None),
     ),
     ClinicSpec(
         code="thames",
@@ -329,6 +340,7 @@ class Context:
     prescribers: list[str]
     verifiers: list[str]
     patients: int = 0
+    booked: Counter = field(default_factory=Counter)  # refill visits booked per local day
 
 
 class Demo:
@@ -358,6 +370,21 @@ class Demo:
     def local(self, ctx: Context, day: date, hour: int, minute: int) -> datetime:
         return datetime.combine(day, time(hour, minute), tzinfo=ctx.tz).astimezone(UTC)
 
+    def refill_slot(self, ctx: Context, day: date, *, later: bool = False) -> datetime | None:
+        """The next free refill visit of the clinic on ``day`` or the latest refill day
+        before it (``later``: after it), within 30 days; None when there is none. The
+        visits of a day follow the clinic's first refill visit, one every 30 minutes."""
+        capacity = ctx.clinic.refill_capacity()
+        step = ONE_DAY if later else -ONE_DAY
+        for _ in range(30):
+            used = ctx.booked[day]
+            if used < capacity.slots(day):
+                ctx.booked[day] += 1
+                first = datetime.combine(day, capacity.first_visit)
+                return (first + timedelta(minutes=30 * used)).replace(tzinfo=ctx.tz).astimezone(UTC)
+            day += step
+        return None
+
     def open_day_on_or_before(self, ctx: Context, day: date) -> date:
         while day.weekday() not in ctx.policy.open_weekdays or day in ctx.policy.closures:
             day -= ONE_DAY
@@ -382,7 +409,11 @@ class Demo:
         User = get_user_model()
         contexts = []
         for spec in self.clinic_specs:
-            clinic = Clinic.objects.create(code=spec.code, name=spec.name, timezone=spec.timezone)
+            clinic = Clinic.objects.create(
+                code=spec.code, name=spec.name, timezone=spec.timezone,
+                refill_slots_per_day=spec.refill_slots_per_day,
+                refill_slots_by_weekday=list(spec.refill_slots_by_weekday),
+            )
             for email in spec.alert_emails:
                 AlertRecipient.objects.create(clinic=clinic, email=email)
             AlertRecipient.objects.create(clinic=clinic, email=f"clinical-lead@{spec.code}.example.org", escalation=True)
@@ -1031,13 +1062,13 @@ class Demo:
             return
         booked_at = self.latest
         if features.get("urgent_appointment"):
-            day = self.day + ONE_DAY
-            while day.weekday() not in ctx.policy.open_weekdays or day in ctx.policy.closures:
-                day += ONE_DAY
-            services.schedule_appointment(
-                pump=pump, scheduled_for=self.local(ctx, day, 9, 0), notes="Urgent refill: low-reservoir alarm.",
-                actor=ACTOR, now=booked_at,
-            )
+            # the first refill visit from tomorrow on
+            when = self.refill_slot(ctx, self.day + ONE_DAY, later=True)
+            if when is not None:
+                services.schedule_appointment(
+                    pump=pump, scheduled_for=when, notes="Urgent refill: low-reservoir alarm.", actor=ACTOR,
+                    now=booked_at,
+                )
         elif features.get("missed_appointment"):
             # Booked at the last refill, for the due date; the patient did not come.
             appointment = services.schedule_appointment(
@@ -1049,10 +1080,10 @@ class Demo:
                 notes="Did not attend; phoned twice, no answer.",
             )
         elif rng.random() < features.get("appointment", 0):
-            services.schedule_appointment(
-                pump=pump, scheduled_for=self.local(ctx, pump.refill_due_on, *self.clinic_time(rng)), actor=ACTOR,
-                now=booked_at,
-            )
+            # the latest free refill visit on or before the due date, not before tomorrow
+            when = self.refill_slot(ctx, pump.refill_due_on)
+            if when is not None and when.astimezone(ctx.tz).date() > self.day:
+                services.schedule_appointment(pump=pump, scheduled_for=when, actor=ACTOR, now=booked_at)
 
 #: At scale, the status mix of a real network: most pumps are fine, a few are due, an
 #: alarm is rare (each one is an emergency somebody is already handling).
@@ -1088,6 +1119,13 @@ class BulkDemo(Demo):
 
         contexts = self.create_clinics()
         user = self.create_demo_user(contexts)
+        for ctx, weight in zip(contexts, CLINIC_WEIGHTS, strict=True):
+            # At scale a clinic refills every open day, about one pump in 40 a day (a
+            # refill every two to three months), which leaves room in the plan.
+            slots = min(MAX_REFILL_SLOTS, max(ctx.spec.refill_slots_per_day, self.pumps * weight // 100 // 40))
+            Clinic.objects.filter(pk=ctx.clinic.pk).update(refill_slots_per_day=slots,
+                                                           refill_slots_by_weekday=[None] * 7)
+            ctx.clinic.refresh_from_db()
         slots = self.special_slots() + [
             # a long history: the pump page must stay fast with more than ten years of records
             (0, pj.STATUS_OK, {"model": "8637-40", "refills": 45, "bolus": True, "reading_rate": 0.4,
