@@ -30,11 +30,17 @@ def _n(value: float) -> str:
 
 
 def _ml(value: Decimal | float) -> str:
-    return f"{Decimal(str(value)).normalize():f}"
+    """A volume to two decimals, without trailing zeros (stored to three)."""
+    text = f"{Decimal(str(value)).quantize(Decimal('0.01')).normalize():f}"
+    return "0" if text in ("-0", "") else text
 
 
 def _day(value: date) -> str:
-    return f"{value:%b} {value.day}"
+    """A dated axis label with its year: "2026-03-02"."""
+    return value.isoformat()
+
+
+TICK_LABEL_PX = 76  # the width an ISO date needs at the charts' 12 px, with a gap
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ TICK_DAYS = (1, 2, 7, 14, 28, 56, 91, 182, 365, 730)
 def time_ticks(t0: datetime, t1: datetime, tz: tzinfo, count: int = 6) -> list[tuple[datetime, str]]:
     """Local midnights every 1, 2, 7, 14 … days, labelled with the local date."""
     days = max((t1 - t0).total_seconds() / 86400, 1)
+    count = min(count, int((WIDTH - LEFT - RIGHT) // TICK_LABEL_PX))
     step = next((d for d in TICK_DAYS if days / d <= count), TICK_DAYS[-1])
     day = pj.local_date(t0, tz) + timedelta(days=1)
     if step >= 7:  # align weekly ticks on Mondays for a steadier axis
@@ -99,7 +106,7 @@ def time_ticks(t0: datetime, t1: datetime, tz: tzinfo, count: int = 6) -> list[t
         moment = pj.start_of_local_day(day, tz)
         if moment > t1:
             break
-        label = _day(day) if step < 182 else f"{day:%b %Y}"
+        label = _day(day) if step < 182 else f"{day:%Y-%m}"
         ticks.append((moment, label))
         day += timedelta(days=step)
     return ticks
@@ -228,7 +235,12 @@ def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Pro
         if frame.inside(due):
             x = frame.x(due)
             svg.line(x, TOP, x, HEIGHT - BOTTOM, "chart-due")
-            svg.text(x - 4, TOP + 12, f"Due {_day(projection.refill_due_on)}", "chart-label chart-label-due", "end")
+            label = f"Due {_day(projection.refill_due_on)}"
+            # at the line's left, or its right when the left has no room
+            if x - LEFT > 7 * len(label):
+                svg.text(x - 4, TOP + 12, label, "chart-label chart-label-due", "end")
+            else:
+                svg.text(x + 4, TOP + 12, label, "chart-label chart-label-due", "start")
     if frame.inside(now):
         x = frame.x(now)
         svg.line(x, TOP, x, HEIGHT - BOTTOM, "chart-now")
@@ -238,16 +250,16 @@ def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Pro
     # worst-case alarm (circle) and empty (square) instants, spelled out at the top right
     notes = []
     if projection.low_reservoir_alarm_at is not None:
-        notes.append(f"Worst-case alarm {projection.low_reservoir_alarm_at.astimezone(tz):%b %-d %H:%M}")
+        notes.append(f"Worst-case alarm {projection.low_reservoir_alarm_at.astimezone(tz):%Y-%m-%d %H:%M}")
         if frame.inside(projection.low_reservoir_alarm_at):
             x, y = frame.x(projection.low_reservoir_alarm_at), frame.y(float(alarm))
             svg.add(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="4.5" class="chart-marker"/>')
     if projection.empty_at is not None:
-        notes.append(f"empty {projection.empty_at.astimezone(tz):%b %-d %H:%M}")
+        notes.append(f"empty {projection.empty_at.astimezone(tz):%Y-%m-%d %H:%M %Z}")
         if frame.inside(projection.empty_at):
             x, y = frame.x(projection.empty_at), frame.y(0)
             svg.add(f'<rect x="{_n(x - 4)}" y="{_n(y - 4)}" width="8" height="8" class="chart-marker"/>')
-    if notes:
+    if notes:  # below the due date's label, at the right: clear of it whatever the due date
         svg.text(WIDTH - RIGHT - 4, TOP + 30, " · ".join(notes), "chart-label chart-label-strong", "end")
     svg.legend([("series-expected", "Expected"), ("series-worst", "Worst case (all boluses)"),
                 ("chart-alarm", "Alarm volume"), ("chart-due", "Due date"), ("chart-now", "Now")])
@@ -349,9 +361,11 @@ def discrepancy_chart(*, refills: list, threshold_ml: Decimal, tz: tzinfo) -> Di
         svg.add(f'<rect x="{_n(cx - bar_w / 2)}" y="{_n(top)}" width="{_n(bar_w)}" height="{_n(max(height, 1))}" '
                 f'class="{cls}"/>')
         label = f"{'+' if value > 0 else ''}{_ml(value)}{' !' if is_flagged else ''}"
-        svg.text(cx, top - 4 if value >= 0 else top + height + 12, label,
-                 "chart-label chart-label-strong" if is_flagged else "chart-label", "middle")
-        if len(bars) <= 12 or i % max(1, len(bars) // 8) == 0:
+        if slot >= 7 * len(label) or is_flagged:  # every value when they fit; flagged ones always
+            svg.text(cx, top - 4 if value >= 0 else top + height + 12, label,
+                     "chart-label chart-label-strong" if is_flagged else "chart-label", "middle")
+        every = max(1, math.ceil(TICK_LABEL_PX / slot))  # dates that do not overlap
+        if i % every == 0:
             svg.text(cx, HEIGHT - BOTTOM + 18, _day(moment.astimezone(tz).date()), "chart-tick", "middle")
     svg.line(LEFT, HEIGHT - BOTTOM, width - RIGHT, HEIGHT - BOTTOM, "chart-axis")
     svg.legend([("chart-threshold", "Threshold"), ("bar-legend-flagged", "Flagged (!)")])

@@ -243,9 +243,10 @@ class ProgramFieldsMixin:
             help_text="Continuous mode: the basal dose over 24 hours.",
         )
         self.fields[f"{p}steps"] = forms.CharField(
-            label="Flex steps (local start time and mcg/hour, one per line)", required=False,
-            widget=forms.Textarea(attrs={"rows": 4, "placeholder": "07:00 18\n22:00 25"}),
-            help_text="Flex mode: each step runs from its start time until the next, cyclic over 24 hours.",
+            label="Flex steps: local start time and dose in mcg/hour, one per line", required=False,
+            widget=forms.Textarea(attrs={"rows": 4, "placeholder": "07:00 18 mcg/hour\n22:00 25 mcg/hour"}),
+            help_text="Flex mode: each step runs at its rate in mcg/hour from its start time until the next, "
+                      "cyclic over 24 hours (\"07:00 18\" is 18 mcg/hour from 07:00).",
         )
         self.fields[f"{p}ptm_bolus_mcg"] = dose_field("On-demand bolus (mcg)", MSG_BOLUS, required=False)
         self.fields[f"{p}ptm_max_per_day"] = forms.IntegerField(
@@ -314,6 +315,7 @@ class RefillForm(ProgramFieldsMixin, forms.Form):
         label="Drug product", queryset=DrugProduct.objects.select_related("drug").order_by("code"), required=False,
         to_field_name="code", empty_label="(not named: the drug's default stability applies)",
     )
+    drug_product.label_from_instance = lambda product: product.name  # staff know products by name
     concentration_mcg_per_ml = dose_field("Concentration (mcg/mL)", MSG_CONCENTRATION)
     lot_number = forms.CharField(label="Lot number", max_length=64, required=False)
     lot_expiry = forms.DateField(label="Lot expiry", required=False, widget=forms.DateInput(attrs={"type": "date"}))

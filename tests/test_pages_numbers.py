@@ -56,9 +56,9 @@ def refill_data(**overrides):
     return data
 
 
-def test_fields_are_text_boxes_with_a_decimal_keyboard(filled, nurse):
-    with travel(NOW):
-        html = signed_in(nurse).get(f"/pumps/{filled.pk}/refill/").content.decode()
+def test_fields_are_text_boxes_with_a_decimal_keyboard(filled, prescriber):
+    with travel(NOW):  # a prescriber: the new-program section is theirs
+        html = signed_in(prescriber).get(f"/pumps/{filled.pk}/refill/").content.decode()
     for name in ("extracted_volume_ml", "residual_left_ml", "added_volume_ml", "bridge_bolus_ml",
                  "concentration_mcg_per_ml", "program_daily_dose_mcg", "program_ptm_bolus_mcg"):
         tag = html[html.rindex("<input", 0, html.index(f'name="{name}"')):]

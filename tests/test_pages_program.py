@@ -75,7 +75,7 @@ def test_program_refused_above_the_titration_limit_then_accepted_with_an_overrid
         accepted = client.post(f"/pumps/{filled.pk}/program/",
                                program_form(override_reason="severe spasms after the last titration"))
     assert accepted.status_code == 302
-    assert accepted["Location"] == f"/pumps/{filled.pk}/#programs"
+    assert accepted["Location"] == f"/pumps/{filled.pk}/#summary"
     program = Program.objects.latest("effective_at")
     assert (program.daily_dose_mcg, program.override_reason, program.entered_by) == (
         D("600"), "severe spasms after the last titration", prescriber)

@@ -43,7 +43,7 @@ def test_pump_page_shows_the_projection_of_the_worked_example(filled, nurse):
             "(in 21 days) Withdrawal risk now: none flagged (not empty, no withdrawal-risk alert).") in text
     assert "Reservoir now Refill due 2026-04-10 (Fri), in 13 days." in text
     # 54 days 2 hours of real time (the clocks sprang forward on 03-08): 36 - 0.45 x 54.0833 = 11.6625
-    assert "Volume now (expected) 11.663 mL" in text
+    assert "Volume now (expected) 11.66 mL" in text
     assert "Delivery 0.45 mL/day expected, 0.45 mL/day with every bolus" in text
     assert ("Low-reservoir alarm 2026-04-18 23:20 CDT (in 21 days) worst case; 2026-04-18 23:20 CDT (in 21 days) "
             "expected") in text
@@ -63,7 +63,7 @@ def test_charts_are_svg_with_alarm_line_due_date_and_text(filled, nurse):
     assert ("Worst case reaches the 2 mL alarm volume on 2026-04-18 23:20 and is empty on 2026-04-23 10:00. "
             "Expected (no on-demand boluses) empty on 2026-04-23 10:00. Refill due on 2026-04-10.") in volume
     assert "Alarm volume 2 mL" in volume
-    assert "Due Apr 10" in volume
+    assert "Due 2026-04-10" in volume
     assert 'class="series-expected"' in volume and 'class="series-worst"' in volume
     assert '<svg class="chart" id="dose-chart"' in html
     assert "Basal daily dose from 2026-02-02: 450 mcg/day at first, 450 mcg/day now, over 1 program(s)." in html
@@ -109,7 +109,7 @@ def test_histories_and_audit_name_who_did_what(filled, nurse, prescriber):
     refill = Refill.objects.get()
     assert ("2026-02-02 09:00 CST first fill — — — 36 36 1000 mcg/mL dr_pat") in text
     assert "2026-02-02 09:00 CST with a refill continuous 450 1000 0.45 — dr_pat not verified" in text
-    assert "Next refill appointment 2026-04-07 09:30 CDT · add to calendar (.ics)" in text
+    assert "Next refill appointment 2026-04-07 09:30 CDT (in 9 days) · add to calendar (.ics)" in text
     assert f"Refill #{refill.pk} created" in text
     assert "Appointment #" in text
     assert "Not yet verified: the program from 2026-02-02 09:00 CST" in text
@@ -179,3 +179,45 @@ def test_viewer_sees_the_pump_without_write_buttons(filled, clinic):
     assert "You can view this pump; your role does not allow changes." in html
     assert "Record refill" not in html and ">Void<" not in html
     assert Appointment.objects.count() == 0
+
+
+def test_summary_band_says_status_volume_countdowns_and_the_next_action(filled, nurse):
+    with travel(DUE_SOON_AT):
+        html = signed_in(nurse).get(f"/pumps/{filled.pk}/").content.decode()
+    summary = text_of(re.search(r'<section id="summary".*?</section>', html, re.S).group(0))
+    assert summary.startswith("Summary Refill due soon Due soon: refill due on 2026-04-10 (in 13 days)")
+    assert "Volume now 11.66 mL worst case" in summary and "11.66 mL expected, of 40 mL" in summary
+    assert "Worst-case alarm in 21 days 2026-04-18 23:20 CDT (2 mL left)" in summary
+    assert "Worst-case empty in 25 days 2026-04-23 10:00 CDT" in summary
+    assert "Refill due in 13 days 2026-04-10 (Fri); not booked" in summary
+    assert summary.endswith("Record refill Book refill")
+    # the summary comes before the charts and histories
+    assert html.index('id="summary"') < html.index('id="volume-chart"') < html.index('id="refills"')
+
+
+def test_a_save_lands_on_the_summary_with_its_confirmation(filled, nurse):
+    client = signed_in(nurse)
+    with travel(DUE_SOON_AT):
+        response = client.post(f"/pumps/{filled.pk}/reading/", {"read_at": "2026-03-28T11:00",
+                                                                  "reservoir_volume_ml": "11.5"})
+        assert response["Location"] == f"/pumps/{filled.pk}/#summary"
+        html = client.get(response["Location"]).content.decode()
+    summary = re.search(r'<section id="summary".*?</section>', html, re.S).group(0)
+    assert "Reading recorded." in text_of(summary)
+    assert html.count("Reading recorded.") == 1
+
+
+def test_the_pump_page_poll_answers_204_until_the_pump_changes(filled, nurse):
+    from django.utils import timezone
+
+    from pumps.models import Pump
+    from pumps.views import poll_since
+
+    client = signed_in(nurse)
+    later = timezone.now() + timedelta(minutes=1)
+    poll = {"HX-Request": "true", "HX-Target": "pump-live"}
+    quiet = client.get(f"/pumps/{filled.pk}/", {"since": poll_since(later)}, headers=poll)
+    Pump.objects.filter(pk=filled.pk).update(updated_at=later + timedelta(minutes=1))
+    changed = client.get(f"/pumps/{filled.pk}/", {"since": poll_since(later)}, headers=poll)
+    assert quiet.status_code == 204
+    assert changed.status_code == 200 and 'id="pump-live"' in changed.content.decode()

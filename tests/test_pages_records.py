@@ -23,7 +23,7 @@ def test_reading_re_anchors_the_projection(filled, nurse):
         response = client.post(f"/pumps/{filled.pk}/reading/", {"read_at": "2026-03-27T09:00",
                                                                   "reservoir_volume_ml": "14.7"})
         assert response.status_code == 302
-        assert response["Location"] == f"/pumps/{filled.pk}/#readings"
+        assert response["Location"] == f"/pumps/{filled.pk}/#summary"
         text = text_of(client.get(response["Location"]).content.decode())
     assert "Reading recorded." in text
     # 14.7 mL at 0.45: alarm after 28.2 days -> 2026-04-24 14:12 CDT; due Friday 04-17
@@ -58,7 +58,7 @@ def test_explant_and_replacement(filled, nurse):
         })
         new = Pump.objects.get(serial_number="NEW-1")
         assert replaced.status_code == 302
-        assert replaced["Location"] == f"/pumps/{new.pk}/"
+        assert replaced["Location"] == f"/pumps/{new.pk}/#summary"
         page = text_of(client.get(f"/pumps/{filled.pk}/").content.decode())
         again = client.post(f"/pumps/{filled.pk}/explant/", {"explanted_on": "2026-03-27", "reason": ""})
     filled.refresh_from_db()
@@ -130,9 +130,9 @@ def test_worksheet_expects_the_residual_at_the_booked_visit(filled, nurse):
     with travel(DUE_SOON_AT):
         html = signed_in(nurse).get(f"/pumps/{filled.pk}/worksheet/").content.decode()
     text = text_of(html)
-    # 2026-02-02 15:00 UTC to 2026-04-07 14:00 UTC = 63 d 23 h: 36 - 0.45 x 63.9583 = 7.219 mL
+    # 2026-02-02 15:00 UTC to 2026-04-07 14:00 UTC = 63 d 23 h: 36 - 0.45 x 63.9583 = 7.219 mL, shown 7.22
     assert "Visit 2026-04-07 09:00 CDT (booked refill)" in text
-    assert "Expected residual at the visit 7.219 mL" in text
+    assert "Expected residual at the visit 7.22 mL" in text
     assert "Discrepancy threshold ±2 mL" in text
     assert "Program continuous 450 mcg/day at 1000 mcg/mL" in text
     assert '<button type="button" data-print>Print this worksheet</button>' in html

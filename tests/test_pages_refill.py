@@ -54,7 +54,7 @@ def test_form_prefills_the_time_and_the_concentration_in_force(filled, nurse):
     assert 'name="concentration_mcg_per_ml" value="1000"' in html
     assert '<option value="gablofen-1000" selected>' not in html  # the first fill named no product
     text = text_of(html)
-    assert "Expected residual 22.491 mL" in text  # 22.5 - 0.45 / 48 at 09:30
+    assert "Expected residual 22.49 mL" in text  # 22.5 - 0.45 / 48 at 09:30 = 22.491
     assert_no_inline_script(html)
     for name in ("performed_at", "extracted_volume_ml", "added_volume_ml", "concentration_mcg_per_ml"):
         assert f'<label for="id_{name}">' in html
@@ -108,7 +108,7 @@ def test_saving_a_flagged_refill(filled, nurse):
         client = signed_in(nurse)
         response = client.post(f"/pumps/{filled.pk}/refill/", refill_form())
         assert response.status_code == 302
-        assert response["Location"] == f"/pumps/{filled.pk}/#refills"
+        assert response["Location"] == f"/pumps/{filled.pk}/#summary"
         page = text_of(client.get(response["Location"]).content.decode())
     refill = Refill.objects.latest("performed_at")
     assert (refill.expected_residual_ml, refill.discrepancy_ml, refill.discrepancy_flagged) == (D("22.5"), D("-3.5"), True)
