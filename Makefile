@@ -52,18 +52,22 @@ run: migrate
 	$(PY) manage.py seed_demo --if-empty
 	$(PY) manage.py run_alert_sweep
 	@set -uo pipefail; \
+	export SITE_URL="$${SITE_URL:-http://$(HOST):$(PORT)}"; \
 	$(VENV)/bin/celery -A clinic worker --loglevel=INFO --concurrency=2 -Q celery,email,webhooks >var/log/worker.log 2>&1 & worker=$$!; \
 	$(VENV)/bin/celery -A clinic beat --loglevel=INFO --schedule var/celerybeat-schedule >var/log/beat.log 2>&1 & beat=$$!; \
-	stop() { kill $$worker $$beat 2>/dev/null; wait $$worker $$beat 2>/dev/null; echo "Stopped the worker and beat."; }; \
-	trap stop EXIT; trap 'exit 130' INT TERM; \
+	stopped=; stop() { test -n "$$stopped" && return; stopped=1; kill $$worker $$beat 2>/dev/null; wait $$worker $$beat 2>/dev/null; echo "Stopped the web server, the worker and beat. Goodbye."; }; \
+	trap stop EXIT; trap 'exit 0' INT TERM; \
 	echo; \
 	echo "  App:           http://$(HOST):$(PORT)/   admin: http://$(HOST):$(PORT)/admin/"; \
 	echo "  API docs:      http://$(HOST):$(PORT)/api/v1/docs/   health: http://$(HOST):$(PORT)/health/"; \
+	echo "  Links in e-mails: $$SITE_URL   (set SITE_URL to change)"; \
 	echo "  Demo sign-in:  demo / demo-pump-clinic   (roles: lakeshore.rn.hayes nurse, lakeshore.dr.chen prescriber; same password)"; \
 	echo "  Worker log:    var/log/worker.log   beat log: var/log/beat.log   e-mail: var/mail/"; \
 	echo "  Ctrl-C stops the web server, the worker and beat."; \
 	echo; \
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	set -m 2>/dev/null; \
+	$(PY) manage.py runserver $(HOST):$(PORT); \
+	exit 0
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -145,7 +145,11 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # --- Celery --------------------------------------------------------------------------
 # The embedded default broker keeps messages in files under var/ so that `make run`
 # needs no server; production uses a redis:// URL.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
+if CELERY_BROKER_URL in ("filesystem://", "filesystem:///"):
+    # kombu warns "No hostname was supplied. Reverting to default 'localhost'" for a URL
+    # without a host; the file-system transport ignores the host, so name it.
+    CELERY_BROKER_URL = "filesystem://localhost/"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
@@ -325,6 +329,15 @@ PUMPS_FUTURE_TOLERANCE_SECONDS = 300
 PUMPS_DUPLICATE_REFILL_MINUTES = 60
 IDEMPOTENCY_KEY_TTL_HOURS = 24
 
+def _expected_refusal(record) -> bool:
+    """A 403 or 404 is the app answering as designed (another clinic's record, a role that
+    may not): one line, without the traceback Django attaches to a PermissionDenied."""
+    if getattr(record, "status_code", None) in (403, 404):
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -333,7 +346,10 @@ LOGGING = {
         "django.server": {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}", "style": "{"},
     },
     # No query string (search terms, names) in any log line: clinic/logfilters.py.
-    "filters": {"redact_query_strings": {"()": "clinic.logfilters.RedactQueryStrings"}},
+    "filters": {
+        "redact_query_strings": {"()": "clinic.logfilters.RedactQueryStrings"},
+        "expected_refusals": {"()": "django.utils.log.CallbackFilter", "callback": _expected_refusal},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_query_strings"]},
         # The development server's request lines (Django's own handler, with the filter).
@@ -348,5 +364,7 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
         "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+        # 403 and 404: one line each ("Forbidden (Permission denied): /pumps/7/"), no traceback
+        "django.request": {"level": "INFO", "filters": ["expected_refusals"], "propagate": True},
     },
 }
