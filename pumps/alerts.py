@@ -30,7 +30,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -277,10 +277,12 @@ def _load_history(pump: Pump) -> PumpHistory:
 
 
 def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None, *,
-                  episode: str | None = None) -> list[Wanted]:
+                  episode: str | None = None, refill_appointments: list[datetime] | None = None) -> list[Wanted]:
     """Which alerts the pump's stored projection and records call for as of ``now``
     (``history``: its live records, ``episode``: its ``reservoir_episode``, when the
-    caller has them).
+    caller has them; ``refill_appointments``: the instants of the pump's live, scheduled
+    refill appointments from at least the start of its clinic's today, read for many pumps
+    at once by the caller, so that ``refill_booked_for`` needs no query).
 
     ``withdrawal_risk`` has two episodes per fill: "may run empty" (``fill:<id>``) from the
     withdrawal window until the worst-case empty instant, then "empty" (``fill:<id>:empty``).
@@ -333,7 +335,8 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
         # booked earlier today and not yet marked done counts). Both are digest-only.
         if status == pj.STATUS_DUE_SOON:
             out.append(Wanted(AlertKind.REFILL_DUE_SOON, episode, None, f"refill due on {due_on}"))
-        if (due_on - today).days <= clinic.due_soon_days and not refill_booked_for(pump, today, due_on):
+        if (due_on - today).days <= clinic.due_soon_days and not refill_booked_for(
+                pump, today, due_on, refill_appointments):
             out.append(Wanted(AlertKind.REFILL_UNBOOKED, episode, None,
                               f"refill due on {due_on}; no refill appointment booked on or before it"))
     eos = pump.expected_end_of_service
@@ -361,14 +364,18 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
     return out
 
 
-def refill_booked_for(pump: Pump, today, due_on) -> bool:
+def refill_booked_for(pump: Pump, today: date, due_on: date, appointments: list[datetime] | None = None) -> bool:
     """Is a refill booked in time: a live, scheduled refill appointment of the pump from
-    the start of the clinic's ``today`` to the end of ``due_on`` (as ``pumps.planning``)."""
+    the start of the clinic's ``today`` to the end of ``due_on`` (as ``pumps.planning``).
+    ``appointments``: the instants of its live, scheduled refill appointments from at
+    least the start of today, when the caller has read them (else one query)."""
     tz = pump.clinic.tz
+    start, end = pj.start_of_local_day(today, tz), pj.start_of_local_day(due_on + pj.DAY, tz)
+    if appointments is not None:
+        return any(start <= moment < end for moment in appointments)
     return Appointment.objects.live().filter(
         pump=pump, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED,
-        scheduled_for__gte=pj.start_of_local_day(today, tz),
-        scheduled_for__lt=pj.start_of_local_day(due_on + pj.DAY, tz),
+        scheduled_for__gte=start, scheduled_for__lt=end,
     ).exists()
 
 

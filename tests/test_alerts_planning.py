@@ -57,6 +57,22 @@ def test_a_visit_booked_earlier_today_and_not_yet_done_still_counts(filled, nurs
     assert open_kinds(filled) == ["refill_due_soon", "refill_unbooked"]
 
 
+def test_appointments_read_by_the_caller_give_the_same_answer_as_the_query(filled, nurse):
+    """The set-based refresh reads the appointments of many pumps at once and hands them
+    to wanted_alerts: the rule is the same either way."""
+    morning = datetime(2026, 4, 1, 8, 0, tzinfo=CHICAGO)
+    s.schedule_appointment(pump=filled, scheduled_for=morning, actor=s.Actor(nurse), now=WINDOW_OPENS)
+    for now, preloaded in (
+        (datetime(2026, 4, 1, 15, 0, tzinfo=CHICAGO), [morning]),
+        (datetime(2026, 4, 2, 0, 5, tzinfo=CHICAGO), [morning]),  # yesterday's visit is passed over
+        (datetime(2026, 4, 1, 15, 0, tzinfo=CHICAGO), None),
+    ):
+        queried = sorted(w.kind for w in alerts.wanted_alerts(filled, now))
+        assert sorted(w.kind for w in alerts.wanted_alerts(filled, now, refill_appointments=preloaded)) == queried
+    assert "refill_unbooked" in [w.kind for w in alerts.wanted_alerts(
+        filled, datetime(2026, 4, 1, 15, 0, tzinfo=CHICAGO), refill_appointments=[])]
+
+
 def test_nothing_before_the_window_and_overdue_takes_over_after_the_due_date(filled):
     alerts.evaluate_pump(filled, WINDOW_OPENS - timedelta(hours=1))  # 15 days before the due date
     assert open_kinds(filled) == []
