@@ -83,7 +83,7 @@ def refresh_pumps(ids: list[int], now: datetime, result: alerts.SweepResult | No
     path."""
     result = result or alerts.SweepResult()
     if not supported():
-        return alerts.sweep_pumps(ids, now, result)
+        return _per_pump(ids, now, result)
     with alerts.one_delivery_trigger():
         for start in range(0, len(ids), CHUNK):
             _chunk_or_fallback(ids[start:start + CHUNK], now, result)
@@ -104,6 +104,13 @@ def drain(now: datetime, *, chunk: int = CHUNK, limit: int | None = None) -> ale
     return result
 
 
+def _per_pump(ids: list[int], now: datetime, result: alerts.SweepResult) -> alerts.SweepResult:
+    """The per-pump path: ``alerts.sweep_pumps_one_by_one`` once ``sweep_pumps`` itself
+    takes this module's path (the hook), ``alerts.sweep_pumps`` until then."""
+    path = getattr(alerts, "sweep_pumps_one_by_one", None) or alerts.sweep_pumps
+    return path(ids, now, result)
+
+
 def _chunk_or_fallback(ids: list[int] | None, now: datetime, result: alerts.SweepResult, *,
                        chunk: int = CHUNK) -> None:
     locked: list[int] = []
@@ -113,7 +120,7 @@ def _chunk_or_fallback(ids: list[int] | None, now: datetime, result: alerts.Swee
     except Exception:  # noqa: BLE001 - the per-pump path isolates the broken pump
         log.exception("bulk refresh: a chunk of %s pumps failed; it is done pump by pump", len(locked))
         if locked:
-            alerts.sweep_pumps(locked, now, result)
+            _per_pump(locked, now, result)
         return
     result.pumps_checked += made[0]
     result.alerts_created += made[1]
