@@ -155,7 +155,7 @@ CASES: list[Case] = [
          page=Page("refill", {"residual_left_ml": "-0.5"}, "residual_left_ml", NOT_NEGATIVE)),
     Case("refill_bridge_bolus_negative", "negative bridge bolus", "filled", "/refills/",
          with_(SECOND_REFILL, bridge_bolus_ml="-1"), "bridge_bolus_ml", NOT_NEGATIVE,
-         page=Page("refill", {"bridge_bolus_ml": "-1"}, "bridge_bolus_ml", NOT_NEGATIVE)),
+         page=Page("refill", {"bridge_bolus_ml": "-1"}, "bridge_bolus_ml", NOT_NEGATIVE, user="prescriber")),
     Case("reading_volume_negative", "negative reservoir volume", "filled", "/readings/",
          with_(READING, reservoir_volume_ml="-1"), "reservoir_volume_ml", NOT_NEGATIVE,
          page=Page("reading", {"reservoir_volume_ml": "-1"}, "reservoir_volume_ml", NOT_NEGATIVE)),

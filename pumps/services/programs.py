@@ -64,75 +64,92 @@ def _validate_program(
     errors: _Errors, prefix: str, pump: Pump, data: ProgramInput, effective_at: datetime, programs: list[Program],
     refills: list[Refill], reservoir_concentration: Decimal | None,
 ) -> tuple[Decimal, list] | None:
-    """Validate a program; returns (basal daily dose, stored steps) or None on error."""
+    """Every rule a program must pass (docs/clinical-rules.md §9), as named checks; the
+    messages go to ``errors`` under ``prefix`` (``program.`` inside a refill). Returns
+    (basal daily dose, stored steps), or None when the program is refused."""
+    own = _Errors()
+    _text(own, "override_reason", data.override_reason, REASON_MAX)
+    _check_program_concentration(own, data.concentration_mcg_per_ml, reservoir_concentration)
+    daily, stored_steps = _program_dose(own, data)
+    _check_bolus(own, data.ptm_bolus_mcg, data.ptm_max_per_day)
+    if not own.errors and daily is not None:
+        _check_titration(own, pump, data, daily, programs, effective_at)
+    for field, messages in own.errors.items():
+        for message in messages:
+            errors.add(prefix + field, message)
+    return None if own.errors or daily is None else (daily, stored_steps)
 
-    def add(field, message):
-        errors.add(prefix + field, message)
 
-    before = len(errors.errors)
-    _text(errors, prefix + "override_reason", data.override_reason, REASON_MAX)
-    conc = data.concentration_mcg_per_ml
+def _check_program_concentration(errors: _Errors, conc: Decimal | None, reservoir: Decimal | None) -> None:
     if conc is None:
-        add("concentration_mcg_per_ml", "This field is required.")
+        errors.add("concentration_mcg_per_ml", "This field is required.")
     elif conc <= 0:
-        add("concentration_mcg_per_ml", "Must be greater than zero.")
-    elif reservoir_concentration is not None and q3(conc) != q3(reservoir_concentration):
-        add(
+        errors.add("concentration_mcg_per_ml", "Must be greater than zero.")
+    elif reservoir is not None and q3(conc) != q3(reservoir):
+        errors.add(
             "concentration_mcg_per_ml",
-            f"The reservoir holds {_n(reservoir_concentration)} mcg/mL: a program must use the "
+            f"The reservoir holds {_n(reservoir)} mcg/mL: a program must use the "
             "concentration of the drug in the pump (a concentration change needs a refill with a new program).",
         )
-    daily: Decimal | None = None
-    stored_steps: list = []
+
+
+def _program_dose(errors: _Errors, data: ProgramInput) -> tuple[Decimal | None, list]:
+    """The basal daily dose and the stored steps of a continuous or flex program."""
     if data.mode == Program.Mode.FLEX:
         try:
             steps = checks.parse_flex_steps(data.steps or [])
             daily = checks.check_flex_daily_dose(steps, data.daily_dose_mcg)
-            stored_steps = [
-                {"start": s.start.strftime("%H:%M"), "dose_mcg_per_hour": str(q3(s.dose_mcg_per_hour))} for s in steps
-            ]
         except checks.CheckError as exc:
-            add(exc.field, exc.message)
-    elif data.mode == Program.Mode.CONTINUOUS:
-        if data.steps:
-            add("steps", "Steps belong to a flex program; a continuous program has a daily dose only.")
-        if data.daily_dose_mcg is None:
-            add("daily_dose_mcg", "This field is required for a continuous program.")
-        elif data.daily_dose_mcg <= 0:
-            add("daily_dose_mcg", "Must be greater than zero.")
-        else:
-            daily = q3(data.daily_dose_mcg)
+            errors.add(exc.field, exc.message)
+            return None, []
+        return daily, [{"start": s.start.strftime("%H:%M"), "dose_mcg_per_hour": str(q3(s.dose_mcg_per_hour))}
+                       for s in steps]
+    if data.mode != Program.Mode.CONTINUOUS:
+        errors.add("mode", "Must be continuous or flex.")
+        return None, []
+    if data.steps:
+        errors.add("steps", "Steps belong to a flex program; a continuous program has a daily dose only.")
+    if data.daily_dose_mcg is None:
+        errors.add("daily_dose_mcg", "This field is required for a continuous program.")
+    elif data.daily_dose_mcg <= 0:
+        errors.add("daily_dose_mcg", "Must be greater than zero.")
     else:
-        add("mode", "Must be continuous or flex.")
-    bolus, per_day = data.ptm_bolus_mcg, data.ptm_max_per_day
+        return q3(data.daily_dose_mcg), []
+    return None, []
+
+
+def _check_bolus(errors: _Errors, bolus: Decimal | None, per_day: int | None) -> None:
+    """An on-demand bolus needs a dose and a maximum per day (zero for either: none)."""
     if (bolus is None) != (per_day is None) and not (bolus == 0 or per_day == 0):
-        add("ptm_bolus_mcg" if bolus is None else "ptm_max_per_day",
-            "An on-demand bolus needs both a dose (ptm_bolus_mcg) and a maximum per day (ptm_max_per_day).")
+        errors.add("ptm_bolus_mcg" if bolus is None else "ptm_max_per_day",
+                   "An on-demand bolus needs both a dose (ptm_bolus_mcg) and a maximum per day (ptm_max_per_day).")
     if bolus is not None and bolus < 0:
-        add("ptm_bolus_mcg", "Must be zero or more.")
+        errors.add("ptm_bolus_mcg", "Must be zero or more.")
     if per_day is not None and per_day < 0:
-        add("ptm_max_per_day", "Must be zero or more.")
-    if len(errors.errors) > before or daily is None:
-        return None
-    # Titration (Saulino 2016): against the program in force 24 hours before.
+        errors.add("ptm_max_per_day", "Must be zero or more.")
+
+
+def _check_titration(errors: _Errors, pump: Pump, data: ProgramInput, daily: Decimal, programs: list[Program],
+                     effective_at: datetime) -> None:
+    """The rise against the program in force 24 hours before (Saulino 2016;
+    docs/clinical-rules.md §9), unless an override reason is given."""
     previous = [p for p in programs if p.effective_at <= effective_at - timedelta(hours=24)]
-    if previous:
-        limit = checks.titration_limit_pct(
-            pump.patient.spasticity_origin,
-            spinal_pct=pump.clinic.titration_limit_spinal_pct,
-            other_pct=pump.clinic.titration_limit_other_pct,
+    if not previous:
+        return
+    limit = checks.titration_limit_pct(
+        pump.patient.spasticity_origin,
+        spinal_pct=pump.clinic.titration_limit_spinal_pct,
+        other_pct=pump.clinic.titration_limit_other_pct,
+    )
+    try:
+        checks.check_titration(
+            new_daily_mcg=Fraction(daily),
+            old_daily_mcg=previous[-1].to_projection().basal_daily_dose_mcg(),
+            limit_pct=limit,
+            override_reason=data.override_reason,
         )
-        try:
-            checks.check_titration(
-                new_daily_mcg=Fraction(daily),
-                old_daily_mcg=previous[-1].to_projection().basal_daily_dose_mcg(),
-                limit_pct=limit,
-                override_reason=data.override_reason,
-            )
-        except checks.CheckError as exc:
-            add(exc.field, exc.message)
-            return None
-    return daily, stored_steps
+    except checks.CheckError as exc:
+        errors.add(exc.field, exc.message)
 
 
 def _reservoir_concentration(refills: list[Refill], at: datetime) -> Decimal | None:
