@@ -167,7 +167,7 @@ class IsClinicMember(permissions.BasePermission):
 
 
 def can_write_programs(request, clinic: Clinic | int) -> bool:
-    """Only a prescriber enters or verifies a program (SPEC 9); a read-write API client
+    """Only a prescriber enters or verifies a program (README, Security); a read-write API client
     names the clinician who did."""
     return can_write_clinic(request, clinic, roles=PROGRAM_WRITERS)
 

@@ -59,7 +59,7 @@ def validate_slots_by_weekday(value) -> None:
 
 
 class Clinic(models.Model):
-    """A clinic, its time zone and its policy (SPEC 4.5 defaults)."""
+    """A clinic, its time zone and its policy (docs/clinical-rules.md §10 defaults)."""
 
     code = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=200)
@@ -206,7 +206,7 @@ class Role(models.TextChoices):
     VIEWER = "viewer", "Viewer"
 
 
-#: Who may record what (SPEC 9): a viewer writes nothing; only a prescriber enters or
+#: Who may record what (README, Security): a viewer writes nothing; only a prescriber enters or
 #: verifies a program.
 CLINICAL_WRITERS = {Role.NURSE, Role.PRESCRIBER, Role.PHARMACIST, Role.ADMIN}
 PROGRAM_WRITERS = {Role.PRESCRIBER}

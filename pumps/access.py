@@ -1,4 +1,4 @@
-"""The access audit (SPEC 9): reading a patient's record is itself recorded, who viewed
+"""The access audit (README, Security): reading a patient's record is itself recorded, who viewed
 what, when, and through which door (a staff page, the REST API, FHIR).
 
 A view that shows one patient's record calls ``record_patient_access`` after the record

@@ -666,7 +666,7 @@ class SweepRunAdmin(admin.ModelAdmin):
 
 @admin.register(PatientAccess)
 class PatientAccessAdmin(ReadOnly, ClinicScoped, admin.ModelAdmin):
-    """Who viewed which patient record, when, through which channel (SPEC 9). The log is
+    """Who viewed which patient record, when, through which channel (README, Security). The log is
     read-only: nothing here adds, changes or deletes a row."""
 
     list_display = ("at", "patient", "clinic", "who", "channel", "path")

@@ -56,7 +56,7 @@ def residual_discrepancy(
     residual_left_ml: Decimal,
     threshold_ml: Decimal,
 ) -> DiscrepancyResult:
-    """SPEC 4.7: expected residual floored at 0; discrepancy = (extracted + left) - expected;
+    """docs/clinical-rules.md §8: expected residual floored at 0; discrepancy = (extracted + left) - expected;
     flagged when its magnitude exceeds the threshold. No expectation (first fill, or no
     program at the previous anchor) means no discrepancy."""
     if expected_volume is None or extracted_ml is None:

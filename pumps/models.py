@@ -1,4 +1,4 @@
-"""Clinical tables (SPEC 3). Nothing clinical is hard-deleted: records are voided with a
+"""Clinical tables (docs/clinical-rules.md; README, Clinical safety). Nothing clinical is hard-deleted: records are voided with a
 reason, and django-simple-history keeps who changed what, when, with old and new values.
 
 Writes go through ``pumps.services``; these models hold fields, constraints, indexes and
@@ -343,7 +343,7 @@ class Refill(Voidable):
     stability_days = models.PositiveSmallIntegerField()
     lot_number = models.CharField(max_length=64, blank=True)
     lot_expiry = models.DateField(null=True, blank=True)
-    # computed at write time; recomputed when earlier history changes (SPEC 4.7)
+    # computed at write time; recomputed when earlier history changes (docs/clinical-rules.md §8)
     expected_residual_ml = models.DecimalField(**ML, null=True, blank=True)
     discrepancy_ml = models.DecimalField(**ML, null=True, blank=True)
     discrepancy_flagged = models.BooleanField(default=False)

@@ -6,7 +6,7 @@ doses and timezone-aware datetimes; arithmetic inside is exact (``Fraction``), b
 volume crossing computed in binary or rounded decimal can land one minute late, and for
 this product one minute late is the unsafe direction.
 
-Time rules (SPEC section 1 and 4):
+Time rules (docs/clinical-rules.md §1, §4):
 - elapsed time is real time: a day of delivery is 24 hours of UTC time, also across
   daylight-saving changes; we never add a timedelta to a local wall-clock time;
 - calendar dates (due dates, "today") are local dates in the clinic's zone;
@@ -40,7 +40,7 @@ STATUS_ALARM = "alarm"
 STATUS_OVERDUE = "overdue"
 STATUS_DUE_SOON = "due_soon"
 STATUS_OK = "ok"
-#: Most urgent first; the order of SPEC 4.6 and of the worklist.
+#: Most urgent first; the order of docs/clinical-rules.md §7 and of the worklist.
 STATUSES = (
     STATUS_EMPTY,
     STATUS_ALARM,
@@ -661,7 +661,7 @@ def program_in_force(programs: Sequence[Program], at: datetime) -> Program | Non
 def refill_due_on(
     *, worst_lra_at: datetime | None, drug_expires_at: datetime | None, tz: tzinfo, policy: Policy, high_risk: bool
 ) -> date | None:
-    """SPEC 4.4: the earlier of (LRA date - lead) and (expiry date - 1), moved earlier
+    """docs/clinical-rules.md §6: the earlier of (LRA date - lead) and (expiry date - 1), moved earlier
     to the nearest open day of the clinic."""
     candidates = []
     if worst_lra_at is not None:
@@ -696,7 +696,7 @@ def status_at(
     due_on: date | None,
     due_soon_days: int,
 ) -> str:
-    """SPEC 4.6, first match wins. Works from stored instants too (the worklist, the sweep)."""
+    """docs/clinical-rules.md §7, first match wins. Works from stored instants too (the worklist, the sweep)."""
     if not active:
         return STATUS_INACTIVE
     if not complete:

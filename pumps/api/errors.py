@@ -1,4 +1,4 @@
-"""Errors as SPEC 8 says: 400 maps each field (or ``non_field_errors``) to a list of
+"""Errors of the API contract (README, REST API): 400 maps each field (or ``non_field_errors``) to a list of
 messages; 409, 412 and 422 carry ``detail`` and a machine-readable ``code``.
 
 Errors of a nested object are flattened to dotted keys, the way the services name them:

@@ -1,4 +1,4 @@
-"""``Idempotency-Key`` on writes (SPEC 8).
+"""``Idempotency-Key`` on writes (README, REST API).
 
 An API client that sends ``Idempotency-Key: <key>`` with a POST or PATCH may retry the
 request safely: the first successful answer is kept for

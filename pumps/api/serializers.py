@@ -1,4 +1,4 @@
-"""Serializers of the REST API (SPEC 8).
+"""Serializers of the REST API (README, REST API).
 
 Input serializers only parse and type-check the request; the clinical rules live in
 ``pumps.services`` (one source of truth), whose field-level errors reach the client
@@ -219,7 +219,7 @@ class ScopedClinicField(serializers.SlugRelatedField):
     {"type": "string", "example": pj.STATUS_DUE_SOON, "description": f"One of: {', '.join(pj.STATUSES)}."}
 )
 class PumpStatusField(serializers.CharField):
-    """empty, alarm, overdue, due_soon, ok, incomplete, inactive (SPEC 4.6)."""
+    """empty, alarm, overdue, due_soon, ok, incomplete, inactive (docs/clinical-rules.md §7)."""
 
 
 def _clinician(user, external: str) -> str | None:
@@ -443,7 +443,7 @@ class WorklistSerializer(PumpSerializer):
 
 
 class ProjectionSerializer(serializers.Serializer):
-    """SPEC 8: the projection of one pump as of ``at``; null numbers when incomplete."""
+    """The projection of one pump as of ``at``; null numbers when incomplete."""
 
     at = ClinicDateTimeField()
     status = PumpStatusField()

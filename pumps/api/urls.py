@@ -25,7 +25,7 @@ router.register("alerts", alerts.AlertViewSet, basename="alert")
 router.register("events", records.EventViewSet, basename="event")
 router.register("appointments", records.AppointmentViewSet, basename="appointment")
 
-# Sign-in is required everywhere (SPEC 9), the schema and docs included: the schema takes
+# Sign-in is required everywhere (README, Security), the schema and docs included: the schema takes
 # a Bearer token or a session; the HTML docs (assets from the sidecar, no CDN) a session.
 urlpatterns = [
     path("worklist/", views.WorklistView.as_view(), name="worklist"),

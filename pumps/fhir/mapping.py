@@ -223,7 +223,7 @@ def udi_carrier(udi: str) -> dict[str, str]:
 
 
 def _projection_extension(pump: Pump, tz: tzinfo) -> dict[str, Any]:
-    """The stored reservoir projection (SPEC 4) as of ``projected_at``: worst case unless
+    """The stored reservoir projection (docs/clinical-rules.md §3-§7) as of ``projected_at``: worst case unless
     named expected."""
     parts: list[dict[str, Any]] = [{"url": "status", "valueCode": pump.status}]
     for name, value in (

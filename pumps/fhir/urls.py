@@ -1,4 +1,4 @@
-"""``/fhir/r4/``: FHIR R4 read API (SPEC 8). FHIR URLs have no trailing slash; one is
+"""``/fhir/r4/``: FHIR R4 read API (README, REST API). FHIR URLs have no trailing slash; one is
 tolerated."""
 
 from django.urls import path, re_path

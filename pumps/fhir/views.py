@@ -1,4 +1,4 @@
-"""FHIR R4 read endpoints (SPEC 8): read by id and search, under ``/fhir/r4/``.
+"""FHIR R4 read endpoints (README, REST API): read by id and search, under ``/fhir/r4/``.
 
 - ``GET /fhir/r4/metadata``: the CapabilityStatement;
 - ``GET /fhir/r4/<Type>/<id>``: one resource; the ids are the REST API's ids;
@@ -393,7 +393,7 @@ def capability_statement() -> dict[str, Any]:
 
 
 class MetadataView(FHIRView):
-    """``GET /fhir/r4/metadata``: sign-in is required here too (SPEC 9)."""
+    """``GET /fhir/r4/metadata``: sign-in is required here too (README, Security)."""
 
     def get(self, request):
         return Response(capability_statement())

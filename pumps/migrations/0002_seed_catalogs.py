@@ -1,4 +1,4 @@
-"""Seed the pump-model and drug-product catalogs with the verified values of SPEC 2.
+"""Seed the pump-model and drug-product catalogs with the verified values of docs/clinical-rules.md §2.
 
 Sources: Medtronic SynchroMed II (2 mL alarm recommended; battery at most 7 years; stalls
 during MRI, interrogate afterwards), Flowonix Prometra II PTC guide (refill when 3.0 mL

@@ -1,6 +1,6 @@
 """``manage.py create_clinic --code C --name N --timezone Z [--alert-email ADDR ...]``
 
-Creates a clinic with the policy defaults of SPEC 4.5 (change them later in the admin) and
+Creates a clinic with the policy defaults of docs/clinical-rules.md §10 (change them later in the admin) and
 its shared alert mailboxes.
 """
 
