@@ -58,12 +58,14 @@ def record_write(**row) -> None:
         out.write(json.dumps(row) + "\n")
 
 
-class PlainHttpCookies(DefaultCookiePolicy):
-    """The app marks its cookies Secure (production settings); the load test talks plain
-    HTTP on loopback, so the cookie jar sends them anyway."""
+def _secure_cookies_over_http(self, cookie, request):
+    return True
 
-    def return_ok_secure(self, cookie, request):
-        return True
+
+# The app marks its cookies Secure (production settings); the load test talks plain HTTP
+# on loopback, so this process's cookie jars send them anyway (requests copies the
+# session's jar into a fresh one per request: a policy on the session's jar is lost).
+DefaultCookiePolicy.return_ok_secure = _secure_cookies_over_http
 
 
 def refill_body(pump: dict) -> dict:
@@ -84,12 +86,19 @@ class StaffUser(HttpUser):
         self.username = data["users"][number % len(data["users"])]
         slices = data["staff_write_pumps"]
         self.to_refill = list(slices[number % len(slices)]) if slices else []
-        self.client.cookies.set_policy(PlainHttpCookies())
-        page = self.client.get("/accounts/login/", name="login")
+        page = self.client.get("/accounts/login/", name="login page")
         token = self.client.cookies.get("csrftoken", "")
-        self.client.post("/accounts/login/", data={"username": self.username, "password": data["password"],
-                                                   "csrfmiddlewaretoken": token},
-                         headers={"Referer": page.url}, name="login")
+        with self.client.post("/accounts/login/", data={"username": self.username, "password": data["password"],
+                                                        "csrfmiddlewaretoken": token},
+                              headers={"Referer": page.url}, name="login", catch_response=True) as response:
+            if "/accounts/login/" in response.url:
+                response.failure("not signed in")
+
+    def _page(self, path: str, name: str, **kwargs):
+        """A page that must be the page, not the sign-in form it would redirect to."""
+        with self.client.get(path, name=name, catch_response=True, **kwargs) as response:
+            if response.status_code == 200 and "/accounts/login/" in response.url:
+                response.failure("redirected to the sign-in page")
 
     def _csrf(self) -> str:
         return self.client.cookies.get("csrftoken", "")
@@ -106,16 +115,16 @@ class StaffUser(HttpUser):
             params["q"] = random.choice(["MRN", "SN-", "Smith", "00"])
         if random.random() < 0.2:
             params["page"] = random.choice([2, 3])
-        self.client.get("/", params=params, name="page: worklist")
+        self._page("/", "page: worklist", params=params)
 
     @task(4)
     def pump_page(self):
         pump = random.choice(fixtures()["read_pumps"])
-        self.client.get(f"/pumps/{pump}/", name="page: pump")
+        self._page(f"/pumps/{pump}/", "page: pump")
 
     @task(2)
     def alerts_page(self):
-        self.client.get("/alerts/", params=random.choice([{}, {"severity": "critical"}]), name="page: alerts")
+        self._page("/alerts/", "page: alerts", params=random.choice([{}, {"severity": "critical"}]))
 
     def _refill_form(self, pump: dict) -> dict:
         tz = ZoneInfo(PAGE_ZONES.get(pump["clinic"], "UTC"))
@@ -135,7 +144,7 @@ class StaffUser(HttpUser):
         if not self.to_refill:
             return
         pump = self.to_refill.pop(0)
-        self.client.get(f"/pumps/{pump['id']}/refill/", name="page: refill form")
+        self._page(f"/pumps/{pump['id']}/refill/", "page: refill form")
         form = self._refill_form(pump)
         with self.client.post(f"/pumps/{pump['id']}/refill/", data=form, allow_redirects=False,
                               name="write: refill (page)", catch_response=True) as response:
