@@ -4,7 +4,8 @@
 #   beat (sweeping every --sweep-interval seconds), an aiosmtpd sink for the e-mails,
 #   seeded pumps; then Locust with 50 staff users and 10 API clients for a fixed time,
 #   and loadtest/check.py: the table (requests/s, p50/p95/p99 per endpoint, errors), the
-#   targets, and the database's check of every write.
+#   targets, and the database's check of every write. Users start 10 a second (their
+#   sign-ins spread out); the statistics restart once all are running.
 #
 #   loadtest/run.sh                      # the real run: 100,000 pumps, 5 minutes
 #   loadtest/run.sh --pumps 2000 --duration 60    # a quick run
@@ -106,7 +107,7 @@ done
 USERS=$((STAFF + API))
 echo "-- $(date -u +%FT%TZ): Locust, $STAFF staff users and $API API clients for ${DURATION}s" >&2
 "$ROOT/.venv/bin/locust" -f "$ROOT/loadtest/locustfile.py" --headless --host "http://127.0.0.1:$PORT" \
-  --users "$USERS" --spawn-rate "$USERS" --run-time "${DURATION}s" --stop-timeout 10 \
+  --users "$USERS" --spawn-rate 10 --reset-stats --run-time "${DURATION}s" --stop-timeout 10 \
   --csv "$OUT/stats" --only-summary --exit-code-on-error 0 >"$OUT/locust.log" 2>&1 || true
 
 MACHINE="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/ {print $2}') GiB"

@@ -10,8 +10,8 @@ Per chunk, in one transaction:
 2. read the records of the whole chunk at once: refills, readings, programs, the
    clinics' closures, the MRI events of the models that stall in an MRI, the booked
    refill appointments, and the pumps' alerts;
-3. project every pump with the services' projection (``services.project_pump`` through
-   the stored-projection code of ``services``: one source of truth) and its alerts with
+3. project every pump with the one projection code (``pumps.history.project_pump``, the
+   stored projection of ``pumps.history``: one source of truth) and its alerts with
    ``alerts.wanted_alerts`` (the rules stay there);
 4. write the stored projections back in one statement (``UPDATE … FROM (VALUES …)``);
 5. resolve, raise and re-open alerts (one ``UPDATE`` per resolution reason), insert the
@@ -40,7 +40,8 @@ from django.db.models import Q
 
 from clinic.models import ApiClient, ClinicClosure
 
-from . import alerts, services
+from . import alerts
+from . import history as pump_history
 from . import projection as pj
 from .models import (
     Alert,
@@ -60,7 +61,7 @@ log = logging.getLogger("pumps.bulk_refresh")
 #: Pumps per transaction: the row locks of a chunk are held for its ~0.5 s.
 CHUNK = int(getattr(settings, "ALERT_BULK_CHUNK", 250))
 
-#: The stored projection, as ``services.recompute_pump`` writes it.
+#: The stored projection, as ``pumps.history.store_projection`` writes it.
 STORED_FIELDS = (
     "status", "urgency", "low_reservoir_alarm_at", "empty_at", "expected_low_reservoir_alarm_at",
     "expected_empty_at", "drug_expires_at", "refill_due_on", "anchor_at", "next_change_at", "projected_at",
@@ -141,8 +142,8 @@ def _lock(ids: list[int] | None, now: datetime, chunk: int) -> list[Pump]:
     return list(rows)
 
 
-def _histories(pump_ids: list[int]) -> dict[int, services.PumpHistory]:
-    """Each pump's live records in ``services.load_history``'s order: three queries for
+def _histories(pump_ids: list[int]) -> dict[int, pump_history.PumpHistory]:
+    """Each pump's live records in ``pumps.history.load_history``'s order: three queries for
     the chunk."""
     refills, readings, programs = defaultdict(list), defaultdict(list), defaultdict(list)
     for r in Refill.objects.live().filter(pump_id__in=pump_ids).order_by("pump_id", "performed_at", "id"):
@@ -151,7 +152,7 @@ def _histories(pump_ids: list[int]) -> dict[int, services.PumpHistory]:
         readings[r.pump_id].append(r)
     for p in Program.objects.live().filter(pump_id__in=pump_ids).order_by("pump_id", "effective_at", "id"):
         programs[p.pump_id].append(p)
-    return {pid: services.PumpHistory(refills=refills[pid], readings=readings[pid], programs=programs[pid])
+    return {pid: pump_history.PumpHistory(refills=refills[pid], readings=readings[pid], programs=programs[pid])
             for pid in pump_ids}
 
 
@@ -170,24 +171,24 @@ def _share_clinics(pumps: list[Pump]) -> None:
         clinic.closure_dates = lambda dates=dates: dates  # this instance only
 
 
-def _stored_projection(pump: Pump, now: datetime, history: services.PumpHistory) -> dict:
+def _stored_projection(pump: Pump, now: datetime, history: pump_history.PumpHistory) -> dict:
     """The stored projection's values for ``pump`` as of ``now`` (set on ``pump`` too),
     without writing them."""
-    compute = getattr(services, "projection_values", None)
+    compute = getattr(pump_history, "projection_values", None)
     if compute is not None:
         return compute(pump, now=now, history=history)
     return _stored_projection_transitional(pump, now, history)
 
 
-def _stored_projection_transitional(pump: Pump, now: datetime, history: services.PumpHistory) -> dict:
-    # Transitional: the body of services.recompute_pump without its UPDATE, until
-    # services.projection_values exists (then this is never called; delete it). The
+def _stored_projection_transitional(pump: Pump, now: datetime, history: pump_history.PumpHistory) -> dict:
+    # Transitional: the body of pumps.history.store_projection without its UPDATE, until
+    # pumps.history.projection_values exists (then this is never called; delete it). The
     # equivalence test (tests/test_bulk_refresh.py) compares the two paths' rows.
     latest = max(
         [r.performed_at for r in history.refills] + [r.read_at for r in history.readings]
         + [p.effective_at for p in history.programs] + [now],
     )
-    proj = services.project_pump(pump, max(now, latest), history)
+    proj = pump_history.project_pump(pump, max(now, latest), history)
     clinic = pump.clinic
     extra = []
     if proj.empty_at is not None:
@@ -304,7 +305,7 @@ def _preloads(pumps: list[Pump], now: datetime) -> dict[str, dict[int, list]]:
     return out
 
 
-def _evaluate(pumps: list[Pump], histories: dict[int, services.PumpHistory], now: datetime) -> tuple[int, int]:
+def _evaluate(pumps: list[Pump], histories: dict[int, pump_history.PumpHistory], now: datetime) -> tuple[int, int]:
     if not pumps:
         return 0, 0
     by_pump: dict[int, dict[tuple[str, str], Alert]] = defaultdict(dict)
