@@ -84,11 +84,12 @@ def test_dump_and_restore_into_a_fresh_database_keeps_every_record(tmp_path):
     programs = tools()
     clinic = make_clinic(code="north", name="North Clinic", timezone="America/Chicago")
     nurse = make_user("nina", clinic, "nurse")
+    doctor = make_user("dr_pat", clinic, "prescriber")
     patient = make_patient(clinic, mrn="MRN-BACKUP", family_name="Garcia", given_name="Ana")
     pump = make_pump(patient, serial="SN-BACKUP")
     refill = s.record_refill(
         pump=pump, performed_at=FILLED_AT, added_volume_ml=D("36"), concentration_mcg_per_ml=D("1000"),
-        actor=s.Actor(nurse), now=FILLED_AT,
+        actor=s.Actor(doctor), now=FILLED_AT,
         program=s.ProgramInput(concentration_mcg_per_ml=D("1000"), daily_dose_mcg=D("450")),
     )
     s.record_reading(pump=pump, read_at=READ_AT, reservoir_volume_ml=D("23.85"), actor=s.Actor(nurse), now=READ_AT)

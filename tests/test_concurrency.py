@@ -50,11 +50,11 @@ def _race(monkeypatch, calls):
     return results
 
 
-def test_two_simultaneous_refills_one_succeeds_one_conflicts(pump, nurse, monkeypatch):
+def test_two_simultaneous_refills_one_succeeds_one_conflicts(pump, nurse, prescriber, monkeypatch):
     actor = s.Actor(nurse)
-    s.record_refill(
+    s.record_refill(  # the first fill carries the program: a prescriber's
         pump=pump, performed_at=datetime(2026, 2, 2, 9, tzinfo=CHICAGO), added_volume_ml=D(36),
-        concentration_mcg_per_ml=D(1000), actor=actor, now=NOW,
+        concentration_mcg_per_ml=D(1000), actor=s.Actor(prescriber), now=NOW,
         program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
     )
 
@@ -91,10 +91,10 @@ def test_two_writers_with_the_same_if_match_one_gets_412(pump, nurse, monkeypatc
     assert Pump.objects.get(pk=pump.pk).version == version + 1
 
 
-def test_a_refill_and_a_patient_edit_at_once_both_succeed_without_deadlock(pump, nurse, monkeypatch):
+def test_a_refill_and_a_patient_edit_at_once_both_succeed_without_deadlock(pump, prescriber, monkeypatch):
     """The patient row is locked FOR NO KEY UPDATE: the refill's foreign-key check (KEY
     SHARE on the patient) does not wait for it, so the two cannot deadlock."""
-    actor = s.Actor(nurse)
+    actor = s.Actor(prescriber)  # the first fill carries the program
 
     def refill():
         return s.record_refill(
