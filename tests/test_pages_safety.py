@@ -76,7 +76,7 @@ def test_worklist_spells_out_the_most_severe_open_alert_and_puts_critical_first(
     text = text_of(html)
     assert "Needs action now (2)" in text
     assert ("Low-reservoir alarm At the low-reservoir alarm since 2026-03-28 04:40 CDT (7 hours ago) (worst case); "
-            "empty 2026-04-01 15:20 CDT (in 4 days) Critical: low reservoir not acknowledged +2 more open Brown, Bo") in text
+            "empty 2026-04-01 15:20 CDT (in 4 days) Critical: low reservoir not acknowledged; +2 more open Brown, Bo") in text
     assert ("Low-reservoir alarm At the low-reservoir alarm since 2026-03-27 18:00 CDT (18 hours ago) (worst case); "
             "empty 2026-04-01 04:40 CDT (in 3 days) Adams, Al") in text
     # the marker is words, with its severity as data for the style (never colour alone)
@@ -90,7 +90,7 @@ def test_worklist_spells_out_the_most_severe_open_alert_and_puts_critical_first(
     with travel(IN_ALARM):
         html = client.get("/").content.decode()
     assert rows(html) == [("alarm", "MRN-B"), ("alarm", "MRN-A")]
-    assert "Critical: low reservoir acknowledged by nina +2 more open Brown, Bo" in text_of(html)
+    assert "Critical: low reservoir acknowledged by nina; +2 more open Brown, Bo" in text_of(html)
 
 
 def test_only_the_pages_rows_are_reordered(two_in_alarm, nurse, settings):

@@ -178,3 +178,11 @@ def product(refill_or_product) -> str:
     """A drug product by its name ("Lioresal Intrathecal 2000 mcg/mL"), not its code."""
     item = getattr(refill_or_product, "drug_product", refill_or_product)
     return getattr(item, "name", "") or ""
+
+
+@register.simple_tag(takes_context=True)
+def relative(context, value: datetime | None) -> str:
+    """How far an instant is from the page's ``now`` in whole units: "in 11 days", "3 days ago"."""
+    if value is None:
+        return "—"
+    return pj.relative_instant(value, context.get("now") or timezone.now())
