@@ -581,7 +581,9 @@ class ReadOnly:
 
 @admin.register(Alert)
 class AlertAdmin(ReadOnly, ClinicScopedAdmin):
-    list_display = ("kind", "severity", "pump", "clinic", "created_at", "acknowledged_at", "resolved_at", "repeat_count")
+    list_display = (
+        "kind", "severity", "pump", "clinic", "created_at", "acknowledged_at", "resolved_at", "repeat_count",
+    )
     list_filter = ("clinic", "kind", "severity", ("acknowledged_at", admin.EmptyFieldListFilter),
                    ("resolved_at", admin.EmptyFieldListFilter))
     search_fields = ("pump__serial_number", "pump__patient__mrn", "message")

@@ -1,5 +1,6 @@
-"""Clinical tables (docs/clinical-rules.md; README, Clinical safety). Nothing clinical is hard-deleted: records are voided with a
-reason, and django-simple-history keeps who changed what, when, with old and new values.
+"""Clinical tables (docs/clinical-rules.md; README, Clinical safety). Nothing clinical is hard-deleted:
+records are voided with a reason, and django-simple-history keeps who changed what, when, with old and
+new values.
 
 Writes go through ``pumps.services``; these models hold fields, constraints, indexes and
 read-only helpers only.
@@ -299,7 +300,10 @@ class Program(Voidable):
         indexes = [models.Index(fields=["pump", "effective_at"], name="program_pump_time_idx")]
 
     def __str__(self) -> str:
-        return f"{self.mode} {self.daily_dose_mcg.normalize():f} mcg/day at {self.concentration_mcg_per_ml.normalize():f} mcg/mL"
+        return (
+            f"{self.mode} {self.daily_dose_mcg.normalize():f} mcg/day"
+            f" at {self.concentration_mcg_per_ml.normalize():f} mcg/mL"
+        )
 
     def to_projection(self) -> pj.Program:
         steps = tuple(
@@ -524,7 +528,8 @@ class Alert(models.Model):
             models.UniqueConstraint(fields=["clinic", "pump", "kind", "episode"], name="one_alert_per_episode"),
             # NULLs are distinct in a unique index: clinic-level alerts need their own.
             models.UniqueConstraint(
-                fields=["clinic", "kind", "episode"], condition=Q(pump__isnull=True), name="one_clinic_alert_per_episode"
+                fields=["clinic", "kind", "episode"], condition=Q(pump__isnull=True),
+                name="one_clinic_alert_per_episode",
             ),
         ]
         indexes = [

@@ -60,7 +60,9 @@ class Target:
 
 
 def delivery_deadline_seconds() -> float:
-    return float(getattr(settings, "DELIVERY_DEADLINE_SECONDS", None) or os.environ.get("DELIVERY_DEADLINE_SECONDS") or 10)
+    return float(
+        getattr(settings, "DELIVERY_DEADLINE_SECONDS", None) or os.environ.get("DELIVERY_DEADLINE_SECONDS") or 10
+    )
 
 
 def allowed_networks() -> list[IPNetwork]:

@@ -1,7 +1,8 @@
 """Counts of implanted pumps per clinic and stored status, read from ``StatusTally``.
 
 The rows are written by database triggers (migration ``pumps.0009``) in the transaction
-of every write to a pump, so the tally commits, or rolls back, with the pumps it counts. ``fold`` merges them into one row per clinic and status; the sweep calls it, and its
+of every write to a pump, so the tally commits, or rolls back, with the pumps it counts.
+``fold`` merges them into one row per clinic and status; the sweep calls it, and its
 quiet tick checks whether there are ``FOLD_AFTER`` rows to fold.
 """
 

@@ -39,8 +39,8 @@ class AlertSerializer(s.ClinicSerializer):
         model = Alert
         fields = [
             "id", "clinic", "pump", "patient", "kind", "severity", "episode", "state", "message", "due_at",
-            "created_at", "acknowledged_at", "acknowledged_by", "acknowledgement_reason", "resolved_at", "resolution", "escalated_at",
-            "repeat_count",
+            "created_at", "acknowledged_at", "acknowledged_by", "acknowledgement_reason", "resolved_at", "resolution",
+            "escalated_at", "repeat_count",
         ]
         read_only_fields = fields
 

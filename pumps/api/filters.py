@@ -172,4 +172,6 @@ class ReadingFilter(VoidableFilterSet):
 
     class Meta:
         model = Reading
-        fields = ["pump", "patient", "mrn", "serial_number", "read_after", "read_before", "updated_since", "include_voided"]
+        fields = [
+            "pump", "patient", "mrn", "serial_number", "read_after", "read_before", "updated_since", "include_voided",
+        ]

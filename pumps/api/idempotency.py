@@ -83,7 +83,9 @@ def _claim(client: ApiClient, key: str, method: str, path: str, digest: str) -> 
 
 def _store(client: ApiClient, key: str, response: Response) -> None:
     body = json.loads(JSONRenderer().render(response.data)) if response.data is not None else None
-    IdempotencyRecord.objects.filter(client=client, key=key).update(status_code=response.status_code, response_body=body)
+    IdempotencyRecord.objects.filter(client=client, key=key).update(
+        status_code=response.status_code, response_body=body
+    )
 
 
 def idempotent(action):

@@ -59,7 +59,9 @@ def _horizon(value) -> int:
     except (TypeError, ValueError):
         days = 0
     if not 1 <= days <= pl.MAX_HORIZON_DAYS:
-        raise exceptions.ValidationError({"horizon_days": [f"Give a whole number of days, 1 to {pl.MAX_HORIZON_DAYS}."]})
+        raise exceptions.ValidationError(
+            {"horizon_days": [f"Give a whole number of days, 1 to {pl.MAX_HORIZON_DAYS}."]}
+        )
     return days
 
 

@@ -146,7 +146,8 @@ class AppointmentFilter(VoidableFilterSet):
     retrieve=extend_schema(summary="An appointment", responses={200: AppointmentSerializer, **_errors(401, 404)}),
     create=write_schema(AppointmentCreateSerializer, AppointmentSerializer, summary="Book an appointment"),
     partial_update=write_schema(
-        AppointmentUpdateSerializer, AppointmentSerializer, ok=200, summary="Reschedule, or mark done / cancelled / missed"
+        AppointmentUpdateSerializer, AppointmentSerializer, ok=200,
+        summary="Reschedule, or mark done / cancelled / missed",
     ),
 )
 class AppointmentViewSet(
@@ -236,7 +237,8 @@ def pump_history(pump: Pump, limit: int = 500) -> list[dict]:
             previous[row.id] = row
             entries.append({
                 "record": name, "record_id": row.id, "change": CHANGE.get(row.history_type, row.history_type),
-                "at": row.history_date.astimezone(tz), "by": row.history_user.get_username() if row.history_user else None,
+                "at": row.history_date.astimezone(tz),
+                "by": row.history_user.get_username() if row.history_user else None,
                 "reason": row.history_change_reason, "changes": changes,
             })
     entries.sort(key=lambda e: e["at"], reverse=True)

@@ -210,7 +210,9 @@ def record_program(
 
 
 @transaction.atomic
-def verify_program(*, program: Program, actor: Actor, verified_by: str | None = None, now: datetime | None = None) -> Program:
+def verify_program(
+    *, program: Program, actor: Actor, verified_by: str | None = None, now: datetime | None = None
+) -> Program:
     """A second clinician confirms the program: not the one who entered it."""
     now = now or timezone.now()
     pump = lock_pump(program.pump_id)

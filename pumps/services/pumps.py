@@ -92,7 +92,9 @@ def implant_pump(
         serial_number=serial_number.strip(),
         udi=udi or "",
         implanted_on=implanted_on,
-        low_reservoir_alarm_ml=q3(low_reservoir_alarm_ml if low_reservoir_alarm_ml is not None else model.default_alarm_ml),
+        low_reservoir_alarm_ml=q3(
+            low_reservoir_alarm_ml if low_reservoir_alarm_ml is not None else model.default_alarm_ml
+        ),
         expected_end_of_service=_end_of_service(implanted_on, model.battery_months),
     )
     _stamp(pump, actor)

@@ -171,7 +171,9 @@ def void_record(*, record, reason: str, actor: Actor, now: datetime | None = Non
     pump = lock_pump(record.pump_id)
     record = type(record).objects.select_for_update().get(pk=record.pk)
     authorize(actor, pump.clinic_id, permissions.Action.RECORD)
-    carried = Program.objects.filter(refill=record, voided_at__isnull=True).first() if isinstance(record, Refill) else None
+    carried = (
+        Program.objects.filter(refill=record, voided_at__isnull=True).first() if isinstance(record, Refill) else None
+    )
     if isinstance(record, Program) or carried is not None:
         # A refill that carried a program stands or falls with it, and only a prescriber
         # voids a program: the void of such a refill is a prescriber's too (H-09).

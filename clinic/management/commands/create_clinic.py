@@ -77,7 +77,9 @@ class Command(BaseCommand):
                 AlertRecipient.objects.create(clinic=clinic, email=address)
 
         self.stdout.write(
-            self.style.SUCCESS(f"Created clinic {safe(clinic.code)} ({safe(clinic.name)}), time zone {safe(clinic.timezone)}.")
+            self.style.SUCCESS(
+                f"Created clinic {safe(clinic.code)} ({safe(clinic.name)}), time zone {safe(clinic.timezone)}."
+            )
         )
         self.stdout.write(
             f"Policy: refill lead {clinic.lead_days} days (+{clinic.high_risk_extra_days} for high-risk "
