@@ -22,7 +22,7 @@ from aiosmtpd.controller import Controller
 from django.db import connection
 from django.utils import timezone
 
-from clinic.models import AlertRecipient
+from clinic.models import AlertRecipient, Clinic
 from pumps import alerts, outbox
 from pumps import services as s
 from pumps.models import DeliveryAttempt, Notification, Program
@@ -331,12 +331,14 @@ def test_worker_killed_mid_send_loses_no_alert_and_delivery_recovers_promptly(sm
     try:
         # the sweep commits alerts and notifications (the outbox); delivery is queued on a
         # connection of its own so that the test does not depend on pooled connections
+        # no daily digest in this test, whatever the time of day it runs at
+        Clinic.objects.update(digest_settled_until=timezone.now() + timedelta(days=1))
         with patch.object(alerts, "queue_delivery_on_commit", lambda: None):
             alerts.sweep(timezone.now())
         with publishing_to(url, queues) as app:
             trigger_delivery(app, queues)
         assert wait_for(lambda: Notification.objects.filter(status="sending").exists(), 60)
-        stuck = Notification.objects.get(status="sending")
+        stuck = Notification.objects.filter(status="sending").order_by("claimed_at", "id").first()
         claimed_at = stuck.claimed_at
         assert stuck.alert.severity == "critical"  # critical alerts go first
         # kill only once the worker is inside the SMTP DATA phase (claimed, mid-send)

@@ -5,11 +5,12 @@ aiosmtpd and a webhook server on loopback that answers one byte every 5 seconds.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from clinic.models import ApiClient
+from clinic.models import ApiClient, Clinic
 from pumps import alerts
 from pumps.models import Alert, DeliveryAttempt, Notification
 from tests.test_alerts_smtp import (
@@ -48,6 +49,8 @@ def test_a_dripping_webhook_of_clinic_a_does_not_delay_a_critical_email_of_clini
     workers = [Worker.worker(env, [queues.default, queues.email], "mail"),
                Worker.worker(env, [queues.webhooks], "hooks")]
     try:
+        # no daily digest in this test, whatever the time of day it runs at
+        Clinic.objects.update(digest_settled_until=timezone.now() + timedelta(days=1))
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(alerts, "queue_delivery_on_commit", lambda: None)
             alerts.sweep(timezone.now())
