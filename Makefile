@@ -19,11 +19,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help run test bench install migrate clean distclean
+.PHONY: help run test lint bench install migrate clean distclean
 
 help:
 	@echo "make run      start the app with demo data on http://$(HOST):$(PORT)/ (worker and beat included)"
 	@echo "make test     run the test suite"
+	@echo "make lint     ruff and the import contracts"
 	@echo "make bench    seed 2,000 and 100,000 pumps on PostgreSQL and measure (BENCH_DATABASE_URL)"
 	@echo "make install  create $(VENV) and install the project (only when pyproject.toml changed)"
 	@echo "make migrate  apply database migrations"
@@ -71,6 +72,11 @@ run: migrate
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (120 columns, complexity and size limits) and the import contracts of pyproject.toml
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Needs a PostgreSQL server (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres):
 # creates pumpclinic_bench_<size> databases there. BENCH_ARGS="--sizes 2000" for a quick run.
