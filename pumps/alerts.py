@@ -85,7 +85,7 @@ RULES: dict[str, Rule] = {
     AlertKind.POST_MRI_CHECK: Rule(Severity.CRITICAL, timedelta(hours=4), None),
     AlertKind.UNVERIFIED_PROGRAM: Rule(Severity.WARNING, timedelta(days=1), None),
     AlertKind.ALERTING_STALLED: Rule(Severity.CRITICAL, timedelta(hours=1), None),
-    # warning; critical once the pump is also past empty (see wanted_alerts)
+    # warning; critical once the pump is also past empty (see _drug_expired_alerts)
     AlertKind.DRUG_EXPIRED: Rule(Severity.WARNING, None, None),
     AlertKind.REFILL_UNBOOKED: Rule(Severity.INFO, None, None, emailed=False),
 }
@@ -294,12 +294,27 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
     "ago" (it would go stale); ``describe`` says them relative to the reader's now."""
     if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
         return []
-    clinic = pump.clinic
-    tz = clinic.tz
-    out: list[Wanted] = []
+    tz = pump.clinic.tz
     history = history or _load_history(pump)
     episode = episode or reservoir_episode(pump, history)
-    status = pump.live_status(now)
+    today = pj.local_date(now, tz)
+    # The order is the order of the families below, kept stable for callers and tests.
+    return [
+        *_reservoir_alerts(pump, now, episode),
+        *_drug_expired_alerts(pump, now, episode),
+        *_refill_alerts(pump, now, today, episode, refill_appointments),
+        *_battery_alerts(pump, today),
+        *_unverified_program_alerts(history, now),
+        *_post_mri_alerts(pump, history),
+        *_discrepancy_alerts(history),
+    ]
+
+
+def _reservoir_alerts(pump: Pump, now: datetime, episode: str) -> list[Wanted]:
+    """``low_reservoir`` from the alarm instant; ``withdrawal_risk`` "may run empty" from
+    the withdrawal window, then "empty" (an episode of its own) from the empty instant."""
+    tz = pump.clinic.tz
+    out: list[Wanted] = []
     lra, empty = pump.low_reservoir_alarm_at, pump.empty_at
     if lra and now >= lra:
         out.append(Wanted(AlertKind.LOW_RESERVOIR, episode, lra,
@@ -309,60 +324,105 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
         # silence it; the "may run empty" alert of the same fill resolves (superseded)
         out.append(Wanted(AlertKind.WITHDRAWAL_RISK, episode + EMPTY_EPISODE_SUFFIX, empty,
                           f"empty (worst case) since {pj.local_instant(empty, tz)}"))
-    elif empty and now >= empty - timedelta(hours=clinic.withdrawal_window_hours):
+    elif empty and now >= empty - timedelta(hours=pump.clinic.withdrawal_window_hours):
         out.append(Wanted(AlertKind.WITHDRAWAL_RISK, episode, empty,
                           f"may run empty (worst case) at {pj.local_instant(empty, tz)}"))
-    expires = pump.drug_expires_at
-    if expires and now >= expires and episode != "fill:none":
-        # once per fill; critical when the pump is also past empty (an open warning is
-        # raised to critical by evaluate_pump, never lowered again)
-        past_empty = empty is not None and now >= empty
-        out.append(Wanted(
-            AlertKind.DRUG_EXPIRED, "drug:" + episode.removeprefix("fill:"), expires,
-            f"the drug passed its stability date on {pj.local_date(expires, tz).isoformat()}",
-            Severity.CRITICAL if past_empty else Severity.WARNING,
-        ))
-    today = pj.local_date(now, tz)
-    due_on = pump.refill_due_on
-    if due_on and today > due_on:
-        out.append(Wanted(AlertKind.REFILL_OVERDUE, episode, None, f"refill was due on {due_on}"))
-    elif due_on:
-        # The status and the booking are two alerts, each saying one thing (§11.1):
-        # refill_due_soon while the status is due_soon, booked or not; refill_unbooked
-        # while the due date is within the due-soon window and no refill is booked for
-        # it, the same test as the refill planner's (pumps.planning): a live, scheduled
-        # refill appointment from the start of today to the end of the due date (a visit
-        # booked earlier today and not yet marked done counts). Both are digest-only.
-        if status == pj.STATUS_DUE_SOON:
-            out.append(Wanted(AlertKind.REFILL_DUE_SOON, episode, None, f"refill due on {due_on}"))
-        if (due_on - today).days <= clinic.due_soon_days and not refill_booked_for(
-                pump, today, due_on, refill_appointments):
-            out.append(Wanted(AlertKind.REFILL_UNBOOKED, episode, None,
-                              f"refill due on {due_on}; no refill appointment booked on or before it"))
-    eos = pump.expected_end_of_service
-    if eos:
-        for days, severity in ((180, Severity.INFO), (90, Severity.WARNING)):
-            if today >= eos - timedelta(days=days):
-                out.append(Wanted(AlertKind.BATTERY_REPLACEMENT, f"eos-{days}:{eos.isoformat()}", None,
-                                  f"expected end of service {eos.isoformat()}", severity))
-    unverified = [p for p in history.programs if p.verified_at is None and p.entered_at <= now - timedelta(hours=24)]
-    for program in unverified:
-        out.append(Wanted(AlertKind.UNVERIFIED_PROGRAM, f"program:{program.pk}", None,
-                          "program not verified by a second clinician within 24 h"))
-    if pump.model.mri_behaviour == PumpModel.MRI_INTERROGATE:
-        last_reading = max((r.read_at for r in history.readings), default=None)
-        # An MRI entered a few minutes ahead of the clock counts too: the check is due after it.
-        mris = Event.objects.live().filter(pump=pump, kind=Event.Kind.MRI)
-        if last_reading:
-            mris = mris.filter(occurred_at__gt=last_reading)
-        for event in mris:
-            out.append(Wanted(AlertKind.POST_MRI_CHECK, f"mri:{event.pk}", event.occurred_at,
-                              f"MRI recorded at {pj.local_instant(event.occurred_at, tz)} and no reading since"))
-    for refill in [r for r in history.refills if r.discrepancy_flagged or r.refilled_after_empty]:
-        out.append(Wanted(AlertKind.RESIDUAL_DISCREPANCY, f"refill:{refill.pk}", refill.performed_at,
-                          "; ".join(refill.flags)[:300]))
     return out
 
+
+def _drug_expired_alerts(pump: Pump, now: datetime, episode: str) -> list[Wanted]:
+    """``drug_expired`` once per fill from the drug's expiry instant; critical when the
+    pump is also past empty (an open warning is raised to critical by evaluate_pump,
+    never lowered again)."""
+    expires = pump.drug_expires_at
+    if not (expires and now >= expires and episode != "fill:none"):
+        return []
+    empty = pump.empty_at
+    past_empty = empty is not None and now >= empty
+    return [Wanted(
+        AlertKind.DRUG_EXPIRED, "drug:" + episode.removeprefix("fill:"), expires,
+        f"the drug passed its stability date on {pj.local_date(expires, pump.clinic.tz).isoformat()}",
+        Severity.CRITICAL if past_empty else Severity.WARNING,
+    )]
+
+
+def _refill_alerts(pump: Pump, now: datetime, today: date, episode: str,
+                   refill_appointments: list[datetime] | None) -> list[Wanted]:
+    """``refill_overdue`` past the due date; before it, ``refill_due_soon`` and
+    ``refill_unbooked``.
+
+    The status and the booking are two alerts, each saying one thing (§11.1):
+    refill_due_soon while the status is due_soon, booked or not; refill_unbooked while the
+    due date is within the due-soon window and no refill is booked for it, the same test as
+    the refill planner's (pumps.planning): a live, scheduled refill appointment from the
+    start of today to the end of the due date (a visit booked earlier today and not yet
+    marked done counts). Both are digest-only."""
+    due_on = pump.refill_due_on
+    if not due_on:
+        return []
+    if today > due_on:
+        return [Wanted(AlertKind.REFILL_OVERDUE, episode, None, f"refill was due on {due_on}")]
+    out: list[Wanted] = []
+    if pump.live_status(now) == pj.STATUS_DUE_SOON:
+        out.append(Wanted(AlertKind.REFILL_DUE_SOON, episode, None, f"refill due on {due_on}"))
+    if (due_on - today).days <= pump.clinic.due_soon_days and not refill_booked_for(
+            pump, today, due_on, refill_appointments):
+        out.append(Wanted(AlertKind.REFILL_UNBOOKED, episode, None,
+                          f"refill due on {due_on}; no refill appointment booked on or before it"))
+    return out
+
+
+def _battery_alerts(pump: Pump, today: date) -> list[Wanted]:
+    """``battery_replacement``: 180 days before the expected end of service (info), then
+    90 days before it (warning), each an episode of its own."""
+    eos = pump.expected_end_of_service
+    if not eos:
+        return []
+    return [
+        Wanted(AlertKind.BATTERY_REPLACEMENT, f"eos-{days}:{eos.isoformat()}", None,
+               f"expected end of service {eos.isoformat()}", severity)
+        for days, severity in ((180, Severity.INFO), (90, Severity.WARNING))
+        if today >= eos - timedelta(days=days)
+    ]
+
+
+def _unverified_program_alerts(history: PumpHistory, now: datetime) -> list[Wanted]:
+    """``unverified_program``: one per program not verified within 24 hours of entry."""
+    return [
+        Wanted(AlertKind.UNVERIFIED_PROGRAM, f"program:{program.pk}", None,
+               "program not verified by a second clinician within 24 h")
+        for program in history.programs
+        if program.verified_at is None and program.entered_at <= now - timedelta(hours=24)
+    ]
+
+
+def _post_mri_alerts(pump: Pump, history: PumpHistory) -> list[Wanted]:
+    """``post_mri_check``: one per MRI after the last reading, on a pump model that must
+    be interrogated after an MRI (one query)."""
+    if pump.model.mri_behaviour != PumpModel.MRI_INTERROGATE:
+        return []
+    tz = pump.clinic.tz
+    last_reading = max((r.read_at for r in history.readings), default=None)
+    # An MRI entered a few minutes ahead of the clock counts too: the check is due after it.
+    mris = Event.objects.live().filter(pump=pump, kind=Event.Kind.MRI)
+    if last_reading:
+        mris = mris.filter(occurred_at__gt=last_reading)
+    return [
+        Wanted(AlertKind.POST_MRI_CHECK, f"mri:{event.pk}", event.occurred_at,
+               f"MRI recorded at {pj.local_instant(event.occurred_at, tz)} and no reading since")
+        for event in mris
+    ]
+
+
+def _discrepancy_alerts(history: PumpHistory) -> list[Wanted]:
+    """``residual_discrepancy``: one per refill flagged for its residual volume or
+    refilled after the pump ran empty."""
+    return [
+        Wanted(AlertKind.RESIDUAL_DISCREPANCY, f"refill:{refill.pk}", refill.performed_at,
+               "; ".join(refill.flags)[:300])
+        for refill in history.refills
+        if refill.discrepancy_flagged or refill.refilled_after_empty
+    ]
 
 def refill_booked_for(pump: Pump, today: date, due_on: date, appointments: list[datetime] | None = None) -> bool:
     """Is a refill booked in time: a live, scheduled refill appointment of the pump from
@@ -469,7 +529,8 @@ def _reopen(alert: Alert, w: Wanted, now: datetime) -> int:
     number = alert.repeat_count + 1
     changed = Alert.objects.filter(pk=alert.pk, resolved_at__isnull=False, repeat_count=alert.repeat_count).update(
         resolved_at=None, resolution="", acknowledged_at=None, acknowledged_by=None, acknowledged_by_external="",
-        acknowledgement_reason="", repeat_count=number, severity=w.severity or rule.severity, due_at=w.due_at, message=w.message,
+        acknowledgement_reason="", repeat_count=number, severity=w.severity or rule.severity,
+        due_at=w.due_at, message=w.message,
         next_repeat_at=(now + rule.repeat_every) if rule.repeat_every and rule.emailed else None,
     )
     if not changed:
