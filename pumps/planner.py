@@ -246,7 +246,9 @@ def placeable(jobs: Iterable[tuple[date, date]], free: Mapping[date, int], days:
     return i == len(pending) and not waiting
 
 
-def _place_latest(jobs: Sequence[tuple[Candidate, date]], free: dict[date, int], days: Sequence[date]) -> dict[int, date]:
+def _place_latest(
+    jobs: Sequence[tuple[Candidate, date]], free: dict[date, int], days: Sequence[date]
+) -> dict[int, date]:
     """The backward sweep: each day, from the last, to the waiting pumps whose window
     starts latest (then the latest due, then the highest key, for a stable result)."""
     by_due = sorted(jobs, key=lambda job: job[0].due_on, reverse=True)
@@ -258,13 +260,31 @@ def _place_latest(jobs: Sequence[tuple[Candidate, date]], free: dict[date, int],
             cand, start = by_due[i]
             heapq.heappush(waiting, (-start.toordinal(), -cand.due_on.toordinal(), -cand.key, cand))
             i += 1
-        while waiting and -waiting[0][0] > day.toordinal():  # its window is behind us: cannot happen for a placeable set
+        # Its window is behind us: cannot happen for a placeable set.
+        while waiting and -waiting[0][0] > day.toordinal():
             heapq.heappop(waiting)
         for _ in range(min(free.get(day, 0), len(waiting))):
             cand = heapq.heappop(waiting)[3]
             placed[cand.key] = day
             free[day] -= 1
     return placed
+
+
+@dataclass
+class _Calendar:
+    """The plan's days, from the first day to the last, and their refill slots:
+    ``nominal`` the clinic's, ``free`` those left, taken phase by phase (moves, then
+    placements, then suggestions)."""
+
+    start: date
+    end: date
+    days: list[date]
+    nominal: dict[date, int]
+    free: dict[date, int]
+    earliest_days: int
+
+    def window_start(self, cand: Candidate) -> date:
+        return max(self.start, cand.due_on - DAY * self.earliest_days)
 
 
 def plan(
@@ -279,99 +299,151 @@ def plan(
 ) -> Plan:
     """The plan as of ``at``: see the module docstring. ``booked`` counts the refill
     appointments already booked per local date (any pump of the clinic); ``pumps`` are
-    the pumps that need one (no refill booked on or before their due date)."""
+    the pumps that need one (no refill booked on or before their due date).
+
+    The phases, in order, each taking the slots it uses: the moves; 1. which pumps
+    (greedy by due date); 2. where (as late as possible); the shortfalls' suggestions."""
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
     booked = dict(booked or {})
-    moves = dict(moves or {})
     today = local_date(at, tz)
-    start = first_day(at, tz, capacity.first_visit)
-    end = today + DAY * max(0, horizon_days)
+    cal = _calendar(first_day(at, tz, capacity.first_visit), today + DAY * max(0, horizon_days), capacity, booked)
+    candidates = sorted(
+        {c.key: c for c in pumps if c.due_on <= cal.end}.values(), key=lambda c: (c.due_on, c.key)
+    )
+    moved, refused = _take_moves(candidates, dict(moves or {}), cal)
+    kept, short = _choose(candidates, moved, cal)
+    proposals = _place(kept, short, cal)
+    moved_proposals, shortfalls = _moved_outcomes(candidates, moved, cal)
+    proposals += moved_proposals
+    suggested, suggested_on = _suggest_shortfalls(short, cal)
+    shortfalls += suggested
+    order = {REASON_OVERDUE: 0, REASON_CAPACITY: 1, REASON_CLOSURES: 2, REASON_MOVED: 3}
+    return Plan(
+        today=today,
+        first_day=cal.start,
+        last_day=cal.end,
+        proposals=tuple(sorted(proposals, key=lambda p: (p.day, p.due_on, p.key))),
+        shortfalls=tuple(sorted(shortfalls, key=lambda s: (order[s.reason], s.due_on, s.key))),
+        days=_day_loads(cal, booked, proposals, shortfalls, suggested_on),
+        refused_moves=tuple(refused),
+    )
+
+
+def _calendar(start: date, end: date, capacity: Capacity, booked: Mapping[date, int]) -> _Calendar:
     days = _days(start, end)
     nominal = {d: capacity.slots(d) for d in days}
     free = {d: max(0, nominal[d] - booked.get(d, 0)) for d in days}
-    candidates = sorted({c.key: c for c in pumps if c.due_on <= end}.values(), key=lambda c: (c.due_on, c.key))
+    return _Calendar(start, end, days, nominal, free, capacity.earliest_days)
 
-    def window_start(c: Candidate) -> date:
-        return max(start, c.due_on - DAY * capacity.earliest_days)
 
-    # moves first, in due-date order
+def _take_moves(
+    candidates: Sequence[Candidate], moves: Mapping[int, date], cal: _Calendar
+) -> tuple[dict[int, date], list[int]]:
+    """Moves first, in due-date order: a move to a day in range with a free slot takes
+    it; any other is refused, as is a move of a pump that is not a candidate."""
     moved: dict[int, date] = {}
     refused: list[int] = []
     for cand in candidates:
         day = moves.get(cand.key)
         if day is None:
             continue
-        if start <= day <= end and free.get(day, 0) > 0:
+        if cal.start <= day <= cal.end and cal.free.get(day, 0) > 0:
             moved[cand.key] = day
-            free[day] -= 1
+            cal.free[day] -= 1
         else:
             refused.append(cand.key)
     refused.extend(sorted(k for k in moves if k not in {c.key for c in candidates}))
+    return moved, refused
 
-    # 1. which pumps: greedy by due date, kept while the kept set stays placeable
+
+def _choose(
+    candidates: Sequence[Candidate], moved: Mapping[int, date], cal: _Calendar
+) -> tuple[list[tuple[Candidate, date]], list[tuple[Candidate, str]]]:
+    """1. Which pumps: greedy by due date, kept (with its window start) while the kept set
+    stays placeable; the others are short, with the reason."""
     kept: list[tuple[Candidate, date]] = []
     short: list[tuple[Candidate, str]] = []
     for cand in candidates:
         if cand.key in moved:
             continue
-        lo = window_start(cand)
-        if cand.due_on < start:
+        lo = cal.window_start(cand)
+        if cand.due_on < cal.start:
             short.append((cand, REASON_OVERDUE))
-        elif not any(nominal.get(d, 0) > 0 for d in _days(lo, cand.due_on)):
+        elif not any(cal.nominal.get(d, 0) > 0 for d in _days(lo, cand.due_on)):
             short.append((cand, REASON_CLOSURES))
-        elif placeable([(s, c.due_on) for c, s in kept] + [(lo, cand.due_on)], free, days):
+        elif placeable([(s, c.due_on) for c, s in kept] + [(lo, cand.due_on)], cal.free, cal.days):
             kept.append((cand, lo))
         else:
             short.append((cand, REASON_CAPACITY))
+    return kept, short
 
-    # 2. where: as late as possible
-    placed = _place_latest(kept, free, days)
+
+def _place(
+    kept: Sequence[tuple[Candidate, date]], short: list[tuple[Candidate, str]], cal: _Calendar
+) -> list[Proposal]:
+    """2. Where: as late as possible. A kept pump left unplaced joins ``short``."""
+    placed = _place_latest(kept, cal.free, cal.days)
     for cand, _lo in kept:
         if cand.key not in placed:  # defensive: a placeable set is always placed
             short.append((cand, REASON_CAPACITY))
+    return [Proposal(c.key, c.due_on, placed[c.key], lo) for c, lo in kept if c.key in placed]
 
-    proposals = [Proposal(c.key, c.due_on, placed[c.key], lo) for c, lo in kept if c.key in placed]
+
+def _moved_outcomes(
+    candidates: Sequence[Candidate], moved: Mapping[int, date], cal: _Calendar
+) -> tuple[list[Proposal], list[Shortfall]]:
+    """A moved pump is a proposal on its day, or a shortfall suggesting that day when it
+    is after its due date."""
+    proposals: list[Proposal] = []
     shortfalls: list[Shortfall] = []
     for cand in candidates:
         day = moved.get(cand.key)
         if day is None:
             continue
         if day <= cand.due_on:
-            proposals.append(Proposal(cand.key, cand.due_on, day, window_start(cand), moved=True))
+            proposals.append(Proposal(cand.key, cand.due_on, day, cal.window_start(cand), moved=True))
         else:
-            reason = REASON_OVERDUE if cand.due_on < start else REASON_MOVED
+            reason = REASON_OVERDUE if cand.due_on < cal.start else REASON_MOVED
             shortfalls.append(Shortfall(cand.key, cand.due_on, reason, day, moved=True))
+    return proposals, shortfalls
 
-    # suggestions for the others, in due-date order, taking their slots
+
+def _suggest_shortfalls(
+    short: Sequence[tuple[Candidate, str]], cal: _Calendar
+) -> tuple[list[Shortfall], dict[date, int]]:
+    """Suggestions for the pumps left short, in due-date order, taking their slots;
+    with the number of suggestions per day."""
+    shortfalls: list[Shortfall] = []
     suggested_on: dict[date, int] = {}
     for cand, reason in sorted(short, key=lambda item: (item[0].due_on, item[0].key)):
-        day = _suggest(cand, reason, window_start(cand), free, days)
+        day = _suggest(cand, reason, cal.window_start(cand), cal.free, cal.days)
         if day is not None:
-            free[day] -= 1
+            cal.free[day] -= 1
             suggested_on[day] = suggested_on.get(day, 0) + 1
         shortfalls.append(Shortfall(cand.key, cand.due_on, reason, day))
+    return shortfalls, suggested_on
 
+
+def _day_loads(
+    cal: _Calendar,
+    booked: Mapping[date, int],
+    proposals: Sequence[Proposal],
+    shortfalls: Sequence[Shortfall],
+    suggested_on: Mapping[date, int],
+) -> tuple[DayLoad, ...]:
+    """Each day's load: its slots, the booked appointments, this plan's proposals and
+    suggestions (a moved pump's shortfall day counts as a suggestion)."""
     proposed_on: dict[date, int] = {}
     for p in proposals:
         proposed_on[p.day] = proposed_on.get(p.day, 0) + 1
+    suggested = dict(suggested_on)
     for s in shortfalls:
         if s.moved and s.suggested is not None:
-            suggested_on[s.suggested] = suggested_on.get(s.suggested, 0) + 1
-    loads = tuple(
-        DayLoad(d, nominal[d], booked.get(d, 0), proposed_on.get(d, 0), suggested_on.get(d, 0)) for d in days
+            suggested[s.suggested] = suggested.get(s.suggested, 0) + 1
+    return tuple(
+        DayLoad(d, cal.nominal[d], booked.get(d, 0), proposed_on.get(d, 0), suggested.get(d, 0)) for d in cal.days
     )
-    order = {REASON_OVERDUE: 0, REASON_CAPACITY: 1, REASON_CLOSURES: 2, REASON_MOVED: 3}
-    return Plan(
-        today=today,
-        first_day=start,
-        last_day=end,
-        proposals=tuple(sorted(proposals, key=lambda p: (p.day, p.due_on, p.key))),
-        shortfalls=tuple(sorted(shortfalls, key=lambda s: (order[s.reason], s.due_on, s.key))),
-        days=loads,
-        refused_moves=tuple(refused),
-    )
-
 
 def _suggest(cand: Candidate, reason: str, lo: date, free: Mapping[date, int], days: Sequence[date]) -> date | None:
     open_days = [d for d in days if free.get(d, 0) > 0]
