@@ -73,6 +73,21 @@ def _detail(exc: exceptions.APIException, code: str | None = None) -> dict[str, 
 
 
 def exception_handler(exc, context):
+    """DRF's exception handler, answering in the API's error shape: the project's own
+    errors first, then DRF's response reshaped; an error no one handles is a 500."""
+    response = _own_error(exc)
+    if response is not None:
+        return response
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return unexpected_error(exc, context)
+    _reshape(exc, response)
+    return response
+
+
+def _own_error(exc) -> Response | None:
+    """The answer to an error DRF does not know (the services', Django's validation and
+    body size), or whose shape DRF would get wrong (malformed JSON); else None."""
     if isinstance(exc, ServiceValidationError):
         return Response(flatten_errors(exc.message_dict), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
@@ -93,9 +108,11 @@ def exception_handler(exc, context):
     if isinstance(exc, exceptions.ParseError):
         # Malformed JSON is a 400 like any other bad input: same shape.
         return Response({"non_field_errors": [str(exc.detail)]}, status=status.HTTP_400_BAD_REQUEST)
-    response = drf_exception_handler(exc, context)
-    if response is None:
-        return unexpected_error(exc, context)
+    return None
+
+
+def _reshape(exc, response: Response) -> None:
+    """DRF's response body in the API's shape: flat field errors, or ``detail`` and ``code``."""
     if isinstance(exc, exceptions.ValidationError):
         response.data = flatten_errors(response.data)
     elif isinstance(exc, exceptions.APIException) and isinstance(response.data, dict) and "detail" in response.data:
@@ -104,8 +121,6 @@ def exception_handler(exc, context):
         response.data = {"detail": str(response.data.get("detail", "Not found.")), "code": "not_found"}
     elif isinstance(exc, DjangoPermissionDenied):
         response.data = {"detail": str(response.data.get("detail", "")), "code": "permission_denied"}
-    return response
-
 
 def unexpected_error(exc, context) -> Response | None:
     """An error no handler knows (a bug): 500 in the API's error shape, never an HTML page.
