@@ -161,7 +161,8 @@ ERRORS = {
     412: OpenApiResponse(s.ErrorDetailSerializer, description="If-Match names a stale pump version."),
     415: OpenApiResponse(s.ErrorDetailSerializer, description="The body is not application/json."),
     422: OpenApiResponse(s.ErrorDetailSerializer, description="Idempotency-Key reused for another request."),
-    429: OpenApiResponse(s.ErrorDetailSerializer, description="Too many requests from this API client: see Retry-After."),
+    429: OpenApiResponse(s.ErrorDetailSerializer,
+                         description="Too many requests from this API client: see Retry-After."),
 }
 IDEMPOTENCY_PARAM = OpenApiParameter(
     IDEMPOTENCY_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
