@@ -19,6 +19,16 @@ autovacuum would. Then, each in a process of its own:
   a refill recorded over the API (median); and the number of SQL queries of each page and
   list endpoint.
 
+After the pages, on each size (these change the database, so they come last):
+
+* a burst: up to 20,000 pumps made due at once (as after a policy change or a long
+  outage) and refreshed by the set-based path (``pumps.bulk_refresh.drain``) in one
+  process, then again in two processes at once (two workers sharing the burst through
+  ``FOR UPDATE SKIP LOCKED``);
+* delivery: a backlog of 10,000 alert e-mails (4 recipients per open alert) sent to an
+  aiosmtpd server on loopback (a process of its own) by ``outbox.deliver_emails``, in one
+  process and then in two at once; e-mails per second, and the server's count checked.
+
 The pages of the sizes are measured in alternating rounds (2k, 100k, 2k, 100k, ...), each
 round in a fresh process after a few warm-up requests, and the medians are taken over
 every round: a burst of background work on the machine then falls on every size alike.
@@ -254,6 +264,77 @@ def measure_pages(results: list[dict]) -> None:
                     result[key] = f"{min(counts)}-{max(counts)}"
 
 
+BURST = 20_000  # pumps made due at once
+DELIVERY_BACKLOG = 10_000  # e-mails
+SMTP_SINK = """
+import asyncio, signal, sys
+from aiosmtpd.controller import Controller
+class Count:
+    n = 0
+    async def handle_DATA(self, server, session, envelope):
+        Count.n += 1
+        return "250 OK"
+c = Controller(Count(), hostname="127.0.0.1", port=int(sys.argv[1]))
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM, signal.SIGINT])
+c.start()
+print("ready", flush=True)
+signal.sigwait([signal.SIGTERM, signal.SIGINT])
+c.stop()
+print(Count.n, flush=True)
+"""
+
+
+def _parallel(args: list[str], size: int, workers: int, env: dict | None = None) -> tuple[float, list[dict]]:
+    """Run ``workers`` children at once; (wall seconds until the last ends, their JSON)."""
+    env = {**os.environ, **ENV, "DATABASE_URL": _database_url(size), **(env or {})}
+    started = time.perf_counter()
+    children = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    outs = [child.communicate()[0] for child in children]
+    seconds = time.perf_counter() - started
+    if any(child.returncode for child in children):
+        sys.exit(f"bench: {' '.join(args[1:3])} failed\n{outs}")
+    return seconds, [json.loads(out.strip().splitlines()[-1]) for out in outs]
+
+
+def measure_scale_out(result: dict, now: datetime) -> None:
+    """The burst and the delivery rows of one size (they change its database: last)."""
+    import socket
+
+    size = result["pumps"]
+    burst_at = (now + timedelta(hours=6)).isoformat()
+    for workers, key in ((1, "burst_1_worker_s"), (2, "burst_2_workers_s")):
+        print(f"-- {size} pumps: burst of {min(BURST, size):,} due pumps, {workers} worker(s)",
+              file=sys.stderr, flush=True)
+        _run(_script("burst-setup", burst_at, str(BURST)), size)
+        seconds, outs = _parallel(_script("burst", burst_at), size, workers)
+        result[key] = round(seconds, 1)
+        print(f"   {sum(o['pumps'] for o in outs):,} pumps in {seconds:.1f} s", file=sys.stderr, flush=True)
+        if workers == 1:
+            result["burst_pumps"] = sum(o["pumps"] for o in outs)
+            result["burst_1_worker_ms_per_pump"] = round(1000 * seconds / max(result["burst_pumps"], 1), 2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for workers, key in ((1, "delivery_per_s"), (2, "delivery_2_workers_per_s")):
+        print(f"-- {size} pumps: delivery of {DELIVERY_BACKLOG:,} e-mails, {workers} worker(s)",
+              file=sys.stderr, flush=True)
+        _, _, out = _run(_script("delivery-setup", str(DELIVERY_BACKLOG), str(workers)), size)
+        backlog = json.loads(out.strip().splitlines()[-1])["backlog"]
+        sink = subprocess.Popen([sys.executable, "-c", SMTP_SINK, str(port)], stdout=subprocess.PIPE, text=True)
+        assert sink.stdout.readline().strip() == "ready"
+        try:
+            seconds, outs = _parallel(_script("delivery"), size, workers, env={"EMAIL_URL": f"smtp://127.0.0.1:{port}"})
+        finally:
+            sink.terminate()
+        received = int(sink.communicate()[0].strip() or 0)
+        sent = sum(o["sent"] for o in outs)
+        if sent != backlog or received != backlog:
+            sys.exit(f"bench: delivery sent {sent}, the server received {received}, of {backlog}")
+        result["delivery_backlog"] = backlog
+        result[key] = round(backlog / seconds, 0)
+        print(f"   {backlog:,} e-mails in {seconds:.1f} s", file=sys.stderr, flush=True)
+
+
 def _script(*args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *args]
 
@@ -283,6 +364,13 @@ ROWS = (
     ("queries_alerts_page", "queries: alerts page", "", "{}"),
     ("queries_pumps_api", "queries: API pumps list", "", "{}"),
     ("queries_alerts_api", "queries: API alerts list", "", "{}"),
+    ("burst_pumps", "burst: due pumps refreshed (set-based)", "", "{}"),
+    ("burst_1_worker_s", "  one worker", "s", "{:.1f}"),
+    ("burst_1_worker_ms_per_pump", "    per pump", "ms", "{:.2f}"),
+    ("burst_2_workers_s", "  two workers at once", "s", "{:.1f}"),
+    ("delivery_backlog", "delivery: backlog of e-mails (aiosmtpd)", "", "{}"),
+    ("delivery_per_s", "  one worker", "/s", "{:.0f}"),
+    ("delivery_2_workers_per_s", "  two workers at once", "/s", "{:.0f}"),
 )
 
 
@@ -303,6 +391,16 @@ def targets(results: list[dict]) -> list[tuple[str, bool]]:
         ("query counts the same at every size",
          all(r[k] == small[k] for r in results for k in small if k.startswith("queries_"))),
     ]
+    if "burst_1_worker_s" in large:
+        checks += [
+            ("catch-up <= 3 ms per due pump", large["catch_up_ms_per_pump"] <= 3),
+            (f"burst of {large['burst_pumps']:,} due pumps <= 60 s with one worker", large["burst_1_worker_s"] <= 60),
+            ("burst with two workers <= 0.6x one worker",
+             large["burst_2_workers_s"] <= 0.6 * large["burst_1_worker_s"]),
+        ]
+    if "delivery_per_s" in large:
+        checks.append((f"delivery of a {large['delivery_backlog']:,} e-mail backlog >= 200 e-mails/s",
+                       max(large["delivery_per_s"], large.get("delivery_2_workers_per_s", 0)) >= 200))
     return checks
 
 
@@ -312,7 +410,8 @@ def render(results: list[dict], machine: str, when: str) -> str:
     head = "".ljust(width) + "".join(f"{r['pumps']:>12,}" for r in results) + "  unit"
     lines += [head, "-" * len(head)]
     for key, label, unit, fmt in ROWS:
-        lines.append(label.ljust(width) + "".join(f"{fmt.format(r[key]):>12}" for r in results) + f"  {unit}")
+        lines.append(label.ljust(width) + "".join(
+            f"{fmt.format(r[key]) if r.get(key) is not None else '-':>12}" for r in results) + f"  {unit}")
     lines.append("")
     for text, ok in targets(results):
         lines.append(f"[{'met' if ok else 'MISSED'}] {text}")
@@ -370,6 +469,8 @@ def main_parent(argv: list[str]) -> None:
     _run(_manage("collectstatic", "--no-input", "-v", "0"), sizes[0])  # production settings serve hashed files
     results = [prepare_size(size, now) for size in sizes]
     measure_pages(results)
+    for result in results:
+        measure_scale_out(result, now)
     machine = machine_description()
     print(render(results, machine, when))
     print()
@@ -527,10 +628,72 @@ def child_pages() -> dict:
     return out
 
 
+def child_burst_setup(at: datetime, count: int) -> dict:
+    """Make ``count`` implanted pumps due at ``at`` (as after a policy change)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pumps_pump SET next_change_at = %s WHERE id IN ("
+            " SELECT id FROM pumps_pump WHERE explanted_on IS NULL ORDER BY id LIMIT %s)",
+            [at - timedelta(minutes=1), count])
+    return {"due": count}
+
+
+def child_burst(at: datetime) -> dict:
+    from pumps import bulk_refresh
+
+    started = time.perf_counter()
+    result = bulk_refresh.drain(at)
+    return {"pumps": result.pumps_checked, "failed": result.pumps_failed, "seconds": time.perf_counter() - started}
+
+
+def child_delivery_setup(count: int, run: int) -> dict:
+    """A backlog of ``count`` pending e-mails: 4 recipients per open pump alert; every
+    other pending notification is put off a day (only the backlog is due)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE pumps_notification SET next_attempt_at = %s WHERE status IN ('pending', 'sending')",
+                       [now + timedelta(days=1)])
+        cursor.execute(
+            """INSERT INTO pumps_notification (alert_id, clinic_id, kind, channel, recipient, repeat_number,
+                   status, attempts, next_attempt_at, last_error, created_at)
+               SELECT a.id, a.clinic_id, a.kind, 'email', 'bench' || g || '@bench.example',
+                   (SELECT coalesce(max(repeat_number), 0) + 1000 + %s FROM pumps_notification),
+                   'pending', 0, %s, '', %s
+               FROM (SELECT id, clinic_id, kind FROM pumps_alert WHERE pump_id IS NOT NULL AND resolved_at IS NULL
+                     AND kind <> 'refill_due_soon' ORDER BY id LIMIT %s) a
+               CROSS JOIN generate_series(1, 4) g
+               ORDER BY a.id, g LIMIT %s""",
+            [run, now - timedelta(seconds=1), now, -(-count // 4), count])
+        backlog = cursor.rowcount
+        cursor.execute("ANALYZE pumps_notification")
+    return {"backlog": backlog}
+
+
+def child_delivery() -> dict:
+    from pumps import outbox
+
+    started = time.perf_counter()
+    result = outbox.deliver_emails(budget_seconds=900)
+    return {"sent": result.sent, "failed": result.failed, "seconds": time.perf_counter() - started}
+
+
 def main_child(argv: list[str]) -> None:
     _setup()
     kind = argv[0]
-    if kind == "catch-up":
+    if kind == "burst-setup":
+        result = child_burst_setup(datetime.fromisoformat(argv[1]), int(argv[2]))
+    elif kind == "burst":
+        result = child_burst(datetime.fromisoformat(argv[1]))
+    elif kind == "delivery-setup":
+        result = child_delivery_setup(int(argv[1]), int(argv[2]))
+    elif kind == "delivery":
+        result = child_delivery()
+    elif kind == "catch-up":
         result = child_catch_up(datetime.fromisoformat(argv[1]))
     elif kind == "sweep":
         result = child_sweep(datetime.fromisoformat(argv[1]))
@@ -540,7 +703,8 @@ def main_child(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("catch-up", "sweep", "pages"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("catch-up", "sweep", "pages", "burst-setup", "burst", "delivery-setup",
+                                             "delivery"):
         main_child(sys.argv[1:])
     else:
         main_parent(sys.argv[1:])

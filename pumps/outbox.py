@@ -416,7 +416,8 @@ def claim_emails(now: datetime, limit: int = CLAIM_BATCH) -> list[int]:
     due time: ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING id``, so
     that workers claiming at once take different rows without waiting. The same
     compare-and-swap as ``claim``: pending and due, or a stale claim."""
-    table, alerts_table = Notification._meta.db_table, Notification._meta.get_field("alert").related_model._meta.db_table
+    table = Notification._meta.db_table
+    alerts_table = Notification._meta.get_field("alert").related_model._meta.db_table
     if db_connection.vendor != "postgresql":  # SQLite: one writer at a time anyway
         ids = [row[0] for row in _due_rows(now, limit, channel=Notification.EMAIL)]
         return [i for i in ids if claim(i, now)]
@@ -494,72 +495,104 @@ def deliver_emails(now: datetime | None = None, *, budget_seconds: float = BATCH
     in ``deliver_batch``. ``result.more``: stopped by the budget with work left.
     ``on_backlog``: called once, when a claim comes back full (more workers would help)."""
     fixed = now
-    clock = (lambda: fixed) if fixed is not None else timezone.now
-    result = BatchResult()
-    cancel_resolved(clock())
-    started = time.monotonic()
-    session = SmtpSession()
-    breaker = email_breaker()
-    rendered: dict = {}  # one rendering per alert and repeat (or clinic digest) for the run
+    run = _EmailRun(clock=(lambda: fixed) if fixed is not None else timezone.now, started=time.monotonic(),
+                    budget=budget_seconds)
+    cancel_resolved(run.clock())
+    _commit_without_flush(True)
     try:
-        while True:
-            if time.monotonic() - started >= budget_seconds:
-                result.more = True
-                break
-            claimed_at = clock()
-            if breaker.is_open(claimed_at):
-                result.skipped_by_breaker.add("email")
-                break
+        while not run.out_of_time():
+            claimed_at = run.clock()
+            if run.breaker.is_open(claimed_at):
+                run.result.skipped_by_breaker.add("email")
+                return run.result
             ids = claim_emails(claimed_at, claim_size)
             if not ids:
-                break
+                return run.result
             if on_backlog is not None and len(ids) == claim_size:
                 on_backlog()
                 on_backlog = None
-            held = time.monotonic()
             notes = sorted(  # RETURNING has no order: critical first, then by due time
                 Notification.objects.filter(pk__in=ids).select_related(
                     "alert__pump__patient", "alert__pump__model", "clinic"),
                 key=lambda n: (n.alert is None or n.alert.severity != Severity.CRITICAL, n.next_attempt_at, n.pk))
-            stop = False
-            clean = False  # the breaker's count is cleared by this run's last success
-            for index, note in enumerate(notes):
-                if (time.monotonic() - held >= CLAIM_HOLD_SECONDS or time.monotonic() - started >= budget_seconds
-                        or stop):
-                    _release([n.pk for n in notes[index:]], claimed_at)
-                    result.more = True
-                    break
-                mine = Notification.objects.filter(pk=note.pk, status=Notification.SENDING, claimed_at=claimed_at)
-                if note.alert is not None and note.alert.resolved_at is not None:
-                    mine.update(status=Notification.CANCELLED, last_error=CANCELLED_RESOLVED, claimed_at=None)
-                    continue
-                at = clock()
-                deadline = net.Deadline(net.delivery_deadline_seconds())
-                try:
-                    message = _message_for(note, at, rendered)
-                    _send_message(message, session, deadline)
-                except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
-                    _record_failure(note, claimed_at, exc)
-                    result.failed += 1
-                    if _reaches_server(exc):
-                        if breaker.failure(at):
-                            result.skipped_by_breaker.add("email")
-                            stop = True
-                    elif isinstance(exc, smtplib.SMTPException):
-                        breaker.success()
-                    clean = False
-                    continue
-                if not _record_sent(note, claimed_at, at):
-                    log.warning("notification %s sent, but its claim had been taken over: it may be sent twice", note.pk)
-                result.sent += 1
-                if not clean:  # one cache round trip per run of successes, not per message
-                    breaker.success()
-                    clean = True
-            if stop:
-                break
+            if not run.send_claimed(notes, claimed_at):
+                return run.result
+        run.result.more = True
     finally:
-        session.close()
-    return result
+        run.session.close()
+        _commit_without_flush(False)
+    return run.result
+
+
+@dataclass
+class _EmailRun:
+    """One ``deliver_emails`` run: its clock, budget, SMTP connection, breaker, renderings."""
+
+    clock: object
+    started: float
+    budget: float
+    result: BatchResult = field(default_factory=BatchResult)
+    session: SmtpSession = field(default_factory=SmtpSession)
+    breaker: Breaker = field(default_factory=email_breaker)
+    rendered: dict = field(default_factory=dict)  # one rendering per alert and repeat (or digest)
+    clean: bool = False  # the breaker's count is cleared (one cache round trip per run of successes)
+
+    def out_of_time(self) -> bool:
+        return time.monotonic() - self.started >= self.budget
+
+    def send_claimed(self, notes: list[Notification], claimed_at: datetime) -> bool:
+        """Send one claim's notifications; False when the breaker tripped (stop)."""
+        held = time.monotonic()
+        for index, note in enumerate(notes):
+            if time.monotonic() - held >= CLAIM_HOLD_SECONDS or self.out_of_time():
+                _release([n.pk for n in notes[index:]], claimed_at)  # the next run (or claim) takes them
+                self.result.more = True
+                return True
+            if not self.send_one(note, claimed_at):
+                _release([n.pk for n in notes[index + 1:]], claimed_at)
+                return False
+        return True
+
+    def send_one(self, note: Notification, claimed_at: datetime) -> bool:
+        if note.alert is not None and note.alert.resolved_at is not None:
+            Notification.objects.filter(pk=note.pk, status=Notification.SENDING, claimed_at=claimed_at).update(
+                status=Notification.CANCELLED, last_error=CANCELLED_RESOLVED, claimed_at=None)
+            return True
+        at = self.clock()
+        try:
+            _send_message(_message_for(note, at, self.rendered), self.session,
+                          net.Deadline(net.delivery_deadline_seconds()))
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
+            _record_failure(note, claimed_at, exc)
+            self.result.failed += 1
+            self.clean = False
+            if _reaches_server(exc):
+                if self.breaker.failure(at):
+                    self.result.skipped_by_breaker.add("email")
+                    return False
+            elif isinstance(exc, smtplib.SMTPException):
+                self.breaker.success()
+            return True
+        if not _record_sent(note, claimed_at, at):
+            log.warning("notification %s sent, but its claim had been taken over: it may be sent twice", note.pk)
+        self.result.sent += 1
+        if not self.clean:
+            self.breaker.success()
+            self.clean = True
+        return True
+
+
+def _commit_without_flush(on: bool) -> None:
+    """During a batch the worker's commits (claims, sent marks, failures) do not wait for
+    the database's WAL flush (``synchronous_commit = off`` for this session): a sent mark
+    then costs a round trip, not a disk flush. What it risks: if the database server
+    itself crashes, its last fraction of a second of marks is lost, and those messages
+    are sent again; at-least-once, as a worker killed after the send. A killed worker
+    loses nothing more than before (its marks were committed)."""
+    if db_connection.vendor != "postgresql" or db_connection.in_atomic_block:
+        return
+    with db_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO OFF" if on else "RESET synchronous_commit")
 
 
 def _send_message(message, session: SmtpSession, deadline: net.Deadline) -> None:
