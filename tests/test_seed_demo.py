@@ -225,3 +225,19 @@ def test_demo_user_signs_in_and_belongs_to_every_demo_clinic(demo, client):
     assert user.is_superuser and user.is_staff
     assert set(Membership.objects.filter(user=user).values_list("clinic__code", flat=True)) == {"lakeshore", "thames"}
     assert client.login(username="demo", password="demo-pump-clinic")
+
+
+# ------------------------------------------------- the planner's values are the models'
+
+
+def test_the_planners_plain_values_are_the_models_choices():
+    """``pumps.demo`` plans without Django: its roles, origins, event kinds and catalog
+    codes must stay the models' values."""
+    from clinic.models import Role
+    from pumps.demo import specs
+    from pumps.models import PumpModel
+
+    assert (specs.NURSE, specs.PRESCRIBER, specs.PHARMACIST) == (Role.NURSE, Role.PRESCRIBER, Role.PHARMACIST)
+    assert {o for o, _ in specs.ORIGIN_WEIGHTS} == set(Patient.Origin.values)
+    assert {specs.EVENT_MRI, specs.EVENT_ALARM_REPORTED, specs.EVENT_WITHDRAWAL} <= set(Event.Kind.values)
+    assert {code for code, _ in specs.MODEL_WEIGHTS} <= set(PumpModel.objects.values_list("code", flat=True))

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from django.db import connection, models
 
-from .models import Appointment, Event, Patient, Program, Pump, Reading, Refill
+from pumps.models import Appointment, Event, Patient, Program, Pump, Reading, Refill
 
 #: Records copied with each pump, in an order that satisfies the foreign keys.
 CHILDREN: tuple[type[models.Model], ...] = (Refill, Program, Reading, Event, Appointment)
