@@ -2,7 +2,8 @@
 API clients.
 
 A clinic's policy and closures decide every pump's due date and status, so saving a
-clinic refreshes the stored projection of its pumps in the same transaction. API tokens
+clinic sends ``clinic_changed``, and the pumps app refreshes the stored projection of its
+pumps in the same transaction. API tokens
 are shown once, when created, and stored only as a hash; a client is revoked, not deleted.
 """
 
@@ -14,36 +15,17 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
-from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 from django.utils.translation import ngettext
 from simple_history.admin import SimpleHistoryAdmin
 
 from .admin_scope import ClinicScopedMixin, granting_clinic_ids, visible_clinic_ids
 from .models import WEEKDAY_NAMES, AlertRecipient, ApiClient, Clinic, ClinicClosure, Membership
+from .signals import clinic_changed
 
 admin.site.site_header = "Intrathecal pump clinic: administration"
 admin.site.site_title = "Pump clinic admin"
 admin.site.index_title = "Catalogs, clinics, staff and records"
-
-
-def refresh_clinic_pumps(clinic: Clinic, now=None) -> int:
-    """Recompute the stored projection (and the alerts it calls for) of every implanted
-    pump of ``clinic`` after a change of its policy or closures. The same per-pump work
-    as the periodic sweep; each pump row is locked while it is refreshed."""
-    from pumps.models import Pump
-    from pumps.services import refresh_pump
-
-    now = now or timezone.now()
-    count = 0
-    ids = list(Pump.objects.filter(clinic=clinic, explanted_on__isnull=True).values_list("pk", flat=True))
-    for pk in ids:
-        with transaction.atomic():
-            pump = Pump.objects.select_for_update().select_related("clinic", "patient", "model").get(pk=pk)
-            refresh_pump(pump, now=now)
-        count += 1
-    return count
 
 
 class ClinicForm(forms.ModelForm):
@@ -150,7 +132,8 @@ class ClinicAdmin(ClinicScopedMixin, SimpleHistoryAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         if change:
-            count = refresh_clinic_pumps(form.instance)
+            # the pumps app refreshes the clinic's pumps (pumps.receivers): due dates move
+            count = sum(r for _, r in clinic_changed.send(sender=Clinic, clinic=form.instance) if isinstance(r, int))
             if count:
                 self.message_user(
                     request, ngettext("Recomputed %d pump.", "Recomputed %d pumps.", count) % count, messages.INFO

@@ -132,39 +132,11 @@ class Clinic(models.Model):
     def closure_dates(self) -> frozenset[date]:
         return frozenset(self.closures.values_list("date", flat=True))
 
-    def policy(self, closures: frozenset[date] | None = None):
-        from pumps.projection import Policy
-
-        return Policy(
-            lead_days=self.lead_days,
-            high_risk_extra_days=self.high_risk_extra_days,
-            due_soon_days=self.due_soon_days,
-            open_weekdays=frozenset(self.open_weekdays),
-            closures=self.closure_dates() if closures is None else closures,
-            withdrawal_window_hours=self.withdrawal_window_hours,
-        )
-
     def slots_on_weekday(self, weekday: int) -> int:
         """Refill slots of an open day of this weekday (0 = Monday)."""
         by_day = self.refill_slots_by_weekday if isinstance(self.refill_slots_by_weekday, list) else []
         value = by_day[weekday] if len(by_day) == 7 else None
         return self.refill_slots_per_day if value is None else value
-
-    def refill_capacity(self, closures: frozenset[date] | None = None):
-        """The clinic's refill capacity for the planner: slots per day and weekday, the
-        open days and closures the due date uses (§6.2), the earliest useful refill."""
-        from pumps.planner import Capacity
-
-        by_day = self.refill_slots_by_weekday if isinstance(self.refill_slots_by_weekday, list) else []
-        return Capacity(
-            slots_per_day=self.refill_slots_per_day,
-            slots_by_weekday=tuple(by_day) if len(by_day) == 7 else (None,) * 7,
-            open_weekdays=frozenset(self.open_weekdays),
-            closures=self.closure_dates() if closures is None else closures,
-            earliest_days=self.refill_earliest_days,
-            first_visit=self.refill_first_visit,
-        )
-
 
 class ClinicClosure(models.Model):
     clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="closures")

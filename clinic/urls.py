@@ -6,9 +6,9 @@ from django.urls import include, path, re_path
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET
 
-from clinic.health import health
 from clinic.password_reset import ThrottledPasswordResetView
 from pumps.api.errors import NotRouted
+from pumps.health import health
 
 FAVICON = Path(__file__).resolve().parent.parent / "static" / "favicon.ico"
 

@@ -820,9 +820,13 @@ def last_sweep() -> SweepRun | None:
     return SweepRun.objects.order_by("-finished_at").first()
 
 
-def sweep_is_stale(now: datetime) -> bool:
-    last = last_sweep()
+def is_stale(last: SweepRun | None, now: datetime) -> bool:
+    """The one rule for "alerting has stopped": no sweep completed in three intervals."""
     return last is None or now - last.finished_at > 3 * SWEEP_INTERVAL
+
+
+def sweep_is_stale(now: datetime) -> bool:
+    return is_stale(last_sweep(), now)
 
 
 def raise_stalled(now: datetime) -> int:

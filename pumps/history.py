@@ -37,6 +37,20 @@ def load_history(pump: Pump) -> PumpHistory:
     )
 
 
+def policy_of(clinic, closures: frozenset | None = None) -> pj.Policy:
+    """The clinic's policy as the projection takes it (docs/clinical-rules.md §6, §10): lead
+    days, open days and closures (read once here unless given), the due-soon and
+    withdrawal windows."""
+    return pj.Policy(
+        lead_days=clinic.lead_days,
+        high_risk_extra_days=clinic.high_risk_extra_days,
+        due_soon_days=clinic.due_soon_days,
+        open_weekdays=frozenset(clinic.open_weekdays),
+        closures=clinic.closure_dates() if closures is None else closures,
+        withdrawal_window_hours=clinic.withdrawal_window_hours,
+    )
+
+
 def explanted_by(pump: Pump, at: datetime) -> bool:
     """Was the pump explanted on or before the clinic's local date of ``at``?"""
     return pump.explanted_on is not None and pj.local_date(at, pump.clinic.tz) >= pump.explanted_on
@@ -78,7 +92,7 @@ def project_pump(pump: Pump, at: datetime, history: PumpHistory | None = None) -
         refills=refills,
         readings=readings,
         programs=programs,
-        policy=pump.clinic.policy(),
+        policy=policy_of(pump.clinic),
     )
 
 

@@ -42,6 +42,20 @@ BOOKING_NOTE = "Booked from the refill plan."
 PLANNED_STATUSES = (pj.STATUS_EMPTY, pj.STATUS_ALARM, pj.STATUS_OVERDUE, pj.STATUS_DUE_SOON, pj.STATUS_OK)
 
 
+
+def capacity_of(clinic: Clinic, closures: frozenset | None = None) -> pl.Capacity:
+    """The clinic's refill capacity for the planner: slots per day and weekday, the open
+    days and closures the due date uses, the earliest useful refill, the first visit."""
+    by_day = clinic.refill_slots_by_weekday if isinstance(clinic.refill_slots_by_weekday, list) else []
+    return pl.Capacity(
+        slots_per_day=clinic.refill_slots_per_day,
+        slots_by_weekday=tuple(by_day) if len(by_day) == 7 else (None,) * 7,
+        open_weekdays=frozenset(clinic.open_weekdays),
+        closures=clinic.closure_dates() if closures is None else closures,
+        earliest_days=clinic.refill_earliest_days,
+        first_visit=clinic.refill_first_visit,
+    )
+
 def horizon_or_default(value, default: int = pl.DEFAULT_HORIZON_DAYS) -> int:
     """A horizon in days from a query string or a body: 1 to 366, else the default."""
     try:
@@ -129,7 +143,7 @@ def clinic_plan(clinic: Clinic, *, at: datetime | None = None, horizon_days: int
     the pumps, their bookings, the bookings per day)."""
     at = at or timezone.now()
     tz = clinic.tz
-    capacity = clinic.refill_capacity()
+    capacity = capacity_of(clinic)
     today = pj.local_date(at, tz)
     last = today + pl.DAY * horizon_days
     pumps = list(
@@ -228,7 +242,7 @@ def book(clinic: Clinic, items: Sequence[tuple[int, date]], *, actor: services.A
     with transaction.atomic():
         services.authorize(actor, clinic, Action.RECORD)
         clinic = Clinic.objects.select_for_update().get(pk=clinic.pk)
-        capacity = clinic.refill_capacity()
+        capacity = capacity_of(clinic)
         tz = clinic.tz
         today = pj.local_date(at, tz)
         first = pl.first_day(at, tz, capacity.first_visit)

@@ -25,6 +25,7 @@ from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership,
 
 from . import checks, services, tallies
 from . import projection as pj
+from .history import policy_of
 from .models import (
     Alert,
     AlertKind,
@@ -1000,7 +1001,7 @@ def refill_preview(
         return preview
     preview.projection = pj.project(
         at=max(at, now), pump=state, refills=[*refills, new_refill], readings=readings,
-        programs=new_programs, policy=pump.clinic.policy(),
+        programs=new_programs, policy=policy_of(pump.clinic),
     )
     if preview.projection.refill_due_on is not None:
         preview.days_to_due = (preview.projection.refill_due_on - pj.local_date(now, pump.clinic.tz)).days
@@ -1107,7 +1108,7 @@ def program_preview(pump: Pump, data: services.ProgramInput, effective_at: datet
         programs = [p for p in programs if p.effective_at != proposed.effective_at] + [proposed]
         preview.projection = pj.project(
             at=max(at, now), pump=services.pump_state(pump), refills=refills, readings=readings, programs=programs,
-            policy=pump.clinic.policy(),
+            policy=policy_of(pump.clinic),
         )
     return preview
 

@@ -17,7 +17,9 @@ from django.db import transaction
 from clinic.models import AlertRecipient, Clinic, ClinicClosure, Membership
 from pumps import projection as pj
 from pumps import services
+from pumps.history import policy_of
 from pumps.models import Appointment, DrugProduct, Patient, Program, Pump, PumpModel
+from pumps.planning import capacity_of
 from pumps.services import Actor, ProgramInput
 
 from . import plan as pl
@@ -112,7 +114,7 @@ class DemoWriter:
     @staticmethod
     def check_clinic(plan: pl.ClinicPlan, clinic: Clinic) -> None:
         """The planner's view of a new clinic must be the clinic's own policy and capacity."""
-        if clinic.policy() != plan.policy or clinic.refill_capacity() != plan.capacity:
+        if policy_of(clinic) != plan.policy or capacity_of(clinic) != plan.capacity:
             raise CommandError(f"clinic {clinic.code}: the demo planner's policy or capacity differs from the clinic's")
 
     def create_demo_user(self, contexts: list[Context]):

@@ -40,6 +40,7 @@ from .base import (
     refresh_pump,
     resolve_clinician,
 )
+from .clinics import refresh_clinic_pumps
 from .patients import PATIENT_FIELDS, create_patient, update_patient
 from .programs import ProgramInput, record_program, verify_program
 from .pumps import explant_pump, implant_pump, replace_pump, update_pump
@@ -54,11 +55,11 @@ from .refills import RefillInput, record_refill, validate_refill
 
 __all__ = [
     "MSG_CONTROL_CHARACTERS", "MSG_VOID_CARRIED_PROGRAM", "NOTES_MAX", "PATIENT_FIELDS", "REASON_MAX", "Actor",
-    "Conflict", "Forbidden", "PreconditionFailed", "ProgramInput", "PumpHistory", "ServiceValidationError",
-    "after_write", "authorize", "bump_version", "clinician_for", "create_patient", "explant_pump", "explanted_by",
-    "has_control_characters", "implant_pump", "inactive_reason", "load_history", "lock_pump", "project_pump",
-    "projection_reason", "pump_state", "q3", "recompute_refill_checks", "record_event", "record_program",
-    "record_reading", "record_refill", "refill_check_values", "refresh_pump", "replace_pump", "resolve_clinician",
-    "schedule_appointment", "store_projection", "update_appointment", "update_patient", "update_pump",
-    "verify_program", "void_record", "RefillInput", "validate_refill",
+    "Conflict", "Forbidden", "PreconditionFailed", "ProgramInput", "PumpHistory", "RefillInput",
+    "ServiceValidationError", "after_write", "authorize", "bump_version", "clinician_for", "create_patient",
+    "explant_pump", "explanted_by", "has_control_characters", "implant_pump", "inactive_reason", "load_history",
+    "lock_pump", "project_pump", "projection_reason", "pump_state", "q3", "recompute_refill_checks", "record_event",
+    "record_program", "record_reading", "record_refill", "refill_check_values", "refresh_clinic_pumps",
+    "refresh_pump", "replace_pump", "resolve_clinician", "schedule_appointment", "store_projection",
+    "update_appointment", "update_patient", "update_pump", "validate_refill", "verify_program", "void_record",
 ]

@@ -12,6 +12,9 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils import timezone
 
+from clinic.celery import app
+from pumps import alerts
+
 
 def _database() -> str:
     try:
@@ -23,8 +26,6 @@ def _database() -> str:
 
 
 def _broker() -> str:
-    from clinic.celery import app
-
     if app.conf.task_always_eager:
         return "ok"
     try:
@@ -37,8 +38,6 @@ def _broker() -> str:
 
 def _sweep(now, database_ok: bool):
     """(state, the last sweep or None): ``ok``, ``stale``, ``never ran`` or ``unknown``."""
-    from pumps import alerts
-
     if not database_ok:
         return "unknown", None
     try:
@@ -47,8 +46,7 @@ def _sweep(now, database_ok: bool):
         return "unknown", None
     if last is None:
         return "never ran", None
-    stale = now - last.finished_at > 3 * alerts.SWEEP_INTERVAL
-    return ("stale" if stale else "ok"), last
+    return ("stale" if alerts.is_stale(last, now) else "ok"), last
 
 
 def health(request):
