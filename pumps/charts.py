@@ -244,7 +244,10 @@ def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Pro
     if frame.inside(now):
         x = frame.x(now)
         svg.line(x, TOP, x, HEIGHT - BOTTOM, "chart-now")
-        svg.text(x + 4, HEIGHT - BOTTOM - 30, "Now", "chart-label")
+        if x + 34 > WIDTH - RIGHT:  # near the right edge: the label on the line's left
+            svg.text(x - 4, HEIGHT - BOTTOM - 30, "Now", "chart-label", "end")
+        else:
+            svg.text(x + 4, HEIGHT - BOTTOM - 30, "Now", "chart-label")
     svg.polyline([(frame.x(t), frame.y(float(w))) for t, _e, w in series], "series-worst")
     svg.polyline([(frame.x(t), frame.y(float(e))) for t, e, _w in series], "series-expected")
     # worst-case alarm (circle) and empty (square) instants, spelled out at the top right

@@ -157,7 +157,7 @@ def test_a_critical_alert_acknowledged_with_a_reason_shows_who_when_and_why(alar
     assert (f"2026-03-28 12:00 CDT nina Alert #{alert.pk} changed acknowledged at: — → 2026-03-28T12:00-05:00 "
             f"acknowledged by: — → nina acknowledgement reason: — → {reason}") in pump_page  # audit history
     # the worklist names who acknowledged it
-    assert "Critical: low reservoir acknowledged by nina +2 more open" in worklist
+    assert "Critical: low reservoir acknowledged by nina; +2 open" in worklist
 
 
 def test_viewer_cannot_acknowledge(alarm, clinic):

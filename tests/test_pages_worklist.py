@@ -74,11 +74,11 @@ def test_pumps_sorted_by_urgency_with_status_text_dates_and_appointment(board, n
             "empty 2026-04-01 04:40 CDT (in 3 days) Chen, Cora MRN MRN-C ≈1.66") in text
     # the worked example as of 2026-03-28 12:00 local: 36 - 0.45 x 54.08 days = 11.66 mL now
     assert ("Then, most urgent first Refill overdue Overdue: refill was due on 2026-03-27 (yesterday); low-reservoir "
-            "alarm 2026-04-05 15:20 CDT (in 8 days) Fischer, Fay MRN MRN-F ≈5.66 14 % in 8 days 2026-04-05 15:20 CDT "
+            "alarm 2026-04-05 15:20 CDT (in 8 days) Fischer, Fay MRN MRN-F ≈5.66 14 % in 8 days "
             "1 day overdue 2026-03-27 (Fri) none booked") in text
     assert ("Refill due soon Due soon: refill due on 2026-04-10 (in 13 days); low-reservoir alarm 2026-04-18 23:20 CDT "
-            "(in 21 days) Garcia, Ana MRN MRN-A ≈11.66 29 % in 21 days 2026-04-18 23:20 CDT in 13 days 2026-04-10 (Fri) "
-            "in 9 days refill 2026-04-07 09:30 CDT dr_pat") in text
+            "(in 21 days) Garcia, Ana MRN MRN-A ≈11.66 29 % in 21 days in 13 days 2026-04-10 (Fri) "
+            "Refill in 9 days 2026-04-07 09:30 CDT dr_pat") in text
     assert "MRN-Z" not in text
     assert "6 pumps shown of 6." in text
     assert_no_inline_script(html)
