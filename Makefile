@@ -76,7 +76,7 @@ test: $(STAMP)
 # ruff (120 columns, complexity and size limits) and the import contracts of pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-cache
 
 # Needs a PostgreSQL server (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/postgres):
 # creates pumpclinic_bench_<size> databases there. BENCH_ARGS="--sizes 2000" for a quick run.
