@@ -31,7 +31,6 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -41,9 +40,11 @@ from django.utils import timezone
 from clinic import permissions
 from clinic.models import AlertRecipient, ApiClient, Clinic, Membership, Role
 
+from . import history as history_io
 from . import projection as pj
 from . import tallies
 from .errors import Forbidden, ServiceValidationError
+from .history import PumpHistory
 from .models import (
     Alert,
     AlertKind,
@@ -55,9 +56,6 @@ from .models import (
     Severity,
     SweepRun,
 )
-
-if TYPE_CHECKING:
-    from .services import PumpHistory
 
 log = logging.getLogger("pumps.alerts")
 
@@ -271,9 +269,7 @@ def reservoir_episode(pump: Pump, history: PumpHistory | None = None) -> str:
 
 
 def _load_history(pump: Pump) -> PumpHistory:
-    from .services import load_history
-
-    return load_history(pump)
+    return history_io.load_history(pump)
 
 
 def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None, *,
@@ -738,10 +734,18 @@ def _sweep_work(now: datetime, started: datetime, result: SweepResult, fan_out: 
     )
 
 
+def refresh_pump(pump: Pump, *, now: datetime) -> tuple[int, int]:
+    """Bring a pump whose state may have changed without a new record (time passed, the
+    clinic's policy changed) up to ``now``: its stored projection and its alerts, from one
+    read of its records, inside the caller's transaction, the pump row locked by the
+    caller. Returns (alerts created, notifications created)."""
+    records = history_io.load_history(pump)
+    history_io.store_projection(pump, now=now, history=records)
+    return evaluate_pump(pump, now, records)
+
+
 def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None) -> SweepResult:
     """Refresh the given due pumps and create their alerts, one transaction per pump."""
-    from .services import refresh_pump
-
     result = result or SweepResult()
     with one_delivery_trigger():
         _sweep_chunks(ids, now, result, refresh_pump)

@@ -18,9 +18,9 @@ from django.utils import timezone
 
 from clinic import permissions
 from clinic.models import Clinic, Membership, Role
-from pumps import checks, history
+from pumps import checks
 from pumps import projection as pj
-from pumps.alerts import evaluate_pump
+from pumps.alerts import evaluate_pump, refresh_pump  # noqa: F401 (refresh_pump: re-exported)
 from pumps.errors import Forbidden, ServiceValidationError
 from pumps.history import (
     PumpHistory,
@@ -208,16 +208,6 @@ def _require_implanted(errors: _Errors, pump: Pump, moment: datetime | None) -> 
     if pump.explanted_on is not None and moment is not None and not timezone.is_naive(moment):
         if pj.local_date(moment, pump.clinic.tz) > pump.explanted_on:
             errors.add("pump", f"This pump was explanted on {pump.explanted_on.isoformat()}.")
-
-
-def refresh_pump(pump: Pump, *, now: datetime) -> tuple[int, int]:
-    """Bring a pump whose state may have changed without a new record (time passed, the
-    clinic's policy changed) up to ``now``: its stored projection and its alerts, from one
-    read of its records, inside the caller's transaction, the pump row locked by the
-    caller. Returns (alerts created, notifications created)."""
-    records = history.load_history(pump)
-    history.store_projection(pump, now=now, history=records)
-    return evaluate_pump(pump, now, records)
 
 
 def recompute_refill_checks(pump: Pump, history: PumpHistory, since: datetime | None = None) -> None:
