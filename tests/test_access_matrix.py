@@ -53,6 +53,8 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
     #                                                              anon vie nur pre pha adm sup tRO tRW rev
     "health/": [
         ("GET", "/health/",                                        "200 200 200 200 200 200 200 200 200 200", None)],
+    "favicon.ico": [
+        ("GET", "/favicon.ico",                                    "200 200 200 200 200 200 200 200 200 200", None)],
     "admin/login/": [
         ("GET", "/admin/login/",                                   "200 200 200 200 200 200 302 200 200 200", None)],
     "accounts/login/": [
