@@ -346,3 +346,49 @@ def test_read_only_token_writes_nothing_even_through_the_service(filled, clinic)
     with pytest.raises(s.Forbidden, match="read-only"):
         s.verify_program(program=Program.objects.get(), actor=s.Actor(None, "api", client=client),
                          verified_by="NPI:1", now=NOW)
+
+
+# -------------------------------------------------------------------------- admin
+
+
+def _staff(clinic, username, role, *codenames):
+    from django.contrib.auth.models import Permission
+
+    user = make_user(username, clinic, role, is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+def test_admin_program_add_by_a_nurse_is_refused_and_saves_nothing(filled, clinic):
+    nurse_staff = _staff(clinic, "nurse.staff", "nurse", "add_program", "view_program", "view_pump")
+    local = NOW.astimezone(CHICAGO)
+    with travel(NOW):
+        response = signed_in(nurse_staff).post("/admin/pumps/program/add/", {
+            "pump": filled.pk, "effective_at_0": local.date().isoformat(), "effective_at_1": "09:00:00",
+            "concentration_mcg_per_ml": "1000", "mode": "continuous", "daily_dose_mcg": "500", "steps": "",
+            "ptm_bolus_mcg": "", "ptm_max_per_day": "", "override_reason": "",
+        })
+    assert response.status_code == 200  # the form again, with the refusal on it
+    assert "Your role in this clinic does not allow this change." in response.content.decode()
+    assert Program.objects.count() == 1
+
+
+def test_admin_verify_action_refuses_self_verification_and_a_nurse(filled, clinic, dr_pat):
+    program = Program.objects.get()
+    doctor_staff = dr_pat
+    doctor_staff.is_staff = True
+    doctor_staff.save()
+    from django.contrib.auth.models import Permission
+
+    doctor_staff.user_permissions.add(*Permission.objects.filter(codename__in=["change_program", "view_program"]))
+    with travel(NOW):
+        signed_in(doctor_staff).post("/admin/pumps/program/", {"action": "verify_programs",
+                                                               "_selected_action": [program.pk]})
+    program.refresh_from_db()
+    assert program.verified_at is None  # the prescriber who entered it cannot verify it
+    nurse_staff = _staff(clinic, "nurse.staff", "nurse", "change_program", "view_program")
+    with travel(NOW):
+        signed_in(nurse_staff).post("/admin/pumps/program/", {"action": "verify_programs",
+                                                              "_selected_action": [program.pk]})
+    program.refresh_from_db()
+    assert program.verified_at is None
