@@ -23,9 +23,11 @@ from . import planning
 from . import projection as pj
 from .alerts import RESERVOIR_KINDS, advice_for, describe, title_for
 from .calendar import appointment_ics
-from .models import Alert, AlertKind, Appointment, Notification, Pump, Severity
+from .models import Alert, AlertKind, Appointment, Notification, Pump, Refill, Severity
+from .templatetags.pumps_ui import isodate, ml, product, weekday
 
 _SPACES = re.compile(r"\s{2,}")
+SUMMARY = "summary"  # the pump page's summary band (views.SUMMARY), where e-mail links land
 
 
 def header_safe(value: object) -> str:
@@ -44,12 +46,17 @@ def patient_label(pump: Pump) -> str:
     return header_safe(f"MRN {pump.patient.mrn} ({pump.patient.initials})")
 
 
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
 def day_label(day: date) -> str:
-    """"Fri 2026-04-10" (the weekday in English whatever the locale)."""
-    return f"{WEEKDAYS[day.weekday()]} {day.isoformat()}"
+    """A date as the staff pages show it, through their filters: "2026-04-10 (Fri)"."""
+    return f"{isodate(day)} ({weekday(day)})"
+
+
+def instant_label(moment: datetime, now: datetime, clinic: Clinic) -> str:
+    """An instant as the staff pages show it: on the clinic's wall clock with its zone and
+    how far it is from ``now`` ("2026-11-20 10:45 CST (11 days ago)"); the bare instant
+    when it is ``now`` (within the minute)."""
+    words = pj.relative_instant(moment, now)
+    return pj.local_instant(moment, clinic.tz) if words == "now" else pj.instant_in_words(moment, now, clinic.tz)
 
 
 def planning_url(clinic: Clinic) -> str:
@@ -66,7 +73,7 @@ def plan_digest(clinic: Clinic, now: datetime) -> dict:
 
     def line(row: planning.Row) -> dict:
         return {"pump": row.pump, "patient": patient_label(row.pump), "due": day_label(row.due_on),
-                "day": day_label(row.day) if row.day else None, "url": pump_url(row.pump),
+                "day": day_label(row.day) if row.day else None, "url": email_pump_url(row.pump),
                 "reason": row.shortfall.reason_text if row.shortfall else ""}
 
     proposals = sorted(current.proposals, key=lambda r: (r.due_on, r.day, r.pump.pk))
@@ -103,7 +110,7 @@ def digest_context(clinic: Clinic, now: datetime) -> dict:
 
     def line(pump: Pump) -> dict:
         return {"pump": pump, "patient": patient_label(pump), "status": pump.status_reason(now),
-                "url": pump_url(pump)}
+                "url": email_pump_url(pump)}
 
     open_alerts = Alert.objects.filter(clinic=clinic, resolved_at__isnull=True).select_related(
         "clinic", "pump__patient", "pump__model")
@@ -113,7 +120,7 @@ def digest_context(clinic: Clinic, now: datetime) -> dict:
     def alert_line(alert: Alert) -> dict:
         return {"alert": alert, "title": title_for(alert), "detail": describe(alert, now),
                 "patient": patient_label(alert.pump) if alert.pump else "",
-                "url": pump_url(alert.pump) if alert.pump else ""}
+                "url": email_pump_url(alert.pump) if alert.pump else ""}
 
     sections = [
         ("Empty (worst case)", rows[pj.STATUS_EMPTY]),
@@ -124,6 +131,7 @@ def digest_context(clinic: Clinic, now: datetime) -> dict:
     return {
         "clinic": clinic,
         "date": pj.local_date(now, tz),
+        "date_label": day_label(pj.local_date(now, tz)),
         "generated": pj.local_instant(now, tz),
         "empty": rows[pj.STATUS_EMPTY],
         "alarm": rows[pj.STATUS_ALARM],
@@ -141,8 +149,36 @@ def digest_context(clinic: Clinic, now: datetime) -> dict:
     }
 
 
-def pump_url(pump: Pump) -> str:
-    return f"{settings.SITE_URL}/pumps/{pump.pk}/"
+def pump_url(pump: Pump, anchor: str = "") -> str:
+    """The pump's page; e-mails open it on its summary band (``anchor="summary"``), the
+    webhooks' payload keeps the bare page."""
+    return f"{settings.SITE_URL}/pumps/{pump.pk}/" + (f"#{anchor}" if anchor else "")
+
+
+def email_pump_url(pump: Pump) -> str:
+    return pump_url(pump, SUMMARY)
+
+
+def refill_line(alert: Alert, now: datetime) -> str:
+    """The refill an alert is about, for the kinds that name one (``drug_expired``:
+    "drug:<refill id>", ``residual_discrepancy``: "refill:<refill id>"), in the pages'
+    styles: for a drug past its stability date when it was filled and with what, "2026-02-02
+    09:00 CST (30 days ago); Lioresal Intrathecal 2000 mcg/mL; 36 mL added"; for a discrepancy
+    (the refill's instant is its "When") "25 mL added; 9 mL extracted of 11.72 mL expected
+    (discrepancy -2.72 mL)"."""
+    prefix = {AlertKind.DRUG_EXPIRED: "drug:", AlertKind.RESIDUAL_DISCREPANCY: "refill:"}.get(alert.kind)
+    key = alert.episode.removeprefix(prefix) if prefix and alert.episode.startswith(prefix) else ""
+    refill = (Refill.objects.live().filter(pk=int(key), pump_id=alert.pump_id).select_related("drug_product").first()
+              if key.isascii() and key.isdigit() else None)
+    if refill is None:
+        return ""
+    filled = instant_label(refill.performed_at, now, alert.clinic) if alert.kind == AlertKind.DRUG_EXPIRED else ""
+    parts = [filled, product(refill), f"{ml(refill.added_volume_ml)} mL added"]
+    if alert.kind == AlertKind.RESIDUAL_DISCREPANCY and refill.expected_residual_ml is not None:
+        extracted = "not measured" if refill.extracted_volume_ml is None else f"{ml(refill.extracted_volume_ml)} mL"
+        parts.append(f"{extracted} extracted of {ml(refill.expected_residual_ml)} mL expected"
+                     + (f" (discrepancy {ml(refill.discrepancy_ml)} mL)" if refill.discrepancy_ml is not None else ""))
+    return "; ".join(part for part in parts if part)
 
 
 def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
@@ -162,10 +198,11 @@ def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
         context = {
             "alert": alert, "pump": pump, "clinic": clinic, "kind_label": title,
             "detail": describe(alert, now), "advice": advice_for(alert), "repeat": note.repeat_number,
-            "due_local": alert.due_at.astimezone(clinic.tz) if alert.due_at else None,
-            "raised_local": pj.local_instant(alert.created_at, clinic.tz),
+            "when": instant_label(alert.due_at, now, clinic) if alert.due_at else "",
+            "refill": refill_line(alert, now) if pump else "",
+            "raised_local": instant_label(alert.created_at, now, clinic),
             "sent_local": pj.local_instant(now, clinic.tz),
-            "url": pump_url(pump) if pump else f"{settings.SITE_URL}/",
+            "url": email_pump_url(pump) if pump else f"{settings.SITE_URL}/",
             "patient_label": patient_label(pump) if pump else "",
             "escalated": alert.escalated_at is not None,
         }

@@ -116,23 +116,24 @@ def test_low_reservoir_email_content_headers_and_least_patient_data(filled):
         "Clinic: North Spasticity Clinic",
         "Patient: MRN MRN001 (AG)",
         "Pump: Medtronic SynchroMed II 8637-40, serial SN-0001",
-        "When: Sat 18 Apr 2026, 23:20 CDT (America/Chicago)",
+        "When: 2026-04-18 23:20 CDT (40 minutes ago)",
         "Detail: The reservoir has been at or below the alarm volume (worst case) since 2026-04-18 23:20 CDT"
         " (40 minutes ago).",
         "",
         "What to do: The reservoir is at or below the low-reservoir alarm volume (worst case). Refill now; "
         "confirm the patient is well and can reach the clinic.",
         "",
-        f"Open the pump: https://pumps.example.org/pumps/{filled.pk}/",
+        f"Open the pump: https://pumps.example.org/pumps/{filled.pk}/#summary",
         "",
-        f"Alert #{alert.pk}, raised 2026-04-19 00:00 CDT; this e-mail sent 2026-04-19 00:00 CDT.",
+        f"Alert #{alert.pk}, raised 2026-04-19 00:00 CDT; this e-mail sent 2026-04-19 00:00 CDT. Times in America/Chicago.",
         "Acknowledge it in the clinic app to stop reminders (a critical alert needs a reason).",
         "",
     ]
     assert alert.message == "at or below the alarm volume (worst case) since 2026-04-18 23:20 CDT"
     html = message.alternatives[0]
     assert html[1] == "text/html"
-    assert f'href="https://pumps.example.org/pumps/{filled.pk}/"' in html[0]
+    assert f'href="https://pumps.example.org/pumps/{filled.pk}/#summary"' in html[0]
+    assert "<tr><th align=\"left\">When</th><td>2026-04-18 23:20 CDT (40 minutes ago)</td></tr>" in html[0]
     for text in (body, html[0]):
         assert "Garcia" not in text and "Ana" not in text  # never the full name
 
@@ -208,6 +209,11 @@ def test_flagged_refill_raises_one_residual_discrepancy_alert(filled, nurse):
     sweep_and_send(datetime(2026, 3, 30, 12, tzinfo=CHICAGO))
     assert len(sent("residual_discrepancy")) == 2
     assert "Detail: less drug than expected remained" in sent("residual_discrepancy")[0].body
+    lines = sent("residual_discrepancy")[0].body.splitlines()
+    assert lines[5:7] == [  # the volumes as the pages show them (mL, two decimals)
+        "When: 2026-03-28 09:00 CDT (3 hours ago)",
+        "Refill: 25 mL added; 9 mL extracted of 11.72 mL expected (discrepancy -2.72 mL)",
+    ]
 
 
 def test_mri_on_synchromed_needs_a_reading_after_it(filled, nurse):
@@ -322,11 +328,14 @@ def test_daily_digest_once_per_recipient_at_the_digest_hour(filled):
     assert sorted(m.to[0] for m in digests) == ["nina@clinic.example", "ward@clinic.example"]
     message = digests[0]
     assert message.subject == "[north] Daily pump digest 2026-03-30"
-    assert "Times in America/Chicago; as of 2026-03-30 07:00 CDT." in message.body.splitlines()
+    assert message.body.splitlines()[:2] == [
+        "Daily pump digest — North Spasticity Clinic — 2026-03-30 (Mon)",
+        "Times in America/Chicago; as of 2026-03-30 07:00 CDT.",
+    ]
     assert "Refill due soon (1)" in message.body
     assert (
         f"- MRN MRN001 (AG), 8637-40 #SN-0001: due soon: refill due on 2026-04-10 (in 11 days); low-reservoir "
-        f"alarm 2026-04-18 23:20 CDT (in 19 days) — https://pumps.example.org/pumps/{filled.pk}/"
+        f"alarm 2026-04-18 23:20 CDT (in 19 days) — https://pumps.example.org/pumps/{filled.pk}/#summary"
     ) in message.body.splitlines()
     assert "Garcia" not in message.body
 

@@ -134,20 +134,21 @@ def test_the_digest_lists_the_plans_shortfalls_and_the_pumps_due_soon_with_nothi
     assert lines[start:start + 8] == [
         f"Refill plan: {site}/clinics/north/planning/",
         "Cannot be booked on or before the due date (2)",
-        "- MRN MRN001 (AG): due Fri 2026-04-10; the due date has passed; suggested day Mon 2026-04-13"
-        f" — {site}/pumps/{filled.pk}/",
-        "- MRN MRN003 (CD): due Fri 2026-04-17; every slot of its window is taken; suggested day Thu 2026-04-16"
-        f" — {site}/pumps/{crowded.pk}/",
+        "- MRN MRN001 (AG): due 2026-04-10 (Fri); the due date has passed; suggested day 2026-04-13 (Mon)"
+        f" — {site}/pumps/{filled.pk}/#summary",
+        "- MRN MRN003 (CD): due 2026-04-17 (Fri); every slot of its window is taken; suggested day 2026-04-16 (Thu)"
+        f" — {site}/pumps/{crowded.pk}/#summary",
         "",
         "Due within 14 days, no refill booked (1)",
-        f"- MRN MRN002 (BK): due Fri 2026-04-17; proposed day Fri 2026-04-17 — {site}/pumps/{booked.pk}/",
-        "1 more due by Sat 2026-06-06 with a proposed day: see the refill plan.",
+        f"- MRN MRN002 (BK): due 2026-04-17 (Fri); proposed day 2026-04-17 (Fri) — {site}/pumps/{booked.pk}/#summary",
+        "1 more due by 2026-06-06 (Sat) with a proposed day: see the refill plan.",
     ]
     assert lines[start + 8:start + 10] == ["", "Drug past its stability date (0)"]
     html = message.alternatives[0][0]
     assert f'<a href="{site}/clinics/north/planning/">Open the refill plan</a>' in html
     assert "Cannot be booked on or before the due date (2)" in html
-    assert "due Fri 2026-04-17; every slot of its window is taken; suggested day Thu 2026-04-16" in html
+    assert "due 2026-04-17 (Fri); every slot of its window is taken; suggested day 2026-04-16 (Thu)" in html
+    assert f'<a href="{site}/pumps/{crowded.pk}/#summary">MRN MRN003 (CD)</a>' in html
     for text in (message.body, html):
         assert "Garcia" not in text and "Khan" not in text and "Diaz" not in text  # never the full name
 

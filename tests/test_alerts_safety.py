@@ -247,7 +247,11 @@ def test_expired_drug_raises_one_warning_once_per_refill(short_stability):
         "X-Clinic-Alert-Kind": "drug_expired", "X-Clinic-Alert-Severity": "warning",
         "X-Clinic-Alert-Id": str(alert.pk)}
     lines = messages[0].body.splitlines()
-    assert "When: Wed 4 Mar 2026, 09:00 CST (America/Chicago)" in lines
+    assert "When: 2026-03-04 09:00 CST" in lines  # sent at the expiry instant itself
+    # the fill it is about, its product by name (not its code "baclofen-30d")
+    assert "Refill: 2026-02-02 09:00 CST (30 days ago); Baclofen, 30-day stability; 36 mL added" in lines
+    assert ("<tr><th align=\"left\">Refill</th><td>2026-02-02 09:00 CST (30 days ago); Baclofen, 30-day stability; "
+            "36 mL added</td></tr>") in messages[0].alternatives[0][0]
     assert ("Detail: The drug in the reservoir passed its stability date on 2026-03-04 (today): "
             "refill with fresh drug.") in lines
     assert ("What to do: The drug in the reservoir is past its stability date: refill with fresh drug (empty "

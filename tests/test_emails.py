@@ -101,7 +101,9 @@ def test_a_reminder_says_how_long_ago_as_of_its_sending(filled):
     assert ("Detail: The reservoir has been at or below the alarm volume (worst case) since 2026-04-18 23:20 CDT"
             " (4 hours ago).") in lines
     alert = Alert.objects.get(kind="low_reservoir")
-    assert f"Alert #{alert.pk}, raised 2026-04-19 00:00 CDT; this e-mail sent 2026-04-19 04:00 CDT." in lines
+    assert (f"Alert #{alert.pk}, raised 2026-04-19 00:00 CDT (4 hours ago); this e-mail sent 2026-04-19 04:00 CDT. "
+            "Times in America/Chicago.") in lines
+    assert "When: 2026-04-18 23:20 CDT (4 hours ago)" in lines
 
 
 def test_the_digest_gives_times_with_their_zone_and_names_the_expired_drug(filled):
@@ -114,12 +116,12 @@ def test_the_digest_gives_times_with_their_zone_and_names_the_expired_drug(fille
     digest = [m for m in sent("digest") if m.to == ["ward@clinic.example"]][0]
     assert digest.subject == "[north] Daily pump digest 2026-08-02"
     lines = digest.body.splitlines()
-    url = f"https://pumps.example.org/pumps/{filled.pk}/"
+    url = f"https://pumps.example.org/pumps/{filled.pk}/#summary"
     low = Alert.objects.get(kind="low_reservoir")
     empty = Alert.objects.get(kind="withdrawal_risk", resolved_at__isnull=True)
     drug = Alert.objects.get(kind="drug_expired")
     assert lines[:5] == [
-        "Daily pump digest — North Spasticity Clinic — Sun 2 Aug 2026",
+        "Daily pump digest — North Spasticity Clinic — 2026-08-02 (Sun)",
         "Times in America/Chicago; as of 2026-08-02 07:00 CDT.",
         "",
         "Empty (worst case) (1)",
@@ -138,6 +140,7 @@ def test_the_digest_gives_times_with_their_zone_and_names_the_expired_drug(fille
         "case) since 2026-04-18 23:20 CDT (105 days ago).",
     ])
     html = digest.alternatives[0][0]
+    assert "Daily pump digest — North Spasticity Clinic — 2026-08-02 (Sun)</h1>" in html
     assert "Times in America/Chicago; as of 2026-08-02 07:00 CDT." in html
     assert "Garcia" not in digest.body and "Garcia" not in html
 
