@@ -317,7 +317,8 @@ def refill_create(request, pk: int):
     context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "preview": preview,
                "problems": preview_problems(preview_form, preview),
                "can_program": selectors.permissions_for(request.user, pump.clinic_id).can_program,
-               "conflict": conflict, "show_program": bool(form["changes_program"].value()) or preview.concentration_change}
+               "conflict": conflict,
+               "show_program": bool(form["changes_program"].value()) or preview.concentration_change}
     return render_page(request, "pumps/refill_form.html", context, status=400 if form.errors or conflict else 200,
                        now=now)
 
@@ -330,7 +331,8 @@ def refill_preview(request, pk: int):
     form = forms.RefillForm(request.POST, pump=pump)
     preview = _refill_preview(form, pump, now)
     return render(request, "partials/refill_preview.html", {
-        "preview": preview, "problems": preview_problems(form, preview), "pump": pump, "clinic": pump.clinic, "now": now,
+        "preview": preview, "problems": preview_problems(form, preview),
+        "pump": pump, "clinic": pump.clinic, "now": now,
     })
 
 
@@ -376,7 +378,8 @@ def program_create(request, pk: int):
             initial["concentration_mcg_per_ml"] = plain(history.refills[-1].concentration_mcg_per_ml)
         if current is not None:
             initial.update(
-                mode=current.mode, daily_dose_mcg=plain(current.daily_dose_mcg) if current.mode == "continuous" else None,
+                mode=current.mode,
+                daily_dose_mcg=plain(current.daily_dose_mcg) if current.mode == "continuous" else None,
                 steps=forms.steps_text(current.steps), ptm_bolus_mcg=plain(current.ptm_bolus_mcg),
                 ptm_max_per_day=current.ptm_max_per_day,
             )
@@ -401,7 +404,8 @@ def program_preview(request, pk: int):
     form = forms.ProgramForm(request.POST, pump=pump)
     preview = _program_preview(form, pump, now)
     return render(request, "partials/program_preview.html", {
-        "preview": preview, "problems": preview_problems(form, preview), "pump": pump, "clinic": pump.clinic, "now": now,
+        "preview": preview, "problems": preview_problems(form, preview),
+        "pump": pump, "clinic": pump.clinic, "now": now,
     })
 
 
@@ -530,7 +534,9 @@ def appointment_update(request, pk: int):
     require(selectors.permissions_for(request.user, appointment.pump.clinic_id).can_write, MSG_VIEWER)
     form = forms.AppointmentStatusForm(request.POST)
     if form.is_valid():
-        services.update_appointment(appointment=appointment, status=form.cleaned_data["status"], actor=actor_of(request))
+        services.update_appointment(
+            appointment=appointment, status=form.cleaned_data["status"], actor=actor_of(request),
+        )
         messages.success(request, f"Appointment marked {form.cleaned_data['status']}.")
     else:
         messages.error(request, "Choose a status.")
@@ -559,7 +565,10 @@ def void(request, kind: str, pk: int):
         raise Http404("Nothing to void here.")
     record = selectors.record_for(request.user, model, pk)
     perms = selectors.permissions_for(request.user, record.pump.clinic_id)
-    require(perms.can_program if model is Program else perms.can_write, MSG_PRESCRIBER if model is Program else MSG_VIEWER)
+    if model is Program:
+        require(perms.can_program, MSG_PRESCRIBER)
+    else:
+        require(perms.can_write, MSG_VIEWER)
     form = forms.VoidForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -592,7 +601,9 @@ def alert_inbox(request):
 
 
 def _safe_next(request, target: str) -> str:
-    safe = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    safe = url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure(),
+    )
     return target if target and safe else reverse("alerts")
 
 
@@ -602,9 +613,10 @@ def alert_acknowledge(request, pk: int):
     """Acknowledge an alert: its reminders stop. A critical alert needs a reason, which the
     service requires; without one the form comes back with the service's message on the
     reason field (in place with htmx, else on a page of its own, 400)."""
-    alert = selectors.scope(Alert.objects.select_related("clinic", "pump__patient", "pump__model"), request.user).filter(
-        pk=pk
-    ).first()
+    alerts_in_scope = selectors.scope(
+        Alert.objects.select_related("clinic", "pump__patient", "pump__model"), request.user,
+    )
+    alert = alerts_in_scope.filter(pk=pk).first()
     if alert is None:
         raise Http404("No such alert.")
     require(user_may(request.user, alert.clinic_id, Action.ACKNOWLEDGE), MESSAGES[Action.ACKNOWLEDGE])
