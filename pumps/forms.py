@@ -271,7 +271,9 @@ class ProgramFieldsMixin:
         mode = data.get(f"{p}mode") or Program.Mode.CONTINUOUS
         flex = mode == Program.Mode.FLEX
         return services.ProgramInput(
-            concentration_mcg_per_ml=concentration if concentration is not None else data.get(f"{p}concentration_mcg_per_ml"),
+            concentration_mcg_per_ml=(
+                concentration if concentration is not None else data.get(f"{p}concentration_mcg_per_ml")
+            ),
             mode=mode,
             daily_dose_mcg=None if flex else data.get(f"{p}daily_dose_mcg"),
             steps=(data.get(f"{p}steps") or []) if flex else None,
@@ -304,7 +306,10 @@ class RefillForm(ProgramFieldsMixin, forms.Form):
     performed_at = LocalDateTimeField(label="Performed at (local time)")
     extracted_volume_ml = volume_field(
         "Extracted residual volume (mL)", required=False,
-        help_text="What you drew out of the reservoir (0 if nothing could be drawn). Empty for the first fill after implant.",
+        help_text=(
+            "What you drew out of the reservoir (0 if nothing could be drawn). "
+            "Empty for the first fill after implant."
+        ),
     )
     residual_left_ml = volume_field(
         "Residual deliberately left in (mL)", required=False,
@@ -324,7 +329,10 @@ class RefillForm(ProgramFieldsMixin, forms.Form):
     )
     bridge_bolus_ml = volume_field(
         "Bridge bolus (mL)", required=False,
-        help_text="On a concentration change: the volume given as a bridge bolus to clear the catheter of the old drug.",
+        help_text=(
+            "On a concentration change: the volume given as a bridge bolus "
+            "to clear the catheter of the old drug."
+        ),
     )
     notes = forms.CharField(label="Notes", required=False, widget=forms.Textarea(attrs={"rows": 2}))
     confirm_duplicate = forms.BooleanField(
@@ -427,8 +435,8 @@ class ExplantForm(forms.Form):
 
     def save(self, *, actor):
         return services.explant_pump(
-            pump=self.pump, explanted_on=self.cleaned_data["explanted_on"], reason=self.cleaned_data.get("reason") or "",
-            actor=actor,
+            pump=self.pump, explanted_on=self.cleaned_data["explanted_on"],
+            reason=self.cleaned_data.get("reason") or "", actor=actor,
         )
 
 
