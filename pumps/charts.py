@@ -185,15 +185,17 @@ def series_start(anchor_at: datetime, program_times: list[datetime], now: dateti
     return max([anchor_at, *later])
 
 
-def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Projection, capacity_ml: Decimal,
-                 program_times: list[datetime], now: datetime, tz: tzinfo) -> VolumeChart | None:
-    """Projected reservoir volume, expected and worst case, with the alarm volume, the
-    due date and now."""
-    if projection.anchor_at is None or projection.anchor_volume_ml is None or projection.status in (
+def _nothing_to_chart(projection: pj.Projection) -> bool:
+    """Nothing to project, or nothing left to watch (explanted, patient not active)."""
+    return projection.anchor_at is None or projection.anchor_volume_ml is None or projection.status in (
         pj.STATUS_INCOMPLETE, pj.STATUS_INACTIVE
-    ):
-        return None  # nothing to project, or nothing left to watch (explanted, patient not active)
-    refills, readings, programs = history_inputs
+    )
+
+
+def _volume_span(projection: pj.Projection, program_times: list[datetime], now: datetime,
+                 tz: tzinfo) -> tuple[datetime, datetime]:
+    """From the series' start to a few days past the last of empty, expected empty, the due
+    date and now (or 180 days without any of them), within the projection's horizon."""
     start = series_start(projection.anchor_at, program_times, now)
     horizon = projection.anchor_at + timedelta(days=pj.HORIZON_DAYS)
     ends = [e for e in (projection.empty_at, projection.expected_empty_at) if e is not None]
@@ -203,13 +205,12 @@ def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Pro
     end = min(end, horizon)
     if end <= start:
         end = start + timedelta(days=1)
-    series = pj.volume_series(start=start, end=end, points=SERIES_POINTS, pump=pump_state, refills=refills,
-                              readings=readings, programs=programs)
-    if not series:
-        return None
-    top = float(max(capacity_ml, max(s[1] for s in series)))
-    frame = Frame(start, end, 0.0, top)
-    alarm = pump_state.alarm_volume_ml
+    return start, end
+
+
+def _volume_description(projection: pj.Projection, alarm: Decimal, start: datetime, end: datetime,
+                        tz: tzinfo) -> str:
+    """The chart in words, for its accessible description."""
     words = [f"Projected reservoir volume from {start.astimezone(tz):%Y-%m-%d %H:%M} to {end.astimezone(tz):%Y-%m-%d}."]
     if projection.low_reservoir_alarm_at:
         words.append(
@@ -219,38 +220,52 @@ def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Pro
     if projection.empty_at:
         words.append(f"and is empty on {projection.empty_at.astimezone(tz):%Y-%m-%d %H:%M}.")
     if projection.expected_empty_at:
-        words.append(f"Expected (no on-demand boluses) empty on {projection.expected_empty_at.astimezone(tz):%Y-%m-%d %H:%M}.")
+        words.append(
+            f"Expected (no on-demand boluses) empty on {projection.expected_empty_at.astimezone(tz):%Y-%m-%d %H:%M}."
+        )
     if projection.refill_due_on:
         words.append(f"Refill due on {projection.refill_due_on.isoformat()}.")
-    svg = Svg("volume-chart", "Projected reservoir volume (mL)", " ".join(words), frame)
-    svg.axes(value_ticks(0, top), "mL", time_ticks(start, end, tz))
+    return " ".join(words)
 
-    # alarm volume, labelled at the left where the lines are still high
+
+def _draw_alarm_volume(svg: Svg, frame: Frame, alarm: Decimal) -> None:
+    """The alarm volume, labelled at the left where the lines are still high."""
     y_alarm = frame.y(float(alarm))
     svg.line(LEFT, y_alarm, WIDTH - RIGHT, y_alarm, "chart-alarm")
     svg.text(LEFT + 6, y_alarm - 5, f"Alarm volume {_ml(alarm)} mL", "chart-label chart-label-alarm")
-    # due date (label at the top) and now (label at the bottom): they are often close
-    if projection.refill_due_on is not None:
-        due = pj.start_of_local_day(projection.refill_due_on, tz)
-        if frame.inside(due):
-            x = frame.x(due)
-            svg.line(x, TOP, x, HEIGHT - BOTTOM, "chart-due")
-            label = f"Due {_day(projection.refill_due_on)}"
-            # at the line's left, or its right when the left has no room
-            if x - LEFT > 7 * len(label):
-                svg.text(x - 4, TOP + 12, label, "chart-label chart-label-due", "end")
-            else:
-                svg.text(x + 4, TOP + 12, label, "chart-label chart-label-due", "start")
-    if frame.inside(now):
-        x = frame.x(now)
-        svg.line(x, TOP, x, HEIGHT - BOTTOM, "chart-now")
-        if x + 34 > WIDTH - RIGHT:  # near the right edge: the label on the line's left
-            svg.text(x - 4, HEIGHT - BOTTOM - 30, "Now", "chart-label", "end")
-        else:
-            svg.text(x + 4, HEIGHT - BOTTOM - 30, "Now", "chart-label")
-    svg.polyline([(frame.x(t), frame.y(float(w))) for t, _e, w in series], "series-worst")
-    svg.polyline([(frame.x(t), frame.y(float(e))) for t, e, _w in series], "series-expected")
-    # worst-case alarm (circle) and empty (square) instants, spelled out at the top right
+
+
+def _draw_due_date(svg: Svg, frame: Frame, refill_due_on: date | None, tz: tzinfo) -> None:
+    """The due date, labelled at the top (the now line, often close, is labelled at the bottom)."""
+    if refill_due_on is None:
+        return
+    due = pj.start_of_local_day(refill_due_on, tz)
+    if not frame.inside(due):
+        return
+    x = frame.x(due)
+    svg.line(x, TOP, x, HEIGHT - BOTTOM, "chart-due")
+    label = f"Due {_day(refill_due_on)}"
+    # at the line's left, or its right when the left has no room
+    if x - LEFT > 7 * len(label):
+        svg.text(x - 4, TOP + 12, label, "chart-label chart-label-due", "end")
+    else:
+        svg.text(x + 4, TOP + 12, label, "chart-label chart-label-due", "start")
+
+
+def _draw_now(svg: Svg, frame: Frame, now: datetime) -> None:
+    """Now, labelled at the bottom."""
+    if not frame.inside(now):
+        return
+    x = frame.x(now)
+    svg.line(x, TOP, x, HEIGHT - BOTTOM, "chart-now")
+    if x + 34 > WIDTH - RIGHT:  # near the right edge: the label on the line's left
+        svg.text(x - 4, HEIGHT - BOTTOM - 30, "Now", "chart-label", "end")
+    else:
+        svg.text(x + 4, HEIGHT - BOTTOM - 30, "Now", "chart-label")
+
+
+def _draw_worst_case_marks(svg: Svg, frame: Frame, projection: pj.Projection, alarm: Decimal, tz: tzinfo) -> None:
+    """Worst-case alarm (circle) and empty (square) instants, spelled out at the top right."""
     notes = []
     if projection.low_reservoir_alarm_at is not None:
         notes.append(f"Worst-case alarm {projection.low_reservoir_alarm_at.astimezone(tz):%Y-%m-%d %H:%M}")
@@ -264,13 +279,44 @@ def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Pro
             svg.add(f'<rect x="{_n(x - 4)}" y="{_n(y - 4)}" width="8" height="8" class="chart-marker"/>')
     if notes:  # below the due date's label, at the right: clear of it whatever the due date
         svg.text(WIDTH - RIGHT - 4, TOP + 30, " · ".join(notes), "chart-label chart-label-strong", "end")
-    svg.legend([("series-expected", "Expected"), ("series-worst", "Worst case (all boluses)"),
-                ("chart-alarm", "Alarm volume"), ("chart-due", "Due date"), ("chart-now", "Now")])
+
+
+def _table_rows(series: list) -> list:
+    """About a dozen of the series' points, the last always among them."""
     step = max(1, len(series) // 12)
     table = series[::step]
     if table[-1] is not series[-1]:
         table.append(series[-1])
-    return VolumeChart(svg.render(), table, start, end)
+    return table
+
+
+def volume_chart(*, pump_state: pj.PumpState, history_inputs, projection: pj.Projection, capacity_ml: Decimal,
+                 program_times: list[datetime], now: datetime, tz: tzinfo) -> VolumeChart | None:
+    """Projected reservoir volume, expected and worst case, with the alarm volume, the
+    due date and now."""
+    if _nothing_to_chart(projection):
+        return None
+    refills, readings, programs = history_inputs
+    start, end = _volume_span(projection, program_times, now, tz)
+    series = pj.volume_series(start=start, end=end, points=SERIES_POINTS, pump=pump_state, refills=refills,
+                              readings=readings, programs=programs)
+    if not series:
+        return None
+    top = float(max(capacity_ml, max(s[1] for s in series)))
+    frame = Frame(start, end, 0.0, top)
+    alarm = pump_state.alarm_volume_ml
+    description = _volume_description(projection, alarm, start, end, tz)
+    svg = Svg("volume-chart", "Projected reservoir volume (mL)", description, frame)
+    svg.axes(value_ticks(0, top), "mL", time_ticks(start, end, tz))
+    _draw_alarm_volume(svg, frame, alarm)
+    _draw_due_date(svg, frame, projection.refill_due_on, tz)
+    _draw_now(svg, frame, now)
+    svg.polyline([(frame.x(t), frame.y(float(w))) for t, _e, w in series], "series-worst")
+    svg.polyline([(frame.x(t), frame.y(float(e))) for t, e, _w in series], "series-expected")
+    _draw_worst_case_marks(svg, frame, projection, alarm, tz)
+    svg.legend([("series-expected", "Expected"), ("series-worst", "Worst case (all boluses)"),
+                ("chart-alarm", "Alarm volume"), ("chart-due", "Due date"), ("chart-now", "Now")])
+    return VolumeChart(svg.render(), _table_rows(series), start, end)
 
 
 # ------------------------------------------------------------------- dose history
