@@ -25,6 +25,7 @@ from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership,
 
 from . import checks, services, tallies
 from . import projection as pj
+from .alerts import is_stale, last_sweep
 from .history import policy_of
 from .models import (
     Alert,
@@ -37,7 +38,6 @@ from .models import (
     Pump,
     Reading,
     Refill,
-    SweepRun,
 )
 
 STATUS_LABELS = {
@@ -264,9 +264,8 @@ class AlertingHealth:
 
 def alerting_health(now: datetime) -> AlertingHealth:
     """When the alert sweep last completed; stale after 3 intervals (SPEC 6)."""
-    last = SweepRun.objects.order_by("-finished_at").values_list("finished_at", flat=True).first()
-    interval = timedelta(seconds=settings.ALERT_SWEEP_INTERVAL_SECONDS)
-    return AlertingHealth(last, last is None or now - last > 3 * interval)
+    last = last_sweep()
+    return AlertingHealth(last.finished_at if last is not None else None, is_stale(last, now))
 
 
 def undelivered_notifications(user, limit: int = 50) -> list:
@@ -528,6 +527,69 @@ def _current_program(now: datetime):
     )
 
 
+def _search(text: str) -> Q:
+    """Pumps whose patient's MRN (exactly or its start) or pump's serial number is the text,
+    or whose patient's family or given name contains each of its words."""
+    by_id = Q(patient__mrn__iexact=text) | Q(patient__mrn__istartswith=text) | Q(serial_number__iexact=text)
+    by_name = Q()
+    for word in text.replace(",", " ").split():
+        by_name &= Q(patient__family_name__icontains=word) | Q(patient__given_name__icontains=word)
+    return by_id | by_name
+
+
+def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: datetime) -> QuerySet:
+    """The pumps of the user's clinics with what a worklist row shows (the next
+    appointment, the prescriber of the program in force), narrowed by the filters but the status."""
+    next_appointment = Appointment.objects.filter(
+        pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True, scheduled_for__gte=now
+    ).order_by("scheduled_for", "id")
+    queryset = (
+        scope(queryset, user)
+        .select_related("clinic", "patient", "model")
+        .annotate(
+            next_appointment_at=Subquery(next_appointment.values("scheduled_for")[:1]),
+            next_appointment_kind=Subquery(next_appointment.values("kind")[:1]),
+            prescriber_id=Subquery(_current_program(now).values("entered_by_id")[:1]),
+        )
+    )
+    if filters.clinic:
+        queryset = queryset.filter(clinic__code=filters.clinic)
+    if filters.prescriber:
+        queryset = queryset.filter(prescriber_id=filters.prescriber)
+    text = filters.q.strip()
+    if text:
+        queryset = queryset.filter(_search(text))
+    return queryset
+
+
+def _fresh_counts(user, filters: WorklistFilters, fresh: QuerySet, stale_pumps: list[Pump]) -> Counter:
+    """The implanted pumps whose stored status is current, counted per status: one query."""
+    if filters.q.strip() or filters.prescriber:
+        # a search or one prescriber's pumps: count the pumps found
+        return Counter({
+            row["status"]: row["n"]
+            for row in fresh.order_by().values("status").annotate(n=Count("*")).values("status", "n")
+        })
+    # every pump of the clinics: the status tally, one small indexed sum
+    clinic_ids = scope(Clinic.objects.all(), user, clinic_field="id")
+    if filters.clinic:
+        clinic_ids = clinic_ids.filter(code=filters.clinic)
+    fresh_counts = tallies.counts(clinic_ids.values("id"))
+    for pump in stale_pumps:  # counted below at their live status
+        fresh_counts[pump.status] -= 1
+    return fresh_counts
+
+
+def _worklist_prescribers(user, stale_pumps: list[Pump]) -> list:
+    """The prescribers of the user's clinics, and those of the stale pumps' programs: one query."""
+    User = get_user_model()
+    members = scope(Membership.objects.filter(role=Role.PRESCRIBER), user).values("user_id")
+    stale_ids = {p.prescriber_id for p in stale_pumps if p.prescriber_id}
+    return list(User.objects.filter(Q(pk__in=members) | Q(pk__in=stale_ids)).order_by(
+        "last_name", "first_name", "username"
+    ))
+
+
 def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     """Every implanted pump of the user's clinics, most urgent first: empty, alarm,
     overdue, due soon, ok, incomplete, inactive; then by due date and alarm instant.
@@ -538,63 +600,18 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     status (from the status tally, unless a search or a prescriber narrows the list), the
     clinics, the prescribers, and (when the paginator slices the rows) one page of pumps
     from the worklist index."""
-    next_appointment = Appointment.objects.filter(
-        pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True, scheduled_for__gte=now
-    ).order_by("scheduled_for", "id")
-
-    def narrowed(queryset: QuerySet) -> QuerySet:
-        queryset = (
-            scope(queryset, user)
-            .select_related("clinic", "patient", "model")
-            .annotate(
-                next_appointment_at=Subquery(next_appointment.values("scheduled_for")[:1]),
-                next_appointment_kind=Subquery(next_appointment.values("kind")[:1]),
-                prescriber_id=Subquery(_current_program(now).values("entered_by_id")[:1]),
-            )
-        )
-        if filters.clinic:
-            queryset = queryset.filter(clinic__code=filters.clinic)
-        if filters.prescriber:
-            queryset = queryset.filter(prescriber_id=filters.prescriber)
-        if text:
-            by_id = Q(patient__mrn__iexact=text) | Q(patient__mrn__istartswith=text) | Q(serial_number__iexact=text)
-            by_name = Q()
-            for word in text.replace(",", " ").split():
-                by_name &= Q(patient__family_name__icontains=word) | Q(patient__given_name__icontains=word)
-            queryset = queryset.filter(by_id | by_name)
-        return queryset
-
-    text = filters.q.strip()
-    pumps = narrowed(Pump.objects.filter(explanted_on__isnull=True))
+    pumps = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=True), user, filters, now)
     # Explanted pumps are inactive: counted under "Inactive" and listed by its filter.
-    explanted = narrowed(Pump.objects.filter(explanted_on__isnull=False))
+    explanted = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=False), user, filters, now)
     explanted_count = explanted.order_by().count()
     stale_pumps = list(pumps.filter(next_change_at__lte=now))
     fresh = pumps.filter(Q(next_change_at__isnull=True) | Q(next_change_at__gt=now))
-    if text or filters.prescriber:
-        # a search or one prescriber's pumps: count the pumps found
-        fresh_counts = Counter({
-            row["status"]: row["n"]
-            for row in fresh.order_by().values("status").annotate(n=Count("*")).values("status", "n")
-        })
-    else:
-        # every pump of the clinics: the status tally, one small indexed sum
-        clinic_ids = scope(Clinic.objects.all(), user, clinic_field="id")
-        if filters.clinic:
-            clinic_ids = clinic_ids.filter(code=filters.clinic)
-        fresh_counts = tallies.counts(clinic_ids.values("id"))
-        for pump in stale_pumps:  # counted below at their live status
-            fresh_counts[pump.status] -= 1
+    fresh_counts = _fresh_counts(user, filters, fresh, stale_pumps)
     counts = Counter(fresh_counts)
     counts[pj.STATUS_INACTIVE] += explanted_count
 
     clinics = visible_clinics(user)
-    User = get_user_model()
-    members = scope(Membership.objects.filter(role=Role.PRESCRIBER), user).values("user_id")
-    stale_ids = {p.prescriber_id for p in stale_pumps if p.prescriber_id}
-    prescribers = list(User.objects.filter(Q(pk__in=members) | Q(pk__in=stale_ids)).order_by(
-        "last_name", "first_name", "username"
-    ))
+    prescribers = _worklist_prescribers(user, stale_pumps)
     people = {u.pk: u for u in prescribers}
 
     stale = []
@@ -608,7 +625,7 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     fresh_count = fresh_counts.get(filters.status, 0) if filters.status else sum(fresh_counts.values())
     if filters.status == pj.STATUS_INACTIVE:  # the implanted inactive pumps, then the explanted ones
         current = Q(next_change_at__isnull=True) | Q(next_change_at__gt=now)
-        fresh = narrowed(Pump.objects.all()).filter(
+        fresh = _worklist_pumps(Pump.objects.all(), user, filters, now).filter(
             Q(explanted_on__isnull=False) | (Q(urgency=URGENCY[pj.STATUS_INACTIVE]) & current))
         fresh_count += explanted_count
     return Worklist(
@@ -702,9 +719,13 @@ def _audit_value(value, users: dict, products: dict, attname: str, tz=None) -> s
     return str(value)
 
 
-def _audit(pump: Pump, patient: Patient) -> list[AuditEntry]:
-    """The audit history of the pump's records, newest first: who, when, old and new
-    values. One query per audited table; diffs computed in memory."""
+AUDIT_USER_FIELDS = ("performed_by_id", "entered_by_id", "verified_by_id", "voided_by_id", "acknowledged_by_id")
+AUDIT_ACTIONS = {"+": "created", "~": "changed", "-": "deleted"}
+
+
+def _audit_rows(pump: Pump, patient: Patient) -> list[tuple[str, Any]]:
+    """(label, history row) of the patient, the pump and its records, oldest first within
+    each table: one query per audited table."""
     sources = [
         ("Patient", Patient.history.filter(id=patient.pk)),
         ("Pump", Pump.history.filter(id=pump.pk)),
@@ -718,42 +739,61 @@ def _audit(pump: Pump, patient: Patient) -> list[AuditEntry]:
     rows: list[tuple[str, Any]] = []
     for label, qs in sources:
         rows.extend((label, r) for r in qs.select_related("history_user").order_by("history_date", "history_id"))
+    return rows
+
+
+def _audit_references(rows: list[tuple[str, Any]]) -> tuple[dict[int, Any], dict[int, DrugProduct]]:
+    """The users and drug products the rows refer to, by id: a query for each, only when
+    some row refers to one."""
     user_ids = set()
     for _label, r in rows:
-        for attname in ("performed_by_id", "entered_by_id", "verified_by_id", "voided_by_id", "acknowledged_by_id"):
+        for attname in AUDIT_USER_FIELDS:
             if getattr(r, attname, None):
                 user_ids.add(getattr(r, attname))
     users = {u.pk: u for u in get_user_model().objects.filter(pk__in=user_ids)} if user_ids else {}
     products = {p.pk: p for p in DrugProduct.objects.all()} if any(
         getattr(r, "drug_product_id", None) for _l, r in rows
     ) else {}
+    return users, products
+
+
+def _audit_changes(label: str, r, before, users, products, tz) -> list[tuple[str, str, str]] | None:
+    """(field, old, new) of a history row against the one before it; ``None`` for a
+    change that changed nothing shown (no entry)."""
+    fields = [f for f in r.instance_type._meta.fields if f.attname not in AUDIT_SKIP]
+    changes = []
+    if r.history_type == "~" and before is not None:
+        for f in fields:
+            old, new = getattr(before, f.attname, None), getattr(r, f.attname, None)
+            if old != new:
+                changes.append((f.verbose_name, _audit_value(old, users, products, f.attname, tz),
+                                _audit_value(new, users, products, f.attname, tz)))
+        return changes or None
+    if r.history_type == "~" and label == "Alert":
+        # alerts are created in bulk by the sweep, without a first history row: an
+        # acknowledgement still says who, when and why
+        for f in fields:
+            if f.attname in ALERT_ACK_FIELDS and getattr(r, f.attname, None) not in (None, ""):
+                changes.append((f.verbose_name, "—", _audit_value(getattr(r, f.attname), users, products,
+                                                                   f.attname, tz)))
+    return changes
+
+
+def _audit(pump: Pump, patient: Patient) -> list[AuditEntry]:
+    """The audit history of the pump's records, newest first: who, when, old and new
+    values. One query per audited table; diffs computed in memory."""
+    rows = _audit_rows(pump, patient)
+    users, products = _audit_references(rows)
     previous: dict[tuple[str, int], Any] = {}
     entries: list[AuditEntry] = []
     for label, r in rows:
-        fields = [f for f in r.instance_type._meta.fields if f.attname not in AUDIT_SKIP]
         key = (label, r.id)
-        before = previous.get(key)
-        changes = []
-        if r.history_type == "~" and before is not None:
-            for f in fields:
-                old, new = getattr(before, f.attname, None), getattr(r, f.attname, None)
-                if old != new:
-                    changes.append((f.verbose_name, _audit_value(old, users, products, f.attname, pump.clinic.tz),
-                                    _audit_value(new, users, products, f.attname, pump.clinic.tz)))
-            if not changes:
-                previous[key] = r
-                continue
-        elif r.history_type == "~" and label == "Alert":
-            # alerts are created in bulk by the sweep, without a first history row: an
-            # acknowledgement still says who, when and why
-            for f in fields:
-                if f.attname in ALERT_ACK_FIELDS and getattr(r, f.attname, None) not in (None, ""):
-                    changes.append((f.verbose_name, "—", _audit_value(getattr(r, f.attname), users, products,
-                                                                       f.attname, pump.clinic.tz)))
-        action = {"+": "created", "~": "changed", "-": "deleted"}[r.history_type]
-        entries.append(AuditEntry(r.history_date, r.history_user, f"{label} #{r.id}", action, changes,
-                                  r.history_change_reason or ""))
+        changes = _audit_changes(label, r, previous.get(key), users, products, pump.clinic.tz)
         previous[key] = r
+        if changes is None:
+            continue
+        entries.append(AuditEntry(r.history_date, r.history_user, f"{label} #{r.id}", AUDIT_ACTIONS[r.history_type],
+                                  changes, r.history_change_reason or ""))
     entries.sort(key=lambda e: e.at, reverse=True)
     return entries[:AUDIT_LIMIT]
 
@@ -771,7 +811,9 @@ def pump_page(user, pk: int, now: datetime) -> PumpPage:
     )
     events = list(Event.objects.filter(pump=pump).select_related("recorded_by").order_by("occurred_at", "id"))
     appointments = list(Appointment.objects.filter(pump=pump).order_by("scheduled_for", "id"))
-    alerts = list(Alert.objects.filter(pump=pump).select_related("clinic", "acknowledged_by").order_by("-created_at", "-id"))
+    alerts = list(
+        Alert.objects.filter(pump=pump).select_related("clinic", "acknowledged_by").order_by("-created_at", "-id")
+    )
     history = services.PumpHistory(
         refills=[r for r in refills if not r.is_voided],
         readings=[r for r in readings if not r.is_voided],
@@ -827,7 +869,9 @@ class PatientPage:
 
 def patient_page(user, pk: int, now: datetime) -> PatientPage:
     patient = patient_for(user, pk)
-    pumps = list(Pump.objects.filter(patient=patient).select_related("model", "clinic").order_by("-implanted_on", "-id"))
+    pumps = list(
+        Pump.objects.filter(patient=patient).select_related("model", "clinic").order_by("-implanted_on", "-id")
+    )
     for pump in pumps:
         pump.current_status = pump.live_status(now)
     return PatientPage(patient, pumps, permissions_for(user, patient.clinic_id))
@@ -862,7 +906,8 @@ def writable_clinic_ids(user) -> set[int] | None:
     """Clinics in which the user may record; ``None``: every clinic (a superuser)."""
     if user.is_superuser:
         return None
-    return set(Membership.objects.filter(user=user, role__in=list(CLINICAL_WRITERS)).values_list("clinic_id", flat=True))
+    memberships = Membership.objects.filter(user=user, role__in=list(CLINICAL_WRITERS))
+    return set(memberships.values_list("clinic_id", flat=True))
 
 
 # ------------------------------------------------------------------------- preview
@@ -916,6 +961,82 @@ class RefillPreview:
     problems: dict[str, str] = field(default_factory=dict)  # field -> message: nothing computed
 
 
+def _refill_problems(pump: Pump, now: datetime, *, performed_at, extracted_volume_ml, added_volume_ml,
+                     residual_left_ml, bridge_bolus_ml, concentration_mcg_per_ml,
+                     program: services.ProgramInput | None) -> dict[str, str]:
+    """Field -> message for the refill's (and its new program's) values a preview must not
+    compute with."""
+    problems = _input_problems(
+        pump, now, instant=("performed_at", performed_at),
+        not_negative=[("extracted_volume_ml", extracted_volume_ml), ("residual_left_ml", residual_left_ml),
+                      ("bridge_bolus_ml", bridge_bolus_ml)],
+        positive=[("added_volume_ml", added_volume_ml), ("concentration_mcg_per_ml", concentration_mcg_per_ml)],
+    )
+    if program is not None:
+        problems.update({f"program_{k}": v for k, v in _program_problems(program).items()})
+    return problems
+
+
+def _note_concentration(preview: RefillPreview, history, at: datetime,
+                        concentration_mcg_per_ml: Decimal | None) -> None:
+    """The concentration of the program in force at the refill, and whether the refill's differs."""
+    in_force = [p for p in history.programs if p.effective_at <= at]
+    if not in_force:
+        return
+    preview.concentration_in_force = in_force[-1].concentration_mcg_per_ml
+    if (concentration_mcg_per_ml is not None
+            and services.q3(concentration_mcg_per_ml) != preview.concentration_in_force):
+        preview.concentration_change = True
+
+
+def _check_residual(preview: RefillPreview, pump: Pump, state: pj.PumpState, inputs, at: datetime,
+                    extracted_volume_ml: Decimal | None, residual_left: Decimal) -> None:
+    """The expected residual at the refill, the discrepancy with what was extracted and its
+    meaning, and whether the pump had run empty before it."""
+    refills, readings, programs = inputs
+    preview.threshold_ml = checks.discrepancy_threshold_ml(
+        pump.model.reservoir_ml,
+        small=pump.clinic.discrepancy_threshold_small_ml,
+        large=pump.clinic.discrepancy_threshold_large_ml,
+    )
+    expected, expected_empty = pj.expected_volume_at(
+        at=at, pump=state, refills=refills, readings=readings, programs=programs
+    )
+    if expected is not None:
+        preview.expected_residual_ml = pj.to_decimal_ml(max(expected, Fraction(0)))
+    if not preview.first_fill and extracted_volume_ml is not None:
+        result = checks.residual_discrepancy(
+            expected_volume=expected, extracted_ml=extracted_volume_ml, residual_left_ml=residual_left,
+            threshold_ml=preview.threshold_ml,
+        )
+        preview.discrepancy_ml = result.discrepancy_ml
+        preview.discrepancy_flagged = result.flagged
+        preview.meaning = result.meaning
+    preview.refilled_after_empty = expected_empty is not None and at >= expected_empty and not preview.first_fill
+
+
+def _project_after_refill(preview: RefillPreview, pump: Pump, state: pj.PumpState, inputs, new_refill: pj.Refill,
+                          program: services.ProgramInput | None, at: datetime, now: datetime) -> None:
+    """The new instants with the refill (and its new program) added; none while the new
+    program is incomplete, or when the concentration changes without one."""
+    refills, readings, programs = inputs
+    new_programs = list(programs)
+    if program is not None:
+        proposed = program_projection(program, at)
+        if proposed is None:
+            preview.notes.append("Complete the new program to see the new dates.")
+            return
+        new_programs = [p for p in new_programs if p.effective_at != proposed.effective_at] + [proposed]
+    elif preview.concentration_change:
+        return
+    preview.projection = pj.project(
+        at=max(at, now), pump=state, refills=[*refills, new_refill], readings=readings,
+        programs=new_programs, policy=policy_of(pump.clinic),
+    )
+    if preview.projection.refill_due_on is not None:
+        preview.days_to_due = (preview.projection.refill_due_on - pj.local_date(now, pump.clinic.tz)).days
+
+
 def refill_preview(
     pump: Pump,
     *,
@@ -935,14 +1056,11 @@ def refill_preview(
 
     A value the services would refuse (a negative volume, a concentration of zero, a
     time in the future or before the implant) computes nothing: ``problems`` says why."""
-    problems = _input_problems(
-        pump, now, instant=("performed_at", performed_at),
-        not_negative=[("extracted_volume_ml", extracted_volume_ml), ("residual_left_ml", residual_left_ml),
-                      ("bridge_bolus_ml", bridge_bolus_ml)],
-        positive=[("added_volume_ml", added_volume_ml), ("concentration_mcg_per_ml", concentration_mcg_per_ml)],
+    problems = _refill_problems(
+        pump, now, performed_at=performed_at, extracted_volume_ml=extracted_volume_ml,
+        added_volume_ml=added_volume_ml, residual_left_ml=residual_left_ml, bridge_bolus_ml=bridge_bolus_ml,
+        concentration_mcg_per_ml=concentration_mcg_per_ml, program=program,
     )
-    if program is not None:
-        problems.update({f"program_{k}": v for k, v in _program_problems(program).items()})
     if problems:
         return RefillPreview(first_fill=False, capacity_ml=pump.model.reservoir_ml, problems=problems)
     history = services.load_history(pump)
@@ -952,33 +1070,10 @@ def refill_preview(
     first_fill = not any(r.performed_at < at for r in history.refills)
     preview = RefillPreview(first_fill=first_fill, capacity_ml=pump.model.reservoir_ml)
     state = services.pump_state(pump)
-    refills, readings, programs = history.inputs()
+    inputs = history.inputs()
 
-    in_force = [p for p in history.programs if p.effective_at <= at]
-    if in_force:
-        preview.concentration_in_force = in_force[-1].concentration_mcg_per_ml
-        if concentration_mcg_per_ml is not None and services.q3(concentration_mcg_per_ml) != in_force[-1].concentration_mcg_per_ml:
-            preview.concentration_change = True
-
-    preview.threshold_ml = checks.discrepancy_threshold_ml(
-        pump.model.reservoir_ml,
-        small=pump.clinic.discrepancy_threshold_small_ml,
-        large=pump.clinic.discrepancy_threshold_large_ml,
-    )
-    expected, expected_empty = pj.expected_volume_at(
-        at=at, pump=state, refills=refills, readings=readings, programs=programs
-    )
-    if expected is not None:
-        preview.expected_residual_ml = pj.to_decimal_ml(max(expected, Fraction(0)))
-    if not first_fill and extracted_volume_ml is not None:
-        result = checks.residual_discrepancy(
-            expected_volume=expected, extracted_ml=extracted_volume_ml, residual_left_ml=residual_left,
-            threshold_ml=preview.threshold_ml,
-        )
-        preview.discrepancy_ml = result.discrepancy_ml
-        preview.discrepancy_flagged = result.flagged
-        preview.meaning = result.meaning
-    preview.refilled_after_empty = expected_empty is not None and at >= expected_empty and not first_fill
+    _note_concentration(preview, history, at, concentration_mcg_per_ml)
+    _check_residual(preview, pump, state, inputs, at, extracted_volume_ml, residual_left)
 
     if added_volume_ml is None or added_volume_ml <= 0:
         return preview
@@ -990,21 +1085,7 @@ def refill_preview(
         performed_at=at, added_volume_ml=services.q3(added_volume_ml), residual_left_ml=services.q3(residual_left),
         bridge_bolus_ml=services.q3(bridge), stability_days=stability_days,
     )
-    new_programs = list(programs)
-    if program is not None:
-        proposed = program_projection(program, at)
-        if proposed is None:
-            preview.notes.append("Complete the new program to see the new dates.")
-            return preview
-        new_programs = [p for p in new_programs if p.effective_at != proposed.effective_at] + [proposed]
-    elif preview.concentration_change:
-        return preview
-    preview.projection = pj.project(
-        at=max(at, now), pump=state, refills=[*refills, new_refill], readings=readings,
-        programs=new_programs, policy=policy_of(pump.clinic),
-    )
-    if preview.projection.refill_due_on is not None:
-        preview.days_to_due = (preview.projection.refill_due_on - pj.local_date(now, pump.clinic.tz)).days
+    _project_after_refill(preview, pump, state, inputs, new_refill, program, at, now)
     return preview
 
 
@@ -1059,7 +1140,8 @@ class ProgramPreview:
     problems: dict[str, str] = field(default_factory=dict)  # field -> message: nothing computed
 
 
-def program_preview(pump: Pump, data: services.ProgramInput, effective_at: datetime | None, now: datetime) -> ProgramPreview:
+def program_preview(pump: Pump, data: services.ProgramInput, effective_at: datetime | None,
+                    now: datetime) -> ProgramPreview:
     """mL/day, the titration check against the program in force 24 hours before
     (``checks.check_titration``, as the services apply it) and the new dates; nothing
     computed on a value the services would refuse (``problems`` says why)."""
