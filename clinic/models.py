@@ -269,11 +269,19 @@ class CalendarFeedQuerySet(models.QuerySet):
 
 
 class CalendarFeed(models.Model):
-    """A subscription URL for the clinic's booked refill appointments
-    (``/calendar/<clinic>/<secret>.ics``). The secret is shown once at creation and
-    stored as its SHA-256 hash, like API tokens; a revoked feed answers 404."""
+    """A subscription URL of booked refill appointments: a clinic's
+    (``/calendar/<clinic>/<secret>.ics``, ``clinic`` set) or a staff member's own, the
+    appointments assigned to them in the clinics they belong to
+    (``/calendar/me/<secret>.ics``, ``user`` set). The secret is shown once at creation
+    and stored as its SHA-256 hash, like API tokens; a revoked feed answers 404."""
 
-    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="calendar_feeds")
+    clinic = models.ForeignKey(
+        Clinic, null=True, blank=True, on_delete=models.CASCADE, related_name="calendar_feeds"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="calendar_feeds",
+        help_text="A personal feed: the appointments assigned to this user.",
+    )
     name = models.CharField(max_length=200, help_text="Who or what subscribes, e.g. 'Refill nurses' Outlook'.")
     secret_hash = models.CharField(max_length=64, unique=True, editable=False)
     secret_hint = models.CharField(max_length=12, editable=False, help_text="First characters of the secret.")
@@ -288,15 +296,28 @@ class CalendarFeed(models.Model):
 
     class Meta:
         ordering = ["clinic", "-created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(clinic__isnull=False, user__isnull=True)
+                | models.Q(clinic__isnull=True, user__isnull=False),
+                name="calendar_feed_of_a_clinic_or_a_user",
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.clinic.code}{', revoked' if self.revoked_at else ''})"
+        owner = self.clinic.code if self.clinic_id else f"of {self.user}"
+        return f"{self.name} ({owner}{', revoked' if self.revoked_at else ''})"
 
     @classmethod
-    def create_with_secret(cls, *, clinic: Clinic, name: str, created_by=None) -> tuple[CalendarFeed, str]:
+    def create_with_secret(cls, *, clinic: Clinic | None = None, name: str, created_by=None,
+                           user=None) -> tuple[CalendarFeed, str]:
+        """A clinic's feed (``clinic``) or a user's own (``user``): exactly one of them."""
+        if (clinic is None) == (user is None):
+            raise ValueError("A calendar feed belongs to a clinic or to a user.")
         secret = secrets.token_urlsafe(32)
         feed = cls.objects.create(
-            clinic=clinic, name=name, created_by=created_by, secret_hash=hash_token(secret), secret_hint=secret[:6]
+            clinic=clinic, user=user, name=name, created_by=created_by, secret_hash=hash_token(secret),
+            secret_hint=secret[:6],
         )
         return feed, secret
 
@@ -305,6 +326,13 @@ class CalendarFeed(models.Model):
         """The active feed of this clinic with this secret, or None."""
         return cls.objects.active().select_related("clinic").filter(
             clinic__code=clinic_code, secret_hash=hash_token(secret)
+        ).first()
+
+    @classmethod
+    def find_personal(cls, secret: str) -> CalendarFeed | None:
+        """The active personal feed with this secret of an active user, or None."""
+        return cls.objects.active().select_related("user").filter(
+            user__isnull=False, user__is_active=True, secret_hash=hash_token(secret)
         ).first()
 
     @property

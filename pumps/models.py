@@ -460,11 +460,20 @@ class Appointment(Voidable):
     kind = models.CharField(max_length=24, choices=Kind.choices, default=Kind.REFILL)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.SCHEDULED)
     notes = models.TextField(blank=True)
+    #: The staff member who does the visit (a member of the pump's clinic whose role
+    #: records: ``services.schedule_appointment``); their calendar feed lists it.
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="assigned_appointments", db_index=False,  # the (assigned_to, scheduled_for) index below serves it
+    )
     history = HistoricalRecords()
 
     class Meta:
         ordering = ["scheduled_for", "id"]
-        indexes = [models.Index(fields=["pump", "scheduled_for"], name="appointment_pump_time_idx")]
+        indexes = [
+            models.Index(fields=["pump", "scheduled_for"], name="appointment_pump_time_idx"),
+            models.Index(fields=["assigned_to", "scheduled_for"], name="appointment_assignee_time_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.scheduled_for:%Y-%m-%d %H:%M} ({self.status})"

@@ -231,11 +231,12 @@ SKIP_NOT_PLANNED = "not_planned"
 
 
 def book(clinic: Clinic, items: Sequence[tuple[int, date]], *, actor: services.Actor, at: datetime | None = None,
-         late_allowed: Iterable[int] = ()) -> BookingResult:
-    """Book a refill for each (pump id, local day), in one transaction. A day outside the
-    pump's window is refused unless the pump is in ``late_allowed`` (a shortfall booked on
-    its suggested or chosen day). Raises ``Forbidden`` when the actor may not record in
-    the clinic; every other problem skips the pump with its reason."""
+         late_allowed: Iterable[int] = (), assigned_to=None) -> BookingResult:
+    """Book a refill for each (pump id, local day), in one transaction, assigned to
+    ``assigned_to`` (a user or a username: the service's rules) or to nobody. A day
+    outside the pump's window is refused unless the pump is in ``late_allowed`` (a
+    shortfall booked on its suggested or chosen day). Raises ``Forbidden`` when the actor
+    may not record in the clinic; every other problem skips the pump with its reason."""
     at = at or timezone.now()
     late_allowed = set(late_allowed)
     result = BookingResult()
@@ -287,7 +288,7 @@ def book(clinic: Clinic, items: Sequence[tuple[int, date]], *, actor: services.A
             try:
                 appointment = services.schedule_appointment(
                     pump=pump, scheduled_for=slot_time(clinic, day, counts[day]), actor=actor,
-                    kind=Appointment.Kind.REFILL, notes=BOOKING_NOTE, now=at,
+                    kind=Appointment.Kind.REFILL, notes=BOOKING_NOTE, now=at, assigned_to=assigned_to,
                 )
             except ServiceValidationError as exc:
                 problems = "; ".join(m for ms in exc.message_dict.values() for m in ms)
@@ -299,7 +300,7 @@ def book(clinic: Clinic, items: Sequence[tuple[int, date]], *, actor: services.A
 
 
 def book_planned(clinic: Clinic, pump_ids: Iterable[int], *, actor: services.Actor, at: datetime | None = None,
-                 horizon_days: int = pl.DEFAULT_HORIZON_DAYS) -> BookingResult:
+                 horizon_days: int = pl.DEFAULT_HORIZON_DAYS, assigned_to=None) -> BookingResult:
     """Book the named pumps on the days the plan proposes now (the API): one transaction;
     a pump the plan does not propose (booked already, a shortfall, not due within the
     horizon) is skipped with the reason."""
@@ -324,7 +325,7 @@ def book_planned(clinic: Clinic, pump_ids: Iterable[int], *, actor: services.Act
             else:
                 skipped.append(Skipped(pump, pump_id, "not in the plan (a refill is booked in time, or it is not "
                                                       "due within the horizon)", SKIP_NOT_PLANNED))
-        result = book(clinic, items, actor=actor, at=at)
+        result = book(clinic, items, actor=actor, at=at, assigned_to=assigned_to)
         result.skipped = skipped + result.skipped
     return result
 

@@ -32,5 +32,7 @@ urlpatterns = [
     path("clinics/<slug:code>/planning/book/", views_planning.planning_book, name="planning_book"),
     path("clinics/<slug:code>/planning/capacity/", views_planning.planning_capacity, name="planning_capacity"),
     path("clinics/<slug:code>/planning/feeds/", views_planning.planning_feeds, name="planning_feeds"),
+    path("clinics/<slug:code>/planning/my-feed/", views_planning.planning_my_feed, name="planning_my_feed"),
+    path("calendar/me/<str:secret>.ics", calendar_feeds.user_feed, name="user_calendar_feed"),
     path("calendar/<slug:code>/<str:secret>.ics", calendar_feeds.clinic_feed, name="calendar_feed"),
 ]

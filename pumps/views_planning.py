@@ -3,8 +3,11 @@ days with each day's load against its capacity, shortfalls first; booking one pu
 day's proposals or all of them (one transaction each, ``pumps.planning.book``); moving a
 pump to another day; and, for clinic administrators, the refill capacity and the
 calendar feeds. Every member of the clinic sees the plan; those who may record
-(nurses, pharmacists, prescribers, administrators) book; administrators change the
-capacity and the feeds (``clinic.permissions``)."""
+(nurses, pharmacists, prescribers, administrators) book, the refills they book assigned
+to themselves unless they untick "Assign to me"; administrators change the capacity and
+the clinic's feeds (``clinic.permissions``). Every member creates and revokes their own
+calendar feed ("My calendar feed", ``/calendar/me/<secret>.ics``: the refills assigned
+to them)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404
+from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -52,11 +55,12 @@ def _require(request, clinic: Clinic, action: Action) -> None:
         raise PermissionDenied(MESSAGES[action])
 
 
-def _planning_url(clinic: Clinic, horizon: int | None = None) -> str:
+def _planning_url(clinic: Clinic, horizon: int | None = None, *, assign: bool = True) -> str:
     url = reverse("planning", args=[clinic.code])
-    if horizon and horizon != pl.DEFAULT_HORIZON_DAYS:
-        url += "?" + urlencode({"horizon": horizon})
-    return url
+    query = {"horizon": horizon} if horizon and horizon != pl.DEFAULT_HORIZON_DAYS else {}
+    if not assign:
+        query["assign"] = "0"
+    return url + ("?" + urlencode(query) if query else "")
 
 
 class CapacityForm(forms.ModelForm):
@@ -99,8 +103,22 @@ class FeedForm(forms.Form):
     name = forms.CharField(label="Feed name (who subscribes)", max_length=FEED_NAME_MAX)
 
 
+class MyFeedForm(forms.Form):
+    name = forms.CharField(label="Feed name (optional, e.g. 'Phone')", max_length=FEED_NAME_MAX, required=False)
+
+
+MY_FEED_DEFAULT_NAME = "My calendar"
+
+
+def assign_to_me(query) -> bool:
+    """The "Assign to me" choice of a page or a booking form: on unless its last
+    ``assign`` value is "0" (the page sends a hidden 0 before the checkbox's 1)."""
+    values = query.getlist("assign")
+    return not values or values[-1] != "0"
+
+
 def _context(request, clinic: Clinic, *, capacity: CapacityForm | None = None, feed_form: FeedForm | None = None,
-             new_feed_url: str = "") -> dict:
+             new_feed_url: str = "", my_feed_form: MyFeedForm | None = None, new_my_feed_url: str = "") -> dict:
     now = timezone.now()
     horizon = planning.horizon_or_default(request.GET.get("horizon"))
     moves = planning.parse_moves(request.GET.getlist("move"))
@@ -118,6 +136,9 @@ def _context(request, clinic: Clinic, *, capacity: CapacityForm | None = None, f
         "feed_form": feed_form or (FeedForm() if can_admin else None),
         "feeds": list(clinic.calendar_feeds.all()) if can_admin else [],
         "new_feed_url": new_feed_url, "reasons": pl.REASONS, "today": pj.local_date(now, clinic.tz),
+        "assign": assign_to_me(request.GET), "my_feed_form": my_feed_form or MyFeedForm(),
+        "my_feeds": list(CalendarFeed.objects.filter(user=request.user).order_by("-created_at", "id")),
+        "new_my_feed_url": new_my_feed_url,
     }
 
 
@@ -150,17 +171,20 @@ def _who(row) -> str:
 def planning_book(request, code: str):
     """Book the posted ``item`` values (``<pump id>:<day>``): one pump, a day's proposals
     or all of them, as the page showed them. ``late`` names pumps booked outside their
-    window (a shortfall on its suggested or chosen day)."""
+    window (a shortfall on its suggested or chosen day). The refills are assigned to the
+    signed-in user unless ``assign`` is "0" ("Assign to me" unticked)."""
     clinic = _clinic_for(request, code)
     _require(request, clinic, Action.RECORD)
     items = [item for item in map(planning.parse_item, request.POST.getlist("item")) if item is not None]
     late = {item[0] for item in map(planning.parse_item, request.POST.getlist("late")) if item is not None}
     horizon = planning.horizon_or_default(request.POST.get("horizon"))
+    assign = assign_to_me(request.POST)
     if not items:
         messages.error(request, "Nothing to book: choose a proposal.")
-        return redirect(_planning_url(clinic, horizon))
+        return redirect(_planning_url(clinic, horizon, assign=assign))
     try:
-        result = planning.book(clinic, items, actor=actor_of(request), late_allowed=late)
+        result = planning.book(clinic, items, actor=actor_of(request), late_allowed=late,
+                               assigned_to=request.user if assign else None)
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from exc
     tz = clinic.tz
@@ -168,12 +192,13 @@ def planning_book(request, code: str):
         booked = ", ".join(f"MRN {b.pump.patient.mrn} ({b.pump.patient.initials}) on "
                            f"{pj.local_instant(b.appointment.scheduled_for, tz)}" for b in result.booked)
         count = len(result.booked)
-        messages.success(request, f"Booked {count} refill{'' if count == 1 else 's'}: {booked}.")
+        whom = "Assigned to you." if assign else "Assigned to nobody."
+        messages.success(request, f"Booked {count} refill{'' if count == 1 else 's'}: {booked}. {whom}")
     if result.skipped:
         count = len(result.skipped)
         skipped = "; ".join(str(s) for s in result.skipped)
         messages.warning(request, f"Skipped {count} (nothing booked for {'it' if count == 1 else 'them'}): {skipped}.")
-    return redirect(_planning_url(clinic, horizon))
+    return redirect(_planning_url(clinic, horizon, assign=assign))
 
 
 @login_required
@@ -212,5 +237,35 @@ def planning_feeds(request, code: str):
                                                    created_by=request.user)
     url = request.build_absolute_uri(reverse("calendar_feed", args=[clinic.code, secret]))
     response = render_page(request, "pumps/planning.html", _context(request, clinic, new_feed_url=url))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def planning_my_feed(request, code: str):
+    """The signed-in user's own calendar feed (the refills assigned to them, in every
+    clinic they belong to): create one (its URL shown once, on this answer only) or
+    revoke one of theirs. ``code`` only says which planning page to show."""
+    clinic = _clinic_for(request, code)
+    action = request.POST.get("action")
+    if action == "revoke":
+        ident = request.POST.get("id") or ""
+        feed = CalendarFeed.objects.filter(user=request.user, pk=ident).first() if ident.isdigit() else None
+        if feed is None:
+            raise Http404("No such calendar feed.")
+        feed.revoke()
+        messages.success(request, f"Your calendar feed “{feed.name}” revoked: its URL now answers 404.")
+        return redirect(reverse("planning", args=[clinic.code]) + "#my-feed-heading")
+    if action != "create":
+        return HttpResponseBadRequest("Create or revoke a calendar feed.")
+    form = MyFeedForm(request.POST)
+    if not form.is_valid():
+        return render_page(request, "pumps/planning.html", _context(request, clinic, my_feed_form=form), status=400)
+    feed, secret = CalendarFeed.create_with_secret(
+        user=request.user, name=form.cleaned_data["name"].strip() or MY_FEED_DEFAULT_NAME, created_by=request.user,
+    )
+    url = request.build_absolute_uri(reverse("user_calendar_feed", args=[secret]))
+    response = render_page(request, "pumps/planning.html", _context(request, clinic, new_my_feed_url=url))
     response["Cache-Control"] = "no-store"
     return response

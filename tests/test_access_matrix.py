@@ -192,6 +192,11 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
     "clinics/<slug:code>/planning/feeds/": [
         ("POST", "/clinics/{clinic}/planning/feeds/",              "302 403 403 403 403 400 400 302 302 302",
                                                                    "302 404 404 404 404 404 400 302 302 302")],
+    # Every member creates or revokes their own calendar feed (an empty post names no
+    # action: 400); another clinic's planning page is 404 to them.
+    "clinics/<slug:code>/planning/my-feed/": [
+        ("POST", "/clinics/{clinic}/planning/my-feed/",            "302 400 400 400 400 400 400 302 302 302",
+                                                                   "302 404 404 404 404 404 400 302 302 302")],
     # The secret in the URL is the only credential (a calendar application cannot sign
     # in): whoever asks, an active secret of the clinic named answers 200; a wrong or
     # revoked secret, or a secret of another clinic (clinic B's under clinic A's code),
@@ -203,6 +208,12 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
                                                                    "404 404 404 404 404 404 404 404 404 404"),
         ("GET", "/calendar/{clinic}/{revoked_feed}.ics",           "404 404 404 404 404 404 404 404 404 404",
                                                                    "404 404 404 404 404 404 404 404 404 404")],
+    # A personal feed: its secret is the only credential, whoever asks (the refills
+    # assigned to clinic A's nurse); a wrong or revoked secret answers 404.
+    "calendar/me/<str:secret>.ics": [
+        ("GET", "/calendar/me/{my_feed}.ics",                      "200 200 200 200 200 200 200 200 200 200", None),
+        ("GET", "/calendar/me/not-the-secret.ics",                 "404 404 404 404 404 404 404 404 404 404", None),
+        ("GET", "/calendar/me/{revoked_my_feed}.ics",              "404 404 404 404 404 404 404 404 404 404", None)],
     # ---------------------------------------------------------------- REST API
     # Staff call it with their session; a read-only token or a viewer gets 403 on any
     # write (checked before the record is looked up, so it is 403 for clinic B too).
@@ -468,13 +479,16 @@ class ClinicRecords:
     flag: object
     feed: str  # the secret of an active calendar feed of the clinic
     revoked_feed: str  # the secret of a revoked one
+    my_feed: str  # the secret of the nurse's own calendar feed (the appointment is assigned to them)
+    revoked_my_feed: str  # the secret of a revoked one
 
     def fill(self, path: str) -> str:
         return path.format(
             clinic=self.clinic.code, patient=self.patient.pk, pump=self.pump.pk, program=self.program.pk,
             refill=self.refill.pk, reading=self.reading.pk, event=self.event.pk,
             appointment=self.appointment.pk, alert=self.alert.pk, flag=self.flag.pk,
-            feed=self.feed, revoked_feed=self.revoked_feed,
+            feed=self.feed, revoked_feed=self.revoked_feed, my_feed=self.my_feed,
+            revoked_my_feed=self.revoked_my_feed,
         )
 
 
@@ -499,7 +513,7 @@ def _records(clinic: Clinic, *, family: str, mrn: str, serial: str, actor: s.Act
     event = s.record_event(pump=pump, kind=Event.Kind.ALARM_REPORTED, occurred_at=T0 + timedelta(days=8),
                            actor=actor, now=T0 + timedelta(days=8))
     appointment = s.schedule_appointment(pump=pump, scheduled_for=NOW + timedelta(days=14), actor=actor, now=NOW,
-                                         kind=Appointment.Kind.REFILL)
+                                         kind=Appointment.Kind.REFILL, assigned_to=actor.user)
     pump.refresh_from_db()
     evaluate_pump(pump, NOW)
     alert = Alert.objects.filter(pump=pump).order_by("pk").first()
@@ -512,8 +526,11 @@ def _records(clinic: Clinic, *, family: str, mrn: str, serial: str, actor: s.Act
     _, feed = CalendarFeed.create_with_secret(clinic=clinic, name="Front desk")
     revoked, revoked_feed = CalendarFeed.create_with_secret(clinic=clinic, name="Old front desk")
     revoked.revoke()
+    _, my_feed = CalendarFeed.create_with_secret(user=actor.user, name="Phone")
+    revoked, revoked_my_feed = CalendarFeed.create_with_secret(user=actor.user, name="Old phone")
+    revoked.revoke()
     return ClinicRecords(clinic, patient, pump, program, refill, reading, event, appointment, alert, flag,
-                         feed, revoked_feed)
+                         feed, revoked_feed, my_feed, revoked_my_feed)
 
 
 @dataclass

@@ -106,3 +106,36 @@ def test_pump_history_lists_changes_with_old_and_new_values(api, pump, nurse):
     other = make_clinic(code="south", timezone="Australia/Sydney")
     stranger, _ = token_client(other)
     assert stranger.get(f"{API}/pumps/{pump.pk}/history/").status_code == 404
+
+
+def test_appointment_assignee_by_username(api, pump, clinic, nurse):
+    from tests.factories import make_user
+
+    make_user("vic", clinic, "viewer")
+    make_user("otto", make_clinic(code="south", timezone="Australia/Sydney"), "nurse")
+    with travel(NOW):
+        created = api.post(f"{API}/appointments/", {"pump": pump.pk, "scheduled_for": "2026-04-09T10:30:00-05:00",
+                                                    "assigned_to": "nina"}, format="json")
+        assert created.status_code == 201 and created.json()["assigned_to"] == "nina"
+        appointment_id = created.json()["id"]
+        for name in ("vic", "otto"):
+            refused = api.post(f"{API}/appointments/", {"pump": pump.pk, "assigned_to": name,
+                                                        "scheduled_for": "2026-04-10T10:30:00-05:00"}, format="json")
+            assert refused.status_code == 400
+            assert refused.json() == {"assigned_to": [
+                f"{name} is not a nurse, pharmacist, prescriber or clinic administrator of this clinic: "
+                "assign the appointment to one, or to nobody."]}
+        assert api.patch(f"{API}/appointments/{appointment_id}/", {"assigned_to": "vic"},
+                         format="json").status_code == 400
+        kept = api.patch(f"{API}/appointments/{appointment_id}/", {"status": "done"}, format="json")
+        assert kept.json()["assigned_to"] == "nina"
+        assert api.get(f"{API}/appointments/?assigned_to=nina").json()["count"] == 1
+        cleared = api.patch(f"{API}/appointments/{appointment_id}/", {"assigned_to": None}, format="json")
+        assert cleared.status_code == 200 and cleared.json()["assigned_to"] is None
+        unassigned = api.post(f"{API}/appointments/", {"pump": pump.pk, "scheduled_for": "2026-04-10T10:30:00-05:00"},
+                              format="json")
+    assert unassigned.json()["assigned_to"] is None
+    assert Appointment.objects.filter(assigned_to__isnull=False).count() == 0
+    history = api.get(f"{API}/pumps/{pump.pk}/history/").json()
+    changes = [h["changes"]["assigned_to"] for h in history if "assigned_to" in h["changes"]]
+    assert changes == [["nina", None]]  # audited, by username

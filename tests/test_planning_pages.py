@@ -7,9 +7,11 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
+from django.http import QueryDict
 
 from clinic.models import Clinic
 from pumps import services as s
+from pumps import views_planning
 from pumps.models import Appointment
 from tests.factories import make_user
 from tests.pages_support import (
@@ -157,3 +159,32 @@ def test_admin_edits_the_capacity_nurse_may_not(clinic, nurse):
 def test_planning_index_goes_to_the_users_clinic(clinic, nurse):
     response = signed_in(nurse).get("/planning/")
     assert response.status_code == 302 and response["Location"] == f"/clinics/{clinic.code}/planning/"
+
+
+def test_booking_assigns_to_the_signed_in_user_unless_unticked(pumps, clinic, nurse):
+    first, second = pumps
+    html = page(nurse, clinic).content.decode()
+    assert '<input type="checkbox" id="id_assign" name="assign" value="1"' in html and " checked>" in html
+    assert html.count('<input type="hidden" name="assign" value="1">') >= 3  # every booking form carries it
+    response = book(nurse, clinic, f"{first.pk}:2026-04-10")
+    assert "Booked 1 refill: MRN MRN001 (AG) on 2026-04-10 09:00 CDT. Assigned to you." in text_of(
+        response.content.decode())
+    assert refills(first)[0].assigned_to == nurse
+    # unticked: the page carries the choice to its booking forms, and the booking assigns nobody
+    unticked = page(nurse, clinic, "?assign=0").content.decode()
+    assert 'name="assign" value="1" aria-describedby="id_assign_help">' in unticked
+    assert '<input type="hidden" name="assign" value="0">' in unticked.split('id="planning-plan"', 1)[1]
+    with travel(DUE_SOON_AT):
+        response = signed_in(nurse).post(f"/clinics/{clinic.code}/planning/book/",
+                                         {"item": [f"{second.pk}:2026-04-10"], "assign": "0"})
+    assert response.status_code == 302 and response["Location"].endswith("/planning/?assign=0")
+    assert refills(second)[0].assigned_to is None
+    # the checkbox's hidden 0 and its 1: the last one wins
+    assert views_planning.assign_to_me(QueryDict("assign=0&assign=1"))
+    assert not views_planning.assign_to_me(QueryDict("assign=0"))
+    assert views_planning.assign_to_me(QueryDict(""))
+
+
+def test_a_viewer_has_no_assign_checkbox_but_a_feed_of_their_own(pumps, clinic):
+    html = page(make_user("val", clinic, "viewer"), clinic).content.decode()
+    assert 'id="id_assign"' not in html and "Create my calendar feed" in html

@@ -5,6 +5,7 @@ the audit trail of a pump and its records (who, when, what changed)."""
 from __future__ import annotations
 
 import django_filters
+from django.contrib.auth import get_user_model
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -100,20 +101,35 @@ class EventViewSet(
 # ---------------------------------------------------------------------- appointments
 
 
+ASSIGNED_TO_HELP = (
+    "Username of the staff member who does the visit: a nurse, pharmacist, prescriber or clinic administrator of the "
+    "pump's clinic; null or empty for nobody. Their personal calendar feed lists it."
+)
+
+
 class AppointmentSerializer(s.ClinicSerializer):
     scheduled_for = s.ClinicDateTimeField(read_only=True)
+    assigned_to = serializers.SerializerMethodField(help_text=ASSIGNED_TO_HELP)
     voided_at = s.ClinicDateTimeField(read_only=True, allow_null=True)
     created_at = s.ClinicDateTimeField(read_only=True)
     updated_at = s.ClinicDateTimeField(read_only=True)
 
     class Meta:
         model = Appointment
-        fields = ["id", "pump", "scheduled_for", "kind", "status", "notes", "voided_at", "void_reason",
+        fields = ["id", "pump", "scheduled_for", "kind", "status", "notes", "assigned_to", "voided_at", "void_reason",
                   "created_at", "updated_at"]
         read_only_fields = fields
 
     def clinic_of(self, instance):
         return instance.pump.clinic
+
+    def get_assigned_to(self, appointment) -> str | None:
+        return appointment.assigned_to.get_username() if appointment.assigned_to_id else None
+
+
+def _assigned_to_field():
+    return serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=150,
+                                 help_text=ASSIGNED_TO_HELP)
 
 
 class AppointmentCreateSerializer(serializers.Serializer):
@@ -121,12 +137,14 @@ class AppointmentCreateSerializer(serializers.Serializer):
     scheduled_for = s.ClinicDateTimeField()
     kind = serializers.ChoiceField(choices=Appointment.Kind.choices, default=Appointment.Kind.REFILL)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=NOTES_MAX)
+    assigned_to = _assigned_to_field()
 
 
 class AppointmentUpdateSerializer(serializers.Serializer):
     scheduled_for = s.ClinicDateTimeField(required=False)
     status = serializers.ChoiceField(choices=Appointment.Status.choices, required=False)
     notes = serializers.CharField(required=False, allow_blank=True, max_length=NOTES_MAX)
+    assigned_to = _assigned_to_field()
 
 
 class AppointmentFilter(VoidableFilterSet):
@@ -134,11 +152,12 @@ class AppointmentFilter(VoidableFilterSet):
     status = django_filters.ChoiceFilter(choices=Appointment.Status.choices)
     after = AwareDateTimeFilter(field_name="scheduled_for", lookup_expr="gte")
     before = AwareDateTimeFilter(field_name="scheduled_for", lookup_expr="lte")
+    assigned_to = django_filters.CharFilter(field_name="assigned_to__username", help_text="Username of the assignee.")
 
     class Meta:
         model = Appointment
-        fields = ["pump", "patient", "mrn", "serial_number", "kind", "status", "after", "before", "updated_since",
-                  "include_voided"]
+        fields = ["pump", "patient", "mrn", "serial_number", "kind", "status", "after", "before", "assigned_to",
+                  "updated_since", "include_voided"]
 
 
 @extend_schema_view(
@@ -162,7 +181,7 @@ class AppointmentViewSet(
     clinic_lookup = "pump__clinic_id"
 
     def base_queryset(self):
-        return Appointment.objects.select_related("pump__clinic")
+        return Appointment.objects.select_related("pump__clinic", "assigned_to")
 
     @idempotent
     def create(self, request):
@@ -225,6 +244,7 @@ def pump_history(pump: Pump, limit: int = 500) -> list[dict]:
         ("appointment", Appointment.history.filter(pump_id=pump.pk)),
     ]
     entries = []
+    usernames = _Usernames()
     for name, queryset in sources:
         rows = list(queryset.select_related("history_user").order_by("id", "history_date", "history_id"))
         previous: dict = {}
@@ -233,7 +253,10 @@ def pump_history(pump: Pump, limit: int = 500) -> list[dict]:
             changes = {}
             if before is not None:
                 for change in row.diff_against(before).changes:
-                    changes[change.field] = [_text(change.old), _text(change.new)]
+                    if change.field == "assigned_to":  # a user id: its username
+                        changes[change.field] = [usernames(change.old), usernames(change.new)]
+                    else:
+                        changes[change.field] = [_text(change.old), _text(change.new)]
             previous[row.id] = row
             entries.append({
                 "record": name, "record_id": row.id, "change": CHANGE.get(row.history_type, row.history_type),
@@ -247,6 +270,21 @@ def pump_history(pump: Pump, limit: int = 500) -> list[dict]:
 
 def _text(value):
     return None if value is None else str(value)
+
+
+class _Usernames:
+    """User id → username, looked up once each (an appointment's assignee in the history)."""
+
+    def __init__(self):
+        self.known: dict = {}
+
+    def __call__(self, user_id):
+        if user_id is None:
+            return None
+        if user_id not in self.known:
+            user = get_user_model().objects.filter(pk=user_id).first()
+            self.known[user_id] = user.get_username() if user else str(user_id)
+        return self.known[user_id]
 
 
 @extend_schema(summary="Audit history of a pump and its records, newest first",

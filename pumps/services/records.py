@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from clinic import permissions
+from clinic.models import Clinic
 from pumps import projection as pj
 from pumps.errors import Forbidden, ServiceValidationError
 from pumps.history import (
@@ -109,12 +112,37 @@ def record_event(
 
 # ------------------------------------------------------------------- appointments
 
+#: ``update_appointment(assigned_to=KEEP)``: leave the assignee as it is.
+KEEP: Any = object()
+ASSIGNEE_ROLES = "a nurse, pharmacist, prescriber or clinic administrator"
+
+
+def _assignee(errors: _Errors, clinic: Clinic, value) -> Any:
+    """The user an appointment is assigned to, from a user, a username or nothing (None,
+    ""): an active member of the clinic whose role records (a superuser too). Anyone else
+    is refused with the same message, so that a username of another clinic is not told
+    apart from an unknown one."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    user = value
+    if isinstance(value, str):
+        name = value.strip()
+        user = get_user_model().objects.filter(username=name).first() if len(name) <= 150 else None
+    else:
+        name = value.get_username()
+    if user is None or not user.is_active or not permissions.user_may(user, clinic.pk, permissions.Action.RECORD):
+        errors.add("assigned_to", f"{name} is not {ASSIGNEE_ROLES} of this clinic: "
+                                  "assign the appointment to one, or to nobody.")
+        return None
+    return user
+
 
 @transaction.atomic
 def schedule_appointment(
     *, pump: Pump, scheduled_for: datetime, actor: Actor, kind: str = Appointment.Kind.REFILL, notes: str = "",
-    now: datetime | None = None,
+    now: datetime | None = None, assigned_to=None,
 ) -> Appointment:
+    """Book an appointment, assigned to ``assigned_to`` (a user or a username) or nobody."""
     now = now or timezone.now()
     pump = lock_pump(pump)
     authorize(actor, pump.clinic_id, permissions.Action.RECORD)
@@ -126,8 +154,10 @@ def schedule_appointment(
         errors.add("scheduled_for", "Datetime has no offset: give one (for example 2026-02-02T09:00:00-06:00 or Z).")
     if pump.explanted_on is not None:
         errors.add("pump", f"This pump was explanted on {pump.explanted_on.isoformat()}.")
+    assignee = _assignee(errors, pump.clinic, assigned_to)
     errors.raise_if_any()
-    appointment = Appointment(pump=pump, scheduled_for=scheduled_for, kind=kind, notes=notes or "")
+    appointment = Appointment(pump=pump, scheduled_for=scheduled_for, kind=kind, notes=notes or "",
+                              assigned_to=assignee)
     _stamp(appointment, actor)
     appointment.save()
     evaluate_alerts(pump, now)
@@ -136,7 +166,9 @@ def schedule_appointment(
 
 @transaction.atomic
 def update_appointment(*, appointment: Appointment, actor: Actor, status: str | None = None,
-                       scheduled_for: datetime | None = None, notes: str | None = None) -> Appointment:
+                       scheduled_for: datetime | None = None, notes: str | None = None,
+                       assigned_to=KEEP) -> Appointment:
+    """Change what is given; ``assigned_to``: a user or a username, or None / "" for nobody."""
     pump = lock_pump(appointment.pump_id)
     authorize(actor, pump.clinic_id, permissions.Action.RECORD)
     appointment = Appointment.objects.select_for_update().get(pk=appointment.pk)
@@ -146,6 +178,7 @@ def update_appointment(*, appointment: Appointment, actor: Actor, status: str | 
         errors.add("status", f"Must be one of: {', '.join(Appointment.Status.values)}.")
     if scheduled_for is not None and timezone.is_naive(scheduled_for):
         errors.add("scheduled_for", "Datetime has no offset: give one (for example 2026-02-02T09:00:00-06:00 or Z).")
+    assignee = KEEP if assigned_to is KEEP else _assignee(errors, pump.clinic, assigned_to)
     errors.raise_if_any()
     if status is not None:
         appointment.status = status
@@ -153,6 +186,8 @@ def update_appointment(*, appointment: Appointment, actor: Actor, status: str | 
         appointment.scheduled_for = scheduled_for
     if notes is not None:
         appointment.notes = notes
+    if assignee is not KEEP:
+        appointment.assigned_to = assignee
     _stamp(appointment, actor)
     appointment.save()
     # a cancelled refill appointment brings the due-soon alert back
