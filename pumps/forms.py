@@ -9,9 +9,11 @@ from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from django import forms
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from clinic import permissions
 from clinic.models import WEEKDAY_NAMES, AlertRecipient, Clinic, ClinicClosure
 
 from . import projection as pj
@@ -469,6 +471,8 @@ class ReplaceForm(forms.Form):
 class AppointmentForm(forms.Form):
     scheduled_for = LocalDateTimeField(label="Date and time (local time)")
     kind = forms.ChoiceField(label="Kind", choices=Appointment.Kind.choices, initial=Appointment.Kind.REFILL)
+    assigned_to = forms.ModelChoiceField(label="Assigned to", required=False,
+                                         queryset=get_user_model().objects.none(), empty_label="Nobody")
     notes = forms.CharField(label="Notes", required=False, max_length=500)
 
     def __init__(self, *args, pump: Pump, **kwargs):
@@ -476,12 +480,17 @@ class AppointmentForm(forms.Form):
         self.pump = pump
         self.fields["scheduled_for"].tz = pump.clinic.tz
         self.fields["scheduled_for"].label = f"Date and time (local time, {pump.clinic.timezone})"
+        # who may be assigned: the clinic's staff who record (the service checks it again)
+        self.fields["assigned_to"].queryset = get_user_model().objects.filter(
+            is_active=True, memberships__clinic=pump.clinic,
+            memberships__role__in=list(permissions.ROLES[permissions.Action.RECORD]),
+        ).order_by("username")
 
     def save(self, *, actor):
         data = self.cleaned_data
         return services.schedule_appointment(
             pump=self.pump, scheduled_for=data["scheduled_for"], kind=data["kind"], notes=data.get("notes") or "",
-            actor=actor,
+            assigned_to=data.get("assigned_to"), actor=actor,
         )
 
 

@@ -520,8 +520,10 @@ def appointments(request, pk: int):
                 return redirect("appointments", pk=pump.pk)
     else:
         visit = forms.default_visit_time(now, pump.clinic.tz)
-        form = forms.AppointmentForm(initial={"scheduled_for": visit.strftime("%Y-%m-%dT%H:%M")}, pump=pump)
-    booked = list(Appointment.objects.filter(pump=pump).order_by("-scheduled_for", "-id"))
+        initial = {"scheduled_for": visit.strftime("%Y-%m-%dT%H:%M"),
+                   "assigned_to": request.user.pk if perms.can_write else None}
+        form = forms.AppointmentForm(initial=initial, pump=pump)
+    booked = list(Appointment.objects.filter(pump=pump).select_related("assigned_to").order_by("-scheduled_for", "-id"))
     context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "can": perms,
                "appointments": booked, "statuses": Appointment.Status.choices}
     return render_page(request, "pumps/appointments.html", context, status=400 if form.errors else 200, now=now)

@@ -137,3 +137,19 @@ def test_worksheet_expects_the_residual_at_the_booked_visit(filled, nurse):
     assert "Program continuous 450 mcg/day at 1000 mcg/mL" in text
     assert '<button type="button" data-print>Print this worksheet</button>' in html
     assert 'media="print"' in html
+
+
+def test_appointment_booked_on_the_pump_page_is_assigned_to_the_chosen_colleague(filled, nurse, clinic):
+    colleague = make_user("rn.two", clinic, "nurse")
+    make_user("vi.ewer", clinic, "viewer")
+    with travel(DUE_SOON_AT):
+        client = signed_in(nurse)
+        form = client.get(f"/pumps/{filled.pk}/appointments/").content.decode()
+        booked = client.post(f"/pumps/{filled.pk}/appointments/", {"scheduled_for": "2026-04-07T09:30",
+                                                                     "kind": "refill", "assigned_to": colleague.pk})
+        page = text_of(client.get(f"/pumps/{filled.pk}/appointments/").content.decode())
+    assert f'<option value="{nurse.pk}" selected>nina</option>' in form  # the booking nurse by default
+    assert "vi.ewer" not in form  # a viewer cannot be assigned
+    assert booked.status_code == 302
+    assert Appointment.objects.get().assigned_to == colleague
+    assert "rn.two" in page
