@@ -273,12 +273,14 @@ def _load_history(pump: Pump) -> PumpHistory:
 
 
 def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None, *,
-                  episode: str | None = None, refill_appointments: list[datetime] | None = None) -> list[Wanted]:
+                  episode: str | None = None, refill_appointments: list[datetime] | None = None,
+                  mris: list[Event] | None = None) -> list[Wanted]:
     """Which alerts the pump's stored projection and records call for as of ``now``
     (``history``: its live records, ``episode``: its ``reservoir_episode``, when the
     caller has them; ``refill_appointments``: the instants of the pump's live, scheduled
-    refill appointments from at least the start of its clinic's today, read for many pumps
-    at once by the caller, so that ``refill_booked_for`` needs no query).
+    refill appointments from at least the start of its clinic's today, and ``mris``: its
+    live MRI events, read for many pumps at once by the caller, so that no query is
+    needed here).
 
     ``withdrawal_risk`` has two episodes per fill: "may run empty" (``fill:<id>``) from the
     withdrawal window until the worst-case empty instant, then "empty" (``fill:<id>:empty``).
@@ -301,7 +303,7 @@ def wanted_alerts(pump: Pump, now: datetime, history: PumpHistory | None = None,
         *_refill_alerts(pump, now, today, episode, refill_appointments),
         *_battery_alerts(pump, today),
         *_unverified_program_alerts(history, now),
-        *_post_mri_alerts(pump, history),
+        *_post_mri_alerts(pump, history, mris),
         *_discrepancy_alerts(history),
     ]
 
@@ -392,17 +394,20 @@ def _unverified_program_alerts(history: PumpHistory, now: datetime) -> list[Want
     ]
 
 
-def _post_mri_alerts(pump: Pump, history: PumpHistory) -> list[Wanted]:
+def _post_mri_alerts(pump: Pump, history: PumpHistory, mris: list[Event] | None = None) -> list[Wanted]:
     """``post_mri_check``: one per MRI after the last reading, on a pump model that must
-    be interrogated after an MRI (one query)."""
+    be interrogated after an MRI (one query, unless the caller read the MRIs)."""
     if pump.model.mri_behaviour != PumpModel.MRI_INTERROGATE:
         return []
     tz = pump.clinic.tz
     last_reading = max((r.read_at for r in history.readings), default=None)
     # An MRI entered a few minutes ahead of the clock counts too: the check is due after it.
-    mris = Event.objects.live().filter(pump=pump, kind=Event.Kind.MRI)
-    if last_reading:
-        mris = mris.filter(occurred_at__gt=last_reading)
+    if mris is None:
+        mris = Event.objects.live().filter(pump=pump, kind=Event.Kind.MRI)
+        if last_reading:
+            mris = mris.filter(occurred_at__gt=last_reading)
+    else:
+        mris = [e for e in mris if last_reading is None or e.occurred_at > last_reading]
     return [
         Wanted(AlertKind.POST_MRI_CHECK, f"mri:{event.pk}", event.occurred_at,
                f"MRI recorded at {pj.local_instant(event.occurred_at, tz)} and no reading since")

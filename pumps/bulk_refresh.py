@@ -29,9 +29,9 @@ Entry points: ``refresh_pumps(ids, now)`` (the sweep's due ids, as ``sweep_pumps
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -62,10 +62,7 @@ log = logging.getLogger("pumps.bulk_refresh")
 CHUNK = int(getattr(settings, "ALERT_BULK_CHUNK", 250))
 
 #: The stored projection, as ``pumps.history.store_projection`` writes it.
-STORED_FIELDS = (
-    "status", "urgency", "low_reservoir_alarm_at", "empty_at", "expected_low_reservoir_alarm_at",
-    "expected_empty_at", "drug_expires_at", "refill_due_on", "anchor_at", "next_change_at", "projected_at",
-)
+STORED_FIELDS = pump_history.STORED_FIELDS
 _SQL_TYPES = {
     "status": "varchar", "urgency": "smallint", "refill_due_on": "date",
 }
@@ -173,48 +170,8 @@ def _share_clinics(pumps: list[Pump]) -> None:
 
 def _stored_projection(pump: Pump, now: datetime, history: pump_history.PumpHistory) -> dict:
     """The stored projection's values for ``pump`` as of ``now`` (set on ``pump`` too),
-    without writing them."""
-    compute = getattr(pump_history, "projection_values", None)
-    if compute is not None:
-        return compute(pump, now=now, history=history)
-    return _stored_projection_transitional(pump, now, history)
-
-
-def _stored_projection_transitional(pump: Pump, now: datetime, history: pump_history.PumpHistory) -> dict:
-    # Transitional: the body of pumps.history.store_projection without its UPDATE, until
-    # pumps.history.projection_values exists (then this is never called; delete it). The
-    # equivalence test (tests/test_bulk_refresh.py) compares the two paths' rows.
-    latest = max(
-        [r.performed_at for r in history.refills] + [r.read_at for r in history.readings]
-        + [p.effective_at for p in history.programs] + [now],
-    )
-    proj = pump_history.project_pump(pump, max(now, latest), history)
-    clinic = pump.clinic
-    extra = []
-    if proj.empty_at is not None:
-        extra.append(proj.empty_at - timedelta(hours=clinic.withdrawal_window_hours))
-    if pump.expected_end_of_service is not None:
-        for days in (180, 90):
-            extra.append(pj.start_of_local_day(pump.expected_end_of_service - timedelta(days=days), clinic.tz))
-    extra.extend(p.entered_at + timedelta(hours=24) for p in history.programs if p.verified_at is None)
-    extra.append(proj.drug_expires_at)
-    common = {
-        "tz": clinic.tz, "active": proj.status != pj.STATUS_INACTIVE, "complete": proj.status != pj.STATUS_INCOMPLETE,
-        "empty_at": proj.empty_at, "lra_at": proj.low_reservoir_alarm_at, "due_on": proj.refill_due_on,
-        "due_soon_days": clinic.due_soon_days,
-    }
-    pump.status = pj.status_at(now, **common)
-    pump.urgency = pj.STATUSES.index(pump.status)
-    pump.low_reservoir_alarm_at = proj.low_reservoir_alarm_at
-    pump.empty_at = proj.empty_at
-    pump.expected_low_reservoir_alarm_at = proj.expected_low_reservoir_alarm_at
-    pump.expected_empty_at = proj.expected_empty_at
-    pump.drug_expires_at = proj.drug_expires_at
-    pump.refill_due_on = proj.refill_due_on
-    pump.anchor_at = proj.anchor_at
-    pump.next_change_at = pj.next_status_change(now, **common, extra_instants=extra)
-    pump.projected_at = now
-    return {f: getattr(pump, f) for f in STORED_FIELDS}
+    without writing them: the one computation of ``pumps.history``."""
+    return pump_history.projection_values(pump, now=now, history=history)
 
 
 def _write_projections(values: dict[int, dict]) -> None:
@@ -236,11 +193,8 @@ def _write_projections(values: dict[int, dict]) -> None:
         cursor.execute(sql, params)
 
 
-def _wanted_kwargs() -> set[str]:
-    return set(inspect.signature(alerts.wanted_alerts).parameters)
-
-
-def _refresh_chunk(ids: list[int] | None, now: datetime, chunk: int, locked_ids: list[int]) -> tuple[int, int, int, int]:
+def _refresh_chunk(ids: list[int] | None, now: datetime, chunk: int,
+                   locked_ids: list[int]) -> tuple[int, int, int, int]:
     pumps = _lock(ids, now, chunk)
     if not pumps:
         return 0, 0, 0, 0
@@ -277,94 +231,109 @@ def _inactive(pump: Pump) -> str:
 
 
 def _preloads(pumps: list[Pump], now: datetime) -> dict[str, dict[int, list]]:
-    """What ``wanted_alerts`` would read per pump, read once for the chunk, when its
-    signature accepts it (``mris``, ``refill_appointments``)."""
-    accepted = _wanted_kwargs()
-    out: dict[str, dict[int, list]] = {}
+    """What ``wanted_alerts`` would read per pump (``mris``, ``refill_appointments``), read
+    once for the chunk."""
     active = [p for p in pumps if not _inactive(p)]
-    if "mris" in accepted:
-        interrogate = [p.pk for p in active if p.model.mri_behaviour == PumpModel.MRI_INTERROGATE]
-        mris = defaultdict(list)
-        if interrogate:
-            for event in Event.objects.live().filter(pump_id__in=interrogate, kind=Event.Kind.MRI).order_by(
-                    "pump", "occurred_at", "id"):
-                mris[event.pump_id].append(event)
-        out["mris"] = {p.pk: mris[p.pk] for p in active}
-    if "refill_appointments" in accepted:
-        # a superset (from two days back: the start of any zone's "today"); the rule
-        # (alerts.refill_booked_for) picks the ones that count
-        with_due_date = [p.pk for p in active if p.refill_due_on]
-        booked = defaultdict(list)
-        if with_due_date:
-            for pump_id, at in Appointment.objects.live().filter(
-                pump_id__in=with_due_date, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED,
-                scheduled_for__gte=now - timedelta(days=2),
-            ).order_by("pump_id", "scheduled_for").values_list("pump_id", "scheduled_for"):
-                booked[pump_id].append(at)
-        out["refill_appointments"] = {p.pk: booked[p.pk] for p in active}
-    return out
+    interrogate = [p.pk for p in active if p.model.mri_behaviour == PumpModel.MRI_INTERROGATE]
+    mris = defaultdict(list)
+    if interrogate:
+        for event in Event.objects.live().filter(pump_id__in=interrogate, kind=Event.Kind.MRI).order_by(
+                "pump", "occurred_at", "id"):
+            mris[event.pump_id].append(event)
+    # a superset (from two days back: the start of any zone's "today"); the rule
+    # (alerts.refill_booked_for) picks the ones that count
+    with_due_date = [p.pk for p in active if p.refill_due_on]
+    booked = defaultdict(list)
+    if with_due_date:
+        for pump_id, at in Appointment.objects.live().filter(
+            pump_id__in=with_due_date, kind=Appointment.Kind.REFILL, status=Appointment.Status.SCHEDULED,
+            scheduled_for__gte=now - timedelta(days=2),
+        ).order_by("pump_id", "scheduled_for").values_list("pump_id", "scheduled_for"):
+            booked[pump_id].append(at)
+    return {"mris": {p.pk: mris[p.pk] for p in active},
+            "refill_appointments": {p.pk: booked[p.pk] for p in active}}
+
+
+@dataclass
+class _Plan:
+    """What the chunk's alerts need, gathered pump by pump, then applied in a few
+    statements (as ``alerts.evaluate_pump`` does one pump at a time)."""
+
+    resolve: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # reason -> alert ids
+    resolve_all: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # reason -> pump ids
+    raise_critical: list[int] = field(default_factory=list)
+    reopen: list[tuple[Alert, alerts.Wanted]] = field(default_factory=list)
+    create: list[Alert] = field(default_factory=list)
 
 
 def _evaluate(pumps: list[Pump], histories: dict[int, pump_history.PumpHistory], now: datetime) -> tuple[int, int]:
     if not pumps:
         return 0, 0
-    by_pump: dict[int, dict[tuple[str, str], Alert]] = defaultdict(dict)
-    clinics = {p.clinic_id: p.clinic for p in pumps}
-    for alert in Alert.objects.filter(pump_id__in=[p.pk for p in pumps]):
-        alert.clinic = clinics[alert.clinic_id]
-        by_pump[alert.pump_id][(alert.kind, alert.episode)] = alert
+    by_pump = _existing_alerts(pumps)
     preloads = _preloads(pumps, now)
-
-    resolve: dict[str, list[int]] = defaultdict(list)  # reason -> open alert ids
-    resolve_all: dict[str, list[int]] = defaultdict(list)  # inactive pumps: reason -> pump ids
-    raise_critical: list[int] = []
-    reopen: list[tuple[Alert, alerts.Wanted]] = []
-    create: list[Alert] = []
+    plan = _Plan()
     for pump in pumps:
         existing = by_pump.get(pump.pk, {})
         reason = _inactive(pump)
         if reason:
             if any(a.resolved_at is None for a in existing.values()):
-                resolve_all[reason].append(pump.pk)
+                plan.resolve_all[reason].append(pump.pk)
             continue
-        history = histories[pump.pk]
-        episode = alerts.reservoir_episode(pump, history)
         extra = {name: values[pump.pk] for name, values in preloads.items()}
-        wanted = alerts.wanted_alerts(pump, now, history, episode=episode, **extra)
-        keys = {(w.kind, w.episode) for w in wanted}
-        for alert in existing.values():
-            if alert.resolved_at is not None or (alert.kind, alert.episode) in keys:
-                continue
-            why = alerts._resolution(alert, episode, keys)
-            if why:
-                resolve[why].append(alert.pk)
-        for w in wanted:
-            known = existing.get((w.kind, w.episode))
-            if known is not None:
-                if known.resolved_at is not None:
-                    reopen.append((known, w))
-                elif w.severity == Severity.CRITICAL and known.severity != Severity.CRITICAL:
-                    raise_critical.append(known.pk)
-                continue
-            create.append(_new_alert(pump, w, now))
+        _plan_pump(plan, pump, existing, histories[pump.pk], now, extra)
+    return _apply(plan, now)
 
-    for reason, pump_ids in resolve_all.items():
+
+def _existing_alerts(pumps: list[Pump]) -> dict[int, dict[tuple[str, str], Alert]]:
+    by_pump: dict[int, dict[tuple[str, str], Alert]] = defaultdict(dict)
+    clinics = {p.clinic_id: p.clinic for p in pumps}
+    for alert in Alert.objects.filter(pump_id__in=[p.pk for p in pumps]):
+        alert.clinic = clinics[alert.clinic_id]
+        by_pump[alert.pump_id][(alert.kind, alert.episode)] = alert
+    return by_pump
+
+
+def _plan_pump(plan: _Plan, pump: Pump, existing: dict, history: pump_history.PumpHistory, now: datetime,
+               extra: dict) -> None:
+    """The alerts one active pump calls for against those it has (the rules of
+    ``alerts.wanted_alerts`` and ``alerts._resolution``)."""
+    episode = alerts.reservoir_episode(pump, history)
+    wanted = alerts.wanted_alerts(pump, now, history, episode=episode, **extra)
+    keys = {(w.kind, w.episode) for w in wanted}
+    for alert in existing.values():
+        if alert.resolved_at is not None or (alert.kind, alert.episode) in keys:
+            continue
+        why = alerts._resolution(alert, episode, keys)
+        if why:
+            plan.resolve[why].append(alert.pk)
+    for w in wanted:
+        known = existing.get((w.kind, w.episode))
+        if known is None:
+            plan.create.append(_new_alert(pump, w, now))
+        elif known.resolved_at is not None:
+            plan.reopen.append((known, w))
+        elif w.severity == Severity.CRITICAL and known.severity != Severity.CRITICAL:
+            plan.raise_critical.append(known.pk)
+
+
+def _apply(plan: _Plan, now: datetime) -> tuple[int, int]:
+    for reason, pump_ids in plan.resolve_all.items():
         # as evaluate_pump: every open alert of the pump, then the pending notifications
         # of its resolved alerts are cancelled (only for pumps where something resolved)
         done = _resolve("pump_id", pump_ids, reason, now, returning="pump_id")
         if done:
             alerts._cancel_pending(Q(alert__pump_id__in=sorted(set(done))))
     resolved: list[int] = []
-    for reason, alert_ids in resolve.items():
+    for reason, alert_ids in plan.resolve.items():
         resolved += _resolve("id", alert_ids, reason, now)
     if resolved:
         alerts._cancel_pending(Q(alert_id__in=resolved))
-    if raise_critical:
-        Alert.objects.filter(pk__in=raise_critical).update(severity=Severity.CRITICAL)
+    if plan.raise_critical:
+        Alert.objects.filter(pk__in=plan.raise_critical).update(severity=Severity.CRITICAL)
     notes = 0
-    for alert, w in reopen:  # rare: a cleared condition that came back in the same episode
+    for alert, w in plan.reopen:  # rare: a cleared condition that came back in the same episode
         notes += alerts._reopen(alert, w, now)
-    inserted = _insert_alerts(create)
+    inserted = _insert_alerts(plan.create)
     notes += _notify_fresh(inserted, now)
     if notes:
         alerts.queue_delivery_on_commit()

@@ -110,12 +110,33 @@ def projection_reason(pump: Pump, proj: pj.Projection) -> str:
     )
 
 
+STORED_FIELDS = (
+    "status", "urgency", "low_reservoir_alarm_at", "empty_at", "expected_low_reservoir_alarm_at",
+    "expected_empty_at", "drug_expires_at", "refill_due_on", "anchor_at", "next_change_at", "projected_at",
+)
+
+
 def store_projection(pump: Pump, *, now: datetime, history: PumpHistory | None = None,
-                   bump_version: bool = False) -> Pump:
+                     bump_version: bool = False) -> Pump:
     """Store a fresh projection of one pump on its row (inside the caller's transaction):
     status, instants, due date and ``next_change_at``, the next instant the sweep must look
     again; with ``bump_version`` (after a clinical write) also its version, in the same
     UPDATE. The one verb for "store a fresh projection"."""
+    values = projection_values(pump, now=now, history=history)
+    if bump_version:
+        pump.updated_at = timezone.now()
+        values.update(version=F("version") + 1, updated_at=pump.updated_at)
+    # The stored projection is derived data: no audit row for it.
+    Pump.objects.filter(pk=pump.pk).update(**values)
+    if bump_version:
+        pump.version += 1
+    return pump
+
+
+def projection_values(pump: Pump, *, now: datetime, history: PumpHistory | None = None) -> dict:
+    """The stored projection of one pump as of ``now``, set on ``pump`` and returned as
+    {field: value}, not written: ``store_projection`` writes one pump's, the set-based
+    refresh (``pumps.bulk_refresh``) a chunk's in one UPDATE."""
     history = history or load_history(pump)
     latest = max(
         [r.performed_at for r in history.refills] + [r.read_at for r in history.readings]
@@ -160,20 +181,7 @@ def store_projection(pump: Pump, *, now: datetime, history: PumpHistory | None =
         extra_instants=extra,
     )
     pump.projected_at = now
-    fields = [
-        "status", "urgency", "low_reservoir_alarm_at", "empty_at", "expected_low_reservoir_alarm_at",
-        "expected_empty_at", "drug_expires_at", "refill_due_on", "anchor_at", "next_change_at",
-        "projected_at",
-    ]
-    values = {f: getattr(pump, f) for f in fields}
-    if bump_version:
-        pump.updated_at = timezone.now()
-        values.update(version=F("version") + 1, updated_at=pump.updated_at)
-    # The stored projection is derived data: no audit row for it.
-    Pump.objects.filter(pk=pump.pk).update(**values)
-    if bump_version:
-        pump.version += 1
-    return pump
+    return {f: getattr(pump, f) for f in STORED_FIELDS}
 
 
 def bump_version(pump: Pump) -> None:
