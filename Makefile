@@ -19,12 +19,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint bench install migrate clean distclean
+.PHONY: help run test lint bench loadtest install migrate clean distclean
 
 help:
 	@echo "make run      start the app with demo data on http://$(HOST):$(PORT)/ (worker and beat included)"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff and the import contracts"
+	@echo "make loadtest Locust against gunicorn (4 workers), a Celery worker and beat on a fresh 100,000-pump database for 5 minutes (LOADTEST_ARGS='--pumps 2000 --duration 60': quick)"
 	@echo "make bench    seed 2,000 and 100,000 pumps on PostgreSQL and measure (BENCH_DATABASE_URL)"
 	@echo "make install  create $(VENV) and install the project (only when pyproject.toml changed)"
 	@echo "make migrate  apply database migrations"
@@ -83,6 +84,11 @@ lint: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) bench/bench.py $(BENCH_ARGS)
+
+# PostgreSQL and Redis on this machine; loopback only, bounded in users and time.
+LOADTEST_ARGS ?=
+loadtest: $(STAMP)
+	loadtest/run.sh $(LOADTEST_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .hypothesis test-artifacts *.egg-info
