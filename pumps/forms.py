@@ -223,7 +223,7 @@ def steps_text(steps: list[dict]) -> str:
 
 
 class ProgramFieldsMixin:
-    """The fields of a program (SPEC 3): concentration, continuous or flex, on-demand bolus,
+    """The fields of a program (docs/clinical-rules.md §4): concentration, continuous or flex, on-demand bolus,
     override reason. ``program_prefix`` is "" for the program page, "program_" when the
     program rides on a refill."""
 

@@ -191,7 +191,7 @@ def visible_clinics(user) -> list[Clinic]:
 
 @dataclass(frozen=True)
 class Permissions:
-    """What the user may do in one clinic (SPEC 9): a viewer writes nothing; only a
+    """What the user may do in one clinic (README, Security): a viewer writes nothing; only a
     prescriber enters or verifies a program; clinic settings are for clinic admins."""
 
     role: str | None
@@ -263,13 +263,13 @@ class AlertingHealth:
 
 
 def alerting_health(now: datetime) -> AlertingHealth:
-    """When the alert sweep last completed; stale after 3 intervals (SPEC 6)."""
+    """When the alert sweep last completed; stale after 3 intervals (docs/clinical-rules.md §11)."""
     last = last_sweep()
     return AlertingHealth(last.finished_at if last is not None else None, is_stale(last, now))
 
 
 def undelivered_notifications(user, limit: int = 50) -> list:
-    """Notifications of the user's clinics that kept failing (SPEC 6: a person is told)."""
+    """Notifications of the user's clinics that kept failing (docs/clinical-rules.md §11: a person is told)."""
     from .models import Notification
 
     queryset = scope(Notification.objects.filter(status=Notification.FAILED), user)

@@ -1,4 +1,4 @@
-"""Staff web pages (SPEC 7, 9). Thin: selectors read, forms parse, services write (one
+"""Staff web pages (README, Security). Thin: selectors read, forms parse, services write (one
 transaction per action) and their field-level messages go back on the form. Every page
 needs sign-in; another clinic's record answers 404; roles limit what can be changed."""
 

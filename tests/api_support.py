@@ -1,5 +1,5 @@
 """Helpers for the REST API tests: clients with a Bearer token or a staff session, the
-clock, and the SPEC 4.8 worked example as API calls."""
+clock, and the worked example (docs/clinical-rules.md §12) as API calls."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from clinic.models import ApiClient
 CHICAGO = ZoneInfo("America/Chicago")
 API = "/api/v1"
 
-# SPEC 4.8: the refill is recorded an hour after it was performed.
+# The worked example (docs/clinical-rules.md §12): the refill is recorded an hour after it was performed.
 REFILL_AT = "2026-02-02T09:00:00-06:00"
 AFTER_REFILL = datetime(2026, 2, 2, 10, 0, tzinfo=CHICAGO)
 
@@ -43,7 +43,7 @@ def travel(moment: datetime):
 
 
 def worked_example_refill(pump_id: int, **overrides) -> dict:
-    """SPEC 4.8: 36 mL of 1000 mcg/mL with a continuous program of 450 mcg/day."""
+    """The worked example (docs/clinical-rules.md §12): 36 mL of 1000 mcg/mL with a continuous program of 450 mcg/day."""
     body = {
         "pump": pump_id,
         "performed_at": REFILL_AT,

@@ -1,4 +1,4 @@
-"""Helpers for the staff page tests: the SPEC 4.8 worked example, the clock, and HTML checks."""
+"""Helpers for the staff page tests: the worked example (docs/clinical-rules.md §12), the clock, and HTML checks."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pumps.models import Program, SweepRun
 from tests.factories import make_patient, make_pump
 
 CHICAGO = ZoneInfo("America/Chicago")
-T0 = datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO)  # SPEC 4.8 first fill
+T0 = datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO)  # the worked example's first fill
 DUE_SOON_AT = datetime(2026, 3, 28, 12, 0, tzinfo=CHICAGO)  # 13 days before the 2026-04-10 due date
 OK_AT = datetime(2026, 3, 20, 12, 0, tzinfo=CHICAGO)
 
@@ -33,7 +33,7 @@ def signed_in(user) -> Client:
 
 def worked_example(patient, actor, *, serial="SN-0001", at=T0, added="36", dose="450", now=None, model="8637-40",
                    implanted_on=date(2026, 1, 15)):
-    """SPEC 4.8: an 8637-40 filled with 36 mL of 1000 mcg/mL at 450 mcg/day (0.45 mL/day).
+    """The worked example (docs/clinical-rules.md §12): an 8637-40 filled with 36 mL of 1000 mcg/mL at 450 mcg/day (0.45 mL/day).
 
     The program rides on the refill when ``actor`` may enter programs; otherwise (a nurse)
     the nurse records the fill and the program of the same instant is entered apart, by

@@ -1,4 +1,4 @@
-"""Access matrix (SPEC 9): every URL pattern x every role x own / other clinic.
+"""Access matrix (README, Security): every URL pattern x every role x own / other clinic.
 
 ``MATRIX`` below is the single declaration of who gets what. Each key is a URL pattern
 exactly as ``django.urls.get_resolver()`` spells it (admin excluded, except its login

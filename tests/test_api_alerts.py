@@ -17,7 +17,7 @@ LRA = datetime(2026, 4, 18, 23, 20, tzinfo=CHICAGO)
 
 @pytest.fixture
 def alarm(pump, nurse, prescriber):
-    """The SPEC 4.8 pump swept after its worst-case LRA: low_reservoir and refill_overdue."""
+    """The worked example's pump swept after its worst-case LRA: low_reservoir and refill_overdue."""
     s.record_refill(
         pump=pump, performed_at=datetime(2026, 2, 2, 9, tzinfo=CHICAGO), added_volume_ml=D(36),
         concentration_mcg_per_ml=D(1000), actor=s.Actor.system("test"), performed_by="nina",

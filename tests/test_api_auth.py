@@ -1,4 +1,4 @@
-"""Authentication and clinic scoping of the REST API (SPEC 8, 9)."""
+"""Authentication and clinic scoping of the REST API (README, REST API and Security)."""
 
 from __future__ import annotations
 

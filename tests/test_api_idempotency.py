@@ -1,4 +1,4 @@
-"""Idempotency-Key on writes (SPEC 8): replay, 422 on reuse, 24 h, per client, races."""
+"""Idempotency-Key on writes (README, REST API): replay, 422 on reuse, 24 h, per client, races."""
 
 from __future__ import annotations
 

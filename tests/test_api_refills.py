@@ -1,4 +1,4 @@
-"""POST/GET /api/v1/refills/: the SPEC 4.8 worked example end to end, residual checks,
+"""POST/GET /api/v1/refills/: the worked example (docs/clinical-rules.md §12) end to end, residual checks,
 duplicates, If-Match, decimals, datetimes, voids."""
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def second_refill(pump_id, **overrides):
 
 
 def test_worked_example_end_to_end_over_the_api(db, clinic):
-    """SPEC 4.8: America/Chicago, 8637-40, 36 mL of 1000 mcg/mL at 450 mcg/day."""
+    """The worked example (docs/clinical-rules.md §12): America/Chicago, 8637-40, 36 mL of 1000 mcg/mL at 450 mcg/day."""
     api, _ = token_client(clinic)
     with travel(AFTER_REFILL):
         patient = api.post(

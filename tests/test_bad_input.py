@@ -1,6 +1,6 @@
-"""SPEC 5 and 8: bad input gets a clear, field-level error and nothing is saved.
+"""Validation (docs/clinical-rules.md §9) and the API's errors: bad input gets a clear, field-level error and nothing is saved.
 
-One table (``CASES``) holds every SPEC 5 rule. Each case is posted to the REST API
+One table (``CASES``) holds every validation rule (docs/clinical-rules.md §9). Each case is posted to the REST API
 (400 with exactly ``{field: [message]}``, or 409 for a probable duplicate) and, where a
 staff page has a form for it (refill, program, reading, explant, replacement), to that
 page too: the page re-renders the form (status 400, the project's convention for a form
@@ -31,7 +31,7 @@ from tests.api_support import API, CHICAGO, token_client, travel
 from tests.factories import make_patient, make_pump, make_user
 from tests.pages_support import signed_in, text_of, worked_example
 
-# The clock: 30 days after the SPEC 4.8 first fill (2026-02-02 09:00 CST, 36 mL of
+# The clock: 30 days after the worked example's first fill (2026-02-02 09:00 CST, 36 mL of
 # 1000 mcg/mL at 450 mcg/day into an 8637-40 of 40 mL implanted 2026-01-15).
 NOW = datetime(2026, 3, 4, 9, 30, tzinfo=CHICAGO)
 
@@ -128,7 +128,7 @@ class Page:
 @dataclass(frozen=True)
 class Case:
     id: str
-    rule: str  # the SPEC 5 words
+    rule: str  # the rule in words
     target: str  # "filled", "empty" (no record yet) or "other" (another clinic's pump)
     path: str  # under /api/v1; "{pump}" is the case's pump id
     body: dict
@@ -406,7 +406,7 @@ CASES: list[Case] = [
 
 @pytest.fixture
 def world(clinic, other_clinic, patient, nurse, prescriber):
-    """The filled pump (SPEC 4.8 first fill and program), a pump with no record of another
+    """The filled pump (the worked example's first fill and program), a pump with no record of another
     patient, and a pump of another clinic."""
     filled = worked_example(patient, s.Actor(nurse))
     second = make_patient(clinic, mrn="MRN002", family_name="Lee", given_name="Bo", origin="cerebral")
@@ -658,7 +658,7 @@ def test_deeply_nested_program_object_is_400_not_500(api, world, depth):
 
 
 def test_a_huge_body_gets_the_api_error_shape(api, world):
-    """SPEC 8: an API 400 is a JSON object of lists (here ``non_field_errors``), not
+    """The API contract (README, REST API): an API 400 is a JSON object of lists (here ``non_field_errors``), not
     Django's HTML "Bad Request (400)" page."""
     body = fill_in(SECOND_REFILL, world, world["filled"].pk)
     body["notes"] = "x" * FIVE_MB

@@ -1,4 +1,4 @@
-"""The management commands of the contract (SPEC 10): create_clinic, create_api_client,
+"""The management commands of the contract (README, Two commands and Configuration): create_clinic, create_api_client,
 create_staff, and the arguments of seed_demo (its data: test_seed_demo.py)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def test_create_clinic_applies_policy_defaults():
     clinic = Clinic.objects.get(code="lake")
     assert clinic.name == "Lake Clinic"
     assert clinic.timezone == "America/Chicago"
-    # SPEC 4.5 defaults
+    # the policy defaults (docs/clinical-rules.md §10)
     assert (clinic.lead_days, clinic.high_risk_extra_days, clinic.due_soon_days) == (7, 7, 14)
     assert clinic.open_weekdays == [0, 1, 2, 3, 4]
     assert clinic.discrepancy_threshold_small_ml == Decimal("1.000")

@@ -1,4 +1,4 @@
-"""The deployment files: the production compose shape (SPEC 10), the image, the Makefile
+"""The deployment files: the production compose shape (README, Two commands and Configuration), the image, the Makefile
 and CI entry points, and ``manage.py check --deploy`` under production settings."""
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def test_production_settings_are_strict(tmp_path):
 
 def test_development_defaults_need_no_environment(tmp_path):
     """With no environment the app runs in development mode and generates its secret key
-    once into var/ (SPEC 10)."""
+    once into var/ (README, Two commands and Configuration)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DJANGO_", "DATABASE_URL", "SITE_URL", "CELERY_", "EMAIL_URL"))}
     env["PUMPCLINIC_VAR_DIR"] = str(tmp_path / "var")

@@ -1,4 +1,4 @@
-"""Faults that really stop and start a service (SPEC 6, issue "hardening"):
+"""Faults that really stop and start a service (README, Resilience):
 the broker (a Redis server of the test's own, on its own port) goes down during a refill
 write: the write succeeds, its notifications wait in the outbox, and once Redis is back
 the delivery task is queued and the e-mail goes out."""

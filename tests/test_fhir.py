@@ -1,4 +1,4 @@
-"""FHIR R4 read API under /fhir/r4/ (SPEC 8): every resource and Bundle validates with the
+"""FHIR R4 read API under /fhir/r4/ (README, REST API): every resource and Bundle validates with the
 R4B models of ``fhir.resources``; codes, units and values are exact; same tokens and
 clinic scoping as the REST API, with OperationOutcome errors."""
 
@@ -60,7 +60,7 @@ def ext(resource: dict, name: str) -> dict:
 
 @pytest.fixture
 def history(clinic, patient, pump, nurse, prescriber):
-    """SPEC 4.8's first fill with its continuous program, a flex program with on-demand
+    """The worked example's first fill (docs/clinical-rules.md §12) with its continuous program, a flex program with on-demand
     boluses 18 days later, a second refill with a flagged residual, an appointment and a
     critical alert."""
     services.update_pump(pump=pump, actor=SYSTEM, udi=UDI, now=at(2026, 2, 1, 12))
@@ -395,7 +395,7 @@ def test_device_read_has_the_us_core_implantable_device_fields(api, history, pum
 
 
 def test_device_carries_the_stored_reservoir_projection(api, clinic, patient, pump):
-    """SPEC 4.8 worked example: LRA 2026-04-18 23:20 CDT, empty 2026-04-23 10:00, due 2026-04-10."""
+    """The worked example (docs/clinical-rules.md §12): LRA 2026-04-18 23:20 CDT, empty 2026-04-23 10:00, due 2026-04-10."""
     services.record_refill(
         pump=pump,
         performed_at=at(2026, 2, 2, 9),

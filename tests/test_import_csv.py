@@ -21,7 +21,7 @@ from tests.factories import make_patient, make_user
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "docs" / "import-template.csv"
 
-#: SPEC 4.8's worked example as a spreadsheet row.
+#: The worked example (docs/clinical-rules.md §12) as a spreadsheet row.
 WORKED = {
     "mrn": "E-48",
     "family_name": "Example",
@@ -110,7 +110,7 @@ def test_commit_imports_a_clean_file_through_the_services_with_the_exact_project
         date(2026, 1, 15),
         Decimal("2.000"),
     )
-    # SPEC 4.8: LRA 2026-04-18 23:20 CDT, empty 2026-04-23 10:00, due Friday 2026-04-10
+    # The worked example (docs/clinical-rules.md §12): LRA 2026-04-18 23:20 CDT, empty 2026-04-23 10:00, due Friday 2026-04-10
     assert pump.status == "ok"
     assert pump.low_reservoir_alarm_at == local(2026, 4, 18, 23, 20)
     assert pump.empty_at == local(2026, 4, 23, 10, 0)

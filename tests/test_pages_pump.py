@@ -135,7 +135,7 @@ def test_pump_page_queries_do_not_grow_with_history(filled, nurse):
     s.record_refill(pump=filled, performed_at=datetime(2026, 3, 4, 9, tzinfo=CHICAGO), extracted_volume_ml=D("19"),
                     added_volume_ml=D("38"), concentration_mcg_per_ml=D("1000"), actor=actor,
                     now=datetime(2026, 3, 4, 10, tzinfo=CHICAGO))
-    assert count() == small == 25  # 24 reads and the access-log row (SPEC 9)
+    assert count() == small == 25  # 24 reads and the access-log row (README, Security)
 
 
 def test_another_clinics_user_gets_404_everywhere(filled, other_clinic):

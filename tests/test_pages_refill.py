@@ -19,7 +19,7 @@ from tests.pages_support import (
     worked_example,
 )
 
-VISIT = datetime(2026, 3, 4, 9, 0, tzinfo=CHICAGO)  # 30 days after the SPEC 4.8 fill: 22.5 mL expected
+VISIT = datetime(2026, 3, 4, 9, 0, tzinfo=CHICAGO)  # 30 days after the worked example's fill: 22.5 mL expected
 NOW = datetime(2026, 3, 4, 9, 30, tzinfo=CHICAGO)
 
 

@@ -1,4 +1,4 @@
-"""Production settings (SPEC 9): ``check --deploy`` clean; over HTTPS every answer carries
+"""Production settings (README, Security): ``check --deploy`` clean; over HTTPS every answer carries
 HSTS, nosniff, X-Frame-Options DENY and a Content-Security-Policy without inline scripts;
 plain HTTP is redirected; the session and CSRF cookies are Secure; passwords are hashed
 with Argon2.

@@ -2,7 +2,7 @@
 
 No Django, no database: plain pytest functions and hypothesis properties.
 
-Every expected value below was computed by hand from /work/shared/SPEC.md (sections 1 and 4)
+Every expected value below was computed by hand from docs/clinical-rules.md (§1, §3-§7)
 and the arithmetic is shown in the comments. Instants are compared as aware datetimes (they
 compare by instant); where the local wall clock matters it is asserted explicitly.
 
@@ -120,7 +120,7 @@ def local(moment, tz):
     return moment.astimezone(tz).replace(tzinfo=None)
 
 
-# SPEC 4.8 worked example ---------------------------------------------------------
+# The worked example (docs/clinical-rules.md §12) ---------------------------------------------------------
 # Chicago, refill 2026-02-02 09:00 CST (= 15:00 UTC), 36 mL of 1000 mcg/mL,
 # continuous 450 mcg/day -> 0.45 mL/day, alarm 2 mL.
 WE_T0 = datetime(2026, 2, 2, 9, 0, tzinfo=CHI)
@@ -144,7 +144,7 @@ def worked(at, *, refills=None, readings=(), programs=None, policy=None, **pump_
     )
 
 
-# ===================================================================== SPEC 4.8
+# ===================================================================== the worked example
 
 
 def test_worked_example_instants_and_due_date():
@@ -686,7 +686,7 @@ def test_continuous_sydney_dst_start_crossing():
 
 
 def test_continuous_sydney_dst_end_crossing():
-    # Refill 2026-03-02 09:00 AEDT (2026-03-01 22:00 UTC), 36 mL @0.45 mL/day (as SPEC 4.8).
+    # Refill 2026-03-02 09:00 AEDT (2026-03-01 22:00 UTC), 36 mL @0.45 mL/day (as the worked example).
     t0 = datetime(2026, 3, 2, 9, 0, tzinfo=SYD)
     p = project(at=t0 + H, pump=pump(SYD), refills=[refill(t0, "36")], readings=[],
                 programs=[cont(t0, "1000", "450")])
@@ -1144,7 +1144,7 @@ def test_volume_series_flex_with_local_aware_end():
 def test_volume_series_points_are_evenly_spaced_in_real_time_across_dst():
     # Start 2026-03-07 12:00 CST (18:00 UTC), end 2026-03-09 11:00 CDT (16:00 UTC): 46 real
     # hours. Three points: the middle one is 23 real hours after start = 2026-03-08 17:00 UTC
-    # (12:00 CDT). Adding 23.5 h of wall clock to a local time (SPEC 1 forbids) gives 16:30 UTC.
+    # (12:00 CDT). Adding 23.5 h of wall clock to a local time (docs/clinical-rules.md §1 forbids) gives 16:30 UTC.
     t0 = datetime(2026, 3, 1, 12, 0, tzinfo=CHI)
     series = volume_series(start=datetime(2026, 3, 7, 12, 0, tzinfo=CHI),
                            end=datetime(2026, 3, 9, 11, 0, tzinfo=CHI), points=3,

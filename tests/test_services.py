@@ -1,5 +1,5 @@
 """Services: every write is one transaction with field-level messages; nothing half-saves;
-stored projection and write-time refill values are kept right (SPEC 3, 4.7, 5)."""
+stored projection and write-time refill values are kept right (docs/clinical-rules.md §8, §9)."""
 
 from datetime import date, datetime, timedelta
 from decimal import Decimal as D
@@ -13,7 +13,7 @@ from pumps.models import DrugProduct, Program, Pump, PumpModel, Reading, Refill
 from tests.conftest import CHICAGO
 from tests.factories import make_clinic, make_patient, make_pump, make_user
 
-T0 = datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO)  # SPEC 4.8 refill
+T0 = datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO)  # the worked example's refill
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=CHICAGO)
 
 

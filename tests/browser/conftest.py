@@ -103,7 +103,7 @@ def accessible(page):
 
 @pytest.fixture
 def clinic_data(live_server):
-    """A clinic with a pump filled 31 days ago (SPEC 4.8 numbers), one in alarm, one
+    """A clinic with a pump filled 31 days ago (the worked example's numbers), one in alarm, one
     incomplete, and a pump of another clinic."""
     now = timezone.now().replace(second=0, microsecond=0)
     clinic = make_clinic(code="north", name="North Spasticity Clinic", timezone="America/Chicago")
