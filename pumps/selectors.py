@@ -38,6 +38,7 @@ from .models import (
     Pump,
     Reading,
     Refill,
+    Severity,
 )
 
 STATUS_LABELS = {
@@ -466,10 +467,9 @@ def with_alerts(rows: list[WorklistRow], now: datetime) -> list[WorklistRow]:
     pumps with an unacknowledged critical alert come first, then those with an
     acknowledged critical alert, the rest in the worklist's order.
 
-    The reorder is of the visible page: the index gives pages in ``urgency`` order, and
-    a pump with a critical alert on the next page of the same status stays there. Pages
-    are 100 rows by default, so a status rarely spans two pages; a stored flag on the
-    pump, kept by the alert rules, would make it hold across pages."""
+    The reorder is of the rows given: the index gives pages in ``urgency`` order, and the
+    first page also gets the pumps of later pages with an open critical alert
+    (``critical_elsewhere``), so that every one of them is in the first page's band."""
     found = open_alerts_by_pump(row.pump.pk for row in rows)
     for row in rows:
         row.alerts = found.get(row.pump.pk, [])
@@ -483,6 +483,26 @@ def with_alerts(rows: list[WorklistRow], now: datetime) -> list[WorklistRow]:
         return (1, URGENCY[r.status], r.alert_rank, position[id(r)])
 
     return sorted(rows, key=key)
+
+
+def critical_elsewhere(worklist: Worklist, shown: set[int]) -> list[WorklistRow]:
+    """The pumps of the (filtered) worklist with an open critical alert that are not among
+    ``shown``, the rows of the first page: the "Needs action now" band lists them there
+    too, so that no critical alert waits on a later page. One query (the page's own
+    filters, ordered like the worklist)."""
+    rows: WorklistRows = worklist.rows
+    critical = Alert.objects.filter(resolved_at__isnull=True, severity=Severity.CRITICAL, pump__isnull=False)
+    fresh = rows.fresh.filter(pk__in=critical.values("pump_id")).exclude(pk__in=shown)
+    found = [rows._row(pump, pump.status) for pump in fresh[:WORKLIST_BAND_LIMIT]]
+    stale = [r for r in rows.stale if r.pump.pk not in shown]
+    if stale:
+        ids = set(critical.filter(pump_id__in=[r.pump.pk for r in stale]).values_list("pump_id", flat=True))
+        found += [r for r in stale if r.pump.pk in ids]
+    return found
+
+
+#: At most this many pumps from later pages join the first page's band.
+WORKLIST_BAND_LIMIT = 100
 
 
 def split_band(rows: list[WorklistRow]) -> tuple[list[WorklistRow], list[WorklistRow]]:

@@ -118,7 +118,10 @@ def worklist(request):
     )
     data = selectors.worklist_for(request.user, filters, now)
     page = Paginator(data.rows, settings.WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
-    page.object_list = selectors.with_alerts(list(page.object_list), now)  # one query for the page's alerts
+    rows = list(page.object_list)
+    if page.number == 1:  # no open critical alert waits on a later page: the band lists it here
+        rows += selectors.critical_elsewhere(data, {r.pump.pk for r in rows})
+    page.object_list = selectors.with_alerts(rows, now)  # one query for the page's alerts
     band, rest = selectors.split_band(page.object_list)
     query = request.GET.copy()
     query.pop("since", None)

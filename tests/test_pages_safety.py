@@ -93,13 +93,15 @@ def test_worklist_spells_out_the_most_severe_open_alert_and_puts_critical_first(
     assert "Critical: low reservoir acknowledged by nina; +2 open Brown, Bo" in text_of(html)
 
 
-def test_only_the_pages_rows_are_reordered(two_in_alarm, nurse, settings):
-    """Pages come from the index in the worklist's order: B (critical) on page 2 stays there."""
+def test_a_critical_alert_on_a_later_page_joins_the_first_pages_band(two_in_alarm, nurse, settings):
+    """Pages come from the index in the worklist's order, and B (an open critical alert) is
+    on page 2; the first page's "Needs action now" band lists it too, first (no critical
+    alert waits on a later page), and page 2 still shows it at its place."""
     settings.WORKLIST_PAGE_SIZE = 1
     with travel(IN_ALARM):
         client = signed_in(nurse)
         first, second = (client.get("/", {"page": n}).content.decode() for n in (1, 2))
-    assert rows(first) == [("alarm", "MRN-A")]
+    assert rows(first) == [("alarm", "MRN-B"), ("alarm", "MRN-A")]
     assert rows(second) == [("alarm", "MRN-B")]
 
 
