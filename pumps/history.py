@@ -151,16 +151,13 @@ def projection_values(pump: Pump, *, now: datetime, history: PumpHistory | None 
             extra.append(pj.start_of_local_day(pump.expected_end_of_service - timedelta(days=days), pump.clinic.tz))
     extra.extend(p.entered_at + timedelta(hours=24) for p in history.programs if p.verified_at is None)
     extra.append(proj.drug_expires_at)  # the drug_expired alert falls due at that instant
-    pump.status = pj.status_at(
-        now,
-        tz=pump.clinic.tz,
-        active=proj.status != pj.STATUS_INACTIVE,
-        complete=proj.status != pj.STATUS_INCOMPLETE,
-        empty_at=proj.empty_at,
-        lra_at=proj.low_reservoir_alarm_at,
-        due_on=proj.refill_due_on,
-        due_soon_days=pump.clinic.due_soon_days,
-    )
+    stored = {  # what the status and its next change are computed from
+        "tz": pump.clinic.tz, "active": proj.status != pj.STATUS_INACTIVE,
+        "complete": proj.status != pj.STATUS_INCOMPLETE, "empty_at": proj.empty_at,
+        "lra_at": proj.low_reservoir_alarm_at, "due_on": proj.refill_due_on,
+        "due_soon_days": pump.clinic.due_soon_days,
+    }
+    pump.status = pj.status_at(now, **stored)
     pump.urgency = pj.STATUSES.index(pump.status)
     pump.low_reservoir_alarm_at = proj.low_reservoir_alarm_at
     pump.empty_at = proj.empty_at
@@ -169,17 +166,7 @@ def projection_values(pump: Pump, *, now: datetime, history: PumpHistory | None 
     pump.drug_expires_at = proj.drug_expires_at
     pump.refill_due_on = proj.refill_due_on
     pump.anchor_at = proj.anchor_at
-    pump.next_change_at = pj.next_status_change(
-        now,
-        tz=pump.clinic.tz,
-        active=proj.status != pj.STATUS_INACTIVE,
-        complete=proj.status != pj.STATUS_INCOMPLETE,
-        empty_at=proj.empty_at,
-        lra_at=proj.low_reservoir_alarm_at,
-        due_on=proj.refill_due_on,
-        due_soon_days=pump.clinic.due_soon_days,
-        extra_instants=extra,
-    )
+    pump.next_change_at = pj.next_status_change(now, **stored, extra_instants=extra)
     pump.projected_at = now
     return {f: getattr(pump, f) for f in STORED_FIELDS}
 

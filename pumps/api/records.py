@@ -16,11 +16,11 @@ from rest_framework.response import Response
 from pumps import services
 from pumps.calendar import appointment_ics
 from pumps.models import Appointment, Event, Program, Pump, Reading, Refill
+from pumps.services import NOTES_MAX
 
 from . import serializers as s
 from .filters import AwareDateTimeFilter, VoidableFilterSet
 from .idempotency import idempotent
-from .serializers import NOTES_MAX
 from .views import (
     ScopedViewMixin,
     VoidMixin,

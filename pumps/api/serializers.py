@@ -42,7 +42,7 @@ from pumps.models import (
     Refill,
     Severity,
 )
-from pumps.services import ProgramInput, q3
+from pumps.services import NOTES_MAX, REASON_MAX, ProgramInput, q3
 
 MSG_NO_OFFSET = "Datetime has no offset: give one (for example 2026-02-02T09:00:00-06:00 or Z)."
 MSG_BAD_DATETIME = (
@@ -53,10 +53,8 @@ MSG_BAD_DATETIME = (
 MSG_BAD_OFFSET = "Datetime offset out of range: UTC offsets lie between -12:00 and +14:00."
 MIN_YEAR, MAX_YEAR = 1900, 2999
 MSG_OUT_OF_RANGE = f"Datetime out of range: give an instant between years {MIN_YEAR} and {MAX_YEAR}."
-#: Free text: the same limits as the services (notes, and every reason), with DRF's message
-#: "Ensure this field has no more than N characters."
-NOTES_MAX = 2000
-REASON_MAX = 500
+# Free text has the services' limits (NOTES_MAX, REASON_MAX), with DRF's message
+# "Ensure this field has no more than N characters."
 ML_DIGITS = 9  # pumps.models.ML
 DOSE_DIGITS = 12  # pumps.models.DOSE
 

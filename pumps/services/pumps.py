@@ -12,7 +12,6 @@ from clinic import permissions
 from pumps import projection as pj
 from pumps.errors import ServiceValidationError
 from pumps.history import (
-    bump_version,
     lock_pump,
     store_projection,
 )
@@ -129,8 +128,7 @@ def update_pump(
             setattr(pump, key, q3(data[key]) if key == "low_reservoir_alarm_ml" else data[key])
     _stamp(pump, actor)
     pump.save()
-    bump_version(pump)
-    store_projection(pump, now=now)
+    store_projection(pump, now=now, bump_version=True)  # one UPDATE: projection and version
     evaluate_alerts(pump, now)
     return pump
 
@@ -156,8 +154,7 @@ def explant_pump(
     pump.explant_reason = reason or ""
     _stamp(pump, actor, "explant")
     pump.save()
-    bump_version(pump)
-    store_projection(pump, now=now)
+    store_projection(pump, now=now, bump_version=True)  # one UPDATE: projection and version
     evaluate_alerts(pump, now)
     return pump
 
