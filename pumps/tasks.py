@@ -117,11 +117,6 @@ def deliver_webhooks(api_client_id: int) -> int:
         return outbox.deliver_due(channel=Notification.WEBHOOK, api_client_id=api_client_id)
 
 
-@shared_task(name="pumps.deliver_notification", ignore_result=True)
-def deliver_notification(notification_id: int) -> bool:
-    return outbox.deliver(notification_id)
-
-
 @shared_task(name="pumps.watchdog", ignore_result=True)
 def watchdog() -> int:
     """Raise ``alerting_stalled`` to clinic admins when the sweep stopped completing
