@@ -20,6 +20,7 @@ from simple_history.models import HistoricalRecords
 from clinic.models import Clinic
 
 from . import projection as pj
+from . import symptoms
 
 ML = {"max_digits": 9, "decimal_places": 3}
 DOSE = {"max_digits": 12, "decimal_places": 3}
@@ -286,6 +287,12 @@ class Program(Voidable):
     verified_at = models.DateTimeField(null=True, blank=True)
     entered_at = models.DateTimeField(default=timezone.now, help_text="When the program was entered here.")
     override_reason = models.CharField(max_length=500, blank=True)
+    #: A dose increase while a CNS depressant is active needs the prescriber's explicit
+    #: confirmation (docs/clinical-rules.md §15); what they confirmed is kept with the program.
+    comedication_confirmed = models.BooleanField(default=False)
+    comedication_summary = models.CharField(
+        max_length=500, blank=True, help_text="The active CNS depressants shown when the increase was confirmed."
+    )
     refill = models.OneToOneField(
         "Refill", null=True, blank=True, on_delete=models.PROTECT, related_name="program"
     )
@@ -479,6 +486,176 @@ class Appointment(Voidable):
         return f"{self.get_kind_display()} {self.scheduled_for:%Y-%m-%d %H:%M} ({self.status})"
 
 
+# ------------------------------------------------------------------------ dose and response
+
+ASHWORTH_CHOICES = list(symptoms.ASHWORTH_GRADES)
+PENN_CHOICES = list(symptoms.PENN_GRADES)
+
+
+def _ashworth(limb: str) -> models.CharField:
+    return models.CharField(f"Modified Ashworth, {limb}", max_length=2, choices=ASHWORTH_CHOICES, blank=True,
+                            help_text="Blank: not assessed.")
+
+
+def _sign(words: str) -> models.BooleanField:
+    return models.BooleanField(words, default=False)
+
+
+class Assessment(Voidable):
+    """A visit assessment (docs/clinical-rules.md §15): spasticity scores and a yes/no
+    screen for each withdrawal and each overdose sign. Recorded with a refill (``refill``)
+    or on its own. Any sign answered yes opens a critical alert for this assessment
+    (episode ``assessment:<id>``): exactly once per assessment."""
+
+    pump = models.ForeignKey(Pump, on_delete=models.PROTECT, related_name="assessments")
+    assessed_at = models.DateTimeField()
+    assessed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    assessed_by_external = models.CharField(max_length=100, blank=True)
+    refill = models.OneToOneField(
+        "Refill", null=True, blank=True, on_delete=models.PROTECT, related_name="assessment"
+    )
+    ashworth_upper_left = _ashworth("left arm")
+    ashworth_upper_right = _ashworth("right arm")
+    ashworth_lower_left = _ashworth("left leg")
+    ashworth_lower_right = _ashworth("right leg")
+    penn_spasm_frequency = models.PositiveSmallIntegerField(choices=PENN_CHOICES, null=True, blank=True)
+    pain_score = models.PositiveSmallIntegerField("pain (0-10)", null=True, blank=True)
+    goal_note = models.TextField(blank=True)
+    # withdrawal signs (pumps/symptoms.py WITHDRAWAL_SIGNS)
+    withdrawal_baseline_spasticity = _sign("return of baseline spasticity")
+    withdrawal_pruritus = _sign("pruritus (itching)")
+    withdrawal_hypotension = _sign("hypotension")
+    withdrawal_paresthesias = _sign("paresthesias")
+    withdrawal_high_fever = _sign("high fever")
+    withdrawal_altered_mental_status = _sign("altered mental status")
+    withdrawal_rebound_spasticity = _sign("exaggerated rebound spasticity")
+    withdrawal_muscle_rigidity = _sign("muscle rigidity")
+    # overdose signs (pumps/symptoms.py OVERDOSE_SIGNS)
+    overdose_drowsiness = _sign("drowsiness")
+    overdose_lightheadedness = _sign("lightheadedness")
+    overdose_dizziness = _sign("dizziness")
+    overdose_somnolence = _sign("somnolence")
+    overdose_respiratory_depression = _sign("respiratory depression")
+    overdose_seizures = _sign("seizures")
+    overdose_rostral_hypotonia = _sign("rostral progression of hypotonia")
+    overdose_loss_of_consciousness = _sign("loss of consciousness")
+    notes = models.TextField(blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["pump", "assessed_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(penn_spasm_frequency__lte=4), name="assessment_penn_0_4"),
+            models.CheckConstraint(condition=Q(pain_score__lte=10), name="assessment_pain_0_10"),
+        ]
+        indexes = [models.Index(fields=["pump", "assessed_at"], name="assessment_pump_time_idx")]
+
+    def __str__(self) -> str:
+        return f"assessment at {self.assessed_at:%Y-%m-%d %H:%M}"
+
+    def withdrawal_signs(self) -> list[str]:
+        """The withdrawal signs answered yes, in words, in the label's order."""
+        return [words for code, words in symptoms.WITHDRAWAL_SIGNS
+                if getattr(self, symptoms.WITHDRAWAL_FIELD_PREFIX + code)]
+
+    def overdose_signs(self) -> list[str]:
+        """The overdose signs answered yes, in words, in the label's order."""
+        return [words for code, words in symptoms.OVERDOSE_SIGNS
+                if getattr(self, symptoms.OVERDOSE_FIELD_PREFIX + code)]
+
+
+class CoMedication(Voidable):
+    """A CNS depressant the patient takes besides the pump (docs/clinical-rules.md §15):
+    additive sedation and respiratory depression with intrathecal baclofen. Active from
+    ``started_on`` until ``stopped_on`` (inclusive; open when blank)."""
+
+    class Category(models.TextChoices):
+        OPIOID = "opioid", "opioid"
+        BENZODIAZEPINE = "benzodiazepine", "benzodiazepine"
+        ORAL_BACLOFEN = "oral_baclofen", "oral baclofen"
+        OTHER_SEDATIVE = "other_sedative", "other sedative"
+
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="comedications")
+    name = models.CharField(max_length=200, help_text="Drug and dose as prescribed, e.g. oxycodone 10 mg twice a day.")
+    category = models.CharField(max_length=16, choices=Category.choices)
+    started_on = models.DateField()
+    stopped_on = models.DateField(null=True, blank=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    recorded_by_external = models.CharField(max_length=100, blank=True)
+    notes = models.TextField(blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["patient", "started_on", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(stopped_on__isnull=True) | Q(stopped_on__gte=models.F("started_on")),
+                name="comedication_stop_after_start",
+            ),
+        ]
+        indexes = [models.Index(fields=["patient", "started_on"], name="comedication_patient_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_category_display()})"
+
+    def is_active_on(self, day) -> bool:
+        return self.voided_at is None and self.started_on <= day and (self.stopped_on is None or day <= self.stopped_on)
+
+
+class WithdrawalPlan(Voidable):
+    """What was done against withdrawal when intrathecal delivery stopped (an explant, or
+    a program that delivers nothing): docs/clinical-rules.md §15. With ``none`` a critical
+    ``withdrawal_risk`` alert (episode ``stop:<id>``) stays open for the clinic's
+    withdrawal window after ``stopped_at`` until it is acknowledged with a reason."""
+
+    class Plan(models.TextChoices):
+        TAPER_COMPLETED = "taper_completed", "taper completed"
+        ORAL_BRIDGE = "oral_bridge", "oral baclofen bridge"
+        NONE = "none", "none"
+
+    class Stop(models.TextChoices):
+        EXPLANT = "explant", "explant"
+        PROGRAM = "program", "program that stops delivery"
+
+    pump = models.ForeignKey(Pump, on_delete=models.PROTECT, related_name="withdrawal_plans")
+    stop = models.CharField(max_length=8, choices=Stop.choices)
+    program = models.OneToOneField(
+        Program, null=True, blank=True, on_delete=models.PROTECT, related_name="withdrawal_plan",
+        help_text="The program that stops delivery (stop = program).",
+    )
+    stopped_at = models.DateTimeField(help_text="When delivery stops (explant: the start of the explant day).")
+    plan = models.CharField(max_length=16, choices=Plan.choices)
+    oral_bridge_dose = models.CharField(
+        max_length=200, blank=True, help_text="Oral baclofen bridge, e.g. 10 mg four times a day (plan = oral bridge)."
+    )
+    reason = models.CharField(max_length=500, blank=True, help_text="Why there is no plan (plan = none).")
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    recorded_by_external = models.CharField(max_length=100, blank=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["pump", "stopped_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(plan="oral_bridge") | ~Q(oral_bridge_dose=""), name="withdrawal_plan_bridge_has_dose"
+            ),
+            models.CheckConstraint(condition=~Q(plan="none") | ~Q(reason=""), name="withdrawal_plan_none_has_reason"),
+            models.CheckConstraint(
+                condition=Q(stop="explant", program__isnull=True) | Q(stop="program", program__isnull=False),
+                name="withdrawal_plan_program_matches_stop",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_plan_display()} ({self.get_stop_display()} at {self.stopped_at:%Y-%m-%d %H:%M})"
+
+
 # ------------------------------------------------------------------------ alerting
 
 
@@ -494,6 +671,8 @@ class AlertKind(models.TextChoices):
     ALERTING_STALLED = "alerting_stalled", "alerting stalled"
     DRUG_EXPIRED = "drug_expired", "drug expired"
     REFILL_UNBOOKED = "refill_unbooked", "refill not booked"
+    WITHDRAWAL_SYMPTOMS = "withdrawal_symptoms", "withdrawal symptoms"
+    OVERDOSE_SYMPTOMS = "overdose_symptoms", "overdose symptoms"
 
 
 class Severity(models.TextChoices):
