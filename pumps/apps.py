@@ -10,7 +10,9 @@ class PumpsConfig(AppConfig):
         # Imported here, as Django's app loading requires: models are not ready before.
         from clinic.signals import clinic_changed
 
-        from . import receivers, tallies
+        from . import receivers, tallies, tasks
+        from .alerting import delivery
 
+        delivery.register_trigger(tasks.trigger_delivery)
         post_migrate.connect(tallies.ensure_sqlite_triggers, sender=self, dispatch_uid="pumps.tally_triggers")
         clinic_changed.connect(receivers.refresh_after_clinic_change, dispatch_uid="pumps.refresh_clinic")

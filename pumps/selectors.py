@@ -25,7 +25,8 @@ from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership,
 
 from . import checks, services, tallies
 from . import projection as pj
-from .alerts import is_stale, last_sweep
+from .alerting.heartbeat import is_stale, last_sweep
+from .alerting.rules import needs_reason
 from .history import policy_of
 from .models import (
     Alert,
@@ -133,10 +134,8 @@ def pump_safety(pump: Pump, now: datetime, open_alerts: list[Alert] | None = Non
 
 def alert_needs_reason(alert: Alert) -> bool:
     """Silencing a critical alert is deliberate: its acknowledgement needs a reason
-    (``alerts.needs_reason``: low reservoir, withdrawal risk, post-MRI check, alerting
-    stalled, and a drug past its stability date when critical)."""
-    from .alerts import needs_reason
-
+    (``alerting.rules.needs_reason``: low reservoir, withdrawal risk, post-MRI check,
+    alerting stalled, and a drug past its stability date when critical)."""
     return needs_reason(alert)
 
 

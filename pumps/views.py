@@ -21,9 +21,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from clinic.models import AlertRecipient, Clinic, ClinicClosure
 from clinic.permissions import MESSAGES, Action, role_allows, user_may
 
-from . import alerts, charts, forms, selectors, services
+from . import charts, forms, selectors, services
 from . import projection as pj
 from .access import record_patient_access
+from .alerting.acknowledge import acknowledge
+from .alerting.rules import ADVICE
 from .calendar import appointment_ics
 from .errors import Forbidden
 from .models import Alert, AlertKind, Appointment, Event, Program, Reading, Refill, Severity
@@ -203,7 +205,7 @@ def pump_detail(request, pk: int):
     context = {
         "data": page, "pump": page.pump, "patient": page.pump.patient, "clinic": page.pump.clinic,
         "p": page.projection, "can": page.permissions, "charts": pump_charts(page, now),
-        "writable": None if _may_acknowledge(page.permissions) else set(), "advice": alerts.ADVICE,
+        "writable": None if _may_acknowledge(page.permissions) else set(), "advice": ADVICE,
         "flex": any(prog.mode == Program.Mode.FLEX for prog in page.history.programs),
         "poll_since": poll_since(now), "next_action": next_action(page),
     }
@@ -601,7 +603,7 @@ def alert_inbox(request):
     )
     rows = selectors.alerts_for(request.user, filters)
     context = {"alerts": rows, "filters": filters, "writable": selectors.acknowledging_clinic_ids(request.user),
-               "kinds": AlertKind.choices, "severities": Severity.choices, "advice": alerts.ADVICE}
+               "kinds": AlertKind.choices, "severities": Severity.choices, "advice": ADVICE}
     return render_page(request, "pumps/alerts.html", context)
 
 
@@ -629,9 +631,9 @@ def alert_acknowledge(request, pk: int):
     form.is_valid()
     target = _safe_next(request, request.POST.get("next", ""))
     layout = request.POST.get("layout", "")
-    context = {"alert": alert, "writable": None, "advice": alerts.ADVICE, "next": target}
+    context = {"alert": alert, "writable": None, "advice": ADVICE, "next": target}
     try:
-        alert = alerts.acknowledge(alert, user=request.user, reason=form.cleaned_data.get("reason", ""))
+        alert = acknowledge(alert, user=request.user, reason=form.cleaned_data.get("reason", ""))
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from exc
     except services.ServiceValidationError as exc:
