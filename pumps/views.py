@@ -252,7 +252,7 @@ def preview_problems(form, preview) -> list[tuple[str, str, str]]:
             if name in form.fields]
 
 
-def _refill_preview(form: forms.RefillForm, pump, now: datetime) -> selectors.RefillPreview:
+def _refill_preview(form: forms.RefillForm, pump, now: datetime) -> services.RefillPreview:
     """The preview computes only on values that parse and that the services would take:
     otherwise it shows the fields' messages (``problems``)."""
     form.is_valid()  # the preview uses whatever parses; the save reports the rest
@@ -261,9 +261,9 @@ def _refill_preview(form: forms.RefillForm, pump, now: datetime) -> selectors.Re
     names = REFILL_PREVIEWED + (tuple(f"program_{n}" for n in PROGRAM_PREVIEWED) if changes_program else ())
     unparsed = _unparsed(form, names)
     if unparsed:
-        return selectors.RefillPreview(first_fill=False, capacity_ml=pump.model.reservoir_ml, problems=unparsed)
+        return services.RefillPreview(first_fill=False, capacity_ml=pump.model.reservoir_ml, problems=unparsed)
     program = form.program_or_none() if changes_program else None
-    return selectors.refill_preview(
+    return services.refill_preview(
         pump,
         performed_at=data.get("performed_at"),
         extracted_volume_ml=data.get("extracted_volume_ml"),
@@ -344,13 +344,13 @@ def refill_preview(request, pk: int):
 # ------------------------------------------------------------------------- programs
 
 
-def _program_preview(form: forms.ProgramForm, pump, now: datetime) -> selectors.ProgramPreview:
+def _program_preview(form: forms.ProgramForm, pump, now: datetime) -> services.ProgramPreview:
     form.is_valid()
     data = getattr(form, "cleaned_data", {})
     unparsed = _unparsed(form, PROGRAM_PREVIEWED)
     if unparsed:
-        return selectors.ProgramPreview(problems=unparsed)
-    return selectors.program_preview(pump, form.program_input(), data.get("effective_at"), now)
+        return services.ProgramPreview(problems=unparsed)
+    return services.program_preview(pump, form.program_input(), data.get("effective_at"), now)
 
 
 @login_required

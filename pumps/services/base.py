@@ -205,6 +205,11 @@ def _positive(errors: _Errors, field: str, value, *, allow_zero: bool = False) -
         errors.add(field, "Must be zero or more." if allow_zero else "Must be greater than zero.")
 
 
+def _check_concentration_value(errors: _Errors, conc: Decimal | None) -> None:
+    """A concentration is greater than zero (whether it is required is the caller's)."""
+    _positive(errors, "concentration_mcg_per_ml", conc)
+
+
 def _require_implanted(errors: _Errors, pump: Pump, moment: datetime | None) -> None:
     if pump.explanted_on is not None and moment is not None and not timezone.is_naive(moment):
         if pj.local_date(moment, pump.clinic.tz) > pump.explanted_on:
