@@ -42,7 +42,7 @@ from clinic.models import AlertRecipient, ApiClient, Clinic, Membership, Role
 
 from . import history as history_io
 from . import projection as pj
-from . import tallies
+from . import symptom_alerts, tallies
 from .errors import Forbidden, ServiceValidationError
 from .history import PumpHistory
 from .models import (
@@ -86,6 +86,9 @@ RULES: dict[str, Rule] = {
     # warning; critical once the pump is also past empty (see _drug_expired_alerts)
     AlertKind.DRUG_EXPIRED: Rule(Severity.WARNING, None, None),
     AlertKind.REFILL_UNBOOKED: Rule(Severity.INFO, None, None, emailed=False),
+    # docs/clinical-rules.md §15: to the escalation list at once, every 2 h until acknowledged
+    AlertKind.WITHDRAWAL_SYMPTOMS: Rule(Severity.CRITICAL, timedelta(hours=2), timedelta(0)),
+    AlertKind.OVERDOSE_SYMPTOMS: Rule(Severity.CRITICAL, timedelta(hours=2), timedelta(0)),
 }
 
 #: How a kind is spelled in a subject or a heading (``get_kind_display().capitalize()``
@@ -102,6 +105,8 @@ TITLES: dict[str, str] = {
     AlertKind.ALERTING_STALLED: "Alerting stalled",
     AlertKind.DRUG_EXPIRED: "Drug expired",
     AlertKind.REFILL_UNBOOKED: "Refill not booked",
+    AlertKind.WITHDRAWAL_SYMPTOMS: "Withdrawal symptoms",
+    AlertKind.OVERDOSE_SYMPTOMS: "Overdose symptoms",
 }
 TITLE_EMPTY = "Withdrawal risk (reservoir empty)"
 
@@ -113,6 +118,7 @@ EMPTY_EPISODE_SUFFIX = ":empty"
 #: critical): silencing them is a deliberate, recorded decision.
 CRITICAL_KINDS = frozenset({
     AlertKind.LOW_RESERVOIR, AlertKind.WITHDRAWAL_RISK, AlertKind.POST_MRI_CHECK, AlertKind.ALERTING_STALLED,
+    AlertKind.WITHDRAWAL_SYMPTOMS, AlertKind.OVERDOSE_SYMPTOMS,
 })
 REASON_MAX = 500
 #: Why a pending notification was cancelled (its ``last_error``).
@@ -161,6 +167,14 @@ ADVICE = {
         "The drug in the reservoir is past its stability date: refill with fresh drug (empty the "
         "reservoir first) and book the refill now."
     ),
+    AlertKind.WITHDRAWAL_SYMPTOMS: (
+        "Signs of baclofen withdrawal were recorded: see the patient at once, check the pump, the catheter and "
+        "the reservoir, and treat withdrawal as an emergency (restore intrathecal delivery)."
+    ),
+    AlertKind.OVERDOSE_SYMPTOMS: (
+        "Signs of baclofen overdose were recorded: assess the patient at once (breathing, consciousness), "
+        "consider stopping or reducing delivery, and review recent dose changes and CNS depressants."
+    ),
 }
 #: The advice of a withdrawal_risk alert once the pump is past empty (worst case).
 ADVICE_EMPTY = (
@@ -178,6 +192,8 @@ def title_for(alert: Alert) -> str:
     """The kind in words for a subject or heading: "Post-MRI check", "Low reservoir"."""
     if is_empty_episode(alert):
         return TITLE_EMPTY
+    if symptom_alerts.is_stop_episode(alert):
+        return symptom_alerts.TITLE_STOP
     return TITLES.get(alert.kind, alert.get_kind_display().capitalize())
 
 
@@ -185,6 +201,8 @@ def advice_for(alert: Alert) -> str:
     """What to do, in the alert's tense (an empty pump is not "may run empty")."""
     if is_empty_episode(alert):
         return ADVICE_EMPTY
+    if symptom_alerts.is_stop_episode(alert):
+        return symptom_alerts.ADVICE_STOP
     return ADVICE[alert.kind]
 
 
@@ -196,6 +214,8 @@ def describe(alert: Alert, now: datetime) -> str:
     their own say their stored message."""
     tz = alert.clinic.tz
     due = alert.due_at
+    if symptom_alerts.is_own(alert):  # a stop or a symptom screen: its stored sentence
+        return alert.message
     if due is not None:
         when = pj.instant_in_words(due, now, tz)
         if alert.kind == AlertKind.LOW_RESERVOIR:
@@ -452,7 +472,8 @@ def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None)
     resolved alert is never e-mailed (one UPDATE, only when something was resolved). An
     open ``drug_expired`` warning becomes critical once the pump is past empty."""
     created_alerts = created_notes = 0
-    open_alerts = Alert.objects.filter(pump=pump, resolved_at__isnull=True)
+    # the dose-and-response alerts outlive an explant (pumps.symptom_alerts resolves them)
+    open_alerts = Alert.objects.filter(pump=pump, resolved_at__isnull=True).exclude(symptom_alerts.OWN_ALERTS)
     if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
         reason = "pump explanted" if pump.explanted_on is not None else "patient not active"
         if open_alerts.update(resolved_at=now, resolution=reason, next_repeat_at=None):
@@ -495,6 +516,8 @@ def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None)
 def _resolution(alert: Alert, episode: str, wanted: set[tuple[str, str]]) -> str:
     """Why an open alert the pump no longer calls for is resolved ("" : it is not: a
     residual discrepancy or a battery threshold stays until acknowledged)."""
+    if symptom_alerts.is_own(alert):  # raised and resolved by pumps.symptom_alerts' rules
+        return ""
     if alert.kind == AlertKind.DRUG_EXPIRED:
         same_fill = alert.episode == "drug:" + episode.removeprefix("fill:")
         return "condition cleared" if same_fill else "a new refill was recorded"
@@ -732,6 +755,7 @@ def _sweep_work(now: datetime, started: datetime, result: SweepResult, fan_out: 
         sweep_pumps(ids, now, result)
     result.notifications_created += queue_digests(now)
     resolve_stalled(now)
+    settle_dose_alerts(now)
     tallies.fold()
     SweepRun.objects.create(
         started_at=started, finished_at=timezone.now(), pumps_checked=result.pumps_checked,
@@ -859,6 +883,14 @@ def raise_stalled(now: datetime) -> int:
     return created + repeated
 
 
+def settle_dose_alerts(now: datetime, **which) -> None:
+    """Resolve the acknowledged dose-and-response alerts whose condition has ended
+    (``symptom_alerts.settle``) and cancel their pending notifications."""
+    resolved = symptom_alerts.settle(now, **which)
+    if resolved:
+        _cancel_pending(Q(alert_id__in=resolved))
+
+
 def resolve_stalled(now: datetime) -> None:
     if Alert.objects.filter(kind=AlertKind.ALERTING_STALLED, resolved_at__isnull=True).update(
         resolved_at=now, resolution="the sweep ran again", next_repeat_at=None
@@ -919,4 +951,7 @@ def acknowledge(alert: Alert, *, user=None, external: str = "", reason: str = ""
         alert.next_repeat_at = None
         alert._history_user = user if user is not None and getattr(user, "pk", None) else None
         alert.save()
+        if symptom_alerts.is_own(alert):  # acknowledged after its condition ended: it resolves now
+            settle_dose_alerts(now, alert_id=alert.pk)
+            alert.refresh_from_db()
     return alert
