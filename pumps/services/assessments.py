@@ -114,7 +114,7 @@ def _assessor(actor: Actor, pump: Pump, name: str | None, field_name: str) -> tu
         return clinician_for(actor, pump.clinic, "performed_by", name)
     except ServiceValidationError as exc:
         raise ServiceValidationError({
-            field_name: [m.replace("performed_by", "assessed_by") for m in exc.errors.get("performed_by", [])]
+            field_name: [m.replace("performed_by", "assessed_by") for m in exc.message_dict.get("performed_by", [])]
         }) from None
 
 
