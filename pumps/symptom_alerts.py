@@ -1,4 +1,4 @@
-"""The dose-and-response alerts (docs/clinical-rules.md §11.6, §15): what a symptom screen
+"""The dose-and-response alerts (docs/clinical-rules.md §11.8, §15): what a symptom screen
 or a stop of delivery without a plan calls for, in words, and when such an alert ends.
 
 - ``withdrawal_symptoms`` / ``overdose_symptoms`` (critical, episode ``assessment:<id>``):

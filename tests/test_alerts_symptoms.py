@@ -1,5 +1,5 @@
 # ruff: noqa: F811 - the fixtures of tests/test_alerts.py are imported and used by name
-"""The dose-and-response alerts (docs/clinical-rules.md §11.6, §15): a withdrawal or
+"""The dose-and-response alerts (docs/clinical-rules.md §11.8, §15): a withdrawal or
 overdose sign on a symptom screen, and a stop of delivery without a plan. Critical, to the
 escalation list at once, exactly once per assessment (or stop), every 2 hours until
 acknowledged with a reason; exact e-mails; when each one ends."""
