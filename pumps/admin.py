@@ -33,6 +33,8 @@ from .alerting.acknowledge import acknowledge
 from .models import (
     Alert,
     Appointment,
+    Assessment,
+    CoMedication,
     DeliveryAttempt,
     Drug,
     DrugProduct,
@@ -46,6 +48,7 @@ from .models import (
     Reading,
     Refill,
     SweepRun,
+    WithdrawalPlan,
 )
 from .services import Actor, Conflict, PreconditionFailed, ProgramInput, ServiceValidationError
 
@@ -273,7 +276,32 @@ class PatientAdmin(ServiceAdmin):
 # --------------------------------------------------------------------------- pumps
 
 
-class PumpForm(ServiceForm):
+PLAN_CHOICES = [("", "---------"), *WithdrawalPlan.Plan.choices]
+
+
+PLAN_FIELDS = ("withdrawal_plan", "oral_bridge_dose", "withdrawal_plan_reason")
+
+
+class PlanFields(forms.Form):
+    """The withdrawal plan of a stop of delivery (docs/clinical-rules.md §15), as the
+    services take it."""
+
+    withdrawal_plan = forms.ChoiceField(
+        choices=PLAN_CHOICES, required=False,
+        help_text="Required when delivery stops (an explant; a program of 0 mcg/day with no bolus).",
+    )
+    oral_bridge_dose = forms.CharField(required=False, max_length=200, help_text="Oral baclofen bridge: the dose.")
+    withdrawal_plan_reason = forms.CharField(required=False, max_length=500,
+                                             help_text="No plan: why (a critical alert follows).")
+
+
+def _plan(data) -> dict:
+    return {"withdrawal_plan": data.get("withdrawal_plan") or None,
+            "oral_bridge_dose": data.get("oral_bridge_dose") or "",
+            "withdrawal_plan_reason": data.get("withdrawal_plan_reason") or ""}
+
+
+class PumpForm(ServiceForm, PlanFields):
     low_reservoir_alarm_ml = forms.DecimalField(
         required=False, max_digits=9, decimal_places=3, label="Low-reservoir alarm volume (mL)",
         help_text="Empty: the pump model's default (raise it, e.g. to 4 mL, for a patient with withdrawal "
@@ -308,7 +336,8 @@ class PumpAdmin(ServiceAdmin):
     fieldsets = (
         (None, {"fields": ("patient", "model", "serial_number", "udi", "implanted_on", "low_reservoir_alarm_ml",
                            "expected_end_of_service")}),
-        ("Explant", {"fields": ("explanted_on", "explant_reason")}),
+        ("Explant", {"fields": ("explanted_on", "explant_reason", "withdrawal_plan", "oral_bridge_dose",
+                                "withdrawal_plan_reason")}),
         ("Stored projection (recomputed by every write)", {"fields": PROJECTION_FIELDS}),
         ("Record", {"fields": ("clinic", "version", "created_at", "updated_at"), "classes": ("collapse",)}),
     )
@@ -318,6 +347,9 @@ class PumpAdmin(ServiceAdmin):
         if obj is None:
             return ((None, {"fields": ("patient", "model", "serial_number", "udi", "implanted_on",
                                        "low_reservoir_alarm_ml")}),)
+        if obj.explanted_on is not None:  # the plan is in its own list (withdrawal plans)
+            return tuple((name, {**opts, "fields": tuple(f for f in opts["fields"] if f not in PLAN_FIELDS)})
+                         for name, opts in self.fieldsets)
         return self.fieldsets
 
     def get_readonly_fields(self, request, obj=None):
@@ -351,7 +383,8 @@ class PumpAdmin(ServiceAdmin):
             pump = services.update_pump(pump=current, actor=actor, **changes)
         if data.get("explanted_on") and current.explanted_on is None:
             pump = services.explant_pump(
-                pump=pump, explanted_on=data["explanted_on"], reason=data.get("explant_reason") or "", actor=actor
+                pump=pump, explanted_on=data["explanted_on"], reason=data.get("explant_reason") or "", actor=actor,
+                **_plan(data),
             )
         return Pump.objects.get(pk=pump.pk)
 
@@ -359,7 +392,7 @@ class PumpAdmin(ServiceAdmin):
 # ------------------------------------------------------------------------ programs
 
 
-class ProgramForm(ServiceForm):
+class ProgramForm(ServiceForm, PlanFields):
     daily_dose_mcg = forms.DecimalField(
         required=False, max_digits=12, decimal_places=3,
         help_text="Continuous: the daily dose. Flex: optional; it must agree with the steps.",
@@ -369,7 +402,7 @@ class ProgramForm(ServiceForm):
         model = Program
         fields = (
             "pump", "effective_at", "concentration_mcg_per_ml", "mode", "daily_dose_mcg", "steps", "ptm_bolus_mcg",
-            "ptm_max_per_day", "override_reason",
+            "ptm_max_per_day", "override_reason", "comedication_confirmed",
         )
 
 
@@ -389,14 +422,16 @@ class ProgramAdmin(ServiceAdmin):
     actions = ("verify_programs",)
     add_fields = (
         "pump", "effective_at", "concentration_mcg_per_ml", "mode", "daily_dose_mcg", "steps", "ptm_bolus_mcg",
-        "ptm_max_per_day", "override_reason",
+        "ptm_max_per_day", "override_reason", "comedication_confirmed", "withdrawal_plan", "oral_bridge_dose",
+        "withdrawal_plan_reason",
     )
 
     def get_fields(self, request, obj=None):
         if obj is None:
             return self.add_fields
         return (
-            *self.add_fields, "refill", "entered_by", "entered_by_external", "entered_at", "verified_by",
+            *(f for f in self.add_fields if f not in PLAN_FIELDS), "comedication_summary", "refill",
+            "entered_by", "entered_by_external", "entered_at", "verified_by",
             "verified_by_external", "verified_at", *_voided_fields(),
         )
 
@@ -409,6 +444,8 @@ class ProgramAdmin(ServiceAdmin):
                 daily_dose_mcg=data.get("daily_dose_mcg"), steps=data.get("steps") or None,
                 ptm_bolus_mcg=data.get("ptm_bolus_mcg"), ptm_max_per_day=data.get("ptm_max_per_day"),
                 override_reason=data.get("override_reason") or "",
+                comedication_confirmed=bool(data.get("comedication_confirmed")),
+                **_plan(data),
             ),
         )
 
@@ -578,6 +615,40 @@ class ReadOnly:
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+# ------------------------------------------------------------- dose and response
+# Read-only here: they are recorded (and voided) through the services, on the staff
+# pages and the API (docs/clinical-rules.md §15).
+
+
+@admin.register(Assessment)
+class AssessmentAdmin(ReadOnly, ClinicScopedAdmin):
+    clinic_path = "pump__clinic"
+    list_display = ("pump", "assessed_at", "penn_spasm_frequency", "pain_score", "assessed_by", "refill", "voided_at")
+    list_filter = ("pump__clinic",)
+    search_fields = ("pump__serial_number", "pump__patient__mrn")
+    list_select_related = ("pump__model", "pump__clinic", "assessed_by")
+    date_hierarchy = "assessed_at"
+
+
+@admin.register(CoMedication)
+class CoMedicationAdmin(ReadOnly, ClinicScopedAdmin):
+    clinic_path = "patient__clinic"
+    list_display = ("patient", "name", "category", "started_on", "stopped_on", "recorded_by", "voided_at")
+    list_filter = ("patient__clinic", "category")
+    search_fields = ("patient__mrn", "name")
+    list_select_related = ("patient__clinic", "recorded_by")
+
+
+@admin.register(WithdrawalPlan)
+class WithdrawalPlanAdmin(ReadOnly, ClinicScopedAdmin):
+    clinic_path = "pump__clinic"
+    list_display = ("pump", "stop", "stopped_at", "plan", "oral_bridge_dose", "recorded_by", "voided_at")
+    list_filter = ("pump__clinic", "stop", "plan")
+    search_fields = ("pump__serial_number", "pump__patient__mrn")
+    list_select_related = ("pump__model", "pump__clinic", "recorded_by")
+    date_hierarchy = "stopped_at"
 
 
 @admin.register(Alert)

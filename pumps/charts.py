@@ -18,6 +18,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from . import projection as pj
+from . import symptoms
 
 WIDTH = 720
 HEIGHT = 300
@@ -53,11 +54,12 @@ class Frame:
     v1: float
     width: int = WIDTH
     height: int = HEIGHT
+    right: int = RIGHT  # the right margin (wider when a second value axis is labelled there)
 
     def x(self, moment: datetime) -> float:
         span = (self.t1 - self.t0).total_seconds() or 1
         frac = (moment - self.t0).total_seconds() / span
-        return LEFT + max(0.0, min(1.0, frac)) * (self.width - LEFT - RIGHT)
+        return LEFT + max(0.0, min(1.0, frac)) * (self.width - LEFT - self.right)
 
     def y(self, value: float) -> float:
         span = (self.v1 - self.v0) or 1
@@ -142,7 +144,7 @@ class Svg:
         bottom, top = f.height - BOTTOM, TOP
         for value in y_ticks:
             y = f.y(value)
-            self.line(LEFT, y, f.width - RIGHT, y, "chart-grid")
+            self.line(LEFT, y, f.width - f.right, y, "chart-grid")
             self.text(LEFT - 6, y + 4, _n(value), "chart-tick", "end")
         middle = (top + bottom) / 2
         self.add(f'<text x="16" y="{_n(middle)}" class="chart-unit" text-anchor="middle" '
@@ -151,7 +153,7 @@ class Svg:
             x = f.x(moment)
             self.line(x, bottom, x, bottom + 5, "chart-axis")
             self.text(x, bottom + 18, label, "chart-tick", "middle")
-        self.line(LEFT, bottom, f.width - RIGHT, bottom, "chart-axis")
+        self.line(LEFT, bottom, f.width - f.right, bottom, "chart-axis")
         self.line(LEFT, top, LEFT, bottom, "chart-axis")
 
     def legend(self, items: list[tuple[str, str]]) -> None:
@@ -419,3 +421,133 @@ def discrepancy_chart(*, refills: list, threshold_ml: Decimal, tz: tzinfo) -> Di
     svg.line(LEFT, HEIGHT - BOTTOM, width - RIGHT, HEIGHT - BOTTOM, "chart-axis")
     svg.legend([("chart-threshold", "Threshold"), ("bar-legend-flagged", "Flagged (!)")])
     return DiscrepancyChart(svg.render(), bars)
+
+
+# ------------------------------------------------------------- dose and response
+
+RESPONSE_RIGHT = 60  # room for the score axis's labels at the right
+SCORE_MAX = 4.0  # Modified Ashworth and Penn both run 0-4
+
+
+def highest_ashworth(assessment) -> str | None:
+    """The highest Modified Ashworth grade of the limbs assessed (1+ ranks between 1 and
+    2: ``symptoms.ASHWORTH_VALUE``), or None when no limb was assessed."""
+    grades = [getattr(assessment, name) for name in symptoms.ashworth_fields()]
+    grades = [g for g in grades if g]
+    return max(grades, key=lambda g: symptoms.ASHWORTH_VALUE[g]) if grades else None
+
+
+@dataclass(frozen=True)
+class ResponseRow:
+    """One row of the response table: a program change or an assessment."""
+
+    at: datetime
+    dose_mcg: Decimal | None  # the basal daily dose in force at ``at``
+    program_change: bool  # the row is a new program (else an assessment)
+    ashworth: tuple[str, ...] = ()  # grade per limb in ``symptoms.LIMBS`` order, "" when not assessed
+    highest: str | None = None
+    penn: int | None = None
+
+
+@dataclass(frozen=True)
+class ResponseChart:
+    svg: SafeString
+    rows: list[ResponseRow]
+
+
+def _dose_at(doses: list[tuple[datetime, Decimal]], moment: datetime) -> Decimal | None:
+    in_force = [d for t, d in doses if t <= moment]
+    return in_force[-1] if in_force else None
+
+
+def _response_rows(doses: list[tuple[datetime, Decimal]], assessments: list) -> list[ResponseRow]:
+    rows = [ResponseRow(t, d, True) for t, d in doses]
+    for a in assessments:
+        rows.append(ResponseRow(
+            a.assessed_at, _dose_at(doses, a.assessed_at), False,
+            ashworth=tuple(getattr(a, name) or "" for name in symptoms.ashworth_fields()),
+            highest=highest_ashworth(a), penn=a.penn_spasm_frequency,
+        ))
+    rows.sort(key=lambda r: (r.at, not r.program_change))
+    return rows
+
+
+def _response_description(doses, ashworth, penn, start: datetime, end: datetime, tz: tzinfo) -> str:
+    words = [f"Daily dose (left axis, mcg/day) against spasticity scores (right axis, 0 to 4) from "
+             f"{start.astimezone(tz):%Y-%m-%d} to {end.astimezone(tz):%Y-%m-%d}."]
+    if doses:
+        words.append(f"Dose {_ml(doses[0][1])} mcg/day at first, {_ml(doses[-1][1])} mcg/day now.")
+    if ashworth:
+        (t0, g0), (t1, g1) = ashworth[0], ashworth[-1]
+        words.append(f"Highest Modified Ashworth grade of the limbs (1+ drawn as 1.5): {g0} on "
+                     f"{t0.astimezone(tz):%Y-%m-%d}, {g1} on {t1.astimezone(tz):%Y-%m-%d}.")
+    if penn:
+        (t0, p0), (t1, p1) = penn[0], penn[-1]
+        words.append(f"Penn spasm frequency: {p0} on {t0.astimezone(tz):%Y-%m-%d}, "
+                     f"{p1} on {t1.astimezone(tz):%Y-%m-%d}.")
+    return " ".join(words)
+
+
+def _score_axis(svg: Svg, scores: Frame) -> None:
+    """The right-hand axis of the scores, 0 to 4."""
+    x = scores.width - scores.right
+    for value in range(int(SCORE_MAX) + 1):
+        svg.text(x + 6, scores.y(value) + 4, str(value), "chart-tick", "start")
+    svg.line(x, TOP, x, scores.height - BOTTOM, "chart-axis")
+    middle = (TOP + scores.height - BOTTOM) / 2
+    at = scores.width - 16
+    svg.add(f'<text x="{_n(at)}" y="{_n(middle)}" class="chart-unit" text-anchor="middle" '
+            f'transform="rotate(90 {_n(at)} {_n(middle)})">score (0-4)</text>')
+
+
+def _dose_steps(frame: Frame, doses: list[tuple[datetime, Decimal]], end: datetime) -> list[tuple[float, float]]:
+    points: list[tuple[float, float]] = []
+    for moment, dose in doses:
+        x, y = frame.x(moment), frame.y(float(dose))
+        if points:
+            points.append((x, points[-1][1]))
+        points.append((x, y))
+    if points:
+        points.append((frame.x(end), points[-1][1]))
+    return points
+
+
+def response_chart(*, programs: list, assessments: list, now: datetime, tz: tzinfo) -> ResponseChart | None:
+    """The basal daily dose (a step line over time, from the programs) against the
+    spasticity scores of the visit assessments on one time axis: the highest Modified
+    Ashworth grade of the limbs assessed (1+ drawn as 1.5) and the Penn spasm frequency,
+    both 0-4 on the right axis. None until an assessment has a score."""
+    live = sorted((a for a in assessments if not a.is_voided and a.assessed_at <= now),
+                  key=lambda a: (a.assessed_at, a.pk or 0))
+    ashworth = [(a.assessed_at, g) for a in live if (g := highest_ashworth(a)) is not None]
+    penn = [(a.assessed_at, a.penn_spasm_frequency) for a in live if a.penn_spasm_frequency is not None]
+    if not ashworth and not penn:
+        return None
+    doses = [(p.effective_at, p.daily_dose_mcg) for p in sorted(
+        (p for p in programs if not p.is_voided and p.effective_at <= now), key=lambda p: p.effective_at)]
+    start = min([t for t, _ in doses[:1]] + [live[0].assessed_at])
+    end = max(now, start + timedelta(days=1))
+    top = float(max((d for _t, d in doses), default=Decimal(0))) * 1.15 or 1.0
+    frame = Frame(start, end, 0.0, top, right=RESPONSE_RIGHT)
+    scores = Frame(start, end, 0.0, SCORE_MAX, right=RESPONSE_RIGHT)
+    svg = Svg("response-chart", "Dose and response: daily dose (mcg/day), Ashworth and Penn scores",
+              _response_description(doses, ashworth, penn, start, end, tz), frame)
+    svg.axes(value_ticks(0, top), "mcg/day", time_ticks(start, end, tz))
+    _score_axis(svg, scores)
+    if doses:
+        svg.polyline(_dose_steps(frame, doses, end), "series-dose")
+    if ashworth:
+        points = [(scores.x(t), scores.y(symptoms.ASHWORTH_VALUE[g])) for t, g in ashworth]
+        svg.polyline(points, "series-ashworth")
+        for (x, y), (_t, grade) in zip(points, ashworth, strict=True):
+            svg.add(f'<circle cx="{_n(x)}" cy="{_n(y)}" r="4" class="chart-marker"/>')
+            svg.text(x, y - 8, grade, "chart-label", "middle")
+    if penn:
+        points = [(scores.x(t), scores.y(value)) for t, value in penn]
+        svg.polyline(points, "series-penn")
+        for (x, y), (_t, value) in zip(points, penn, strict=True):
+            svg.add(f'<rect x="{_n(x - 4)}" y="{_n(y - 4)}" width="8" height="8" class="chart-marker"/>')
+            svg.text(x, y + 18, f"P{value}", "chart-label", "middle")
+    svg.legend([("series-dose", "Daily dose (mcg/day)"), ("series-ashworth", "Highest Ashworth grade"),
+                ("series-penn", "Penn spasm frequency (P)")])
+    return ResponseChart(svg.render(), _response_rows(doses, live))

@@ -17,8 +17,8 @@ from clinic import permissions
 from clinic.models import WEEKDAY_NAMES, AlertRecipient, Clinic, ClinicClosure
 
 from . import projection as pj
-from . import services
-from .models import Appointment, DrugProduct, Event, Patient, Program, Pump, PumpModel
+from . import services, symptoms
+from .models import Appointment, CoMedication, DrugProduct, Event, Patient, Program, Pump, PumpModel, WithdrawalPlan
 
 ML_FIELD = {"max_digits": 9, "decimal_places": 3}
 DOSE_FIELD = {"max_digits": 12, "decimal_places": 3}
@@ -222,7 +222,38 @@ def steps_text(steps: list[dict]) -> str:
     return "\n".join(f"{s['start']} {Decimal(str(s['dose_mcg_per_hour'])).normalize():f}" for s in steps or [])
 
 
-class ProgramFieldsMixin:
+class WithdrawalPlanFieldsMixin:
+    """What is done against withdrawal when intrathecal delivery stops (an explant, a
+    program of 0 mcg/day and no bolus): docs/clinical-rules.md §15. The fields may always
+    be posted (blank is not given); the service says when a plan is missing or not wanted,
+    under the same names (``program_`` inside a refill)."""
+
+    def add_withdrawal_plan_fields(self, prefix: str = "") -> None:
+        self.fields[f"{prefix}withdrawal_plan"] = forms.ChoiceField(
+            label="Plan against withdrawal", choices=WithdrawalPlan.Plan.choices, widget=forms.RadioSelect,
+            required=False,
+            help_text="Stopping intrathecal baclofen abruptly can cause life-threatening withdrawal.",
+        )
+        self.fields[f"{prefix}oral_bridge_dose"] = forms.CharField(
+            label="Oral baclofen bridge: dose", max_length=200, required=False,
+            help_text="With an oral baclofen bridge, e.g. 10 mg four times a day.",
+        )
+        self.fields[f"{prefix}withdrawal_plan_reason"] = forms.CharField(
+            label="No plan: why", max_length=500, required=False, widget=forms.Textarea(attrs={"rows": 2}),
+            help_text="With none, a critical withdrawal-risk alert stays open for the withdrawal window, until "
+                      "acknowledged with a reason.",
+        )
+
+    def withdrawal_plan_values(self, prefix: str = "") -> dict:
+        data = self.cleaned_data
+        return {
+            "withdrawal_plan": data.get(f"{prefix}withdrawal_plan") or None,
+            "oral_bridge_dose": data.get(f"{prefix}oral_bridge_dose") or "",
+            "withdrawal_plan_reason": data.get(f"{prefix}withdrawal_plan_reason") or "",
+        }
+
+
+class ProgramFieldsMixin(WithdrawalPlanFieldsMixin):
     """The fields of a program (docs/clinical-rules.md §4): concentration, continuous or flex, on-demand bolus,
     override reason. ``program_prefix`` is "" for the program page, "program_" when the
     program rides on a refill."""
@@ -259,6 +290,10 @@ class ProgramFieldsMixin:
             widget=forms.Textarea(attrs={"rows": 2}),
             help_text="Needed only when the daily dose rises above the titration limit in 24 hours.",
         )
+        self.fields[f"{p}comedication_confirmed"] = forms.BooleanField(
+            label="I have weighed the CNS depressant(s) above and confirm this dose increase", required=False,
+        )
+        self.add_withdrawal_plan_fields(p)
 
     def clean_steps_field(self, name: str):
         raw = self.cleaned_data.get(name, "")
@@ -282,6 +317,8 @@ class ProgramFieldsMixin:
             ptm_bolus_mcg=data.get(f"{p}ptm_bolus_mcg"),
             ptm_max_per_day=data.get(f"{p}ptm_max_per_day"),
             override_reason=data.get(f"{p}override_reason") or "",
+            comedication_confirmed=bool(data.get(f"{p}comedication_confirmed")),
+            **self.withdrawal_plan_values(p),
         )
 
 
@@ -299,11 +336,92 @@ class ProgramForm(ProgramFieldsMixin, forms.Form):
         return self.clean_steps_field("steps")
 
 
+# ---------------------------------------------------------- visit assessments
+
+NOT_ASSESSED = ("", "not assessed")
+SIGN_NAMES = [*symptoms.withdrawal_fields(), *symptoms.overdose_fields()]
+YES_NO = (("no", "no"), ("yes", "yes"))
+MSG_PAIN = "Enter a whole number from 0 to 10, e.g. 3"
+
+
+def _yes(value) -> bool:
+    return value == "yes" or value is True
+
+
+class AssessmentFieldsMixin:
+    """The fields of a visit assessment (docs/clinical-rules.md §15): the Modified Ashworth
+    grade of each limb (blank: not assessed), the Penn spasm frequency, pain 0-10, a goal
+    note and the symptom screen, yes or no for each withdrawal and each overdose sign, in
+    the words of ``pumps.symptoms``. ``assessment_prefix`` is "" on the assessment page,
+    "assessment_" when the assessment rides on a refill."""
+
+    assessment_prefix = ""
+
+    def add_assessment_fields(self) -> None:
+        p = self.assessment_prefix
+        for suffix, limb in symptoms.LIMBS:
+            self.fields[f"{p}ashworth_{suffix}"] = forms.ChoiceField(
+                label=f"Modified Ashworth, {limb}", choices=[NOT_ASSESSED, *symptoms.ASHWORTH_GRADES], required=False,
+            )
+        self.fields[f"{p}penn_spasm_frequency"] = forms.TypedChoiceField(
+            label="Penn spasm frequency", choices=[NOT_ASSESSED, *symptoms.PENN_GRADES], coerce=int,
+            empty_value=None, required=False,
+        )
+        self.fields[f"{p}pain_score"] = forms.IntegerField(
+            label="Pain (0-10)", required=False, error_messages={"invalid": MSG_PAIN},
+            widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off", "class": "short"}),
+            help_text="0: no pain, 10: the worst imaginable. Empty: not asked.",
+        )
+        self.fields[f"{p}goal_note"] = forms.CharField(
+            label="Goal of treatment (in the patient's words)", required=False,
+            widget=forms.Textarea(attrs={"rows": 2}),
+        )
+        for prefix, signs in ((symptoms.WITHDRAWAL_FIELD_PREFIX, symptoms.WITHDRAWAL_SIGNS),
+                              (symptoms.OVERDOSE_FIELD_PREFIX, symptoms.OVERDOSE_SIGNS)):
+            for code, words in signs:
+                self.fields[f"{p}{prefix}{code}"] = forms.TypedChoiceField(
+                    label=words[:1].upper() + words[1:], choices=YES_NO, coerce=_yes, empty_value=False,
+                    required=False, initial="no", widget=forms.RadioSelect(attrs={"class": "yes-no"}),
+                )
+
+    def assessment_fields(self) -> dict[str, list]:
+        """The bound fields by group, for the template: limbs and scores, withdrawal signs,
+        overdose signs."""
+        p = self.assessment_prefix
+        return {
+            "scores": [self[f"{p}{name}"] for name in
+                       [*symptoms.ashworth_fields(), "penn_spasm_frequency", "pain_score", "goal_note"]],
+            "withdrawal": [self[f"{p}{name}"] for name in symptoms.withdrawal_fields()],
+            "overdose": [self[f"{p}{name}"] for name in symptoms.overdose_fields()],
+        }
+
+    def assessment_input(self, notes: str = "") -> services.AssessmentInput:
+        p = self.assessment_prefix
+        data = self.cleaned_data
+        return services.AssessmentInput(
+            **{name: data.get(f"{p}{name}") or "" for name in symptoms.ashworth_fields()},
+            penn_spasm_frequency=data.get(f"{p}penn_spasm_frequency"),
+            pain_score=data.get(f"{p}pain_score"),
+            goal_note=data.get(f"{p}goal_note") or "",
+            notes=notes,
+            signs={name: bool(data.get(f"{p}{name}")) for name in SIGN_NAMES},
+        )
+
+    def assessment_given(self) -> bool:
+        """Anything entered in the assessment's fields (a score, pain, a goal, a sign
+        answered yes)."""
+        p = self.assessment_prefix
+        data = self.cleaned_data
+        names = [*symptoms.ashworth_fields(), "penn_spasm_frequency", "pain_score", "goal_note", *SIGN_NAMES]
+        return any(data.get(f"{p}{name}") not in (None, "", False) for name in names)
+
+
 # ----------------------------------------------------------------------- refills
 
 
-class RefillForm(ProgramFieldsMixin, forms.Form):
+class RefillForm(ProgramFieldsMixin, AssessmentFieldsMixin, forms.Form):
     program_prefix = "program_"
+    assessment_prefix = "assessment_"
 
     performed_at = LocalDateTimeField(label="Performed at (local time)")
     extracted_volume_ml = volume_field(
@@ -347,6 +465,11 @@ class RefillForm(ProgramFieldsMixin, forms.Form):
         self.fields["performed_at"].tz = pump.clinic.tz
         self.fields["performed_at"].label = f"Performed at (local time, {pump.clinic.timezone})"
         self.add_program_fields(with_concentration=False)
+        self.fields["assessment_recorded"] = forms.BooleanField(
+            label="Record a visit assessment with this refill", required=False,
+            help_text="Also saved when any score, pain, goal or sign below is filled in.",
+        )
+        self.add_assessment_fields()
 
     def clean_program_steps(self):
         return self.clean_steps_field("program_steps")
@@ -371,9 +494,17 @@ class RefillForm(ProgramFieldsMixin, forms.Form):
             lot_expiry=data.get("lot_expiry"),
             notes=data.get("notes") or "",
             program=self.program_or_none(),
+            assessment=self.assessment_or_none(),
             confirm_duplicate=bool(data.get("confirm_duplicate")),
             actor=actor,
         )
+
+    def assessment_or_none(self) -> services.AssessmentInput | None:
+        """The visit assessment of the refill: when asked for, or when anything of it was
+        filled in (nothing typed is lost for a box left unticked)."""
+        if not (self.cleaned_data.get("assessment_recorded") or self.assessment_given()):
+            return None
+        return self.assessment_input()
 
 
 def stability_days_for(product: DrugProduct | None) -> int:
@@ -427,19 +558,65 @@ class EventForm(forms.Form):
         )
 
 
-class ExplantForm(forms.Form):
+class ExplantForm(WithdrawalPlanFieldsMixin, forms.Form):
     explanted_on = forms.DateField(label="Explanted on", widget=forms.DateInput(attrs={"type": "date"}))
     reason = forms.CharField(label="Reason", max_length=300, required=False)
 
     def __init__(self, *args, pump: Pump, **kwargs):
         super().__init__(*args, **kwargs)
         self.pump = pump
+        self.add_withdrawal_plan_fields()
 
     def save(self, *, actor):
         return services.explant_pump(
             pump=self.pump, explanted_on=self.cleaned_data["explanted_on"],
-            reason=self.cleaned_data.get("reason") or "", actor=actor,
+            reason=self.cleaned_data.get("reason") or "", actor=actor, **self.withdrawal_plan_values(),
         )
+
+
+# ------------------------------------------------------------ dose and response
+
+
+class AssessmentForm(AssessmentFieldsMixin, forms.Form):
+    assessed_at = LocalDateTimeField(label="Assessed at (local time)")
+    notes = forms.CharField(label="Notes", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, pump: Pump, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pump = pump
+        self.fields["assessed_at"].tz = pump.clinic.tz
+        self.fields["assessed_at"].label = f"Assessed at (local time, {pump.clinic.timezone})"
+        self.add_assessment_fields()
+
+    def save(self, *, actor):
+        data = self.cleaned_data
+        return services.record_assessment(
+            pump=self.pump, assessed_at=data["assessed_at"], data=self.assessment_input(data.get("notes") or ""),
+            actor=actor,
+        )
+
+
+class CoMedicationForm(forms.Form):
+    name = forms.CharField(label="Drug and dose", max_length=200,
+                           help_text="As prescribed, e.g. oxycodone 10 mg twice a day.")
+    category = forms.ChoiceField(label="Category", choices=[("", "choose"), *CoMedication.Category.choices])
+    started_on = forms.DateField(label="Started on", widget=forms.DateInput(attrs={"type": "date"}))
+    notes = forms.CharField(label="Notes", required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def save(self, *, patient: Patient, actor):
+        data = self.cleaned_data
+        return services.record_comedication(
+            patient=patient, name=data["name"], category=data["category"], started_on=data["started_on"],
+            notes=data.get("notes") or "", actor=actor,
+        )
+
+
+class CoMedicationStopForm(forms.Form):
+    stopped_on = forms.DateField(label="Stopped on", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def save(self, *, comedication: CoMedication, actor):
+        return services.stop_comedication(comedication=comedication, stopped_on=self.cleaned_data["stopped_on"],
+                                          actor=actor)
 
 
 class ReplaceForm(forms.Form):

@@ -32,6 +32,8 @@ from .models import (
     Alert,
     AlertKind,
     Appointment,
+    Assessment,
+    CoMedication,
     DrugProduct,
     Event,
     Notification,
@@ -859,6 +861,56 @@ def pump_page(user, pk: int, now: datetime) -> PumpPage:
         history=history,
         threshold_ml=threshold,
         safety=pump_safety(pump, now, open_alerts=unresolved),
+    )
+
+
+# ------------------------------------------------------------- dose and response
+
+
+@dataclass
+class DoseResponse:
+    """The visit assessments of a pump and the CNS depressants of its patient
+    (docs/clinical-rules.md §15), voided ones included, oldest first; ``day`` is the
+    clinic's local date (what is active today)."""
+
+    assessments: list[Assessment]
+    comedications: list[CoMedication]
+    day: date
+    alerts_by_assessment: dict[int, list[Alert]] = field(default_factory=dict)
+
+    @property
+    def live_assessments(self) -> list[Assessment]:
+        return [a for a in self.assessments if not a.is_voided]
+
+    @property
+    def last_assessment(self) -> Assessment | None:
+        live = self.live_assessments
+        return live[-1] if live else None
+
+    @property
+    def active_comedications(self) -> list[CoMedication]:
+        return [c for c in self.comedications if c.is_active_on(self.day)]
+
+
+ASSESSMENT_EPISODE = "assessment:{}"  # the episode of the alerts an assessment opens
+
+
+def dose_response(pump: Pump, now: datetime, alerts: list[Alert] | None = None) -> DoseResponse:
+    """Two queries: the pump's assessments and the patient's co-medications. ``alerts``
+    (the pump's, when the caller has them) are matched to the assessment that opened them."""
+    assessments = list(
+        Assessment.objects.filter(pump=pump).select_related("assessed_by", "voided_by").order_by("assessed_at", "id")
+    )
+    comedications = list(
+        CoMedication.objects.filter(patient_id=pump.patient_id).select_related("recorded_by")
+        .order_by("started_on", "id")
+    )
+    by_episode: dict[str, list[Alert]] = {}
+    for alert in alerts or []:
+        by_episode.setdefault(alert.episode, []).append(alert)
+    return DoseResponse(
+        assessments=assessments, comedications=comedications, day=pj.local_date(now, pump.clinic.tz),
+        alerts_by_assessment={a.pk: by_episode.get(ASSESSMENT_EPISODE.format(a.pk), []) for a in assessments},
     )
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from . import calendar_feeds, views, views_planning
+from . import calendar_feeds, views, views_dose, views_planning
 
 urlpatterns = [
     path("", views.worklist, name="worklist"),
@@ -21,6 +21,12 @@ urlpatterns = [
     path("pumps/<int:pk>/replace/", views.replace, name="replace"),
     path("pumps/<int:pk>/appointments/", views.appointments, name="appointments"),
     path("pumps/<int:pk>/worksheet/", views.worksheet, name="worksheet"),
+    path("pumps/<int:pk>/assessment/", views_dose.assessment_create, name="assessment"),
+    path("pumps/<int:pk>/comedications/", views_dose.comedication_add, name="comedication_add"),
+    path("pumps/<int:pk>/comedications/<int:comedication>/stop/", views_dose.comedication_stop,
+         name="comedication_stop"),
+    path("pumps/<int:pk>/comedications/<int:comedication>/void/", views_dose.comedication_void,
+         name="comedication_void"),
     path("appointments/<int:pk>/", views.appointment_update, name="appointment_update"),
     path("appointments/<int:pk>.ics", views.appointment_calendar, name="appointment_ics"),
     path("void/<str:kind>/<int:pk>/", views.void, name="void"),

@@ -28,7 +28,7 @@ from .alerting.acknowledge import acknowledge
 from .alerting.rules import ADVICE
 from .calendar import appointment_ics
 from .errors import Forbidden
-from .models import Alert, AlertKind, Appointment, Event, Program, Reading, Refill, Severity
+from .models import Alert, AlertKind, Appointment, Assessment, Event, Program, Reading, Refill, Severity
 
 # The one rule set's words (clinic.permissions): pages refuse as the services do.
 MSG_VIEWER = MESSAGES[Action.RECORD]
@@ -170,9 +170,11 @@ def patient_edit(request, pk: int):
     return render_page(request, "pumps/patient_edit.html", {"form": form, "patient": patient})
 
 
-def pump_charts(page: selectors.PumpPage, now: datetime) -> dict:
+def pump_charts(page: selectors.PumpPage, now: datetime, dose: selectors.DoseResponse | None = None) -> dict:
     tz = page.pump.clinic.tz
     return {
+        "response": charts.response_chart(programs=page.programs, assessments=dose.assessments, now=now, tz=tz)
+        if dose is not None else None,
         "volume": charts.volume_chart(
             pump_state=services.pump_state(page.pump), history_inputs=page.history.inputs(),
             projection=page.projection, capacity_ml=page.pump.model.reservoir_ml,
@@ -202,9 +204,11 @@ def pump_detail(request, pk: int):
     page = selectors.pump_page(request.user, pk, now)
     if not polling:  # a poll refreshes the page already opened (and logged)
         record_patient_access(request, page.pump.patient, "page")
+    dose = selectors.dose_response(page.pump, now, page.alerts)
     context = {
         "data": page, "pump": page.pump, "patient": page.pump.patient, "clinic": page.pump.clinic,
-        "p": page.projection, "can": page.permissions, "charts": pump_charts(page, now),
+        "p": page.projection, "can": page.permissions, "charts": pump_charts(page, now, dose), "dose": dose,
+        "comedication_form": forms.CoMedicationForm(initial={"started_on": dose.day.isoformat()}),
         "writable": None if _may_acknowledge(page.permissions) else set(), "advice": ADVICE,
         "flex": any(prog.mode == Program.Mode.FLEX for prog in page.history.programs),
         "poll_since": poll_since(now), "next_action": next_action(page),
@@ -304,7 +308,7 @@ def refill_create(request, pk: int):
             except Forbidden as exc:  # e.g. a program carried by a refill, entered by a nurse
                 raise PermissionDenied(exc.message) from exc
             except services.ServiceValidationError as exc:
-                forms.apply_service_errors(form, exc, prefix_map={"program.": "program_"})
+                forms.apply_service_errors(form, exc, prefix_map={"program.": "program_", "assessment.": "assessment_"})
             except services.Conflict as exc:
                 conflict = exc.message.split(" Send confirm_duplicate")[0]
             else:
@@ -323,6 +327,9 @@ def refill_create(request, pk: int):
                "problems": preview_problems(preview_form, preview),
                "can_program": selectors.permissions_for(request.user, pump.clinic_id).can_program,
                "conflict": conflict,
+               "comedications": services.active_comedications(pump.patient_id, pj.local_date(now, pump.clinic.tz)),
+               "show_assessment": bool(form["assessment_recorded"].value()) or any(
+                   name.startswith("assessment_") for name in form.errors),
                "show_program": bool(form["changes_program"].value()) or preview.concentration_change}
     return render_page(request, "pumps/refill_form.html", context, status=400 if form.errors or conflict else 200,
                        now=now)
@@ -393,8 +400,26 @@ def program_create(request, pk: int):
     preview = _program_preview(preview_form, pump, now)
     context = {"form": form, "pump": pump, "patient": pump.patient, "clinic": pump.clinic, "preview": preview,
                "problems": preview_problems(preview_form, preview),
-               "current": in_force[-1] if in_force else None}
+               "current": in_force[-1] if in_force else None,
+               **views_dose_context(pump, preview_form, preview, history, now)}
     return render_page(request, "pumps/program_form.html", context, status=400 if form.errors else 200, now=now)
+
+
+def views_dose_context(pump, form, preview: selectors.ProgramPreview, history, now: datetime) -> dict:
+    """The program form's dose-and-response parts (docs/clinical-rules.md §15): the CNS
+    depressants active today and, for the dose typed, the interaction the prescriber must
+    confirm (``services.check_interaction``, as the save applies it); whether the dose
+    stops delivery (the withdrawal plan is asked for)."""
+    data = getattr(form, "cleaned_data", {})
+    at = data.get("effective_at") or now
+    interaction = None
+    if preview.daily_dose_mcg is not None and not preview.problems:
+        interaction = services.check_interaction(pump, history.programs, at, preview.daily_dose_mcg)
+    return {
+        "comedications": services.active_comedications(pump.patient_id, pj.local_date(at, pump.clinic.tz)),
+        "interaction": interaction,
+        "stops_delivery": preview.daily_dose_mcg == 0 or data.get("daily_dose_mcg") == 0,
+    }
 
 
 def _initial_as_data(form) -> dict:
@@ -411,6 +436,7 @@ def program_preview(request, pk: int):
     return render(request, "partials/program_preview.html", {
         "preview": preview, "problems": preview_problems(form, preview),
         "pump": pump, "clinic": pump.clinic, "now": now,
+        **views_dose_context(pump, form, preview, services.load_history(pump), now),
     })
 
 
@@ -561,7 +587,8 @@ def appointment_calendar(request, pk: int):
 
 # ---------------------------------------------------------------------------- voids
 
-VOIDABLE = {"refill": Refill, "reading": Reading, "program": Program, "event": Event, "appointment": Appointment}
+VOIDABLE = {"refill": Refill, "reading": Reading, "program": Program, "event": Event, "appointment": Appointment,
+            "assessment": Assessment}
 
 
 @login_required
@@ -662,6 +689,7 @@ def worksheet(request, pk: int):
     record_patient_access(request, page.pump.patient, "page")
     context = {"sheet": sheet, "data": page, "pump": page.pump, "patient": page.pump.patient,
                "clinic": page.pump.clinic, "p": sheet.at_visit, "current": page.program_in_force,
+               "dose": selectors.dose_response(page.pump, now, page.alerts),
                "last_refill": page.live_refills[-1] if page.live_refills else None}
     return render_page(request, "pumps/worksheet.html", context, now=now)
 

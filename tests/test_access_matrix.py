@@ -138,6 +138,24 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
     "pumps/<int:pk>/worksheet/": [
         ("GET", "/pumps/{pump}/worksheet/",                        "302 200 200 200 200 200 200 302 302 302",
                                                                    "302 404 404 404 404 404 200 302 302 302")],
+    "pumps/<int:pk>/assessment/": [
+        ("GET", "/pumps/{pump}/assessment/",                       "302 403 200 200 200 200 200 302 302 302",
+                                                                   "302 404 404 404 404 404 200 302 302 302"),
+        ("POST", "/pumps/{pump}/assessment/",                      "302 403 400 400 400 400 400 302 302 302",
+                                                                   "302 404 404 404 404 404 400 302 302 302")],
+    "pumps/<int:pk>/comedications/": [  # an empty POST shows the form again
+        ("GET", "/pumps/{pump}/comedications/",                    "302 403 200 200 200 200 200 302 302 302",
+                                                                   "302 404 404 404 404 404 200 302 302 302"),
+        ("POST", "/pumps/{pump}/comedications/",                   "302 403 200 200 200 200 200 302 302 302",
+                                                                   "302 404 404 404 404 404 200 302 302 302")],
+    "pumps/<int:pk>/comedications/<int:comedication>/stop/": [
+        ("POST", "/pumps/{pump}/comedications/{comedication}/stop/", "302 403 400 400 400 400 400 302 302 302",
+                                                                   "302 404 404 404 404 404 400 302 302 302")],
+    "pumps/<int:pk>/comedications/<int:comedication>/void/": [
+        ("GET", "/pumps/{pump}/comedications/{comedication}/void/", "302 403 200 200 200 200 200 302 302 302",
+                                                                   "302 404 404 404 404 404 200 302 302 302"),
+        ("POST", "/pumps/{pump}/comedications/{comedication}/void/", "302 403 200 200 200 200 200 302 302 302",
+                                                                   "302 404 404 404 404 404 200 302 302 302")],
     "appointments/<int:pk>/": [
         ("POST", "/appointments/{appointment}/",                   "302 403 302 302 302 302 302 302 302 302",
                                                                    "302 404 404 404 404 404 302 302 302 302")],
@@ -481,6 +499,7 @@ class ClinicRecords:
     revoked_feed: str  # the secret of a revoked one
     my_feed: str  # the secret of the nurse's own calendar feed (the appointment is assigned to them)
     revoked_my_feed: str  # the secret of a revoked one
+    comedication: object = None
 
     def fill(self, path: str) -> str:
         return path.format(
@@ -488,7 +507,7 @@ class ClinicRecords:
             refill=self.refill.pk, reading=self.reading.pk, event=self.event.pk,
             appointment=self.appointment.pk, alert=self.alert.pk, flag=self.flag.pk,
             feed=self.feed, revoked_feed=self.revoked_feed, my_feed=self.my_feed,
-            revoked_my_feed=self.revoked_my_feed,
+            revoked_my_feed=self.revoked_my_feed, comedication=self.comedication.pk,
         )
 
 
@@ -529,8 +548,10 @@ def _records(clinic: Clinic, *, family: str, mrn: str, serial: str, actor: s.Act
     _, my_feed = CalendarFeed.create_with_secret(user=actor.user, name="Phone")
     revoked, revoked_my_feed = CalendarFeed.create_with_secret(user=actor.user, name="Old phone")
     revoked.revoke()
+    comedication = s.record_comedication(patient=patient, name="oxycodone 5 mg twice a day", category="opioid",
+                                         started_on=date(2026, 1, 20), actor=actor, now=NOW)
     return ClinicRecords(clinic, patient, pump, program, refill, reading, event, appointment, alert, flag,
-                         feed, revoked_feed, my_feed, revoked_my_feed)
+                         feed, revoked_feed, my_feed, revoked_my_feed, comedication)
 
 
 @dataclass

@@ -436,7 +436,7 @@ def test_digest_lists_notifications_that_could_not_be_delivered(filled, recipien
 def test_explant_resolves_the_pumps_open_alerts(filled, nurse):
     now = LRA + timedelta(minutes=40)
     sweep_and_send(now)
-    s.explant_pump(pump=filled, explanted_on=date(2026, 4, 19), actor=s.Actor(nurse), now=now + timedelta(hours=1))
+    s.explant_pump(withdrawal_plan="taper_completed", pump=filled, explanted_on=date(2026, 4, 19), actor=s.Actor(nurse), now=now + timedelta(hours=1))
     assert set(Alert.objects.values_list("resolution", flat=True)) == {"pump explanted"}
     sweep_and_send(now + timedelta(hours=8))
     assert len(sent("low_reservoir")) == 2

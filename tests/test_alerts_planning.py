@@ -89,7 +89,7 @@ def test_nothing_before_the_window_and_overdue_takes_over_after_the_due_date(fil
 
 def test_an_explanted_pump_has_no_unbooked_alert(filled, nurse):
     sweep_and_send(WINDOW_OPENS)
-    s.explant_pump(pump=filled, explanted_on=datetime(2026, 3, 28).date(), actor=s.Actor(nurse),
+    s.explant_pump(withdrawal_plan="taper_completed", pump=filled, explanted_on=datetime(2026, 3, 28).date(), actor=s.Actor(nurse),
                    now=datetime(2026, 3, 28, 12, tzinfo=CHICAGO))
     assert open_kinds(filled) == []
 

@@ -57,7 +57,7 @@ def test_a_battery_alert_of_an_explanted_pump_is_never_emailed(filled, nurse, mo
         ("nina@clinic.example", "pending", 1), ("ward@clinic.example", "pending", 1),
     ]
     monkeypatch.undo()  # the mail server is back...
-    s.explant_pump(pump=filled, explanted_on=date(2026, 4, 3), actor=s.Actor(nurse),
+    s.explant_pump(withdrawal_plan="taper_completed", pump=filled, explanted_on=date(2026, 4, 3), actor=s.Actor(nurse),
                    now=at + timedelta(seconds=30))  # ...but the pump was explanted before the retry
     battery.refresh_from_db()
     assert (battery.resolved_at, battery.resolution) == (at + timedelta(seconds=30), "pump explanted")

@@ -136,24 +136,98 @@ def test_raising_the_alarm_volume_moves_the_stored_alarm_and_due_date_earlier(ap
     assert response.json()["refill_due_on"] == "2026-04-07"
 
 
+TAPERED = {"plan": "taper_completed"}
+
+
 def test_explant(api, pump):
     with travel(NOW):
         response = api.post(
-            f"{API}/pumps/{pump.pk}/explant/", {"explanted_on": "2026-02-01", "reason": "infection"}, format="json"
+            f"{API}/pumps/{pump.pk}/explant/",
+            {"explanted_on": "2026-02-01", "reason": "infection", "withdrawal_plan": TAPERED}, format="json",
         )
-        again = api.post(f"{API}/pumps/{pump.pk}/explant/", {"explanted_on": "2026-02-02"}, format="json")
+        again = api.post(
+            f"{API}/pumps/{pump.pk}/explant/", {"explanted_on": "2026-02-02", "withdrawal_plan": TAPERED}, format="json"
+        )
     assert response.status_code == 200
     assert (response.json()["explanted_on"], response.json()["explant_reason"]) == ("2026-02-01", "infection")
     assert response.json()["status"] == "inactive"
+    plan = pump.withdrawal_plans.get()
+    assert response.json()["withdrawal_plan"] == {
+        "id": plan.pk, "stop": "explant", "stopped_at": "2026-02-01T00:00:00-06:00", "plan": "taper_completed",
+        "oral_bridge_dose": "", "reason": "", "recorded_by": "api client EHR", "voided_at": None,
+    }
     assert again.status_code == 400
     assert again.json() == {"pump": ["This pump was already explanted on 2026-02-01."]}
 
 
 def test_explant_before_implant_is_refused(api, pump):
     with travel(NOW):
-        response = api.post(f"{API}/pumps/{pump.pk}/explant/", {"explanted_on": "2026-01-01"}, format="json")
+        response = api.post(
+            f"{API}/pumps/{pump.pk}/explant/", {"explanted_on": "2026-01-01", "withdrawal_plan": TAPERED}, format="json"
+        )
     assert response.status_code == 400
     assert response.json() == {"explanted_on": ["The explant date is before the implant date (2026-01-15)."]}
+
+
+def test_explant_without_a_withdrawal_plan_is_refused_and_saves_nothing(api, pump):
+    with travel(NOW):
+        for body in ({"explanted_on": "2026-02-01"}, {"explanted_on": "2026-02-01", "withdrawal_plan": None}):
+            response = api.post(f"{API}/pumps/{pump.pk}/explant/", body, format="json")
+            assert response.status_code == 400
+            assert response.json() == {"withdrawal_plan": [
+                "An explant stops intrathecal baclofen: give the withdrawal plan (taper_completed, oral_bridge with "
+                "its dose, or none with a reason)."
+            ]}
+    pump.refresh_from_db()
+    assert pump.explanted_on is None and not pump.withdrawal_plans.exists()
+
+
+@pytest.mark.parametrize(("plan", "errors"), [
+    ({"plan": "oral_bridge"},
+     {"withdrawal_plan.oral_bridge_dose": ["Give the oral baclofen bridge dose (for example 10 mg four times a day)."]}),
+    ({"plan": "none"}, {"withdrawal_plan.reason": ["Give the reason there is no plan against withdrawal."]}),
+    ({"plan": "taper_completed", "oral_bridge_dose": "10 mg", "reason": "why"},
+     {"withdrawal_plan.oral_bridge_dose": ["Only an oral bridge has a dose: leave this empty."],
+      "withdrawal_plan.reason": ["Only a plan of none has a reason here: leave this empty."]}),
+    ({"plan": "oral_bridge", "oral_bridge_dose": "10 mg\tqid"},
+     {"withdrawal_plan.oral_bridge_dose": ["Remove line breaks, tabs and other control characters from this field."]}),
+    ({"plan": "stop"}, {"withdrawal_plan.plan": ['"stop" is not a valid choice.']}),
+    ({}, {"withdrawal_plan.plan": ["This field is required."]}),
+    ("none", {"withdrawal_plan.non_field_errors": ["Invalid data. Expected a dictionary, but got str."]}),
+])
+def test_explant_plan_errors_name_the_body_fields(api, pump, plan, errors):
+    with travel(NOW):
+        response = api.post(
+            f"{API}/pumps/{pump.pk}/explant/", {"explanted_on": "2026-02-01", "withdrawal_plan": plan}, format="json"
+        )
+    assert response.status_code == 400
+    assert response.json() == errors
+    assert not Pump.objects.filter(pk=pump.pk, explanted_on__isnull=False).exists()
+
+
+def test_explant_with_an_oral_bridge_or_no_plan(api, pump, clinic):
+    other = make_pump(make_patient(clinic, mrn="MRN-2"), serial="SN-2")
+    with travel(NOW):
+        bridged = api.post(f"{API}/pumps/{pump.pk}/explant/", {
+            "explanted_on": "2026-02-01",
+            "withdrawal_plan": {"plan": "oral_bridge", "oral_bridge_dose": " 10 mg four times a day "},
+        }, format="json")
+        unplanned = api.post(f"{API}/pumps/{other.pk}/explant/", {
+            "explanted_on": "2026-02-02", "withdrawal_plan": {"plan": "none", "reason": "patient declined"},
+        }, format="json")
+    assert bridged.status_code == 200, bridged.json()
+    assert {k: bridged.json()["withdrawal_plan"][k] for k in ("plan", "oral_bridge_dose", "reason")} == {
+        "plan": "oral_bridge", "oral_bridge_dose": "10 mg four times a day", "reason": "",
+    }
+    assert unplanned.status_code == 200, unplanned.json()
+    assert {k: unplanned.json()["withdrawal_plan"][k] for k in ("plan", "oral_bridge_dose", "reason")} == {
+        "plan": "none", "oral_bridge_dose": "", "reason": "patient declined",
+    }
+    (alert,) = unplanned.json()["open_alerts"]
+    assert (alert["kind"], alert["severity"]) == ("withdrawal_risk", "critical")
+    listed = {p["id"]: p["withdrawal_plan"] for p in api.get(f"{API}/pumps/", {"implanted": "false"}).json()["results"]}
+    assert listed == {pump.pk: bridged.json()["withdrawal_plan"], other.pk: unplanned.json()["withdrawal_plan"]}
+    assert api.get(f"{API}/pumps/{other.pk}/").json()["withdrawal_plan"] == unplanned.json()["withdrawal_plan"]
 
 
 def test_projection_of_an_incomplete_pump_has_null_numbers(api, pump):
@@ -257,7 +331,7 @@ def test_worklist_sorts_by_urgency_then_due_date(api, clinic, other_clinic):
         pumps.append(pump)
     explanted = make_pump(make_patient(clinic, mrn="GONE"), serial="GONE")
     services.explant_pump(pump=explanted, explanted_on=date(2026, 1, 16), actor=services.Actor.system(),
-                          now=datetime(2026, 1, 17, tzinfo=CHICAGO))
+                          withdrawal_plan="taper_completed", now=datetime(2026, 1, 17, tzinfo=CHICAGO))
     make_pump(make_patient(other_clinic, mrn="S1"), serial="S1")
     with travel(datetime(2026, 3, 1, 9, tzinfo=CHICAGO)):
         Appointment.objects.create(pump=pumps[3], scheduled_for=datetime(2026, 4, 8, 9, tzinfo=CHICAGO))

@@ -100,7 +100,8 @@ def test_worklist_and_pump_list_rows_carry_alerts_and_reasons(api, alarm, clinic
 
 def test_explanted_pump_reason_names_the_date(api, pump):
     with travel(datetime(2026, 2, 2, 10, tzinfo=CHICAGO)):
-        api.post(f"{API}/pumps/{pump.pk}/explant/", {"explanted_on": "2026-02-01"}, format="json")
+        api.post(f"{API}/pumps/{pump.pk}/explant/",
+                 {"explanted_on": "2026-02-01", "withdrawal_plan": {"plan": "taper_completed"}}, format="json")
         body = api.get(f"{API}/pumps/{pump.pk}/").json()
     assert (body["status"], body["status_reason"]) == ("inactive", "inactive: explanted on 2026-02-01")
 
@@ -111,7 +112,9 @@ def test_explanted_pump_reason_names_the_date(api, pump):
 def test_projection_before_the_explant_projects_from_the_records(api, filled):
     with travel(datetime(2026, 3, 30, 10, tzinfo=CHICAGO)):
         assert api.post(
-            f"{API}/pumps/{filled.pk}/explant/", {"explanted_on": "2026-03-30", "reason": "infection"}, format="json"
+            f"{API}/pumps/{filled.pk}/explant/",
+            {"explanted_on": "2026-03-30", "reason": "infection", "withdrawal_plan": {"plan": "taper_completed"}},
+            format="json",
         ).status_code == 200
         before = api.get(f"{API}/pumps/{filled.pk}/projection/", {"at": "2026-03-29T23:59:00-05:00"}).json()
         on_the_day = api.get(f"{API}/pumps/{filled.pk}/projection/", {"at": "2026-03-30T00:00:00-05:00"}).json()

@@ -36,6 +36,8 @@ def test_schema_is_openapi_3_json_with_every_resource(clinic):
         "/api/v1/events/", "/api/v1/events/{id}/", "/api/v1/events/{id}/void/", "/api/v1/appointments/",
         "/api/v1/appointments/{id}/", "/api/v1/appointments/{id}/ics/", "/api/v1/appointments/{id}/void/",
         "/api/v1/pumps/{id}/history/", "/api/v1/refill-plan/", "/api/v1/refill-plan/book/",
+        "/api/v1/assessments/", "/api/v1/assessments/{id}/", "/api/v1/assessments/{id}/void/",
+        "/api/v1/comedications/", "/api/v1/comedications/{id}/", "/api/v1/comedications/{id}/void/",
     }
 
 
@@ -152,3 +154,61 @@ def test_open_alerts_status_reason_and_acknowledgement_are_documented(clinic):
     assert schemas[request]["properties"]["reason"]["maxLength"] == 500
     assert {"200", "400", "401", "403", "404"} <= set(acknowledge["responses"])
     assert "acknowledgement_reason" in schemas["Alert"]["properties"]
+
+
+def test_dose_and_response_endpoints_are_documented_with_examples(clinic):
+    body = schema(token_client(clinic)[0])
+    schemas = body["components"]["schemas"]
+
+    def ref(node):
+        node = node["allOf"][0] if "allOf" in node else node
+        return schemas[node["$ref"].rsplit("/", 1)[1]]
+
+    create = body["paths"]["/api/v1/assessments/"]["post"]
+    content = create["requestBody"]["content"]["application/json"]
+    request = ref(content["schema"])
+    assert set(request["properties"]) == {
+        "pump", "assessed_at", "ashworth", "penn_spasm_frequency", "pain_score", "goal_note", "withdrawal_signs",
+        "overdose_signs", "notes", "assessed_by",
+    }
+    assert set(request["required"]) == {"pump", "assessed_at"}
+    assert list(ref(request["properties"]["ashworth"])["properties"]) == [
+        "upper_left", "upper_right", "lower_left", "lower_right",
+    ]
+    assert list(ref(request["properties"]["withdrawal_signs"])["properties"]) == [
+        "baseline_spasticity", "pruritus", "hypotension", "paresthesias", "high_fever", "altered_mental_status",
+        "rebound_spasticity", "muscle_rigidity",
+    ]
+    assert list(ref(request["properties"]["overdose_signs"])["properties"]) == [
+        "drowsiness", "lightheadedness", "dizziness", "somnolence", "respiratory_depression", "seizures",
+        "rostral_hypotonia", "loss_of_consciousness",
+    ]
+    (example,) = content["examples"].values()
+    assert example["value"]["ashworth"]["lower_left"] == "1+"
+    assert example["value"]["overdose_signs"] == {"drowsiness": True}
+    assert set(create["responses"]) == {"201", "400", "401", "403", "404", "412", "415", "422", "429"}
+    assert {p["name"] for p in create["parameters"] if p["in"] == "header"} == {"Idempotency-Key", "If-Match"}
+    response = ref(create["responses"]["201"]["content"]["application/json"]["schema"])
+    assert "alerts" in response["properties"] and "withdrawal_signs" in response["properties"]
+    assessment_filters = {p["name"] for p in body["paths"]["/api/v1/assessments/"]["get"]["parameters"]}
+    assert {"pump", "patient", "since", "include_voided", "page"} <= assessment_filters
+
+    comedications = body["paths"]["/api/v1/comedications/"]
+    assert set(ref(comedications["post"]["requestBody"]["content"]["application/json"]["schema"])["required"]) == {
+        "patient", "name", "category", "started_on",
+    }
+    assert {p["name"] for p in comedications["get"]["parameters"]} >= {"patient", "include_voided"}
+    assert set(body["paths"]["/api/v1/comedications/{id}/"]) == {"get", "patch"}
+
+    program = ref(body["paths"]["/api/v1/programs/"]["post"]["requestBody"]["content"]["application/json"]["schema"])
+    assert program["properties"]["comedication_confirmed"]["type"] == "boolean"
+    plan = ref(program["properties"]["withdrawal_plan"])
+    assert list(plan["properties"]) == ["plan", "oral_bridge_dose", "reason"]
+    explant = body["paths"]["/api/v1/pumps/{id}/explant/"]["post"]["requestBody"]["content"]["application/json"]
+    assert "withdrawal_plan" in ref(explant["schema"])["properties"]
+    assert {"comedication_confirmed", "comedication_summary", "withdrawal_plan"} <= set(
+        schemas["Program"]["properties"]
+    )
+    assert "assessment" in ref(
+        body["paths"]["/api/v1/refills/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    )["properties"]

@@ -117,7 +117,7 @@ def _steps(north, west, actors, pumps):
 
     def explant():
         for c, actor in (("north", dr), ("west", wdr)):
-            s.explant_pump(pump=pumps[f"{c}-explanted"], explanted_on=date(2026, 2, 20), actor=actor,
+            s.explant_pump(withdrawal_plan="taper_completed", pump=pumps[f"{c}-explanted"], explanted_on=date(2026, 2, 20), actor=actor,
                            reason="infection", now=datetime(2026, 2, 20, 12, tzinfo=CHICAGO))
 
     def deceased():

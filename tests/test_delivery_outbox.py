@@ -217,7 +217,7 @@ def test_a_resolved_alert_is_never_sent(ten_recipients, smtp, nurse_of):
     pump, t0 = ten_recipients
     inbox = smtp.start()
     # explanted before anything went out (SMTP was down); delivered two months later
-    s.explant_pump(pump=pump, explanted_on=date.today(), actor=s.Actor(nurse_of(pump)), now=t0 + timedelta(minutes=1))
+    s.explant_pump(withdrawal_plan="taper_completed", pump=pump, explanted_on=date.today(), actor=s.Actor(nurse_of(pump)), now=t0 + timedelta(minutes=1))
     assert set(Alert.objects.values_list("resolution", flat=True)) == {"pump explanted"}
     assert outbox.deliver_due(t0 + timedelta(days=60)) == 0
     assert inbox.messages == []

@@ -156,7 +156,7 @@ def test_a_refill_overdue_email_says_since_when(filled):
 
 def test_an_explanted_pump_is_not_in_the_digest(filled, nurse):
     sweep_and_send(LRA + timedelta(minutes=40))
-    s.explant_pump(pump=filled, explanted_on=date(2026, 4, 19), actor=s.Actor(nurse),
+    s.explant_pump(withdrawal_plan="taper_completed", pump=filled, explanted_on=date(2026, 4, 19), actor=s.Actor(nurse),
                    now=LRA + timedelta(hours=1))
     mail.outbox.clear()
     sweep_and_send(datetime(2026, 4, 20, 7, 0, tzinfo=CHICAGO))

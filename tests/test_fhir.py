@@ -155,6 +155,7 @@ def test_metadata_is_a_valid_capability_statement_listing_every_resource(api):
         "MedicationAdministration",
         "Appointment",
         "Flag",
+        "Observation",
     ]
     for resource in rest["resource"]:
         assert resource["interaction"] == [{"code": "read"}, {"code": "search-type"}]
@@ -263,11 +264,11 @@ def test_staff_session_reads_its_clinics_and_a_superuser_reads_every_clinic(hist
 
 
 def test_unknown_resource_types_and_malformed_ids_are_404(api, patient):
-    response = get(api, "Observation/1")
+    response = get(api, "Procedure/1")
     assert response.status_code == 404
     assert response.json()["issue"][0]["diagnostics"] == (
-        "Resource type 'Observation' is not served here; served: Patient, Device, MedicationRequest, "
-        "MedicationAdministration, Appointment, Flag."
+        "Resource type 'Procedure' is not served here; served: Patient, Device, MedicationRequest, "
+        "MedicationAdministration, Appointment, Flag, Observation."
     )
     assert get(api, "Patient/abc").status_code == 404
     assert get(api, "Patient/abc").json()["issue"][0]["diagnostics"] == "Patient/abc was not found."

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from pumps import charts
 from pumps import services as s
-from pumps.models import Appointment, Refill
+from pumps.models import Appointment, Assessment, CoMedication, Refill
 from tests.factories import make_user
 from tests.pages_support import (
     CHICAGO,
@@ -135,7 +135,12 @@ def test_pump_page_queries_do_not_grow_with_history(filled, nurse):
     s.record_refill(pump=filled, performed_at=datetime(2026, 3, 4, 9, tzinfo=CHICAGO), extracted_volume_ml=D("19"),
                     added_volume_ml=D("38"), concentration_mcg_per_ml=D("1000"), actor=actor,
                     now=datetime(2026, 3, 4, 10, tzinfo=CHICAGO))
-    assert count() == small == 25  # 24 reads and the access-log row (README, Security)
+    for i in range(3):  # assessments and co-medication are read in one query each
+        Assessment.objects.create(pump=filled, assessed_at=day + timedelta(days=i), ashworth_lower_left="2",
+                                  penn_spasm_frequency=2, assessed_by=nurse)
+        CoMedication.objects.create(patient=filled.patient, name=f"drug {i}", category="opioid",
+                                    started_on=day.date(), recorded_by=nurse)
+    assert count() == small == 27  # 26 reads and the access-log row (README, Security)
 
 
 def test_another_clinics_user_gets_404_everywhere(filled, other_clinic):

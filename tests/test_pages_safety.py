@@ -27,7 +27,7 @@ def rows(html: str) -> list[tuple[str, str]]:
 @pytest.fixture
 def explanted(patient, nurse, prescriber):
     pump = worked_example(patient, s.Actor(prescriber))
-    s.explant_pump(pump=pump, explanted_on=date(2026, 3, 20), reason="infection", actor=s.Actor(nurse),
+    s.explant_pump(withdrawal_plan="taper_completed", pump=pump, explanted_on=date(2026, 3, 20), reason="infection", actor=s.Actor(nurse),
                    now=datetime(2026, 3, 20, 15, tzinfo=CHICAGO))
     pump.refresh_from_db()
     return pump

@@ -238,7 +238,7 @@ def test_stored_urgency_is_the_rank_of_the_stored_status(board):
 
 
 def test_every_chip_counts_what_its_filter_shows_explanted_pumps_under_inactive(board, nurse):
-    s.explant_pump(pump=board["ok"], explanted_on=DUE_SOON_AT.date(), reason="infection", actor=s.Actor(nurse),
+    s.explant_pump(withdrawal_plan="taper_completed", pump=board["ok"], explanted_on=DUE_SOON_AT.date(), reason="infection", actor=s.Actor(nurse),
                    now=DUE_SOON_AT)
     client = signed_in(nurse)
     with travel(DUE_SOON_AT):

@@ -141,7 +141,7 @@ def test_reading_reanchors_the_projection(pump, actor):
 
 def test_explant_makes_pump_inactive(pump, actor):
     first_fill(pump, actor)
-    s.explant_pump(pump=pump, explanted_on=date(2026, 3, 27), actor=actor, reason="infection", now=NOW)
+    s.explant_pump(withdrawal_plan="taper_completed", pump=pump, explanted_on=date(2026, 3, 27), actor=actor, reason="infection", now=NOW)
     pump.refresh_from_db()
     assert pump.status == "inactive"
     assert pump.next_change_at is None
@@ -447,7 +447,7 @@ def test_refill_and_program_are_saved_atomically(pump, actor):
 
 def test_refill_on_explanted_pump_is_refused(pump, actor):
     first_fill(pump, actor)
-    s.explant_pump(pump=pump, explanted_on=date(2026, 3, 1), actor=actor, now=NOW)
+    s.explant_pump(withdrawal_plan="taper_completed", pump=pump, explanted_on=date(2026, 3, 1), actor=actor, now=NOW)
     with pytest.raises(s.ServiceValidationError) as exc:
         s.record_refill(
             pump=pump, performed_at=datetime(2026, 3, 28, 9, tzinfo=CHICAGO), extracted_volume_ml=D(5),

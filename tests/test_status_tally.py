@@ -36,7 +36,7 @@ def test_every_write_keeps_the_tally_equal_to_the_pumps(board, clinic, other_cli
     assert tally(clinic) == pumps_by_status(clinic) == Counter(
         {s: 1 for s in ("empty", "alarm", "overdue", "due_soon", "ok", "incomplete")})
 
-    s.explant_pump(pump=board["ok"], explanted_on=DUE_SOON_AT.date(), actor=s.Actor(nurse), now=DUE_SOON_AT)
+    s.explant_pump(withdrawal_plan="taper_completed", pump=board["ok"], explanted_on=DUE_SOON_AT.date(), actor=s.Actor(nurse), now=DUE_SOON_AT)
     assert tally(clinic) == pumps_by_status(clinic)
     assert tally(clinic)["ok"] == 0
 

@@ -8,9 +8,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from clinic import permissions
+from pumps import symptom_alerts
 from pumps.errors import Forbidden, ServiceValidationError
 from pumps.models import Alert
 
+from .evaluate import settle_dose_alerts
 from .rules import needs_reason
 
 REASON_MAX = 500
@@ -47,4 +49,7 @@ def acknowledge(alert: Alert, *, user=None, external: str = "", reason: str = ""
         alert.next_repeat_at = None
         alert._history_user = user if user is not None and getattr(user, "pk", None) else None
         alert.save()
+        if symptom_alerts.is_own(alert):  # acknowledged after its condition ended: it resolves now
+            settle_dose_alerts(now, alert_id=alert.pk)
+            alert.refresh_from_db()
     return alert

@@ -13,6 +13,7 @@ from django.db.models import Q
 from clinic.models import ApiClient, Clinic
 from pumps import history as history_io
 from pumps import projection as pj
+from pumps import symptom_alerts
 from pumps.history import PumpHistory
 from pumps.models import Alert, AlertKind, Notification, Pump, Severity
 
@@ -36,7 +37,8 @@ def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None)
     resolved alert is never e-mailed (one UPDATE, only when something was resolved). An
     open ``drug_expired`` warning becomes critical once the pump is past empty."""
     created_alerts = created_notes = 0
-    open_alerts = Alert.objects.filter(pump=pump, resolved_at__isnull=True)
+    # the dose-and-response alerts outlive an explant (pumps.symptom_alerts resolves them)
+    open_alerts = Alert.objects.filter(pump=pump, resolved_at__isnull=True).exclude(symptom_alerts.OWN_ALERTS)
     if pump.explanted_on is not None or pump.status == pj.STATUS_INACTIVE:
         reason = "pump explanted" if pump.explanted_on is not None else "patient not active"
         if open_alerts.update(resolved_at=now, resolution=reason, next_repeat_at=None):
@@ -79,6 +81,8 @@ def evaluate_pump(pump: Pump, now: datetime, history: PumpHistory | None = None)
 def resolution_for(alert: Alert, episode: str, wanted: set[tuple[str, str]]) -> str:
     """Why an open alert the pump no longer calls for is resolved ("" : it is not: a
     residual discrepancy or a battery threshold stays until acknowledged)."""
+    if symptom_alerts.is_own(alert):  # raised and resolved by pumps.symptom_alerts' rules
+        return ""
     if alert.kind == AlertKind.DRUG_EXPIRED:
         same_fill = alert.episode == "drug:" + episode.removeprefix("fill:")
         return "condition cleared" if same_fill else "a new refill was recorded"
@@ -104,6 +108,14 @@ def cancel_pending(alerts_filter: Q) -> int:
     return Notification.objects.filter(
         alerts_filter, alert__resolved_at__isnull=False, status=Notification.PENDING
     ).update(status=Notification.CANCELLED, last_error=CANCELLED_RESOLVED, claimed_at=None)
+
+
+def settle_dose_alerts(now: datetime, **which) -> None:
+    """Resolve the acknowledged dose-and-response alerts whose condition has ended
+    (``symptom_alerts.settle``) and cancel their pending notifications."""
+    resolved = symptom_alerts.settle(now, **which)
+    if resolved:
+        cancel_pending(Q(alert_id__in=resolved))
 
 
 def reopen(alert: Alert, w: Wanted, now: datetime) -> int:

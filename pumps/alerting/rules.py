@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 
 from pumps import history as history_io
 from pumps import projection as pj
+from pumps import symptom_alerts
 from pumps.history import PumpHistory
 from pumps.models import Alert, AlertKind, Appointment, Event, Pump, PumpModel, Severity
 
@@ -36,6 +37,9 @@ RULES: dict[str, Rule] = {
     # warning; critical once the pump is also past empty (see _drug_expired_alerts)
     AlertKind.DRUG_EXPIRED: Rule(Severity.WARNING, None, None),
     AlertKind.REFILL_UNBOOKED: Rule(Severity.INFO, None, None, emailed=False),
+    # docs/clinical-rules.md §15: to the escalation list at once, every 2 h until acknowledged
+    AlertKind.WITHDRAWAL_SYMPTOMS: Rule(Severity.CRITICAL, timedelta(hours=2), timedelta(0)),
+    AlertKind.OVERDOSE_SYMPTOMS: Rule(Severity.CRITICAL, timedelta(hours=2), timedelta(0)),
 }
 
 #: How a kind is spelled in a subject or a heading (``get_kind_display().capitalize()``
@@ -52,6 +56,8 @@ TITLES: dict[str, str] = {
     AlertKind.ALERTING_STALLED: "Alerting stalled",
     AlertKind.DRUG_EXPIRED: "Drug expired",
     AlertKind.REFILL_UNBOOKED: "Refill not booked",
+    AlertKind.WITHDRAWAL_SYMPTOMS: "Withdrawal symptoms",
+    AlertKind.OVERDOSE_SYMPTOMS: "Overdose symptoms",
 }
 TITLE_EMPTY = "Withdrawal risk (reservoir empty)"
 
@@ -63,6 +69,7 @@ EMPTY_EPISODE_SUFFIX = ":empty"
 #: critical): silencing them is a deliberate, recorded decision.
 CRITICAL_KINDS = frozenset({
     AlertKind.LOW_RESERVOIR, AlertKind.WITHDRAWAL_RISK, AlertKind.POST_MRI_CHECK, AlertKind.ALERTING_STALLED,
+    AlertKind.WITHDRAWAL_SYMPTOMS, AlertKind.OVERDOSE_SYMPTOMS,
 })
 
 RESERVOIR_KINDS = (
@@ -106,6 +113,14 @@ ADVICE = {
         "The drug in the reservoir is past its stability date: refill with fresh drug (empty the "
         "reservoir first) and book the refill now."
     ),
+    AlertKind.WITHDRAWAL_SYMPTOMS: (
+        "Signs of baclofen withdrawal were recorded: see the patient at once, check the pump, the catheter and "
+        "the reservoir, and treat withdrawal as an emergency (restore intrathecal delivery)."
+    ),
+    AlertKind.OVERDOSE_SYMPTOMS: (
+        "Signs of baclofen overdose were recorded: assess the patient at once (breathing, consciousness), "
+        "consider stopping or reducing delivery, and review recent dose changes and CNS depressants."
+    ),
 }
 #: The advice of a withdrawal_risk alert once the pump is past empty (worst case).
 ADVICE_EMPTY = (
@@ -123,6 +138,8 @@ def title_for(alert: Alert) -> str:
     """The kind in words for a subject or heading: "Post-MRI check", "Low reservoir"."""
     if is_empty_episode(alert):
         return TITLE_EMPTY
+    if symptom_alerts.is_stop_episode(alert):
+        return symptom_alerts.TITLE_STOP
     return TITLES.get(alert.kind, alert.get_kind_display().capitalize())
 
 
@@ -130,6 +147,8 @@ def advice_for(alert: Alert) -> str:
     """What to do, in the alert's tense (an empty pump is not "may run empty")."""
     if is_empty_episode(alert):
         return ADVICE_EMPTY
+    if symptom_alerts.is_stop_episode(alert):
+        return symptom_alerts.ADVICE_STOP
     return ADVICE[alert.kind]
 
 
@@ -140,6 +159,8 @@ def describe(alert: Alert, now: datetime) -> str:
     (worst case) since 2026-04-23 10:00 CDT (2 hours ago)." Kinds without an instant of
     their own say their stored message."""
     tz = alert.clinic.tz
+    if symptom_alerts.is_own(alert):  # a stop or a symptom screen: its stored sentence
+        return alert.message
     due = alert.due_at
     if due is not None:
         when = pj.instant_in_words(due, now, tz)

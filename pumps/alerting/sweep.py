@@ -19,7 +19,7 @@ from pumps.models import Pump, SweepRun
 
 from .delivery import one_delivery_trigger
 from .digests import queue_digests
-from .evaluate import evaluate_pump
+from .evaluate import evaluate_pump, settle_dose_alerts
 from .heartbeat import resolve_stalled
 from .repeats import process_repeats
 
@@ -92,6 +92,7 @@ def _sweep_work(now: datetime, started: datetime, result: SweepResult, fan_out: 
         sweep_pumps(ids, now, result)
     result.notifications_created += queue_digests(now)
     resolve_stalled(now)
+    settle_dose_alerts(now)
     tallies.fold()
     SweepRun.objects.create(
         started_at=started, finished_at=timezone.now(), pumps_checked=result.pumps_checked,

@@ -13,14 +13,15 @@ from collections.abc import Iterable
 from pumps.access import record_patients_access
 
 #: where a listed record's patient and clinic are
-KINDS = ("patient", "pump", "pump_record", "alert")
+KINDS = ("patient", "pump", "pump_record", "patient_record", "alert")
 
 
 def patients_of(records: Iterable, kind: str) -> dict[int, int]:
     """``{patient_id: clinic_id}`` of the listed records, in the order shown, from what
     the list already loaded: ``kind`` is ``patient`` (the records are patients), ``pump``
-    (pumps), ``pump_record`` (records with a loaded ``pump``: refills, programs, ...) or
-    ``alert`` (a clinic-wide alert has no pump, hence no patient)."""
+    (pumps), ``pump_record`` (records with a loaded ``pump``: refills, programs, ...),
+    ``patient_record`` (records with a loaded ``patient``: co-medication) or ``alert``
+    (a clinic-wide alert has no pump, hence no patient)."""
     if kind not in KINDS:
         raise ValueError(f"unknown record kind {kind!r}")
     shown: dict[int, int] = {}
@@ -29,6 +30,8 @@ def patients_of(records: Iterable, kind: str) -> dict[int, int]:
             shown.setdefault(record.pk, record.clinic_id)
         elif kind == "pump":
             shown.setdefault(record.patient_id, record.clinic_id)
+        elif kind == "patient_record":
+            shown.setdefault(record.patient_id, record.patient.clinic_id)
         elif record.pump_id is not None:
             shown.setdefault(record.pump.patient_id, record.pump.clinic_id)
     return shown

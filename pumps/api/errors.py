@@ -10,7 +10,8 @@ of lists of strings, whether the serializer or the service found the problem.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -65,6 +66,22 @@ def flatten_errors(errors: Any, prefix: str = "") -> dict[str, list[str]]:
 
     walk(errors, prefix)
     return flat
+
+
+@contextmanager
+def body_field_names(renames: Mapping[str, str]) -> Iterator[None]:
+    """A service's refusal with its fields named as the request body names them, e.g.
+    ``withdrawal_plan_reason`` → ``withdrawal_plan.reason`` when the body nests the plan;
+    other fields unchanged."""
+    try:
+        yield
+    except ServiceValidationError as exc:
+        raise ServiceValidationError({renames.get(k, k): v for k, v in exc.message_dict.items()}) from None
+
+
+def prefixed(renames: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """The same renames inside a nested object: ``{"program.x": "program.y"}``."""
+    return {prefix + key: prefix + value for key, value in renames.items()}
 
 
 def _detail(exc: exceptions.APIException, code: str | None = None) -> dict[str, str]:

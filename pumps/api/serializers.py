@@ -15,6 +15,7 @@ Conventions:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 
@@ -29,10 +30,11 @@ from rest_framework import serializers
 from clinic.auth import visible_clinic_ids
 from clinic.models import Clinic
 from pumps import projection as pj
-from pumps import selectors
+from pumps import selectors, symptom_alerts, symptoms
 from pumps.models import (
     Alert,
     AlertKind,
+    Assessment,
     DrugProduct,
     Patient,
     Program,
@@ -41,8 +43,9 @@ from pumps.models import (
     Reading,
     Refill,
     Severity,
+    WithdrawalPlan,
 )
-from pumps.services import NOTES_MAX, REASON_MAX, ProgramInput, q3
+from pumps.services import NOTES_MAX, REASON_MAX, AssessmentInput, ProgramInput, q3
 
 MSG_NO_OFFSET = "Datetime has no offset: give one (for example 2026-02-02T09:00:00-06:00 or Z)."
 MSG_BAD_DATETIME = (
@@ -289,6 +292,61 @@ class PatientWriteSerializer(serializers.Serializer):
 # ---------------------------------------------------------------------------- pumps
 
 
+class WithdrawalPlanInputSerializer(serializers.Serializer):
+    """What was done against withdrawal when delivery stops (docs/clinical-rules.md §15):
+    `taper_completed`, `oral_bridge` (with `oral_bridge_dose`) or `none` (with `reason`:
+    a critical withdrawal_risk alert then stays open for the clinic's withdrawal window)."""
+
+    plan = serializers.ChoiceField(choices=WithdrawalPlan.Plan.choices)
+    oral_bridge_dose = serializers.CharField(
+        max_length=WithdrawalPlan._meta.get_field("oral_bridge_dose").max_length, required=False, allow_blank=True,
+        default="",
+        help_text="oral_bridge only: the oral baclofen dose, e.g. 10 mg four times a day.",
+    )
+    reason = serializers.CharField(
+        max_length=REASON_MAX, required=False, allow_blank=True, default="",
+        help_text="none only: why there is no plan against withdrawal.",
+    )
+
+
+WITHDRAWAL_PLAN_HELP = (
+    "Required when delivery stops (an explant; a program of 0 mcg/day without on-demand bolus), refused "
+    "otherwise: the plan against baclofen withdrawal."
+)
+
+#: The services name the plan's fields flat; the API's body nests them under withdrawal_plan.
+PLAN_ERROR_FIELDS = {
+    "oral_bridge_dose": "withdrawal_plan.oral_bridge_dose",
+    "withdrawal_plan_reason": "withdrawal_plan.reason",
+}
+
+
+def plan_arguments(plan: dict | None) -> dict:
+    """The services' keyword arguments of a validated ``withdrawal_plan`` object."""
+    if not plan:
+        return {"withdrawal_plan": None, "oral_bridge_dose": "", "withdrawal_plan_reason": ""}
+    return {
+        "withdrawal_plan": plan["plan"], "oral_bridge_dose": plan.get("oral_bridge_dose", ""),
+        "withdrawal_plan_reason": plan.get("reason", ""),
+    }
+
+
+class WithdrawalPlanSerializer(ClinicSerializer):
+    """The withdrawal plan recorded when delivery stopped."""
+
+    stopped_at = ClinicDateTimeField(read_only=True, help_text="When delivery stopped (explant: the start of its day).")
+    recorded_by = serializers.SerializerMethodField()
+    voided_at = ClinicDateTimeField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = WithdrawalPlan
+        fields = ["id", "stop", "stopped_at", "plan", "oral_bridge_dose", "reason", "recorded_by", "voided_at"]
+        read_only_fields = fields
+
+    def get_recorded_by(self, plan) -> str | None:
+        return _clinician(plan.recorded_by, plan.recorded_by_external)
+
+
 class OpenAlertSerializer(ClinicSerializer):
     """An unresolved alert of a pump (acknowledged ones included: acknowledging stops the
     reminders, not the alert)."""
@@ -343,12 +401,15 @@ class PumpSerializer(ClinicSerializer):
         help_text="The pump's unresolved alerts, acknowledged ones included, most severe first, newest first "
         "within a severity."
     )
+    withdrawal_plan = serializers.SerializerMethodField(
+        help_text="The plan against withdrawal recorded with the explant; null while implanted."
+    )
 
     class Meta:
         model = Pump
         fields = [
             "id", "clinic", "patient", "model", "model_name", "reservoir_ml", "volume_is", "serial_number",
-            "udi", "implanted_on", "explanted_on", "explant_reason", "low_reservoir_alarm_ml",
+            "udi", "implanted_on", "explanted_on", "explant_reason", "withdrawal_plan", "low_reservoir_alarm_ml",
             "expected_end_of_service", "version", "status", "status_reason", "open_alerts",
             "low_reservoir_alarm_at", "empty_at",
             "expected_low_reservoir_alarm_at", "expected_empty_at", "drug_expires_at", "refill_due_on",
@@ -380,6 +441,30 @@ class PumpSerializer(ClinicSerializer):
         nested.parent = self  # the pump's clinic zone
         return [nested.to_representation(alert) for alert in by_pump[pump.pk]]
 
+    @extend_schema_field(WithdrawalPlanSerializer(allow_null=True))
+    def get_withdrawal_plan(self, pump):
+        if pump.explanted_on is None:
+            return None  # no query for an implanted pump
+        plans = self.context.get("explant_plans")
+        if plans is None or pump.pk not in plans:  # one pump rendered alone: its own query
+            plans = explant_plans([pump.pk])
+        if plans.get(pump.pk) is None:
+            return None
+        nested = WithdrawalPlanSerializer(context=self.context)
+        nested.parent = self
+        return nested.to_representation(plans[pump.pk])
+
+
+def explant_plans(pump_ids) -> dict:
+    """Pump id → the live withdrawal plan of its explant, or None (one query)."""
+    ids = list(pump_ids)
+    plans: dict = dict.fromkeys(ids)
+    if ids:
+        rows = WithdrawalPlan.objects.live().filter(pump_id__in=ids, stop=WithdrawalPlan.Stop.EXPLANT)
+        for plan in rows.select_related("recorded_by").order_by("stopped_at", "id"):
+            plans[plan.pump_id] = plan
+    return plans
+
 
 class PumpCreateSerializer(serializers.Serializer):
     """An implant: the patient may have no other implanted pump."""
@@ -407,10 +492,11 @@ class PumpUpdateSerializer(serializers.Serializer):
 
 
 class ExplantSerializer(serializers.Serializer):
-    """The explant date (local to the clinic) and why."""
+    """The explant date (local to the clinic), why, and the plan against withdrawal."""
 
     explanted_on = serializers.DateField()
     reason = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+    withdrawal_plan = WithdrawalPlanInputSerializer(required=False, allow_null=True, help_text=WITHDRAWAL_PLAN_HELP)
 
 
 class WorklistPatientSerializer(serializers.Serializer):
@@ -490,6 +576,12 @@ class ProgramFieldsSerializer(serializers.Serializer):
         max_length=150, required=False, allow_blank=True, allow_null=True,
         help_text="Staff username of the clinic or an external practitioner identifier.",
     )
+    comedication_confirmed = serializers.BooleanField(
+        required=False, default=False,
+        help_text="The prescriber confirms a dose increase while the patient takes a CNS depressant "
+        "(see /comedications/): without it such an increase answers 400 on this field, naming them.",
+    )
+    withdrawal_plan = WithdrawalPlanInputSerializer(required=False, allow_null=True, help_text=WITHDRAWAL_PLAN_HELP)
 
 
 def program_input(data: dict) -> ProgramInput:
@@ -497,6 +589,7 @@ def program_input(data: dict) -> ProgramInput:
     fields = {k: v for k, v in data.items() if k in ProgramInput.__dataclass_fields__}
     if fields.get("steps") is not None:
         fields["steps"] = [dict(step) for step in fields["steps"]]
+    fields.update(plan_arguments(data.get("withdrawal_plan")))
     return ProgramInput(**fields)
 
 
@@ -537,6 +630,12 @@ class ProgramSerializer(ClinicSerializer):
     entered_by = serializers.SerializerMethodField()
     verified_by = serializers.SerializerMethodField()
     verified_at = ClinicDateTimeField(read_only=True, allow_null=True)
+    comedication_summary = serializers.CharField(
+        read_only=True, help_text="The CNS depressants the prescriber confirmed the dose increase with; empty if none."
+    )
+    withdrawal_plan = serializers.SerializerMethodField(
+        help_text="A program that stops delivery: the plan against withdrawal recorded with it; else null."
+    )
     voided_at = ClinicDateTimeField(read_only=True, allow_null=True)
     created_at = ClinicDateTimeField(read_only=True)
     updated_at = ClinicDateTimeField(read_only=True)
@@ -546,8 +645,8 @@ class ProgramSerializer(ClinicSerializer):
         fields = [
             "id", "pump", "refill", "effective_at", "concentration_mcg_per_ml", "mode", "daily_dose_mcg",
             "steps", "ptm_bolus_mcg", "ptm_max_per_day", "daily_volume_ml", "worst_case_daily_volume_ml",
-            "override_reason", "entered_by", "verified_by", "verified_at", "voided_at", "void_reason",
-            "created_at", "updated_at",
+            "override_reason", "entered_by", "verified_by", "verified_at", "comedication_confirmed",
+            "comedication_summary", "withdrawal_plan", "voided_at", "void_reason", "created_at", "updated_at",
         ]
         read_only_fields = fields
 
@@ -560,12 +659,304 @@ class ProgramSerializer(ClinicSerializer):
     def get_verified_by(self, program) -> str | None:
         return _clinician(program.verified_by, program.verified_by_external)
 
+    @extend_schema_field(WithdrawalPlanSerializer(allow_null=True))
+    def get_withdrawal_plan(self, program):
+        try:
+            plan = program.withdrawal_plan
+        except ObjectDoesNotExist:
+            return None
+        nested = WithdrawalPlanSerializer(context=self.context)
+        nested.parent = self  # the program's clinic zone
+        return nested.to_representation(plan)
+
 
 class EmbeddedProgramSerializer(ProgramSerializer):
     """A refill's program: rendered in the refill's clinic zone."""
 
     def clinic_of(self, instance):
         return None
+
+
+# ----------------------------------------------------------------------- assessments
+
+LIMB_CODES = [code for code, _ in symptoms.LIMBS]
+GRADE_CODES = [code for code, _ in symptoms.ASHWORTH_GRADES]
+WITHDRAWAL_CODES = [code for code, _ in symptoms.WITHDRAWAL_SIGNS]
+OVERDOSE_CODES = [code for code, _ in symptoms.OVERDOSE_SIGNS]
+
+MSG_BAD_GRADE = f"Give a Modified Ashworth grade: {', '.join(GRADE_CODES)} (or null: not assessed)."
+MSG_NOT_AN_OBJECT = "Give an object, e.g. {example}."
+
+
+# A pattern, not an OpenAPI enum: drf-spectacular would name one enum per limb for one set of grades.
+@extend_schema_field({
+    "type": "string", "nullable": True, "example": "1+", "pattern": r"^(0|1|1\+|2|3|4)?$",
+    "description": f"Modified Ashworth grade: {', '.join(GRADE_CODES)}; null: not assessed.",
+})
+class GradeField(serializers.Field):
+    """A Modified Ashworth grade ("0", "1", "1+", "2", "3", "4"); null or "": not assessed."""
+
+    default_error_messages = {"invalid": MSG_BAD_GRADE}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, int) and not isinstance(data, bool):
+            data = str(data)
+        if not isinstance(data, str):
+            self.fail("invalid")
+        data = data.strip()
+        if data not in GRADE_CODES and data != "":
+            self.fail("invalid")
+        return data
+
+    def validate_empty_values(self, data):
+        if data is None:
+            return True, ""
+        return super().validate_empty_values(data)
+
+    def to_representation(self, value):
+        return value or None
+
+
+class _KeyedSerializer(serializers.Serializer):
+    """An object whose keys are codes: a key it does not know is refused on the object's field."""
+
+    noun = "key"
+    example = "{}"
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(MSG_NOT_AN_OBJECT.format(example=self.example))
+        unknown = [str(key) for key in data if key not in self.fields]
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown {self.noun} {', '.join(repr(key) for key in unknown)}: use {', '.join(self.fields)}."
+            )
+        return super().to_internal_value(data)
+
+
+class AshworthSerializer(_KeyedSerializer):
+    """Modified Ashworth grade of each limb; a limb left out (or null) was not assessed."""
+
+    noun = "limb"
+    example = '{"upper_left": "1+", "lower_right": "2"}'
+    upper_left = GradeField(help_text="Left arm.")
+    upper_right = GradeField(help_text="Right arm.")
+    lower_left = GradeField(help_text="Left leg.")
+    lower_right = GradeField(help_text="Right leg.")
+
+
+def _sign_fields(signs) -> dict:
+    return {
+        code: serializers.BooleanField(required=False, default=False, help_text=words.capitalize() + ".")
+        for code, words in signs
+    }
+
+
+WithdrawalSignsSerializer = type(
+    "WithdrawalSignsSerializer", (_KeyedSerializer,), {
+        "__doc__": "Each withdrawal sign of the product label, true when present; a sign left out: no.",
+        "noun": "withdrawal sign", "example": '{"pruritus": true}', **_sign_fields(symptoms.WITHDRAWAL_SIGNS),
+    },
+)
+OverdoseSignsSerializer = type(
+    "OverdoseSignsSerializer", (_KeyedSerializer,), {
+        "__doc__": "Each overdose sign of the product label, true when present; a sign left out: no.",
+        "noun": "overdose sign", "example": '{"drowsiness": true}', **_sign_fields(symptoms.OVERDOSE_SIGNS),
+    },
+)
+
+
+ASSESSMENT_EXAMPLE = {
+    "pump": 12,
+    "assessed_at": "2026-02-02T09:00:00-06:00",
+    "ashworth": {"upper_left": "1", "upper_right": "1", "lower_left": "1+", "lower_right": "2"},
+    "penn_spasm_frequency": 2,
+    "pain_score": 3,
+    "goal_note": "Walk to the mailbox with a cane.",
+    "withdrawal_signs": {"pruritus": False},
+    "overdose_signs": {"drowsiness": True},
+    "assessed_by": "nina",
+}
+
+
+class AssessmentFieldsSerializer(serializers.Serializer):
+    """The scores and the sign screen of a visit assessment (posted alone, or embedded in a
+    refill as ``assessment``)."""
+
+    ashworth = AshworthSerializer(required=False, help_text="Modified Ashworth grade by limb.")
+    penn_spasm_frequency = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=32767, help_text="Penn Spasm Frequency Scale, 0-4."
+    )
+    pain_score = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=32767, help_text="Pain 0 (none) to 10 (worst)."
+    )
+    goal_note = serializers.CharField(
+        required=False, allow_blank=True, default="",
+        help_text="The patient's goal, free text (at most 1000 characters).",
+    )
+    withdrawal_signs = WithdrawalSignsSerializer(required=False)
+    overdose_signs = OverdoseSignsSerializer(required=False)
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=NOTES_MAX)
+    assessed_by = serializers.CharField(
+        max_length=150, required=False, allow_blank=True, allow_null=True,
+        help_text="Staff username of the clinic or an external practitioner identifier (API clients). Staff "
+        "signed in are the assessor: naming someone else answers 400.",
+    )
+
+
+def assessment_input(data: dict, *, assessed_by: str | None = None) -> AssessmentInput:
+    """The services' ``AssessmentInput`` from validated assessment fields: the limbs as
+    ``ashworth_<limb>`` ("" not assessed), the signs as ``withdrawal_<code>`` /
+    ``overdose_<code>`` (every sign; left out: no). ``assessed_by``: who, when the body
+    names nobody (a refill's performer)."""
+    ashworth = data.get("ashworth") or {}
+    withdrawal = data.get("withdrawal_signs") or {}
+    overdose = data.get("overdose_signs") or {}
+    signs = {symptoms.WITHDRAWAL_FIELD_PREFIX + c: bool(withdrawal.get(c, False)) for c in WITHDRAWAL_CODES}
+    signs.update({symptoms.OVERDOSE_FIELD_PREFIX + c: bool(overdose.get(c, False)) for c in OVERDOSE_CODES})
+    return AssessmentInput(
+        **{f"ashworth_{limb}": ashworth.get(limb) or "" for limb in LIMB_CODES},
+        penn_spasm_frequency=data.get("penn_spasm_frequency"), pain_score=data.get("pain_score"),
+        goal_note=data.get("goal_note", ""), notes=data.get("notes", ""), signs=signs,
+        assessed_by=data.get("assessed_by") or assessed_by,
+    )
+
+
+#: The services name an assessment's fields as the model does; the API's body keys them by limb and sign.
+ASSESSMENT_ERROR_FIELDS = {
+    **{f"ashworth_{limb}": f"ashworth.{limb}" for limb in LIMB_CODES},
+    **{symptoms.WITHDRAWAL_FIELD_PREFIX + c: f"withdrawal_signs.{c}" for c in WITHDRAWAL_CODES},
+    **{symptoms.OVERDOSE_FIELD_PREFIX + c: f"overdose_signs.{c}" for c in OVERDOSE_CODES},
+}
+
+
+class AssessmentCreateSerializer(AssessmentFieldsSerializer):
+    """A visit assessment of a pump's patient at ``assessed_at``."""
+
+    pump = ScopedPrimaryKeyRelatedField(queryset=Pump.objects.select_related("clinic", "patient"))
+    assessed_at = ClinicDateTimeField()
+
+
+
+class AssessmentAlertSerializer(ClinicSerializer):
+    """An alert the assessment opened."""
+
+    raised_at = ClinicDateTimeField(source="created_at", read_only=True)
+    acknowledged_at = ClinicDateTimeField(read_only=True, allow_null=True)
+    acknowledged_by = serializers.SerializerMethodField()
+    resolved_at = ClinicDateTimeField(read_only=True, allow_null=True)
+    state = serializers.SerializerMethodField(help_text="open, acknowledged or resolved.")
+
+    class Meta:
+        model = Alert
+        fields = ["id", "kind", "severity", "state", "message", "raised_at", "acknowledged_at", "acknowledged_by",
+                  "resolved_at"]
+        read_only_fields = fields
+
+    def get_acknowledged_by(self, alert) -> str | None:
+        return _clinician(alert.acknowledged_by, alert.acknowledged_by_external)
+
+    def get_state(self, alert) -> str:
+        if alert.resolved_at is not None:
+            return "resolved"
+        return "acknowledged" if alert.acknowledged_at is not None else "open"
+
+
+class AshworthScoresSerializer(serializers.Serializer):
+    """The grade of each limb; null: not assessed."""
+
+    upper_left = GradeField(source="ashworth_upper_left", read_only=True)
+    upper_right = GradeField(source="ashworth_upper_right", read_only=True)
+    lower_left = GradeField(source="ashworth_lower_left", read_only=True)
+    lower_right = GradeField(source="ashworth_lower_right", read_only=True)
+
+
+def _signs_out(name: str, prefix: str, signs) -> type[serializers.Serializer]:
+    fields = {
+        code: serializers.BooleanField(source=prefix + code, read_only=True, help_text=words.capitalize() + ".")
+        for code, words in signs
+    }
+    return type(name, (serializers.Serializer,), {"__doc__": "Each sign: true when present.", **fields})
+
+
+WithdrawalScreenSerializer = _signs_out("WithdrawalScreenSerializer", symptoms.WITHDRAWAL_FIELD_PREFIX,
+                                        symptoms.WITHDRAWAL_SIGNS)
+OverdoseScreenSerializer = _signs_out("OverdoseScreenSerializer", symptoms.OVERDOSE_FIELD_PREFIX,
+                                      symptoms.OVERDOSE_SIGNS)
+
+
+class AssessmentSerializer(ClinicSerializer):
+    """A visit assessment, with the alerts it opened (critical ``withdrawal_symptoms`` /
+    ``overdose_symptoms``, one per kind at most)."""
+
+    patient = serializers.IntegerField(source="pump.patient_id", read_only=True)
+    assessed_at = ClinicDateTimeField(read_only=True)
+    assessed_by = serializers.SerializerMethodField()
+    ashworth = AshworthScoresSerializer(source="*", read_only=True)
+    withdrawal_signs = WithdrawalScreenSerializer(source="*", read_only=True)
+    overdose_signs = OverdoseScreenSerializer(source="*", read_only=True)
+    alerts = serializers.SerializerMethodField(
+        help_text="The alerts this assessment opened, whatever their state now; empty when no sign was present."
+    )
+    voided_at = ClinicDateTimeField(read_only=True, allow_null=True)
+    created_at = ClinicDateTimeField(read_only=True)
+    updated_at = ClinicDateTimeField(read_only=True)
+
+    class Meta:
+        model = Assessment
+        fields = [
+            "id", "pump", "patient", "refill", "assessed_at", "assessed_by", "ashworth", "penn_spasm_frequency",
+            "pain_score", "goal_note", "withdrawal_signs", "overdose_signs", "notes", "alerts", "voided_at",
+            "void_reason", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+    def clinic_of(self, instance):
+        return instance.pump.clinic
+
+    def get_assessed_by(self, assessment) -> str | None:
+        return _clinician(assessment.assessed_by, assessment.assessed_by_external)
+
+    @extend_schema_field(AssessmentAlertSerializer(many=True))
+    def get_alerts(self, assessment) -> list[dict]:
+        by_assessment = self.context.get("assessment_alerts")
+        if by_assessment is None or assessment.pk not in by_assessment:  # rendered alone: its own query
+            by_assessment = alerts_by_assessment([assessment])
+        nested = AssessmentAlertSerializer(context=self.context)
+        nested.parent = self  # the assessment's clinic zone
+        return [nested.to_representation(alert) for alert in by_assessment[assessment.pk]]
+
+
+class EmbeddedAssessmentSerializer(AssessmentSerializer):
+    """A refill's assessment: rendered in the refill's clinic zone."""
+
+    def clinic_of(self, instance):
+        return None
+
+
+def alerts_by_assessment(assessments) -> dict[int, list[Alert]]:
+    """Assessment id → the alerts it opened (one query for a page)."""
+    wanted = {f"{symptom_alerts.ASSESSMENT_EPISODE}{a.pk}": a for a in assessments}
+    found: dict[int, list[Alert]] = defaultdict(list)
+    for a in assessments:
+        found[a.pk] = []
+    if not wanted:
+        return found
+    rows = (
+        Alert.objects.filter(episode__in=wanted, pump_id__in={a.pump_id for a in wanted.values()})
+        .select_related("acknowledged_by")
+        .order_by("kind", "id")
+    )
+    for alert in rows:
+        assessment = wanted[alert.episode]
+        if alert.pump_id == assessment.pump_id:
+            found[assessment.pk].append(alert)
+    return found
 
 
 # -------------------------------------------------------------------------- refills
@@ -602,6 +993,11 @@ class RefillCreateSerializer(serializers.Serializer):
         required=False, allow_null=True,
         help_text="A new program taking effect at `performed_at`, saved atomically with the refill.",
     )
+    assessment = AssessmentFieldsSerializer(
+        required=False, allow_null=True,
+        help_text="A visit assessment at `performed_at`, saved atomically with the refill; its assessor defaults "
+        "to `performed_by`. Its errors are named `assessment.<field>`.",
+    )
 
 
 class RefillSerializer(ClinicSerializer):
@@ -621,6 +1017,7 @@ class RefillSerializer(ClinicSerializer):
     discrepancy_ml = Decimal3Field(read_only=True, allow_null=True)
     flags = serializers.ListField(child=serializers.CharField(), read_only=True)
     program = serializers.SerializerMethodField()
+    assessment = serializers.SerializerMethodField()
     voided_at = ClinicDateTimeField(read_only=True, allow_null=True)
     created_at = ClinicDateTimeField(read_only=True)
     updated_at = ClinicDateTimeField(read_only=True)
@@ -631,7 +1028,7 @@ class RefillSerializer(ClinicSerializer):
             "id", "pump", "performed_at", "performed_by", "extracted_volume_ml", "added_volume_ml",
             "residual_left_ml", "bridge_bolus_ml", "volume_after_ml", "drug_product", "concentration_mcg_per_ml",
             "stability_days", "lot_number", "lot_expiry", "expected_residual_ml", "discrepancy_ml",
-            "discrepancy_flagged", "refilled_after_empty", "flags", "notes", "program", "voided_at",
+            "discrepancy_flagged", "refilled_after_empty", "flags", "notes", "program", "assessment", "voided_at",
             "void_reason", "created_at", "updated_at",
         ]
         read_only_fields = fields
@@ -653,6 +1050,16 @@ class RefillSerializer(ClinicSerializer):
         nested = EmbeddedProgramSerializer(context=self.context)
         nested.parent = self  # inherit the refill's clinic zone
         return nested.to_representation(program)
+
+    @extend_schema_field(EmbeddedAssessmentSerializer(allow_null=True))
+    def get_assessment(self, refill):
+        try:
+            assessment = refill.assessment
+        except ObjectDoesNotExist:
+            return None
+        nested = EmbeddedAssessmentSerializer(context=self.context)
+        nested.parent = self  # inherit the refill's clinic zone
+        return nested.to_representation(assessment)
 
 
 # ------------------------------------------------------------------------- readings

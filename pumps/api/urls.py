@@ -12,7 +12,7 @@ from rest_framework.routers import SimpleRouter
 
 from clinic.auth import IsClinicMember
 
-from . import alerts, planning, records, views, webhook
+from . import alerts, assessments, planning, records, views, webhook
 from .errors import NotRouted
 
 router = SimpleRouter()
@@ -24,6 +24,8 @@ router.register("readings", views.ReadingViewSet, basename="reading")
 router.register("alerts", alerts.AlertViewSet, basename="alert")
 router.register("events", records.EventViewSet, basename="event")
 router.register("appointments", records.AppointmentViewSet, basename="appointment")
+router.register("assessments", assessments.AssessmentViewSet, basename="assessment")
+router.register("comedications", assessments.CoMedicationViewSet, basename="comedication")
 
 # Sign-in is required everywhere (README, Security), the schema and docs included: the schema takes
 # a Bearer token or a session; the HTML docs (assets from the sidecar, no CDN) a session.

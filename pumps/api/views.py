@@ -19,6 +19,7 @@ import json
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
@@ -52,6 +53,7 @@ from pumps.models import Appointment, Patient, Program, Pump, Reading, Refill
 from . import filters
 from . import serializers as s
 from .access_log import record_list_access
+from .errors import body_field_names, prefixed
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import idempotent
 from .pagination import TalliedPagination
@@ -250,13 +252,19 @@ class PumpRowsMixin:
     access_kind = "pump"
     open_alerts: dict | None = None
 
+    explant_plans: dict | None = None
+
     def prepare_page(self, records):
         self.open_alerts = selectors.open_alerts_by_pump(pump.pk for pump in records)
+        explanted = [pump.pk for pump in records if pump.explanted_on is not None]
+        self.explant_plans = s.explant_plans(explanted) if explanted else None  # no query for implanted pumps
 
     def get_serializer_context(self):
         context = super().get_serializer_context()
         if self.open_alerts is not None:
             context["open_alerts"] = self.open_alerts
+        if self.explant_plans is not None:
+            context["explant_plans"] = self.explant_plans
         return context
 
 
@@ -411,7 +419,7 @@ class PumpViewSet(
 
     @write_schema(
         s.ExplantSerializer, s.PumpSerializer, ok=200, if_match=True, codes=(400, 401, 403, 404, 412, 415, 422),
-        summary="Record the explant of the pump",
+        summary="Record the explant of the pump, with the plan against withdrawal",
     )
     @action(detail=True, methods=["post"])
     @idempotent
@@ -420,10 +428,12 @@ class PumpViewSet(
         require_write(request, pump.clinic_id)
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
-        services.explant_pump(
-            pump=pump, explanted_on=body.validated_data["explanted_on"], reason=body.validated_data["reason"],
-            actor=actor_for(request), if_match=if_match_version(request),
-        )
+        with body_field_names(s.PLAN_ERROR_FIELDS):
+            services.explant_pump(
+                pump=pump, explanted_on=body.validated_data["explanted_on"], reason=body.validated_data["reason"],
+                actor=actor_for(request), if_match=if_match_version(request),
+                **s.plan_arguments(body.validated_data.get("withdrawal_plan")),
+            )
         return self.render(pump)
 
     @extend_schema(
@@ -519,7 +529,9 @@ class ProgramViewSet(
     clinic_lookup = "pump__clinic_id"
 
     def base_queryset(self):
-        return Program.objects.select_related("pump__clinic", "entered_by", "verified_by")
+        return Program.objects.select_related(
+            "pump__clinic", "entered_by", "verified_by", "withdrawal_plan__recorded_by"
+        )
 
     @idempotent
     def create(self, request):
@@ -528,10 +540,11 @@ class ProgramViewSet(
         data = dict(body.validated_data)
         pump, effective_at = data.pop("pump"), data.pop("effective_at")
         require_write(request, pump.clinic_id)
-        program = services.record_program(
-            pump=pump, effective_at=effective_at, data=s.program_input(data), actor=actor_for(request),
-            if_match=if_match_version(request),
-        )
+        with body_field_names(s.PLAN_ERROR_FIELDS):
+            program = services.record_program(
+                pump=pump, effective_at=effective_at, data=s.program_input(data), actor=actor_for(request),
+                if_match=if_match_version(request),
+            )
         return self.render(program, code=status.HTTP_201_CREATED)
 
     @write_schema(
@@ -576,25 +589,58 @@ class RefillViewSet(
     filterset_class = filters.RefillFilter
     clinic_lookup = "pump__clinic_id"
 
+    assessment_alerts: dict | None = None
+
     def base_queryset(self):
         return Refill.objects.select_related(
-            "pump__clinic", "performed_by", "drug_product", "program__entered_by", "program__verified_by"
+            "pump__clinic", "performed_by", "drug_product", "program__entered_by", "program__verified_by",
+            "program__withdrawal_plan__recorded_by", "assessment__assessed_by",
         )
+
+    def prepare_page(self, records):
+        """The alerts of the page's assessments (one query)."""
+        self.assessment_alerts = s.alerts_by_assessment(
+            [refill.assessment for refill in records if _assessment_of(refill) is not None]
+        )
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if self.assessment_alerts is not None:
+            context["assessment_alerts"] = self.assessment_alerts
+        return context
 
     @idempotent
     def create(self, request):
         body = self.get_serializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)
-        pump, program = data.pop("pump"), data.pop("program", None)
+        pump, program, assessment = data.pop("pump"), data.pop("program", None), data.pop("assessment", None)
         require_write(request, pump.clinic_id)
-        refill = services.record_refill(
-            pump=pump, program=s.program_input(program) if program is not None else None,
-            actor=actor_for(request), if_match=if_match_version(request), **data,
-        )
+        with body_field_names(REFILL_ERROR_FIELDS):
+            refill = services.record_refill(
+                pump=pump, program=s.program_input(program) if program is not None else None,
+                assessment=(
+                    s.assessment_input(assessment, assessed_by=data.get("performed_by"))
+                    if assessment is not None else None
+                ),
+                actor=actor_for(request), if_match=if_match_version(request), **data,
+            )
         return self.render(refill, code=status.HTTP_201_CREATED)
 
     void = void_action(s.RefillSerializer)
+
+
+REFILL_ERROR_FIELDS = {
+    **prefixed(s.PLAN_ERROR_FIELDS, "program."),
+    **prefixed(s.ASSESSMENT_ERROR_FIELDS, "assessment."),
+}
+
+
+def _assessment_of(refill: Refill):
+    try:
+        return refill.assessment
+    except ObjectDoesNotExist:
+        return None
 
 
 # ------------------------------------------------------------------------- readings

@@ -25,8 +25,9 @@ from typing import Any
 from django.conf import settings
 
 from pumps import projection as pj
+from pumps import symptoms
 from pumps.calendar import DURATION as APPOINTMENT_DURATION
-from pumps.models import Alert, AlertKind, Appointment, Patient, Program, Pump, Refill
+from pumps.models import Alert, AlertKind, Appointment, Assessment, Patient, Program, Pump, Refill
 
 UCUM = "http://unitsofmeasure.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -37,6 +38,8 @@ FLAG_PRIORITY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/flag-priority
 FLAG_PRIORITY = "http://hl7.org/fhir/flag-priority-code"
 DOSE_RATE_TYPE = "http://terminology.hl7.org/CodeSystem/dose-rate-type"
 GS1_DI = "http://hl7.org/fhir/NamingSystem/gs1-di"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 
 FHIR_VERSION = "4.0.1"
 
@@ -58,7 +61,9 @@ APPOINTMENT_STATUS = {
 }
 
 #: The FHIR resource types served, in the order of the CapabilityStatement.
-RESOURCE_TYPES = ("Patient", "Device", "MedicationRequest", "MedicationAdministration", "Appointment", "Flag")
+RESOURCE_TYPES = (
+    "Patient", "Device", "MedicationRequest", "MedicationAdministration", "Appointment", "Flag", "Observation",
+)
 
 
 # ------------------------------------------------------------------------ helpers
@@ -614,6 +619,112 @@ def flag_resource(alert: Alert) -> dict[str, Any]:
         "subject": patient_reference(pump.patient),
         "period": period,
     }
+
+
+# -------------------------------------------------------------------- Observation
+
+#: The local code systems of a visit assessment (docs/fhir.md): the observation and its
+#: components, and the Modified Ashworth grades.
+ASSESSMENT_CODE_SYSTEM = "assessment"
+ASHWORTH_CODE_SYSTEM = "modified-ashworth-grade"
+VISIT_ASSESSMENT = ("itb_visit_assessment", "Intrathecal baclofen visit assessment")
+PENN = ("penn_spasm_frequency", "Penn Spasm Frequency Scale")
+PAIN = ("pain_score", "Pain score (0-10)")
+
+
+def assessment_codes() -> list[tuple[str, str]]:
+    """Every code of the ``assessment`` code system, in the order of a resource's components."""
+    limbs = [(f"ashworth_{suffix}", f"Modified Ashworth Scale, {words}") for suffix, words in symptoms.LIMBS]
+    withdrawal = [(symptoms.WITHDRAWAL_FIELD_PREFIX + code, f"Withdrawal sign: {words}")
+                  for code, words in symptoms.WITHDRAWAL_SIGNS]
+    overdose = [(symptoms.OVERDOSE_FIELD_PREFIX + code, f"Overdose sign: {words}")
+                for code, words in symptoms.OVERDOSE_SIGNS]
+    return [VISIT_ASSESSMENT, *limbs, PENN, PAIN, *withdrawal, *overdose]
+
+
+def _assessment_code(code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": code_system(ASSESSMENT_CODE_SYSTEM), "code": code, "display": display}],
+            "text": display}
+
+
+def _category(code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": OBSERVATION_CATEGORY, "code": code, "display": display}]}
+
+
+NOT_PERFORMED = {
+    "coding": [{"system": DATA_ABSENT_REASON, "code": "not-performed", "display": "Not Performed"}],
+    "text": "not assessed",
+}
+
+
+def _observation_components(assessment: Assessment) -> list[dict[str, Any]]:
+    """Each limb's grade (a code of ``modified-ashworth-grade``), Penn and pain (integers;
+    not assessed: ``dataAbsentReason`` not-performed), each sign (a boolean)."""
+    grades = dict(symptoms.ASHWORTH_GRADES)
+    codes = dict(assessment_codes())
+    components: list[dict[str, Any]] = []
+    for suffix, _ in symptoms.LIMBS:
+        field = f"ashworth_{suffix}"
+        component: dict[str, Any] = {"code": _assessment_code(field, codes[field])}
+        grade = getattr(assessment, field)
+        if grade:
+            component["valueCodeableConcept"] = {
+                "coding": [{"system": code_system(ASHWORTH_CODE_SYSTEM), "code": grade, "display": grades[grade]}],
+                "text": grade,
+            }
+        else:
+            component["dataAbsentReason"] = NOT_PERFORMED
+        components.append(component)
+    for field, display in (PENN, PAIN):
+        component = {"code": _assessment_code(field, display)}
+        value = getattr(assessment, field)
+        if value is None:
+            component["dataAbsentReason"] = NOT_PERFORMED
+        else:
+            component["valueInteger"] = value
+        components.append(component)
+    for field in (*symptoms.withdrawal_fields(), *symptoms.overdose_fields()):
+        components.append({"code": _assessment_code(field, codes[field]), "valueBoolean": getattr(assessment, field)})
+    return components
+
+
+def observation_resource(assessment: Assessment) -> dict[str, Any]:
+    """A visit assessment (docs/clinical-rules.md §15): one Observation with a component
+    per limb, Penn, pain and sign; ``partOf`` the refill it was recorded with."""
+    pump = assessment.pump
+    tz = pump.clinic.tz
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": str(assessment.pk),
+        "meta": _meta(assessment.updated_at, tz),
+        "extension": [{"url": extension_url("pump"), "valueReference": device_reference(pump)}],
+    }
+    if assessment.refill_id is not None:
+        resource["partOf"] = [reference("MedicationAdministration", assessment.refill_id)]
+    resource.update(
+        {
+            "status": "entered-in-error" if assessment.is_voided else "final",
+            "category": [_category("exam", "Exam"), _category("survey", "Survey")],
+            "code": _assessment_code(*VISIT_ASSESSMENT),
+            "subject": patient_reference(pump.patient),
+            "effectiveDateTime": instant(assessment.assessed_at, tz),
+            "issued": instant(assessment.created_at, tz),
+        }
+    )
+    performer = clinician(assessment.assessed_by, assessment.assessed_by_external)
+    if performer:
+        resource["performer"] = [{"display": performer}]
+    notes = []
+    if assessment.is_voided:
+        notes.append({"text": f"Voided: {assessment.void_reason or 'no reason given'}"})
+    if assessment.goal_note:
+        notes.append({"text": f"Goal: {assessment.goal_note}"})
+    if assessment.notes:
+        notes.append({"text": assessment.notes})
+    if notes:
+        resource["note"] = notes
+    resource["component"] = _observation_components(assessment)
+    return resource
 
 
 # ------------------------------------------------------------ OperationOutcome

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,10 +31,12 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from clinic.auth import IsClinicMember, detach_principal, visible_clinic_ids
+from clinic.models import Clinic
 from pumps.access import record_patient_access
 from pumps.api.access_log import record_list_access
 from pumps.api.errors import unexpected_error
-from pumps.models import Alert, Appointment, Patient, Program, Pump, Refill, Severity
+from pumps.api.serializers import parse_aware_datetime
+from pumps.models import Alert, Appointment, Assessment, Patient, Program, Pump, Refill, Severity
 
 from . import mapping as m
 
@@ -132,6 +135,8 @@ class ResourceType:
     access_kind: str = "pump_record"
     #: what a search finds beyond the scoping (Flag: only active alerts)
     search_filter: dict = field(default_factory=dict)
+    #: the instant the ``date`` search parameter compares (None: not searchable by date)
+    date_field: str | None = None
     documentation: str = ""
 
 
@@ -203,6 +208,19 @@ RESOURCES: dict[str, ResourceType] = {
             access_kind="alert",
             documentation="A critical alert of a pump. A search finds the active (unresolved) ones; a read "
             "also returns a resolved one, as inactive.",
+        ),
+        ResourceType(
+            "Observation",
+            lambda: Assessment.objects.select_related(
+                "pump__clinic", "pump__patient", "pump__model", "assessed_by"
+            ),
+            m.observation_resource,
+            "pump__clinic_id",
+            "pump__patient_id",
+            ("assessed_at", "id"),
+            date_field="assessed_at",
+            documentation="A visit assessment: Modified Ashworth grade per limb, Penn spasm frequency, pain and "
+            "the yes/no screen of each withdrawal and overdose sign, as components; entered-in-error when voided.",
         ),
     )
 }
@@ -283,6 +301,49 @@ def _identifier_filter(values: list[str]) -> Q:
     return condition
 
 
+_DATE = re.compile(r"(eq|ge|gt|le|lt)?(\d{4}-\d{2}-\d{2})(T.+)?")
+MSG_DATE = (
+    "date={value}: give a date or an instant with an offset, optionally prefixed with eq, ge, gt, le or lt, e.g. "
+    "date=ge2026-02-01 or date=lt2026-02-02T09:00:00-06:00."
+)
+
+
+def _date_range(value: str, tz) -> tuple[str, datetime, datetime]:
+    """(prefix, start, end) of a ``date`` search value: a day (in the zone ``tz``) or an
+    instant to the second, as the half-open range [start, end) FHIR compares with."""
+    match = _DATE.fullmatch(value.strip())
+    if not match:
+        raise _bad(MSG_DATE.format(value=value))
+    prefix, day, clock = match.group(1) or "eq", match.group(2), match.group(3)
+    try:
+        if clock is None:
+            start = datetime.combine(date.fromisoformat(day), time(0), tz)
+            return prefix, start, datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(0), tz)
+        start = parse_aware_datetime(day + clock)
+    except (ValueError, exceptions.ValidationError):
+        raise _bad(MSG_DATE.format(value=value)) from None
+    return prefix, start, start + timedelta(seconds=1)
+
+
+def _date_filter(values: list[str], kind: ResourceType, clinics: list) -> Q:
+    """``date=[prefix]value`` (repeatable, all must hold): a day is a day in the record's
+    clinic's zone, so the condition is built for each clinic the caller sees."""
+    condition = Q(pk__in=[])
+    for clinic in clinics:
+        per_clinic = Q(**{kind.clinic_lookup: clinic.pk})
+        for value in values:
+            prefix, start, end = _date_range(value, clinic.tz)
+            per_clinic &= {
+                "eq": Q(**{f"{kind.date_field}__gte": start, f"{kind.date_field}__lt": end}),
+                "ge": Q(**{f"{kind.date_field}__gte": start}),
+                "gt": Q(**{f"{kind.date_field}__gte": end}),
+                "le": Q(**{f"{kind.date_field}__lt": end}),
+                "lt": Q(**{f"{kind.date_field}__lt": start}),
+            }[prefix]
+        condition |= per_clinic
+    return condition
+
+
 class SearchView(FHIRView):
     """``GET /fhir/r4/<Type>?...``: a ``searchset`` Bundle of the caller's clinics' records."""
 
@@ -304,6 +365,13 @@ class SearchView(FHIRView):
             )
             queryset = queryset.filter(**{f"{kind.patient_lookup}__in": patients})
             used.append(("patient", ",".join(params.getlist("patient"))))
+        if "date" in params and kind.date_field is not None:
+            ids = visible_clinic_ids(request)
+            clinics = list(Clinic.objects.all() if ids is None else Clinic.objects.filter(pk__in=ids))
+            for value in params.getlist("date"):
+                _date_range(value, UTC)  # a bad value is refused whatever clinics the caller sees
+            queryset = queryset.filter(_date_filter(params.getlist("date"), kind, clinics))
+            used.extend(("date", value) for value in params.getlist("date"))
         if "identifier" in params and kind.name == "Patient":
             queryset = queryset.filter(_identifier_filter(params.getlist("identifier")))
             used.append(("identifier", ",".join(params.getlist("identifier"))))
@@ -352,6 +420,11 @@ def capability_statement() -> dict[str, Any]:
             search_params.append(
                 {"name": "patient", "type": "reference", "documentation": "The patient: an id or Patient/<id>."}
             )
+        if kind.date_field is not None:
+            search_params.append(
+                {"name": "date", "type": "date", "documentation": "When it was assessed: a day (in the clinic's "
+                 "zone) or an instant with an offset, prefixed eq (default), ge, gt, le or lt; repeat for a range."}
+            )
         resources.append(
             {
                 "type": kind.name,
@@ -371,7 +444,7 @@ def capability_statement() -> dict[str, Any]:
         "date": timezone.now().isoformat(),
         "publisher": "Intrathecal pump clinic tracker",
         "description": "Read-only FHIR R4 view of the clinic's patients, implanted pumps, programs, refills, "
-        "appointments and critical alerts.",
+        "appointments, critical alerts and visit assessments.",
         "kind": "instance",
         "software": {"name": "pumpclinic"},
         "implementation": {"description": "Intrathecal pump clinic tracker", "url": m.base_url()},

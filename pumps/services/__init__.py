@@ -24,6 +24,7 @@ from pumps.history import (
     store_projection,
 )
 
+from .assessments import AssessmentInput, record_assessment, void_assessment
 from .base import (
     MSG_CONTROL_CHARACTERS,
     MSG_VOID_CARRIED_PROGRAM,
@@ -41,6 +42,14 @@ from .base import (
     resolve_clinician,
 )
 from .clinics import refresh_clinic_pumps
+from .comedications import (
+    Interaction,
+    active_comedications,
+    check_interaction,
+    record_comedication,
+    stop_comedication,
+    void_comedication,
+)
 from .patients import PATIENT_FIELDS, create_patient, update_patient
 from .previews import ProgramPreview, RefillPreview, program_preview, program_projection, refill_preview
 from .programs import ProgramInput, record_program, verify_program
@@ -53,15 +62,18 @@ from .records import (
     void_record,
 )
 from .refills import RefillInput, record_refill, validate_refill
+from .withdrawal import stops_delivery
 
 __all__ = [
-    "Actor", "Conflict", "Forbidden", "MSG_CONTROL_CHARACTERS", "MSG_VOID_CARRIED_PROGRAM", "NOTES_MAX",
-    "PATIENT_FIELDS", "PreconditionFailed", "ProgramInput", "ProgramPreview", "PumpHistory", "REASON_MAX",
-    "RefillInput", "RefillPreview", "ServiceValidationError", "after_write", "authorize", "bump_version",
-    "clinician_for", "create_patient", "explant_pump", "explanted_by", "has_control_characters", "implant_pump",
-    "inactive_reason", "load_history", "lock_pump", "program_preview", "program_projection", "project_pump",
-    "projection_reason", "pump_state", "q3", "recompute_refill_checks", "record_event", "record_program",
+    "Actor", "AssessmentInput", "Conflict", "Forbidden", "Interaction", "MSG_CONTROL_CHARACTERS",
+    "MSG_VOID_CARRIED_PROGRAM", "NOTES_MAX", "PATIENT_FIELDS", "PreconditionFailed", "ProgramInput", "ProgramPreview",
+    "PumpHistory", "REASON_MAX", "RefillInput", "RefillPreview", "ServiceValidationError", "active_comedications",
+    "after_write", "authorize", "bump_version", "check_interaction", "clinician_for", "create_patient",
+    "explant_pump", "explanted_by", "has_control_characters", "implant_pump", "inactive_reason", "load_history",
+    "lock_pump", "program_preview", "program_projection", "project_pump", "projection_reason", "pump_state", "q3",
+    "recompute_refill_checks", "record_assessment", "record_comedication", "record_event", "record_program",
     "record_reading", "record_refill", "refill_check_values", "refill_preview", "refresh_clinic_pumps",
-    "refresh_pump", "replace_pump", "resolve_clinician", "schedule_appointment", "store_projection",
-    "update_appointment", "update_patient", "update_pump", "validate_refill", "verify_program", "void_record",
+    "refresh_pump", "replace_pump", "resolve_clinician", "schedule_appointment", "stop_comedication",
+    "stops_delivery", "store_projection", "update_appointment", "update_patient", "update_pump", "validate_refill",
+    "verify_program", "void_assessment", "void_comedication", "void_record",
 ]

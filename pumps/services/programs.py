@@ -25,6 +25,7 @@ from pumps.models import (
     Program,
     Pump,
     Refill,
+    WithdrawalPlan,
 )
 
 from .base import (
@@ -44,6 +45,8 @@ from .base import (
     evaluate_alerts,
     q3,
 )
+from .comedications import check_interaction
+from .withdrawal import save_plan, stops_delivery, validate_plan
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,13 @@ class ProgramInput:
     ptm_max_per_day: int | None = None
     override_reason: str = ""
     entered_by: str | None = None  # a clinician named by an integration
+    #: A dose increase while a CNS depressant is active needs this (docs/clinical-rules.md §15).
+    comedication_confirmed: bool = False
+    #: A program that stops delivery (0 mcg/day, no bolus) needs its withdrawal plan:
+    #: taper_completed, oral_bridge (with oral_bridge_dose) or none (with withdrawal_plan_reason).
+    withdrawal_plan: str | None = None
+    oral_bridge_dose: str = ""
+    withdrawal_plan_reason: str = ""
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ProgramInput:
@@ -65,21 +75,40 @@ class ProgramInput:
 def _validate_program(
     errors: _Errors, prefix: str, pump: Pump, data: ProgramInput, effective_at: datetime, programs: list[Program],
     refills: list[Refill], reservoir_concentration: Decimal | None,
-) -> tuple[Decimal, list] | None:
-    """Every rule a program must pass (docs/clinical-rules.md §9), as named checks; the
-    messages go to ``errors`` under ``prefix`` (``program.`` inside a refill). Returns
-    (basal daily dose, stored steps), or None when the program is refused."""
+) -> tuple[Decimal, list, str] | None:
+    """Every rule a program must pass (docs/clinical-rules.md §9, §15), as named checks;
+    the messages go to ``errors`` under ``prefix`` (``program.`` inside a refill). Returns
+    (basal daily dose, stored steps, the co-medication confirmed: "" when none), or None
+    when the program is refused."""
     own = _Errors()
     _text(own, "override_reason", data.override_reason, REASON_MAX)
     _check_program_concentration(own, data.concentration_mcg_per_ml, reservoir_concentration)
     daily, stored_steps = _program_dose(own, data)
     _check_bolus(own, data.ptm_bolus_mcg, data.ptm_max_per_day)
+    summary = ""
     if not own.errors and daily is not None:
         _check_titration(own, pump, data, daily, programs, effective_at)
+        summary = _check_dose_and_response(own, pump, data, daily, programs, effective_at)
     for field, messages in own.errors.items():
         for message in messages:
             errors.add(prefix + field, message)
-    return None if own.errors or daily is None else (daily, stored_steps)
+    return None if own.errors or daily is None else (daily, stored_steps, summary)
+
+
+def _check_dose_and_response(errors: _Errors, pump: Pump, data: ProgramInput, daily: Decimal,
+                             programs: list[Program], effective_at: datetime) -> str:
+    """docs/clinical-rules.md §15: a program that stops delivery needs its withdrawal plan;
+    a dose increase while a CNS depressant is active needs ``comedication_confirmed``.
+    Returns what was confirmed ("" when there is no interaction)."""
+    stop = WithdrawalPlan.Stop.PROGRAM if stops_delivery(daily, data.ptm_bolus_mcg, data.ptm_max_per_day) else None
+    validate_plan(errors, "", plan=data.withdrawal_plan, oral_bridge_dose=data.oral_bridge_dose,
+                  reason=data.withdrawal_plan_reason, stop=stop)
+    interaction = check_interaction(pump, programs, effective_at, daily)
+    if interaction is None:
+        return ""
+    if data.comedication_confirmed is not True:
+        errors.add("comedication_confirmed", interaction.message)
+    return interaction.summary
 
 
 def _check_program_concentration(errors: _Errors, conc: Decimal | None, reservoir: Decimal | None) -> None:
@@ -113,7 +142,7 @@ def _program_dose(errors: _Errors, data: ProgramInput) -> tuple[Decimal | None, 
         errors.add("steps", "Steps belong to a flex program; a continuous program has a daily dose only.")
     if data.daily_dose_mcg is None:
         errors.add("daily_dose_mcg", "This field is required for a continuous program.")
-    elif data.daily_dose_mcg <= 0:
+    elif data.daily_dose_mcg < 0:  # 0 stops delivery: it needs a withdrawal plan (§15)
         check_daily_dose_value(errors, data)
     else:
         return q3(data.daily_dose_mcg), []
@@ -121,10 +150,10 @@ def _program_dose(errors: _Errors, data: ProgramInput) -> tuple[Decimal | None, 
 
 
 def check_daily_dose_value(errors: _Errors, data: ProgramInput) -> None:
-    """A continuous program's daily dose is greater than zero (a flex program's comes from
-    its steps)."""
+    """A continuous program's daily dose is zero or more (a flex program's comes from its
+    steps); zero stops delivery and needs a withdrawal plan (docs/clinical-rules.md §15)."""
     if data.mode != Program.Mode.FLEX:
-        _positive(errors, "daily_dose_mcg", data.daily_dose_mcg)
+        _positive(errors, "daily_dose_mcg", data.daily_dose_mcg, allow_zero=True)
 
 
 def _check_bolus(errors: _Errors, bolus: Decimal | None, per_day: int | None) -> None:
@@ -172,8 +201,11 @@ def _reservoir_concentration(refills: list[Refill], at: datetime) -> Decimal | N
 
 def _make_program(
     pump: Pump, data: ProgramInput, effective_at: datetime, daily: Decimal, steps: list, actor: Actor,
-    now: datetime, refill: Refill | None = None,
+    now: datetime, refill: Refill | None = None, comedication_summary: str = "",
 ) -> Program:
+    """The program row, what the prescriber confirmed about co-medication, and the
+    withdrawal plan of a program that stops delivery (with its alert): validated already,
+    in the caller's transaction."""
     entered_user, entered_external = clinician_for(actor, pump.clinic, "entered_by", data.entered_by)
     program = Program(
         pump=pump,
@@ -189,9 +221,15 @@ def _make_program(
         entered_by=entered_user,
         entered_by_external=entered_external,
         refill=refill,
+        comedication_confirmed=bool(comedication_summary),
+        comedication_summary=comedication_summary,
     )
     _stamp(program, actor)
     program.save()
+    if stops_delivery(daily, program.ptm_bolus_mcg, program.ptm_max_per_day):
+        save_plan(pump=pump, stop=WithdrawalPlan.Stop.PROGRAM, stopped_at=effective_at, plan=data.withdrawal_plan,
+                  oral_bridge_dose=data.oral_bridge_dose, reason=data.withdrawal_plan_reason, actor=actor, now=now,
+                  program=program)
     return program
 
 
@@ -215,8 +253,8 @@ def record_program(
         _reservoir_concentration(history.refills, effective_at),
     )
     errors.raise_if_any()
-    daily, steps = result
-    program = _make_program(pump, data, effective_at, daily, steps, actor, now)
+    daily, steps, summary = result
+    program = _make_program(pump, data, effective_at, daily, steps, actor, now, comedication_summary=summary)
     after_write(pump, now, since=effective_at)
     return program
 

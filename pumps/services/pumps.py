@@ -19,6 +19,7 @@ from pumps.models import (
     Patient,
     Pump,
     PumpModel,
+    WithdrawalPlan,
 )
 
 from .base import (
@@ -32,6 +33,7 @@ from .base import (
     evaluate_alerts,
     q3,
 )
+from .withdrawal import save_plan, validate_plan
 
 
 def _end_of_service(implanted_on: date, battery_months: int | None) -> date | None:
@@ -135,14 +137,30 @@ def update_pump(
 
 @transaction.atomic
 def explant_pump(
-    *, pump: Pump, explanted_on: date, actor: Actor, reason: str = "", now: datetime | None = None,
+    *, pump: Pump, explanted_on: date, actor: Actor, reason: str = "", withdrawal_plan: str | None = None,
+    oral_bridge_dose: str = "", withdrawal_plan_reason: str = "", now: datetime | None = None,
     if_match: int | None = None,
 ) -> Pump:
+    """Record the explant. It stops intrathecal baclofen: the withdrawal plan is required
+    (docs/clinical-rules.md §15): ``withdrawal_plan`` taper_completed, oral_bridge (with
+    ``oral_bridge_dose``) or none (with ``withdrawal_plan_reason``: a critical
+    withdrawal_risk alert follows), saved in this transaction."""
+    return _explant(pump=pump, explanted_on=explanted_on, actor=actor, reason=reason, now=now, if_match=if_match,
+                    plan={"plan": withdrawal_plan, "oral_bridge_dose": oral_bridge_dose,
+                          "reason": withdrawal_plan_reason})
+
+
+def _explant(*, pump: Pump, explanted_on: date, actor: Actor, reason: str, now: datetime | None,
+             if_match: int | None, plan: dict | None) -> Pump:
+    """The explant; ``plan`` None for a replacement (a new pump goes on delivering)."""
     now = now or timezone.now()
     pump = lock_pump(pump, if_match)
     authorize(actor, pump.clinic_id, permissions.Action.RECORD)
     errors = _Errors()
     _text(errors, "reason", reason, 300)
+    if plan is not None:
+        validate_plan(errors, "", plan=plan["plan"], oral_bridge_dose=plan["oral_bridge_dose"],
+                      reason=plan["reason"], stop=WithdrawalPlan.Stop.EXPLANT)
     if pump.explanted_on is not None:
         errors.add("pump", f"This pump was already explanted on {pump.explanted_on.isoformat()}.")
     if explanted_on < pump.implanted_on:
@@ -156,6 +174,10 @@ def explant_pump(
     pump.save()
     store_projection(pump, now=now, bump_version=True)  # one UPDATE: projection and version
     evaluate_alerts(pump, now)
+    if plan is not None:
+        save_plan(pump=pump, stop=WithdrawalPlan.Stop.EXPLANT,
+                  stopped_at=pj.start_of_local_day(explanted_on, pump.clinic.tz), plan=plan["plan"],
+                  oral_bridge_dose=plan["oral_bridge_dose"], reason=plan["reason"], actor=actor, now=now)
     return pump
 
 
@@ -165,8 +187,9 @@ def replace_pump(
     low_reservoir_alarm_ml: Decimal | None = None, udi: str = "", reason: str = "replacement",
     now: datetime | None = None,
 ) -> Pump:
-    """Explant the old pump and implant the new one in one transaction."""
-    explant_pump(pump=old, explanted_on=replaced_on, actor=actor, reason=reason, now=now)
+    """Explant the old pump and implant the new one in one transaction. The new pump goes
+    on delivering: no withdrawal plan is asked for (docs/clinical-rules.md §15)."""
+    _explant(pump=old, explanted_on=replaced_on, actor=actor, reason=reason, now=now, if_match=None, plan=None)
     return implant_pump(
         patient=old.patient, model=model, serial_number=serial_number, implanted_on=replaced_on,
         actor=actor, low_reservoir_alarm_ml=low_reservoir_alarm_ml, udi=udi, now=now,

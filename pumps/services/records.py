@@ -20,6 +20,7 @@ from pumps.history import (
 )
 from pumps.models import (
     Appointment,
+    Assessment,
     Event,
     Program,
     Pump,
@@ -27,6 +28,7 @@ from pumps.models import (
     Refill,
 )
 
+from .assessments import sync_symptom_alerts, void_assessment
 from .base import (
     MSG_VOID_CARRIED_PROGRAM,
     NOTES_MAX,
@@ -44,6 +46,7 @@ from .base import (
     evaluate_alerts,
     q3,
 )
+from .withdrawal import void_plan_of
 
 
 @transaction.atomic
@@ -200,8 +203,12 @@ def update_appointment(*, appointment: Appointment, actor: Actor, status: str | 
 
 @transaction.atomic
 def void_record(*, record, reason: str, actor: Actor, now: datetime | None = None):
-    """Void a refill, reading, program, event or appointment: it stays in the history but
-    takes no part in projections; later records' computed values are recomputed."""
+    """Void a refill, reading, program, event, appointment or assessment: it stays in the
+    history but takes no part in projections; later records' computed values are
+    recomputed. A program's withdrawal plan is voided with it (its alert resolves); an
+    assessment recorded with a refill is voided with the refill (docs/clinical-rules.md §15)."""
+    if isinstance(record, Assessment):
+        return void_assessment(assessment=record, reason=reason, actor=actor, now=now)
     now = now or timezone.now()
     pump = lock_pump(record.pump_id)
     record = type(record).objects.select_for_update().get(pk=record.pk)
@@ -233,6 +240,11 @@ def void_record(*, record, reason: str, actor: Actor, now: datetime | None = Non
         carried.voided_by = record.voided_by
         _stamp(carried, actor, "void with its refill")
         carried.save()
+        void_plan_of(carried, actor, now)
+    if isinstance(record, Program):
+        void_plan_of(record, actor, now)
+    if isinstance(record, Refill):
+        _void_refill_assessment(record, pump, actor, now)
     moment = getattr(record, "performed_at", None) or getattr(record, "read_at", None) or getattr(
         record, "effective_at", None
     )
@@ -242,3 +254,16 @@ def void_record(*, record, reason: str, actor: Actor, now: datetime | None = Non
         bump_version(pump)
         evaluate_alerts(pump, now)
     return record
+
+
+def _void_refill_assessment(refill: Refill, pump: Pump, actor: Actor, now: datetime) -> None:
+    """An assessment recorded with a refill is voided with it (a refill on the wrong pump
+    must not leave a symptom screen, and its alerts, on that pump)."""
+    assessment = Assessment.objects.select_for_update().filter(refill=refill, voided_at__isnull=True).first()
+    if assessment is None:
+        return
+    assessment.voided_at, assessment.voided_by = now, refill.voided_by
+    assessment.void_reason = f"refill voided: {refill.void_reason}"[:REASON_MAX]
+    _stamp(assessment, actor, "void with its refill")
+    assessment.save()
+    sync_symptom_alerts(pump, now)

@@ -28,6 +28,7 @@ from pumps.models import (
     Refill,
 )
 
+from .assessments import AssessmentInput, save_assessment, validate_assessment
 from .base import (
     NOTES_MAX,
     Actor,
@@ -71,6 +72,7 @@ class RefillInput:
     lot_expiry: date | None = None
     notes: str = ""
     program: ProgramInput | None = None
+    assessment: AssessmentInput | None = None
 
     @property
     def residual_left(self) -> Decimal:
@@ -85,7 +87,9 @@ def validate_refill(pump: Pump, data: RefillInput, now: datetime,
                     history: PumpHistory | None = None) -> tuple[_Errors, tuple | None]:
     """Every rule a refill must pass (docs/clinical-rules.md §9), as named checks, without
     saving: the save and the page's live preview call this one function, so they cannot
-    disagree. Returns the errors and, for a carried program, its (daily dose, steps)."""
+    disagree. Returns the errors and, for a carried program, its (daily dose, steps,
+    co-medication confirmed). An assessment recorded with the refill is checked under
+    ``assessment.`` (its instant is the refill's)."""
     errors = _Errors()
     _check_entry(errors, pump, data, now)
     if errors.errors:  # no sensible history to check against
@@ -95,6 +99,8 @@ def validate_refill(pump: Pump, data: RefillInput, now: datetime,
     _check_volumes(errors, pump, data, first_fill)
     _check_concentration(errors, history, data)
     _check_lot_expiry(errors, pump, data)
+    if data.assessment is not None:
+        validate_assessment(errors, "assessment.", pump, data.assessment, data.performed_at, now, instant_field="")
     return errors, _check_carried_program(errors, pump, history, data)
 
 
@@ -230,12 +236,14 @@ def record_refill(
     notes: str = "",
     performed_by: str | None = None,
     program: ProgramInput | None = None,
+    assessment: AssessmentInput | None = None,
     confirm_duplicate: bool = False,
     if_match: int | None = None,
     now: datetime | None = None,
 ) -> Refill:
-    """Record a refill, with an optional new program taking effect at the same instant,
-    saved atomically with it (docs/clinical-rules.md §8, §9)."""
+    """Record a refill, with an optional new program taking effect at the same instant
+    and an optional visit assessment at the same instant, saved atomically with it
+    (docs/clinical-rules.md §8, §9, §15)."""
     now = now or timezone.now()
     pump = lock_pump(pump, if_match)
     authorize(actor, pump.clinic_id, permissions.Action.RECORD)
@@ -245,6 +253,7 @@ def record_refill(
         performed_at=performed_at, added_volume_ml=added_volume_ml, concentration_mcg_per_ml=concentration_mcg_per_ml,
         extracted_volume_ml=extracted_volume_ml, residual_left_ml=residual_left_ml, bridge_bolus_ml=bridge_bolus_ml,
         drug_product=drug_product, lot_number=lot_number, lot_expiry=lot_expiry, notes=notes, program=program,
+        assessment=assessment,
     )
     history = load_history(pump)
     errors, program_result = validate_refill(pump, data, now, history)
@@ -254,9 +263,12 @@ def record_refill(
     refill = _save_refill(pump, data, history, actor, user, external)
     programs = history.programs
     if program is not None and program_result is not None:
-        daily, steps = program_result
-        made = _make_program(pump, program, performed_at, daily, steps, actor, now, refill=refill)
+        daily, steps, summary = program_result
+        made = _make_program(pump, program, performed_at, daily, steps, actor, now, refill=refill,
+                             comedication_summary=summary)
         programs = sorted([*programs, made], key=lambda p: p.effective_at)  # no two at one instant
+    if assessment is not None:
+        save_assessment(pump, assessment, performed_at, actor, now, refill=refill, field_name="assessment.assessed_by")
     # The history as it now stands in the database, in load_history's order (the new
     # refill has the highest id, so it sorts last among refills at the same instant).
     refills = sorted([*history.refills, refill], key=lambda r: r.performed_at)
