@@ -20,7 +20,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from . import outbox
-from .alerting.heartbeat import raise_stalled
+from .alerting.stalled import raise_stalled
 from .alerting.sweep import sweep, sweep_pumps
 from .models import Notification
 

@@ -15,8 +15,8 @@ from pumps import outbox
 from pumps import services as s
 from pumps.alerting.acknowledge import acknowledge
 from pumps.alerting.evaluate import create_alert, evaluate_pump, notify
-from pumps.alerting.heartbeat import raise_stalled
 from pumps.alerting.rules import Wanted
+from pumps.alerting.stalled import raise_stalled
 from pumps.alerting.sweep import due_pumps, sweep, sweep_pumps
 from pumps.models import Alert, DeliveryAttempt, Notification, Program, SweepRun
 from tests.conftest import CHICAGO

@@ -1,10 +1,10 @@
 """Alerting (docs/clinical-rules.md, section 11; README.md, "Alerting").
 
 The modules, bottom to top: ``rules`` (each kind's severity, repeats, titles and advice,
-and which alerts a pump calls for), ``recipients`` (who is told), ``delivery`` (the
-trigger that asks a worker to deliver the outbox), ``evaluate`` (one pump's alerts and
-their notifications), ``repeats``, ``digests``, ``heartbeat`` (is the sweep stale,
-``alerting_stalled``), ``sweep`` and ``acknowledge``. Delivery itself is
+and which alerts a pump calls for), ``heartbeat`` (is the sweep stale), ``recipients``
+(who is told), ``delivery`` (the trigger that asks a worker to deliver the outbox),
+``evaluate`` (one pump's alerts and their notifications), ``repeats``, ``digests``,
+``stalled`` (``alerting_stalled``), ``sweep`` and ``acknowledge``. Delivery itself is
 ``pumps.outbox``; the Celery tasks that run all this are ``pumps.tasks``.
 
 Safety rules kept here:

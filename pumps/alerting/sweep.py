@@ -20,8 +20,8 @@ from pumps.models import Pump, SweepRun
 from .delivery import one_delivery_trigger
 from .digests import queue_digests
 from .evaluate import evaluate_pump, settle_dose_alerts
-from .heartbeat import resolve_stalled
 from .repeats import process_repeats
+from .stalled import resolve_stalled
 
 log = logging.getLogger("pumps.alerts")
 
