@@ -96,20 +96,20 @@ def _projection_cases() -> dict:
     steps = [(0, 0, 15), (3, 0, 12), (6, 0, 20), (9, 0, 25), (12, 0, 22), (15, 0, 25), (18, 0, 20), (21, 30, 18)]
 
     def flex(scale: Decimal, bolus: int, per_day: int):
-        return pj.Program(
+        return pj.ProgramData(
             effective_at=t0 - timedelta(days=30), concentration_mcg_per_ml=Decimal(1000), mode=pj.MODE_FLEX,
             steps=tuple(pj.FlexStep(clock(h, m), Decimal(dose) * scale) for h, m, dose in steps),
             bolus_mcg=Decimal(bolus), bolus_max_per_day=per_day,
         )
 
-    continuous = pj.Program(
+    continuous = pj.ProgramData(
         effective_at=t0 - timedelta(days=30), concentration_mcg_per_ml=Decimal(1000),
         mode=pj.MODE_CONTINUOUS, daily_dose_mcg=Decimal(450), bolus_mcg=Decimal(50), bolus_max_per_day=4,
     )
     common = {
         "at": t0 + timedelta(days=20, hours=5),
         "pump": pj.PumpState(tz=tz, alarm_volume_ml=Decimal(2)),
-        "refills": [pj.Refill(performed_at=t0, added_volume_ml=Decimal(36))],
+        "refills": [pj.RefillData(performed_at=t0, added_volume_ml=Decimal(36))],
         "readings": [],
     }
     return {

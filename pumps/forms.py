@@ -10,7 +10,6 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.utils import timezone
 
 from clinic import permissions
@@ -507,15 +506,6 @@ class RefillForm(ProgramFieldsMixin, AssessmentFieldsMixin, forms.Form):
         return self.assessment_input()
 
 
-def stability_days_for(product: DrugProduct | None) -> int:
-    if product is not None:
-        return product.effective_stability_days
-    from .models import Drug
-
-    baclofen = Drug.objects.filter(code="baclofen").first()
-    return baclofen.default_stability_days if baclofen else 180
-
-
 # --------------------------------------------------------------- other records
 
 
@@ -723,14 +713,9 @@ class ClinicPolicyForm(forms.ModelForm):
         }
 
     def save_with(self, *, actor, now: datetime) -> Clinic:
-        """One transaction: the clinic (its audit row names the user) and the stored
-        projections that its policy moves."""
-        clinic = self.save(commit=False)
-        with transaction.atomic():
-            clinic._history_user = actor.user
-            clinic.save()
-            recompute_clinic(clinic, now)
-        return clinic
+        """One transaction (the service's): the clinic (its audit row names the user) and
+        the stored projections that its policy moves."""
+        return services.save_clinic_policy(clinic=self.save(commit=False), actor=actor, now=now)
 
 
 class RecipientForm(forms.ModelForm):
@@ -778,32 +763,7 @@ class ClosureForm(forms.ModelForm):
         """``clean_date`` says so in words."""
 
     def save_with(self, *, actor, now: datetime) -> ClinicClosure:
-        closure = self.save(commit=False)
-        with transaction.atomic():
-            closure._history_user = actor.user
-            closure.save()
-            recompute_clinic(closure.clinic, now)
-        return closure
-
-
-def delete_closure(closure: ClinicClosure, *, actor, now: datetime) -> None:
-    with transaction.atomic():
-        clinic = closure.clinic
-        closure._history_user = actor.user
-        closure.delete()
-        recompute_clinic(clinic, now)
-
-
-def recompute_clinic(clinic: Clinic, now: datetime) -> int:
-    """The policy and closures move due dates and statuses: refresh the stored projection
-    of every implanted pump of the clinic (locking each, as the services do) and its alerts,
-    inside the caller's transaction."""
-    count = 0
-    for pump_id in Pump.objects.filter(clinic=clinic, explanted_on__isnull=True).values_list("pk", flat=True):
-        pump = Pump.objects.select_for_update(of=("self",)).select_related("clinic", "patient", "model").get(pk=pump_id)
-        services.refresh_pump(pump, now=now)
-        count += 1
-    return count
+        return services.add_closure(closure=self.save(commit=False), actor=actor, now=now)
 
 
 def default_visit_time(now: datetime, tz: tzinfo) -> datetime:

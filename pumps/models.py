@@ -312,14 +312,14 @@ class Program(Voidable):
             f" at {self.concentration_mcg_per_ml.normalize():f} mcg/mL"
         )
 
-    def to_projection(self) -> pj.Program:
+    def to_projection(self) -> pj.ProgramData:
         steps = tuple(
             pj.FlexStep(
                 time(int(s["start"][:2]), int(s["start"][3:5])), Decimal(str(s["dose_mcg_per_hour"]))
             )
             for s in (self.steps or [])
         )
-        return pj.Program(
+        return pj.ProgramData(
             effective_at=self.effective_at,
             concentration_mcg_per_ml=self.concentration_mcg_per_ml,
             mode=self.mode,
@@ -391,8 +391,8 @@ class Refill(Voidable):
     def volume_after_ml(self) -> Decimal:
         return (self.residual_left_ml or 0) + self.added_volume_ml - (self.bridge_bolus_ml or 0)
 
-    def to_projection(self) -> pj.Refill:
-        return pj.Refill(
+    def to_projection(self) -> pj.RefillData:
+        return pj.RefillData(
             performed_at=self.performed_at,
             added_volume_ml=self.added_volume_ml,
             residual_left_ml=self.residual_left_ml or Decimal(0),
@@ -423,8 +423,8 @@ class Reading(Voidable):
     def __str__(self) -> str:
         return f"reading of {self.pump} at {self.read_at:%Y-%m-%d %H:%M}"
 
-    def to_projection(self) -> pj.Reading:
-        return pj.Reading(read_at=self.read_at, reservoir_volume_ml=self.reservoir_volume_ml)
+    def to_projection(self) -> pj.ReadingData:
+        return pj.ReadingData(read_at=self.read_at, reservoir_volume_ml=self.reservoir_volume_ml)
 
 
 class Event(Voidable):

@@ -27,9 +27,12 @@ Logs and ``last_error`` name the notification id, never the patient.
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import smtplib
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,7 +47,8 @@ from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from . import net
-from .emails import build_email
+from .alerting.evaluate import CANCELLED_RESOLVED
+from .emails import build_email, header_safe
 from .models import DeliveryAttempt, Notification, Severity
 from .webhooks import WebhookGone, post_webhook
 
@@ -58,7 +62,6 @@ CRITICAL_RETRY_CAP = timedelta(seconds=30)
 BREAKER_THRESHOLD = 3  # consecutive failures to reach a server before a batch stops
 BREAKER_OPEN = (10, 20, 30)  # seconds the breaker stays open after its 1st, 2nd, 3rd+ trip
 BATCH_SECONDS = 120  # a batch takes no new notification after this (the rest: the next run)
-CANCELLED_RESOLVED = "not sent: the alert was resolved before delivery"
 CANCELLED_NO_WEBHOOK = "not sent: the API client has no webhook any more"
 
 
@@ -110,10 +113,6 @@ def _due_rows(now: datetime, limit: int = 1000, **filters) -> list[tuple[int, st
         .order_by("urgency", "next_attempt_at", "id")
         .values_list("id", "channel", "api_client_id")[:limit]
     )
-
-
-def deliverable_ids(now: datetime, limit: int = 1000, **filters) -> list[int]:
-    return [row[0] for row in _due_rows(now, limit, **filters)]
 
 
 def due_channels(now: datetime) -> tuple[bool, list[int]]:
@@ -405,8 +404,6 @@ CLAIM_HOLD_SECONDS = STALE_CLAIM.total_seconds() / 3
 def email_parallel() -> int:
     """How many e-mail batches may run at once (workers deliver in parallel, each over
     its own SMTP connection): ``EMAIL_PARALLEL_BATCHES``, default 2."""
-    import os
-
     value = getattr(settings, "EMAIL_PARALLEL_BATCHES", None) or os.environ.get("EMAIL_PARALLEL_BATCHES") or 2
     return max(1, int(value))
 
@@ -468,10 +465,6 @@ def _record_sent(note: Notification, claimed_at: datetime, at: datetime) -> bool
 def _message_for(note: Notification, now: datetime, cache_: dict):
     """The e-mail of ``note``: rendered once per (alert, repeat), or per clinic digest and
     day, in a batch, and addressed to each recipient (the text names no recipient)."""
-    import copy
-
-    from .emails import header_safe
-
     if note.alert_id is not None:
         key = (note.alert_id, note.repeat_number)
     elif note.digest_on is not None:
@@ -644,6 +637,4 @@ _LOCK_CLASS = 0x6F757478  # "outx"
 
 
 def _lock_key(name: str) -> int:
-    import zlib
-
     return zlib.crc32(name.encode()) & 0x7FFFFFFF

@@ -67,7 +67,7 @@ class FlexStep:
 
 
 @dataclass(frozen=True)
-class Program:
+class ProgramData:
     effective_at: datetime
     concentration_mcg_per_ml: Decimal
     mode: str = MODE_CONTINUOUS
@@ -99,7 +99,7 @@ class Program:
 
 
 @dataclass(frozen=True)
-class Refill:
+class RefillData:
     performed_at: datetime
     added_volume_ml: Decimal
     residual_left_ml: Decimal = Decimal(0)
@@ -122,7 +122,7 @@ class Refill:
 
 
 @dataclass(frozen=True)
-class Reading:
+class ReadingData:
     read_at: datetime
     reservoir_volume_ml: Decimal
 
@@ -288,7 +288,7 @@ def _offset_intervals(
 
 
 def _flex_segments(
-    program: Program, tz: tzinfo, start: datetime, end: datetime
+    program: ProgramData, tz: tzinfo, start: datetime, end: datetime
 ) -> Iterator[tuple[datetime, datetime, Fraction]]:
     """Constant-rate pieces (UTC start, UTC end, mL per microsecond) of a flex program."""
     conc = Fraction(program.concentration_mcg_per_ml)
@@ -314,7 +314,7 @@ def _flex_segments(
             naive = piece_end
 
 
-def _segments(programs: Sequence[Program], tz: tzinfo, t0: datetime, horizon: datetime) -> Iterator[_Segment]:
+def _segments(programs: Sequence[ProgramData], tz: tzinfo, t0: datetime, horizon: datetime) -> Iterator[_Segment]:
     """Consumption-rate segments from ``t0`` to ``horizon`` across program changes."""
     in_force = [p for p in programs if p.effective_at <= t0]
     later = [p for p in programs if p.effective_at > t0]
@@ -375,7 +375,7 @@ def _volume_at(segments: Iterable[_Segment], v0: Fraction, at: datetime, worst: 
 
 
 def _segments_until_empty(
-    programs: Sequence[Program], tz: tzinfo, t0: datetime, end: datetime, v0: Fraction, at: datetime
+    programs: Sequence[ProgramData], tz: tzinfo, t0: datetime, end: datetime, v0: Fraction, at: datetime
 ) -> list[_Segment]:
     """Segments from ``t0`` until the *expected* volume is spent (worst case empties no
     later) and ``at`` is covered: a flex program need not be unrolled over two years when
@@ -488,7 +488,7 @@ class _Day:
         return day * _US_PER_DAY + self.starts[i] + whole - offset, rem, div
 
 
-def _day_tables(program: Program) -> tuple[_Flat | _Day, _Flat | _Day]:
+def _day_tables(program: ProgramData) -> tuple[_Flat | _Day, _Flat | _Day]:
     """(expected, worst case) rates of a program."""
     return _day_tables_of(program.mode, program.concentration_mcg_per_ml, program.daily_dose_mcg,
                           program.steps, program.bolus_mcg, program.bolus_max_per_day)
@@ -555,7 +555,7 @@ class _Consumption:
     mL used before each piece. A few pieces per year (program changes and daylight-saving
     changes), whatever the number of flex steps."""
 
-    def __init__(self, programs: Sequence[Program], tz: tzinfo, t0: int, end: int) -> None:
+    def __init__(self, programs: Sequence[ProgramData], tz: tzinfo, t0: int, end: int) -> None:
         self.t0 = t0
         self.starts: list[int] = []
         self.pieces: list[tuple[int, int, int, _Flat | _Day, _Flat | _Day]] = []
@@ -630,11 +630,11 @@ class _Consumption:
 class Anchor:
     at: datetime
     volume_ml: Fraction
-    refill: Refill | None  # the latest refill at or before the anchor (renews the drug)
+    refill: RefillData | None  # the latest refill at or before the anchor (renews the drug)
     is_refill: bool
 
 
-def find_anchor(refills: Sequence[Refill], readings: Sequence[Reading], at: datetime) -> Anchor | None:
+def find_anchor(refills: Sequence[RefillData], readings: Sequence[ReadingData], at: datetime) -> Anchor | None:
     """The latest refill or reading at or before ``at``; a refill wins a tie."""
     past_refills = [r for r in refills if r.performed_at <= at]
     past_readings = [r for r in readings if r.read_at <= at]
@@ -647,7 +647,7 @@ def find_anchor(refills: Sequence[Refill], readings: Sequence[Reading], at: date
     return Anchor(last_reading.read_at, Fraction(last_reading.reservoir_volume_ml), last_refill, False)
 
 
-def program_in_force(programs: Sequence[Program], at: datetime) -> Program | None:
+def program_in_force(programs: Sequence[ProgramData], at: datetime) -> ProgramData | None:
     current = None
     for p in sorted(programs, key=lambda p: p.effective_at):
         if p.effective_at <= at:
@@ -844,9 +844,9 @@ def project(
     *,
     at: datetime,
     pump: PumpState,
-    refills: Sequence[Refill],
-    readings: Sequence[Reading],
-    programs: Sequence[Program],
+    refills: Sequence[RefillData],
+    readings: Sequence[ReadingData],
+    programs: Sequence[ProgramData],
     policy: Policy = Policy(),
     fast: bool = True,
 ) -> Projection:
@@ -933,9 +933,9 @@ def expected_volume_at(
     *,
     at: datetime,
     pump: PumpState,
-    refills: Sequence[Refill],
-    readings: Sequence[Reading],
-    programs: Sequence[Program],
+    refills: Sequence[RefillData],
+    readings: Sequence[ReadingData],
+    programs: Sequence[ProgramData],
     fast: bool = True,
 ) -> tuple[Fraction | None, datetime | None]:
     """Expected (no boluses) volume at ``at`` from the latest anchor *strictly before*
@@ -969,9 +969,9 @@ def volume_series(
     end: datetime,
     points: int,
     pump: PumpState,
-    refills: Sequence[Refill],
-    readings: Sequence[Reading],
-    programs: Sequence[Program],
+    refills: Sequence[RefillData],
+    readings: Sequence[ReadingData],
+    programs: Sequence[ProgramData],
     fast: bool = True,
 ) -> list[tuple[datetime, Decimal, Decimal]]:
     """(instant, expected, worst case) volumes for charts, from the anchor in force at

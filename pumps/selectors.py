@@ -737,53 +737,81 @@ AUDIT_USER_FIELDS = ("performed_by_id", "entered_by_id", "verified_by_id", "void
 AUDIT_ACTIONS = {"+": "created", "~": "changed", "-": "deleted"}
 
 
-def _audit_rows(pump: Pump, patient: Patient) -> list[tuple[str, Any]]:
-    """(label, history row) of the patient, the pump and its records, oldest first within
-    each table: one query per audited table."""
-    sources = [
-        ("Patient", Patient.history.filter(id=patient.pk)),
-        ("Pump", Pump.history.filter(id=pump.pk)),
-        ("Refill", Refill.history.filter(pump_id=pump.pk)),
-        ("Program", Program.history.filter(pump_id=pump.pk)),
-        ("Reading", Reading.history.filter(pump_id=pump.pk)),
-        ("Event", Event.history.filter(pump_id=pump.pk)),
-        ("Appointment", Appointment.history.filter(pump_id=pump.pk)),
-        ("Alert", Alert.history.filter(pump_id=pump.pk)),
-    ]
-    rows: list[tuple[str, Any]] = []
-    for label, qs in sources:
-        rows.extend((label, r) for r in qs.select_related("history_user").order_by("history_date", "history_id"))
+#: The audited tables of a pump's audit trail, in the order the pump page lists them.
+AUDIT_TABLES = ("Patient", "Pump", "Refill", "Program", "Reading", "Event", "Appointment", "Alert")
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audit (history) row of a pump's audit trail, with the previous row of the same
+    record (``None`` for its first)."""
+
+    table: str  # "Refill"
+    row: Any
+    before: Any
+
+    def changes(self, fields) -> list[tuple[Any, Any, Any]]:
+        """(field, old, new) of the ``fields`` whose value differs from the previous row's:
+        the one diff of the audit trail, for the pump page and the API."""
+        if self.before is None:
+            return []
+        out = []
+        for f in fields:
+            old, new = getattr(self.before, f.attname, None), getattr(self.row, f.attname, None)
+            if old != new:
+                out.append((f, old, new))
+        return out
+
+
+def _audit_source(table: str, pump: Pump) -> QuerySet:
+    if table == "Patient":
+        return Patient.history.filter(id=pump.patient_id)
+    if table == "Pump":
+        return Pump.history.filter(id=pump.pk)
+    model = {"Refill": Refill, "Program": Program, "Reading": Reading, "Event": Event, "Appointment": Appointment,
+             "Alert": Alert}[table]
+    return model.history.filter(pump_id=pump.pk)
+
+
+def audit_trail(pump: Pump, tables: tuple[str, ...] = AUDIT_TABLES) -> list[AuditRow]:
+    """The audit rows of the pump, its patient and its records (``tables``, in that order),
+    oldest first within each table, each with its record's previous row: one query per
+    table. The pump page and the API's pump history format these."""
+    rows: list[AuditRow] = []
+    for table in tables:
+        previous: dict[int, Any] = {}
+        for r in _audit_source(table, pump).select_related("history_user").order_by("history_date", "history_id"):
+            rows.append(AuditRow(table, r, previous.get(r.id)))
+            previous[r.id] = r
     return rows
 
 
-def _audit_references(rows: list[tuple[str, Any]]) -> tuple[dict[int, Any], dict[int, DrugProduct]]:
+def _audit_references(rows: list[AuditRow]) -> tuple[dict[int, Any], dict[int, DrugProduct]]:
     """The users and drug products the rows refer to, by id: a query for each, only when
     some row refers to one."""
     user_ids = set()
-    for _label, r in rows:
+    for a in rows:
         for attname in AUDIT_USER_FIELDS:
-            if getattr(r, attname, None):
-                user_ids.add(getattr(r, attname))
+            if getattr(a.row, attname, None):
+                user_ids.add(getattr(a.row, attname))
     users = {u.pk: u for u in get_user_model().objects.filter(pk__in=user_ids)} if user_ids else {}
     products = {p.pk: p for p in DrugProduct.objects.all()} if any(
-        getattr(r, "drug_product_id", None) for _l, r in rows
+        getattr(a.row, "drug_product_id", None) for a in rows
     ) else {}
     return users, products
 
 
-def _audit_changes(label: str, r, before, users, products, tz) -> list[tuple[str, str, str]] | None:
-    """(field, old, new) of a history row against the one before it; ``None`` for a
-    change that changed nothing shown (no entry)."""
+def _audit_changes(a: AuditRow, users, products, tz) -> list[tuple[str, str, str]] | None:
+    """(field, old, new) of a history row against the one before it, as the page shows
+    them; ``None`` for a change that changed nothing shown (no entry)."""
+    r = a.row
     fields = [f for f in r.instance_type._meta.fields if f.attname not in AUDIT_SKIP]
-    changes = []
-    if r.history_type == "~" and before is not None:
-        for f in fields:
-            old, new = getattr(before, f.attname, None), getattr(r, f.attname, None)
-            if old != new:
-                changes.append((f.verbose_name, _audit_value(old, users, products, f.attname, tz),
-                                _audit_value(new, users, products, f.attname, tz)))
+    if r.history_type == "~" and a.before is not None:
+        changes = [(f.verbose_name, _audit_value(old, users, products, f.attname, tz),
+                    _audit_value(new, users, products, f.attname, tz)) for f, old, new in a.changes(fields)]
         return changes or None
-    if r.history_type == "~" and label == "Alert":
+    changes = []
+    if r.history_type == "~" and a.table == "Alert":
         # alerts are created in bulk by the sweep, without a first history row: an
         # acknowledgement still says who, when and why
         for f in fields:
@@ -793,20 +821,18 @@ def _audit_changes(label: str, r, before, users, products, tz) -> list[tuple[str
     return changes
 
 
-def _audit(pump: Pump, patient: Patient) -> list[AuditEntry]:
+def _audit(pump: Pump) -> list[AuditEntry]:
     """The audit history of the pump's records, newest first: who, when, old and new
     values. One query per audited table; diffs computed in memory."""
-    rows = _audit_rows(pump, patient)
+    rows = audit_trail(pump)
     users, products = _audit_references(rows)
-    previous: dict[tuple[str, int], Any] = {}
     entries: list[AuditEntry] = []
-    for label, r in rows:
-        key = (label, r.id)
-        changes = _audit_changes(label, r, previous.get(key), users, products, pump.clinic.tz)
-        previous[key] = r
+    for a in rows:
+        changes = _audit_changes(a, users, products, pump.clinic.tz)
         if changes is None:
             continue
-        entries.append(AuditEntry(r.history_date, r.history_user, f"{label} #{r.id}", AUDIT_ACTIONS[r.history_type],
+        r = a.row
+        entries.append(AuditEntry(r.history_date, r.history_user, f"{a.table} #{r.id}", AUDIT_ACTIONS[r.history_type],
                                   changes, r.history_change_reason or ""))
     entries.sort(key=lambda e: e.at, reverse=True)
     return entries[:AUDIT_LIMIT]
@@ -856,7 +882,7 @@ def pump_page(user, pk: int, now: datetime) -> PumpPage:
         events=events,
         appointments=appointments,
         alerts=alerts,
-        audit=_audit(pump, pump.patient),
+        audit=_audit(pump),
         other_pumps=other_pumps,
         history=history,
         threshold_ml=threshold,
@@ -964,14 +990,6 @@ def alerts_for(user, filters: AlertFilters, limit: int = 500) -> list[Alert]:
     rows = list(alerts.order_by("-created_at", "-id")[:limit])
     rows.sort(key=lambda a: (0 if a.is_open else 1, rank.get(a.severity, 3)))
     return rows
-
-
-def writable_clinic_ids(user) -> set[int] | None:
-    """Clinics in which the user may record; ``None``: every clinic (a superuser)."""
-    if user.is_superuser:
-        return None
-    memberships = Membership.objects.filter(user=user, role__in=list(CLINICAL_WRITERS))
-    return set(memberships.values_list("clinic_id", flat=True))
 
 
 # ----------------------------------------------------------------------- worksheet

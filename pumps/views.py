@@ -275,7 +275,7 @@ def _refill_preview(form: forms.RefillForm, pump, now: datetime) -> services.Ref
         residual_left_ml=data.get("residual_left_ml"),
         bridge_bolus_ml=data.get("bridge_bolus_ml"),
         concentration_mcg_per_ml=data.get("concentration_mcg_per_ml"),
-        stability_days=forms.stability_days_for(data.get("drug_product")),
+        stability_days=services.stability_days(data.get("drug_product")),
         program=program,
         now=now,
     )
@@ -717,15 +717,13 @@ def clinic_settings(request, code: str):
             messages.success(request, "Policy saved; due dates and statuses recomputed.")
             return redirect("clinic_settings", code=clinic.code)
         if action == "add_recipient" and recipient.is_valid():
-            recipient.instance._history_user = request.user
-            recipient.save()
+            services.add_alert_recipient(recipient=recipient.save(commit=False), actor=actor)
             messages.success(request, f"{recipient.instance.email} added to the alert addresses.")
             return redirect("clinic_settings", code=clinic.code)
         if action == "remove_recipient":
             target = AlertRecipient.objects.filter(clinic=clinic, pk=_int_or_none(request.POST.get("id"))).first()
             if target is not None:
-                target._history_user = request.user
-                target.delete()
+                services.remove_alert_recipient(recipient=target, actor=actor)
                 messages.success(request, f"{target.email} removed from the alert addresses.")
             return redirect("clinic_settings", code=clinic.code)
         if action == "add_closure" and closure.is_valid():
@@ -735,7 +733,7 @@ def clinic_settings(request, code: str):
         if action == "remove_closure":
             target = ClinicClosure.objects.filter(clinic=clinic, pk=_int_or_none(request.POST.get("id"))).first()
             if target is not None:
-                forms.delete_closure(target, actor=actor, now=now)
+                services.remove_closure(closure=target, actor=actor, now=now)
                 messages.success(request, f"Closure on {target.date.isoformat()} removed.")
             return redirect("clinic_settings", code=clinic.code)
     invalid = any(f.errors for f in (policy, recipient, closure))

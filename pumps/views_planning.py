@@ -17,7 +17,6 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -28,7 +27,7 @@ from clinic.models import WEEKDAY_NAMES, CalendarFeed, Clinic, Membership
 from clinic.permissions import MESSAGES, Action, user_may
 
 from . import planner as pl
-from . import planning
+from . import planning, services
 from . import projection as pj
 from .errors import Forbidden
 from .views import actor_of, render_page
@@ -91,12 +90,11 @@ class CapacityForm(forms.ModelForm):
     def main_fields(self):
         return [self[name] for name in self.Meta.fields]
 
-    def save_with(self, user) -> Clinic:
+    def save_with(self, *, actor) -> Clinic:
         clinic = self.save(commit=False)
         clinic.refill_slots_by_weekday = [self.cleaned_data.get(f"slots_{i}") for i in range(7)]
-        clinic._history_user = user
-        clinic.save(update_fields=[*self.Meta.fields, "refill_slots_by_weekday"])
-        return clinic
+        return services.save_refill_capacity(clinic=clinic, fields=[*self.Meta.fields, "refill_slots_by_weekday"],
+                                             actor=actor)
 
 
 class FeedForm(forms.Form):
@@ -208,8 +206,7 @@ def planning_capacity(request, code: str):
     _require(request, clinic, Action.ADMINISTER)
     form = CapacityForm(request.POST, instance=clinic)
     if form.is_valid():
-        with transaction.atomic():
-            form.save_with(request.user)
+        form.save_with(actor=actor_of(request))
         messages.success(request, "Refill capacity saved; the plan below uses it.")
         return redirect(reverse("planning", args=[clinic.code]) + "#capacity-heading")
     clinic.refresh_from_db()

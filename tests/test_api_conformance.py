@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from rest_framework.test import APIClient
 
-from pumps.api.serializers import rfc3339
+from pumps.formats import rfc3339
 from tests.api_support import API, token_client, travel, worked_example_refill
 from tests.factories import make_clinic, make_patient, make_pump
 

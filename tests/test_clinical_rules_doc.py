@@ -106,8 +106,8 @@ WORKED = {
 
 def _worked_example(at: datetime) -> pj.Projection:
     pump = pj.PumpState(tz=CHICAGO, alarm_volume_ml=Decimal("2.0"))
-    refill = pj.Refill(performed_at=datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO), added_volume_ml=Decimal("36"))
-    program = pj.Program(effective_at=refill.performed_at, concentration_mcg_per_ml=Decimal("1000"),
+    refill = pj.RefillData(performed_at=datetime(2026, 2, 2, 9, 0, tzinfo=CHICAGO), added_volume_ml=Decimal("36"))
+    program = pj.ProgramData(effective_at=refill.performed_at, concentration_mcg_per_ml=Decimal("1000"),
                          daily_dose_mcg=Decimal("450"))
     return pj.project(at=at, pump=pump, refills=[refill], readings=[], programs=[program])
 

@@ -41,10 +41,10 @@ from pumps.projection import (
     STATUSES,
     FlexStep,
     Policy,
-    Program,
+    ProgramData,
     PumpState,
-    Reading,
-    Refill,
+    ReadingData,
+    RefillData,
     expected_volume_at,
     flex_daily_dose,
     next_status_change,
@@ -75,7 +75,7 @@ MIN = timedelta(minutes=1)
 
 
 def cont(effective_at, conc, dose, bolus=None, max_per_day=None):
-    return Program(
+    return ProgramData(
         effective_at=effective_at,
         concentration_mcg_per_ml=D(conc),
         mode=MODE_CONTINUOUS,
@@ -87,7 +87,7 @@ def cont(effective_at, conc, dose, bolus=None, max_per_day=None):
 
 def flex(effective_at, conc, steps, bolus=None, max_per_day=None):
     """steps: iterable of (hour, minute, mcg_per_hour)."""
-    return Program(
+    return ProgramData(
         effective_at=effective_at,
         concentration_mcg_per_ml=D(conc),
         mode=MODE_FLEX,
@@ -98,7 +98,7 @@ def flex(effective_at, conc, steps, bolus=None, max_per_day=None):
 
 
 def refill(at, added, residual="0", bridge="0", stability=180):
-    return Refill(
+    return RefillData(
         performed_at=at,
         added_volume_ml=D(added),
         residual_left_ml=D(residual),
@@ -108,7 +108,7 @@ def refill(at, added, residual="0", bridge="0", stability=180):
 
 
 def reading(at, volume):
-    return Reading(read_at=at, reservoir_volume_ml=D(volume))
+    return ReadingData(read_at=at, reservoir_volume_ml=D(volume))
 
 
 def pump(tz, alarm="2", high_risk=False, active=True):
@@ -1186,7 +1186,7 @@ def make_program(spec, eff):
         kw.update(mode=MODE_FLEX, steps=tuple(FlexStep(time(m // 60, m % 60), D(d)) for m, d in payload))
     else:
         kw.update(mode=MODE_CONTINUOUS, daily_dose_mcg=D(payload))
-    return Program(**kw)
+    return ProgramData(**kw)
 
 
 @st.composite
@@ -1213,10 +1213,10 @@ def materialize(s, tz, shift=timedelta(0)):
     readings = []
     if s["reading"] is not None:
         off, vol = s["reading"]
-        readings.append(Reading(read_at=t0 + timedelta(seconds=off), reservoir_volume_ml=D(vol) / 10))
+        readings.append(ReadingData(read_at=t0 + timedelta(seconds=off), reservoir_volume_ml=D(vol) / 10))
     return {
         "pump": PumpState(tz=tz, alarm_volume_ml=D(s["alarm"]) / 10),
-        "refills": [Refill(performed_at=t0, added_volume_ml=D(s["added"]) / 10,
+        "refills": [RefillData(performed_at=t0, added_volume_ml=D(s["added"]) / 10,
                            residual_left_ml=D(s["residual"]) / 10)],
         "readings": readings,
         "programs": programs,

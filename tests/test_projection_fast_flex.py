@@ -28,10 +28,10 @@ from pumps.projection import (
     MODE_CONTINUOUS,
     MODE_FLEX,
     FlexStep,
-    Program,
+    ProgramData,
     PumpState,
-    Reading,
-    Refill,
+    ReadingData,
+    RefillData,
     expected_volume_at,
     project,
     volume_series,
@@ -107,7 +107,7 @@ def flex_programs(draw, effective_at):
     minutes = sorted(draw(st.lists(st.integers(0, 1439), min_size=count, max_size=count, unique=True)))
     steps = tuple(FlexStep(time(m // 60, m % 60), draw(doses)) for m in minutes)
     bolus = draw(st.one_of(st.none(), st.tuples(st.integers(1, 200), st.integers(1, 8))))
-    return Program(
+    return ProgramData(
         effective_at=effective_at,
         concentration_mcg_per_ml=D(draw(st.sampled_from(CONCENTRATIONS))),
         mode=MODE_FLEX,
@@ -120,7 +120,7 @@ def flex_programs(draw, effective_at):
 @st.composite
 def continuous_programs(draw, effective_at):
     bolus = draw(st.one_of(st.none(), st.tuples(st.integers(1, 200), st.integers(1, 8))))
-    return Program(
+    return ProgramData(
         effective_at=effective_at,
         concentration_mcg_per_ml=D(draw(st.sampled_from(CONCENTRATIONS))),
         mode=MODE_CONTINUOUS,
@@ -163,7 +163,7 @@ def scenarios(draw):
     readings = []
     if draw(st.integers(0, 3)) == 0:
         read_at = t0 + timedelta(seconds=draw(st.integers(1, 30 * 86_400)))
-        readings.append(Reading(read_at=read_at, reservoir_volume_ml=D(draw(st.integers(0, 40_000))) / 1000))
+        readings.append(ReadingData(read_at=read_at, reservoir_volume_ml=D(draw(st.integers(0, 40_000))) / 1000))
     # ``at``: near the anchor, near a change of the clocks, or anywhere up to past the horizon.
     how = draw(st.integers(0, 2))
     if how == 0:
@@ -177,7 +177,7 @@ def scenarios(draw):
     return {
         "zone": zone,
         "pump": PumpState(tz=ZONES[zone], alarm_volume_ml=alarm),
-        "refills": [Refill(performed_at=t0, added_volume_ml=added)],
+        "refills": [RefillData(performed_at=t0, added_volume_ml=added)],
         "readings": readings,
         "programs": programs,
         "at": at,
@@ -256,9 +256,9 @@ def _flex_36ml(tz, t0):
              (21, 30, "18")]
     return {
         "pump": PumpState(tz=tz, alarm_volume_ml=D("2")),
-        "refills": [Refill(performed_at=t0, added_volume_ml=D("36"))],
+        "refills": [RefillData(performed_at=t0, added_volume_ml=D("36"))],
         "readings": [],
-        "programs": [Program(effective_at=t0 - 30 * DAY, concentration_mcg_per_ml=D("1000"), mode=MODE_FLEX,
+        "programs": [ProgramData(effective_at=t0 - 30 * DAY, concentration_mcg_per_ml=D("1000"), mode=MODE_FLEX,
                              steps=tuple(FlexStep(time(h, m), D(d)) for h, m, d in steps), bolus_mcg=D("50"),
                              bolus_max_per_day=4)],
     }
@@ -280,7 +280,7 @@ def test_a_flex_program_that_delivers_nothing_never_empties():
     tz = ZONES["Australia/Lord_Howe"]
     t0 = datetime(2026, 4, 1, tzinfo=tz)
     records = _flex_36ml(tz, t0)
-    records["programs"] = [Program(effective_at=t0, concentration_mcg_per_ml=D("500"), mode=MODE_FLEX,
+    records["programs"] = [ProgramData(effective_at=t0, concentration_mcg_per_ml=D("500"), mode=MODE_FLEX,
                                    steps=(FlexStep(time(0), D(0)), FlexStep(time(12), D(0))))]
     fast = project(at=t0 + 900 * DAY, **records)
     assert fast == project(at=t0 + 900 * DAY, fast=False, **records)
@@ -298,9 +298,9 @@ def test_a_crossing_in_the_repeated_hour_of_lord_howe():
     t0 = datetime(2026, 4, 4, 14, 30, tzinfo=UTC)
     records = {
         "pump": PumpState(tz=tz, alarm_volume_ml=D("0.1")),
-        "refills": [Refill(performed_at=t0, added_volume_ml=D("0.5"))],
+        "refills": [RefillData(performed_at=t0, added_volume_ml=D("0.5"))],
         "readings": [],
-        "programs": [Program(effective_at=t0 - DAY, concentration_mcg_per_ml=D("100"), mode=MODE_FLEX,
+        "programs": [ProgramData(effective_at=t0 - DAY, concentration_mcg_per_ml=D("100"), mode=MODE_FLEX,
                              steps=(FlexStep(time(1, 30), D(60)), FlexStep(time(2, 0), D(0))))],
     }
     fast = project(at=t0, **records)

@@ -16,7 +16,8 @@ from pumps.services import clinician_for, resolve_clinician
 from . import serializers as s
 from .filters import AwareDateTimeFilter, CommaChoicesFilter, IdFilter
 from .idempotency import idempotent
-from .views import ScopedViewMixin, _errors, actor_for, require_write, write_schema
+from .schema import error_responses
+from .views import ScopedViewMixin, actor_for, require_write, write_schema
 
 
 class AlertSerializer(s.ClinicSerializer):
@@ -101,7 +102,7 @@ class AlertFilter(django_filters.FilterSet):
 
 @extend_schema_view(
     list=extend_schema(summary="Alerts of the caller's clinics, newest first"),
-    retrieve=extend_schema(summary="An alert", responses={200: AlertSerializer, **_errors(401, 404)}),
+    retrieve=extend_schema(summary="An alert", responses={200: AlertSerializer, **error_responses(401, 404)}),
 )
 class AlertViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = AlertSerializer

@@ -21,12 +21,14 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from django.urls import Resolver404, resolve
+from django.views.defaults import server_error as django_server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import APIView, set_rollback
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from pumps.errors import Conflict, Forbidden, PreconditionFailed, ServiceValidationError
+from pumps.formats import operation_outcome
 
 log = logging.getLogger("pumps.api")
 
@@ -159,15 +161,11 @@ def server_error(request, *args, **kwargs):
     ``/fhir/``: an OperationOutcome), Django's page elsewhere. It covers errors raised
     outside the API's views (middleware, URL resolution)."""
     if request.path.startswith("/fhir/"):
-        from pumps.fhir.mapping import operation_outcome
-
         return JsonResponse(
             operation_outcome(500, MSG_SERVER_ERROR), status=500, content_type="application/fhir+json"
         )
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": MSG_SERVER_ERROR, "code": "server_error"}, status=500)
-    from django.views.defaults import server_error as django_server_error
-
     return django_server_error(request, *args, **kwargs)
 
 

@@ -26,7 +26,8 @@ from .. import planning
 from ..access import record_patients_access
 from ..errors import Forbidden
 from .idempotency import idempotent
-from .views import DecimalJSONParser, _errors, actor_for, require_write, write_schema
+from .schema import error_responses
+from .views import DecimalJSONParser, actor_for, require_write, write_schema
 
 MAX_PUMPS = 500
 
@@ -117,7 +118,7 @@ class RefillPlanView(APIView):
         summary="The clinic's refill plan: capacity, proposals and shortfalls",
         parameters=[OpenApiParameter("horizon_days", OpenApiTypes.INT, OpenApiParameter.QUERY, required=False,
                                      description="Days ahead, 1 to 366 (default 56)."), CLINIC_PARAM],
-        responses={200: OpenApiTypes.OBJECT, **_errors(400, 401, 404)},
+        responses={200: OpenApiTypes.OBJECT, **error_responses(400, 401, 404)},
     )
     def get(self, request):
         clinic = _clinic(request)

@@ -13,18 +13,18 @@ from rest_framework import generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from pumps import services
+from pumps import selectors, services
 from pumps.calendar import appointment_ics
-from pumps.models import Appointment, Event, Program, Pump, Reading, Refill
+from pumps.models import Appointment, Event, Pump
 from pumps.services import NOTES_MAX
 
 from . import serializers as s
 from .filters import AwareDateTimeFilter, VoidableFilterSet
 from .idempotency import idempotent
+from .schema import error_responses
 from .views import (
     ScopedViewMixin,
     VoidMixin,
-    _errors,
     actor_for,
     require_write,
     void_action,
@@ -71,7 +71,7 @@ class EventFilter(VoidableFilterSet):
 
 @extend_schema_view(
     list=extend_schema(summary="Events: MRI scans, emptied for MRI, alarms reported, withdrawal episodes"),
-    retrieve=extend_schema(summary="An event", responses={200: EventSerializer, **_errors(401, 404)}),
+    retrieve=extend_schema(summary="An event", responses={200: EventSerializer, **error_responses(401, 404)}),
     create=write_schema(EventCreateSerializer, EventSerializer, summary="Record an event"),
 )
 class EventViewSet(
@@ -162,7 +162,8 @@ class AppointmentFilter(VoidableFilterSet):
 
 @extend_schema_view(
     list=extend_schema(summary="Appointments (refills, replacement surgery, reviews)"),
-    retrieve=extend_schema(summary="An appointment", responses={200: AppointmentSerializer, **_errors(401, 404)}),
+    retrieve=extend_schema(summary="An appointment",
+                           responses={200: AppointmentSerializer, **error_responses(401, 404)}),
     create=write_schema(AppointmentCreateSerializer, AppointmentSerializer, summary="Book an appointment"),
     partial_update=write_schema(
         AppointmentUpdateSerializer, AppointmentSerializer, ok=200,
@@ -203,7 +204,8 @@ class AppointmentViewSet(
         return self.render(appointment)
 
     @extend_schema(summary="The appointment as iCalendar (text/calendar)",
-                   responses={(200, "text/calendar"): OpenApiResponse(OpenApiTypes.BINARY), **_errors(401, 404)})
+                   responses={(200, "text/calendar"): OpenApiResponse(OpenApiTypes.BINARY),
+                              **error_responses(401, 404)})
     @action(detail=True, methods=["get"], url_path="ics")
     def ics(self, request, pk=None):
         appointment = self.get_object()
@@ -232,38 +234,36 @@ class HistoryEntrySerializer(serializers.Serializer):
 CHANGE = {"+": "created", "~": "changed", "-": "deleted"}
 
 
+#: The API's names of the audited tables of ``selectors.audit_trail``, in its order.
+HISTORY_TABLES = {"Pump": "pump", "Program": "program", "Refill": "refill", "Reading": "reading", "Event": "event",
+                  "Appointment": "appointment"}
+
+
 def pump_history(pump: Pump, limit: int = 500) -> list[dict]:
-    """Every audit row of the pump and its records, newest first, with old and new values."""
+    """Every audit row of the pump and its records, newest first, with old and new values
+    (the audit trail of ``selectors.audit_trail``; every editable field, by name)."""
     tz = pump.clinic.tz
-    sources = [
-        ("pump", Pump.history.filter(id=pump.pk)),
-        ("program", Program.history.filter(pump_id=pump.pk)),
-        ("refill", Refill.history.filter(pump_id=pump.pk)),
-        ("reading", Reading.history.filter(pump_id=pump.pk)),
-        ("event", Event.history.filter(pump_id=pump.pk)),
-        ("appointment", Appointment.history.filter(pump_id=pump.pk)),
-    ]
+    order = list(HISTORY_TABLES)
+    rows = sorted(selectors.audit_trail(pump, tables=tuple(HISTORY_TABLES)),
+                  key=lambda a: (order.index(a.table), a.row.id))  # stable: oldest first within a record
     entries = []
     usernames = _Usernames()
-    for name, queryset in sources:
-        rows = list(queryset.select_related("history_user").order_by("id", "history_date", "history_id"))
-        previous: dict = {}
-        for row in rows:
-            before = previous.get(row.id)
-            changes = {}
-            if before is not None:
-                for change in row.diff_against(before).changes:
-                    if change.field == "assigned_to":  # a user id: its username
-                        changes[change.field] = [usernames(change.old), usernames(change.new)]
-                    else:
-                        changes[change.field] = [_text(change.old), _text(change.new)]
-            previous[row.id] = row
-            entries.append({
-                "record": name, "record_id": row.id, "change": CHANGE.get(row.history_type, row.history_type),
-                "at": row.history_date.astimezone(tz),
-                "by": row.history_user.get_username() if row.history_user else None,
-                "reason": row.history_change_reason, "changes": changes,
-            })
+    for a in rows:
+        row = a.row
+        fields = sorted((f for f in row.tracked_fields if f.editable), key=lambda f: f.name)
+        changes = {}
+        for f, old, new in a.changes(fields):
+            if f.name == "assigned_to":  # a user id: its username
+                changes[f.name] = [usernames(old), usernames(new)]
+            else:
+                changes[f.name] = [_text(old), _text(new)]
+        entries.append({
+            "record": HISTORY_TABLES[a.table], "record_id": row.id,
+            "change": CHANGE.get(row.history_type, row.history_type),
+            "at": row.history_date.astimezone(tz),
+            "by": row.history_user.get_username() if row.history_user else None,
+            "reason": row.history_change_reason, "changes": changes,
+        })
     entries.sort(key=lambda e: e["at"], reverse=True)
     return entries[:limit]
 
@@ -288,7 +288,7 @@ class _Usernames:
 
 
 @extend_schema(summary="Audit history of a pump and its records, newest first",
-               responses={200: HistoryEntrySerializer(many=True), **_errors(401, 404)})
+               responses={200: HistoryEntrySerializer(many=True), **error_responses(401, 404)})
 class PumpHistoryView(ScopedViewMixin, generics.GenericAPIView):
     serializer_class = HistoryEntrySerializer
     pagination_class = None

@@ -31,6 +31,7 @@ from clinic.auth import visible_clinic_ids
 from clinic.models import Clinic
 from pumps import projection as pj
 from pumps import selectors, symptom_alerts, symptoms
+from pumps.formats import rfc3339
 from pumps.models import (
     Alert,
     AlertKind,
@@ -91,18 +92,6 @@ def parse_aware_datetime(value) -> datetime:
     if not MIN_YEAR <= moment.year <= MAX_YEAR:
         raise serializers.ValidationError(MSG_OUT_OF_RANGE, code="out_of_range")
     return moment
-
-
-def rfc3339(moment: datetime, tz: tzinfo) -> str:
-    """An instant in the zone ``tz``, RFC 3339 with a whole-minute offset. Zones whose
-    historical offset had seconds (local mean time: Europe/Amsterdam +00:19:32 until
-    1937, Africa/Monrovia -00:44:30 until 1972) cannot be written so: such an instant is
-    given in UTC instead, never with a rounded (wrong) offset."""
-    local = moment.astimezone(tz)
-    offset = local.utcoffset()
-    if offset is None or offset % timedelta(minutes=1):
-        return moment.astimezone(UTC).isoformat()
-    return local.isoformat()
 
 
 def _clinic_tz(field) -> tzinfo:

@@ -26,7 +26,6 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
@@ -58,6 +57,7 @@ from .idempotency import HEADER as IDEMPOTENCY_HEADER
 from .idempotency import idempotent
 from .pagination import TalliedPagination
 from .projection_at import project_at
+from .schema import error_responses
 
 # ------------------------------------------------------------------------ plumbing
 
@@ -154,18 +154,6 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-ERRORS = {
-    400: OpenApiResponse(s.VALIDATION_ERROR_SCHEMA, description="Invalid input; nothing was saved."),
-    401: OpenApiResponse(s.ErrorDetailSerializer, description="No, unknown or revoked token."),
-    403: OpenApiResponse(s.ErrorDetailSerializer, description="Read-only token, or the role does not allow it."),
-    404: OpenApiResponse(s.ErrorDetailSerializer, description="No such record in the caller's clinics."),
-    409: OpenApiResponse(s.ErrorDetailSerializer, description="Probable duplicate (code probable_duplicate)."),
-    412: OpenApiResponse(s.ErrorDetailSerializer, description="If-Match names a stale pump version."),
-    415: OpenApiResponse(s.ErrorDetailSerializer, description="The body is not application/json."),
-    422: OpenApiResponse(s.ErrorDetailSerializer, description="Idempotency-Key reused for another request."),
-    429: OpenApiResponse(s.ErrorDetailSerializer,
-                         description="Too many requests from this API client: see Retry-After."),
-}
 IDEMPOTENCY_PARAM = OpenApiParameter(
     IDEMPOTENCY_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
     description="API clients: retry safely. The first success is replayed for 24 h; the same key with "
@@ -177,14 +165,10 @@ IF_MATCH_PARAM = OpenApiParameter(
 )
 
 
-def _errors(*codes: int) -> dict:
-    return {code: ERRORS[code] for code in codes}
-
-
 def write_schema(request, response, *, codes=(400, 401, 403, 404, 415, 422), if_match=False, summary="", ok=201):
     params = [IDEMPOTENCY_PARAM] + ([IF_MATCH_PARAM] if if_match else [])
     return extend_schema(
-        request=request, responses={ok: response, **_errors(*codes)}, parameters=params, summary=summary
+        request=request, responses={ok: response, **error_responses(*codes)}, parameters=params, summary=summary
     )
 
 
@@ -301,7 +285,7 @@ def void_action(serializer_class):
 
 @extend_schema_view(
     list=extend_schema(summary="Patients of the caller's clinics"),
-    retrieve=extend_schema(summary="A patient", responses={200: s.PatientSerializer, **_errors(401, 404)}),
+    retrieve=extend_schema(summary="A patient", responses={200: s.PatientSerializer, **error_responses(401, 404)}),
     create=write_schema(s.PatientWriteSerializer, s.PatientSerializer, summary="Register a patient"),
     partial_update=write_schema(
         s.PatientWriteSerializer, s.PatientSerializer, ok=200, summary="Change a patient's details"
@@ -363,7 +347,7 @@ class PatientViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveMode
     list=extend_schema(summary="Pumps (implants) of the caller's clinics, with their stored projection"),
     retrieve=extend_schema(
         summary="A pump; the ETag header carries its version",
-        responses={200: s.PumpSerializer, **_errors(401, 404)},
+        responses={200: s.PumpSerializer, **error_responses(401, 404)},
     ),
     create=write_schema(s.PumpCreateSerializer, s.PumpSerializer, summary="Record an implant"),
     partial_update=write_schema(
@@ -445,7 +429,7 @@ class PumpViewSet(
                 "pump's explant date it is projected from its records up to `at`; on or after it, `inactive`.",
             )
         ],
-        responses={200: s.ProjectionSerializer, **_errors(400, 401, 404)},
+        responses={200: s.ProjectionSerializer, **error_responses(400, 401, 404)},
         filters=False,
     )
     @action(detail=True, methods=["get"])
@@ -514,7 +498,7 @@ class WorklistView(PumpRowsMixin, ScopedViewMixin, generics.ListAPIView):
 
 @extend_schema_view(
     list=extend_schema(summary="Programs (what each pump delivers, from an instant)"),
-    retrieve=extend_schema(summary="A program", responses={200: s.ProgramSerializer, **_errors(401, 404)}),
+    retrieve=extend_schema(summary="A program", responses={200: s.ProgramSerializer, **error_responses(401, 404)}),
     create=write_schema(
         s.ProgramCreateSerializer, s.ProgramSerializer, if_match=True,
         codes=(400, 401, 403, 404, 412, 415, 422), summary="Record a program change (prescribers)",
@@ -574,7 +558,7 @@ class ProgramViewSet(
 
 @extend_schema_view(
     list=extend_schema(summary="Refills, with their residual checks"),
-    retrieve=extend_schema(summary="A refill", responses={200: s.RefillSerializer, **_errors(401, 404)}),
+    retrieve=extend_schema(summary="A refill", responses={200: s.RefillSerializer, **error_responses(401, 404)}),
     create=write_schema(
         s.RefillCreateSerializer, s.RefillSerializer, if_match=True,
         codes=(400, 401, 403, 404, 409, 412, 415, 422),
@@ -648,7 +632,7 @@ def _assessment_of(refill: Refill):
 
 @extend_schema_view(
     list=extend_schema(summary="Readings (pump interrogations)"),
-    retrieve=extend_schema(summary="A reading", responses={200: s.ReadingSerializer, **_errors(401, 404)}),
+    retrieve=extend_schema(summary="A reading", responses={200: s.ReadingSerializer, **error_responses(401, 404)}),
     create=write_schema(
         s.ReadingCreateSerializer, s.ReadingSerializer, if_match=True,
         codes=(400, 401, 403, 404, 412, 415, 422), summary="Record a pump interrogation",

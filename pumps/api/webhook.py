@@ -17,7 +17,8 @@ from rest_framework.views import APIView
 from clinic.auth import api_client_of, detach_principal
 
 from .. import net
-from .views import DecimalJSONParser, _errors
+from .schema import error_responses
+from .views import DecimalJSONParser
 
 REGISTRATION_RESOLVE_SECONDS = 5
 
@@ -54,13 +55,13 @@ class WebhookView(APIView):
             raise exceptions.PermissionDenied("Webhooks belong to API clients: call with a Bearer token.")
 
     @extend_schema(summary="The webhook URL registered by this API client",
-                   responses={200: WebhookSerializer, **_errors(401, 403)})
+                   responses={200: WebhookSerializer, **error_responses(401, 403)})
     def get(self, request):
         return Response({"url": api_client_of(request).webhook_url})
 
     @extend_schema(summary="Register the webhook URL (a new signing secret is returned once)",
                    request=WebhookSerializer,
-                   responses={200: WebhookSecretSerializer, 204: None, **_errors(400, 401, 403, 415)})
+                   responses={200: WebhookSecretSerializer, 204: None, **error_responses(400, 401, 403, 415)})
     def put(self, request):
         body = WebhookSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -71,7 +72,7 @@ class WebhookView(APIView):
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response({"url": url, "secret": client.set_webhook(url)})
 
-    @extend_schema(summary="Remove the webhook", responses={204: None, **_errors(401, 403)})
+    @extend_schema(summary="Remove the webhook", responses={204: None, **error_responses(401, 403)})
     def delete(self, request):
         api_client_of(request).set_webhook("")
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -118,8 +118,8 @@ class ProgramSpec:
     def delivery(self) -> tuple:
         return (self.conc, self.daily, self.mode, self.steps, self.bolus, self.bolus_max)
 
-    def projection(self, at: datetime) -> pj.Program:
-        return pj.Program(
+    def projection(self, at: datetime) -> pj.ProgramData:
+        return pj.ProgramData(
             effective_at=at,
             concentration_mcg_per_ml=self.conc,
             mode=self.mode,
@@ -280,7 +280,7 @@ class PumpPlan:
     def alarm(self) -> Decimal:
         return self.alarm_ml if self.alarm_ml is not None else self.model.default_alarm_ml
 
-    def program_timeline(self) -> list[pj.Program]:
+    def program_timeline(self) -> list[pj.ProgramData]:
         programs = [r.spec.projection(r.at) for r in self.refills if r.new_program]
         programs += [t.spec.projection(t.at) for t in self.titrations]
         return sorted(programs, key=lambda p: p.effective_at)
@@ -690,7 +690,7 @@ class Planner:
     def projection(self, clinic: ClinicPlan, plan: PumpPlan, high_risk: bool, at: datetime) -> pj.Projection:
         """The projection of the plan at ``at`` from its last refill."""
         last = plan.refills[-1]
-        refill = pj.Refill(performed_at=last.at, added_volume_ml=last.fill_ml + (last.bridge_ml or 0),
+        refill = pj.RefillData(performed_at=last.at, added_volume_ml=last.fill_ml + (last.bridge_ml or 0),
                            bridge_bolus_ml=last.bridge_ml or Decimal(0))
         state = pj.PumpState(tz=clinic.tz, alarm_volume_ml=plan.alarm, high_risk=high_risk)
         return pj.project(at=at, pump=state, refills=[refill], readings=[], programs=plan.program_timeline(),

@@ -27,6 +27,7 @@ from django.conf import settings
 from pumps import projection as pj
 from pumps import symptoms
 from pumps.calendar import DURATION as APPOINTMENT_DURATION
+from pumps.formats import rfc3339
 from pumps.models import Alert, AlertKind, Appointment, Assessment, Patient, Program, Pump, Refill
 
 UCUM = "http://unitsofmeasure.org"
@@ -112,8 +113,6 @@ def instant(moment: datetime, tz: tzinfo) -> str:
     """An instant with the clinic's offset, e.g. 2026-02-02T09:00:00-06:00; in UTC when
     the zone's offset then had seconds (local mean time), which FHIR's instant cannot
     carry."""
-    from pumps.api.serializers import rfc3339
-
     return rfc3339(moment, tz)
 
 
@@ -725,30 +724,3 @@ def observation_resource(assessment: Assessment) -> dict[str, Any]:
         resource["note"] = notes
     resource["component"] = _observation_components(assessment)
     return resource
-
-
-# ------------------------------------------------------------ OperationOutcome
-
-
-ISSUE_CODES = {
-    400: "invalid",
-    401: "login",
-    403: "forbidden",
-    404: "not-found",
-    405: "not-supported",
-    406: "not-supported",
-    429: "throttled",
-}
-
-
-def operation_outcome(status_code: int, diagnostics: str) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [
-            {
-                "severity": "error" if status_code < 500 else "fatal",
-                "code": ISSUE_CODES.get(status_code, "processing" if status_code < 500 else "exception"),
-                "diagnostics": diagnostics,
-            }
-        ],
-    }

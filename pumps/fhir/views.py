@@ -36,6 +36,7 @@ from pumps.access import record_patient_access
 from pumps.api.access_log import record_list_access
 from pumps.api.errors import unexpected_error
 from pumps.api.serializers import parse_aware_datetime
+from pumps.formats import operation_outcome
 from pumps.models import Alert, Appointment, Assessment, Patient, Program, Pump, Refill, Severity
 
 from . import mapping as m
@@ -81,7 +82,7 @@ def fhir_exception_handler(exc, context):
         diagnostics = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in data.items())
     else:
         diagnostics = " ".join(map(str, data)) if isinstance(data, list) else str(data)
-    response.data = m.operation_outcome(response.status_code, diagnostics)
+    response.data = operation_outcome(response.status_code, diagnostics)
     return response
 
 

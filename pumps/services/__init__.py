@@ -10,6 +10,7 @@ events, appointments, voids); what they share is in ``base``. Entry points (page
 FHIR, admin, import, commands) import from this package only.
 """
 
+from pumps.alerting.sweep import refresh_pump
 from pumps.errors import Conflict, Forbidden, PreconditionFailed, ServiceValidationError
 from pumps.history import (
     PumpHistory,
@@ -38,10 +39,17 @@ from .base import (
     q3,
     recompute_refill_checks,
     refill_check_values,
-    refresh_pump,
     resolve_clinician,
 )
-from .clinics import refresh_clinic_pumps
+from .clinics import (
+    add_alert_recipient,
+    add_closure,
+    refresh_clinic_pumps,
+    remove_alert_recipient,
+    remove_closure,
+    save_clinic_policy,
+    save_refill_capacity,
+)
 from .comedications import (
     Interaction,
     active_comedications,
@@ -61,19 +69,20 @@ from .records import (
     update_appointment,
     void_record,
 )
-from .refills import RefillInput, record_refill, validate_refill
+from .refills import RefillInput, record_refill, stability_days, validate_refill
 from .withdrawal import stops_delivery
 
 __all__ = [
     "Actor", "AssessmentInput", "Conflict", "Forbidden", "Interaction", "MSG_CONTROL_CHARACTERS",
     "MSG_VOID_CARRIED_PROGRAM", "NOTES_MAX", "PATIENT_FIELDS", "PreconditionFailed", "ProgramInput", "ProgramPreview",
     "PumpHistory", "REASON_MAX", "RefillInput", "RefillPreview", "ServiceValidationError", "active_comedications",
-    "after_write", "authorize", "bump_version", "check_interaction", "clinician_for", "create_patient",
-    "explant_pump", "explanted_by", "has_control_characters", "implant_pump", "inactive_reason", "load_history",
-    "lock_pump", "program_preview", "program_projection", "project_pump", "projection_reason", "pump_state", "q3",
-    "recompute_refill_checks", "record_assessment", "record_comedication", "record_event", "record_program",
-    "record_reading", "record_refill", "refill_check_values", "refill_preview", "refresh_clinic_pumps",
-    "refresh_pump", "replace_pump", "resolve_clinician", "schedule_appointment", "stop_comedication",
-    "stops_delivery", "store_projection", "update_appointment", "update_patient", "update_pump", "validate_refill",
-    "verify_program", "void_assessment", "void_comedication", "void_record",
+    "add_alert_recipient", "add_closure", "after_write", "authorize", "bump_version", "check_interaction",
+    "clinician_for", "create_patient", "explant_pump", "explanted_by", "has_control_characters", "implant_pump",
+    "inactive_reason", "load_history", "lock_pump", "program_preview", "program_projection", "project_pump",
+    "projection_reason", "pump_state", "q3", "recompute_refill_checks", "record_assessment", "record_comedication",
+    "record_event", "record_program", "record_reading", "record_refill", "refill_check_values", "refill_preview",
+    "refresh_clinic_pumps", "refresh_pump", "remove_alert_recipient", "remove_closure", "replace_pump",
+    "resolve_clinician", "save_clinic_policy", "save_refill_capacity", "schedule_appointment", "stability_days",
+    "stop_comedication", "stops_delivery", "store_projection", "update_appointment", "update_patient", "update_pump",
+    "validate_refill", "verify_program", "void_assessment", "void_comedication", "void_record",
 ]

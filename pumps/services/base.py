@@ -21,7 +21,6 @@ from clinic.models import Clinic, Membership, Role
 from pumps import checks
 from pumps import projection as pj
 from pumps.alerting.evaluate import evaluate_pump
-from pumps.alerting.sweep import refresh_pump  # noqa: F401 (re-exported)
 from pumps.errors import Forbidden, ServiceValidationError
 from pumps.history import (
     PumpHistory,

@@ -116,7 +116,7 @@ def _check_residual(preview: RefillPreview, pump: Pump, state: pj.PumpState, inp
     preview.refilled_after_empty = expected_empty is not None and at >= expected_empty and not preview.first_fill
 
 
-def _project_after_refill(preview: RefillPreview, pump: Pump, state: pj.PumpState, inputs, new_refill: pj.Refill,
+def _project_after_refill(preview: RefillPreview, pump: Pump, state: pj.PumpState, inputs, new_refill: pj.RefillData,
                           program: ProgramInput | None, at: datetime, now: datetime) -> None:
     """The new instants with the refill (and its new program) added; none while the new
     program is incomplete, or when the concentration changes without one."""
@@ -182,7 +182,7 @@ def refill_preview(
     preview.over_capacity = preview.volume_after_ml > pump.model.reservoir_ml
     if preview.volume_after_ml < 0 or concentration_mcg_per_ml is None or concentration_mcg_per_ml <= 0:
         return preview
-    new_refill = pj.Refill(
+    new_refill = pj.RefillData(
         performed_at=at, added_volume_ml=q3(added_volume_ml), residual_left_ml=q3(residual_left),
         bridge_bolus_ml=q3(bridge), stability_days=stability_days,
     )
@@ -190,7 +190,7 @@ def refill_preview(
     return preview
 
 
-def program_projection(data: ProgramInput, effective_at: datetime) -> pj.Program | None:
+def program_projection(data: ProgramInput, effective_at: datetime) -> pj.ProgramData | None:
     """A program input as the projection sees it, or None while it is incomplete or
     invalid (the services say why when it is saved)."""
     conc = data.concentration_mcg_per_ml
@@ -209,7 +209,7 @@ def program_projection(data: ProgramInput, effective_at: datetime) -> pj.Program
     bolus, per_day = data.ptm_bolus_mcg, data.ptm_max_per_day
     if bolus is not None and bolus < 0 or per_day is not None and per_day < 0:
         return None
-    return pj.Program(
+    return pj.ProgramData(
         effective_at=effective_at, concentration_mcg_per_ml=conc, mode=data.mode, daily_dose_mcg=daily, steps=steps,
         bolus_mcg=bolus if per_day else None, bolus_max_per_day=per_day if bolus else None,
     )

@@ -50,7 +50,8 @@ from .base import (
 from .programs import ProgramInput, _make_program, _validate_program
 
 
-def _stability_days(product: DrugProduct | None) -> int:
+def stability_days(product: DrugProduct | None) -> int:
+    """In-pump stability of a refill's drug: its product's, else the default of baclofen."""
     if product is not None:
         return product.effective_stability_days
     baclofen = Drug.objects.filter(code="baclofen").first()
@@ -290,7 +291,7 @@ def _save_refill(pump: Pump, data: RefillInput, history: PumpHistory, actor: Act
         bridge_bolus_ml=q3(data.bridge_bolus_ml) if data.bridge_bolus_ml is not None else None,
         drug_product=data.drug_product,
         concentration_mcg_per_ml=q3(data.concentration_mcg_per_ml),
-        stability_days=_stability_days(data.drug_product),
+        stability_days=stability_days(data.drug_product),
         lot_number=data.lot_number or "",
         lot_expiry=data.lot_expiry,
         notes=data.notes or "",
