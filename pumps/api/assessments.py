@@ -197,8 +197,11 @@ class CoMedicationStopSerializer(serializers.Serializer):
 @extend_schema_view(
     list=extend_schema(summary="Co-medication: the CNS depressants of the caller's clinics' patients"),
     retrieve=extend_schema(summary="A co-medication", responses={200: CoMedicationSerializer, **_errors(401, 404)}),
-    create=write_schema(CoMedicationCreateSerializer, CoMedicationSerializer,
-                        summary="Record a CNS depressant a patient takes"),
+    create=[extend_schema(examples=[OpenApiExample(
+        "An opioid taken since January", request_only=True,
+        value={"patient": 7, "name": "oxycodone 10 mg twice a day", "category": "opioid", "started_on": "2026-01-20"},
+    )]), write_schema(CoMedicationCreateSerializer, CoMedicationSerializer,
+                     summary="Record a CNS depressant a patient takes")],
     partial_update=write_schema(
         CoMedicationStopSerializer, CoMedicationSerializer, ok=200,
         summary="Stop it: the patient's last day of it (stopped_on)",
