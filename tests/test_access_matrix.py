@@ -352,6 +352,26 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
     "api/v1/^appointments/(?P<pk>[^/.]+)/void/$": [
         ("POST", "/api/v1/appointments/{appointment}/void/",       "401 403 400 400 400 400 400 403 400 401",
                                                                    "401 403 404 404 404 404 400 403 404 401")],
+    "api/v1/^assessments/$": [
+        ("GET", "/api/v1/assessments/",                            "401 200 200 200 200 200 200 200 200 401", None),
+        ("POST", "/api/v1/assessments/",                           "401 403 400 400 400 400 400 403 400 401", None)],
+    "api/v1/^assessments/(?P<pk>[^/.]+)/$": [
+        ("GET", "/api/v1/assessments/{assessment}/",               "401 200 200 200 200 200 200 200 200 401",
+                                                                   "401 404 404 404 404 404 200 404 404 401")],
+    "api/v1/^assessments/(?P<pk>[^/.]+)/void/$": [
+        ("POST", "/api/v1/assessments/{assessment}/void/",         "401 403 400 400 400 400 400 403 400 401",
+                                                                   "401 403 404 404 404 404 400 403 404 401")],
+    "api/v1/^comedications/$": [
+        ("GET", "/api/v1/comedications/",                          "401 200 200 200 200 200 200 200 200 401", None),
+        ("POST", "/api/v1/comedications/",                         "401 403 400 400 400 400 400 403 400 401", None)],
+    "api/v1/^comedications/(?P<pk>[^/.]+)/$": [
+        ("GET", "/api/v1/comedications/{comedication}/",           "401 200 200 200 200 200 200 200 200 401",
+                                                                   "401 404 404 404 404 404 200 404 404 401"),
+        ("PATCH", "/api/v1/comedications/{comedication}/",         "401 403 400 400 400 400 400 403 400 401",
+                                                                   "401 403 404 404 404 404 400 403 404 401")],
+    "api/v1/^comedications/(?P<pk>[^/.]+)/void/$": [
+        ("POST", "/api/v1/comedications/{comedication}/void/",     "401 403 400 400 400 400 400 403 400 401",
+                                                                   "401 403 404 404 404 404 400 403 404 401")],
     # No endpoint: a JSON 404 after authentication (401 first: an anonymous caller learns
     # nothing of which paths exist); a write by a caller who may write nothing is 403.
     "api/v1/^.*$": [
@@ -381,6 +401,8 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
                                                                    "401 404 404 404 404 404 200 404 404 401"),
         ("GET", "/fhir/r4/Flag/{flag}",                            "401 200 200 200 200 200 200 200 200 401",
                                                                    "401 404 404 404 404 404 200 404 404 401"),
+        ("GET", "/fhir/r4/Observation/{assessment}",               "401 200 200 200 200 200 200 200 200 401",
+                                                                   "401 404 404 404 404 404 200 404 404 401"),
         ("POST", "/fhir/r4/Patient/{patient}",                     "401 403 405 405 405 405 405 403 405 401",
                                                                    "401 403 405 405 405 405 405 403 405 401")],
     "fhir/r4/^(?P<resource_type>[A-Za-z]+)/?$": [
@@ -390,6 +412,7 @@ MATRIX: dict[str, list[tuple[str, str, str, str | None]]] = {
         ("GET", "/fhir/r4/MedicationAdministration",               "401 200 200 200 200 200 200 200 200 401", None),
         ("GET", "/fhir/r4/Appointment",                            "401 200 200 200 200 200 200 200 200 401", None),
         ("GET", "/fhir/r4/Flag",                                   "401 200 200 200 200 200 200 200 200 401", None),
+        ("GET", "/fhir/r4/Observation",                            "401 200 200 200 200 200 200 200 200 401", None),
         ("GET", "/fhir/r4/Patient?_id={patient}",                  "401 200 200 200 200 200 200 200 200 401",
                                                                    "401 200 200 200 200 200 200 200 200 401"),
         ("POST", "/fhir/r4/Patient",                               "401 403 405 405 405 405 405 403 405 401", None)],
@@ -500,6 +523,7 @@ class ClinicRecords:
     my_feed: str  # the secret of the nurse's own calendar feed (the appointment is assigned to them)
     revoked_my_feed: str  # the secret of a revoked one
     comedication: object = None
+    assessment: object = None
 
     def fill(self, path: str) -> str:
         return path.format(
@@ -507,7 +531,7 @@ class ClinicRecords:
             refill=self.refill.pk, reading=self.reading.pk, event=self.event.pk,
             appointment=self.appointment.pk, alert=self.alert.pk, flag=self.flag.pk,
             feed=self.feed, revoked_feed=self.revoked_feed, my_feed=self.my_feed,
-            revoked_my_feed=self.revoked_my_feed, comedication=self.comedication.pk,
+            revoked_my_feed=self.revoked_my_feed, comedication=self.comedication.pk, assessment=self.assessment.pk,
         )
 
 
@@ -550,8 +574,11 @@ def _records(clinic: Clinic, *, family: str, mrn: str, serial: str, actor: s.Act
     revoked.revoke()
     comedication = s.record_comedication(patient=patient, name="oxycodone 5 mg twice a day", category="opioid",
                                          started_on=date(2026, 1, 20), actor=actor, now=NOW)
+    assessment = s.record_assessment(pump=pump, assessed_at=T0 + timedelta(days=9), actor=actor,
+                                     data=s.AssessmentInput(ashworth_lower_left="2", penn_spasm_frequency=1),
+                                     now=T0 + timedelta(days=9))
     return ClinicRecords(clinic, patient, pump, program, refill, reading, event, appointment, alert, flag,
-                         feed, revoked_feed, my_feed, revoked_my_feed, comedication)
+                         feed, revoked_feed, my_feed, revoked_my_feed, comedication, assessment)
 
 
 @dataclass

@@ -85,6 +85,17 @@ def records(db):
     event = services.record_event(pump=pump, kind="mri", occurred_at=local_days_ago(9), actor=SYSTEM)
     appointment = services.schedule_appointment(pump=pump, scheduled_for=local_days_ago(-20), actor=SYSTEM)
     client, token = ApiClient.create_with_token(clinic=clinic, name="EHR", can_write=False)
+    services.record_assessment(pump=pump, assessed_at=local_days_ago(8), actor=SYSTEM, now=local_days_ago(8),
+                               data=services.AssessmentInput(ashworth_lower_left="2", penn_spasm_frequency=1))
+    services.record_comedication(patient=patient, name="oxycodone 5 mg", category="opioid",
+                                 started_on=local_days_ago(40).date(), actor=SYSTEM, now=local_days_ago(8))
+    old_patient = make_patient(clinic, mrn="MRN-OLD")
+    old = services.implant_pump(
+        patient=old_patient, model=PumpModel.objects.get(code="8637-40"), serial_number="NGP0",
+        implanted_on=local_days_ago(90).date(), actor=SYSTEM, now=local_days_ago(90),
+    )
+    services.explant_pump(pump=old, explanted_on=local_days_ago(80).date(), withdrawal_plan="taper_completed",
+                          actor=SYSTEM, now=local_days_ago(80))
     return {
         "clinic": clinic, "patient": patient, "pump": pump, "program": Program.objects.get(refill=first),
         "refill": first, "reading": reading, "event": event, "appointment": appointment, "api_client": client,
@@ -99,7 +110,8 @@ def url(model, view: str, *args) -> str:
 # ------------------------------------------------------------------ every page
 
 
-READ_ONLY_MODELS = {"Alert", "Notification", "SweepRun", "PatientAccess"}
+READ_ONLY_MODELS = {"Alert", "Notification", "SweepRun", "PatientAccess", "Assessment", "CoMedication",
+                    "WithdrawalPlan"}
 
 
 @pytest.mark.parametrize(

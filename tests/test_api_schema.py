@@ -212,3 +212,14 @@ def test_dose_and_response_endpoints_are_documented_with_examples(clinic):
     assert "assessment" in ref(
         body["paths"]["/api/v1/refills/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     )["properties"]
+    examples = {
+        path: [e["value"] for e in body["paths"][path]["post"]["requestBody"]["content"]["application/json"][
+            "examples"].values()]
+        for path in ("/api/v1/programs/", "/api/v1/pumps/{id}/explant/", "/api/v1/comedications/")
+    }
+    assert [e.get("comedication_confirmed") for e in examples["/api/v1/programs/"]] == [True, None]
+    assert examples["/api/v1/programs/"][1]["withdrawal_plan"]["plan"] == "none"
+    assert [e["withdrawal_plan"]["plan"] for e in examples["/api/v1/pumps/{id}/explant/"]] == [
+        "taper_completed", "oral_bridge",
+    ]
+    assert examples["/api/v1/comedications/"][0]["category"] == "opioid"

@@ -44,6 +44,11 @@ FUTURE = "This time is in the future; record what has happened (at most 5 minute
 BEFORE_IMPLANT = "This time is before the pump's implant date (2026-01-15)."
 POSITIVE = "Must be greater than zero."
 NOT_NEGATIVE = "Must be zero or more."
+STOP_WITHOUT_PLAN = (
+    "This program stops delivery (0 mcg/day and no on-demand bolus): give the withdrawal plan (taper_completed, "
+    "oral_bridge with its dose, or none with a reason)."
+)
+TAPERED = {"plan": "taper_completed"}
 TITRATION = (
     "the basal daily dose rises from 450 to 600 mcg/day, above the titration limit of +30 % in 24 h "
     "(at most 585 mcg/day); give an override reason to proceed"
@@ -159,12 +164,12 @@ CASES: list[Case] = [
     Case("reading_volume_negative", "negative reservoir volume", "filled", "/readings/",
          with_(READING, reservoir_volume_ml="-1"), "reservoir_volume_ml", NOT_NEGATIVE,
          page=Page("reading", {"reservoir_volume_ml": "-1"}, "reservoir_volume_ml", NOT_NEGATIVE)),
-    Case("program_daily_dose_zero", "zero daily dose", "filled", "/programs/",
-         with_(PROGRAM, daily_dose_mcg=0), "daily_dose_mcg", POSITIVE,
-         page=Page("program", {"daily_dose_mcg": "0"}, "daily_dose_mcg", POSITIVE, user="prescriber")),
+    Case("program_daily_dose_zero", "zero daily dose (delivery stops) without a withdrawal plan", "filled",
+         "/programs/", with_(PROGRAM, daily_dose_mcg=0), "withdrawal_plan", STOP_WITHOUT_PLAN,
+         page=Page("program", {"daily_dose_mcg": "0"}, "withdrawal_plan", STOP_WITHOUT_PLAN, user="prescriber")),
     Case("program_daily_dose_negative", "negative daily dose", "filled", "/programs/",
-         with_(PROGRAM, daily_dose_mcg="-450"), "daily_dose_mcg", POSITIVE,
-         page=Page("program", {"daily_dose_mcg": "-450"}, "daily_dose_mcg", POSITIVE, user="prescriber")),
+         with_(PROGRAM, daily_dose_mcg="-450"), "daily_dose_mcg", NOT_NEGATIVE,
+         page=Page("program", {"daily_dose_mcg": "-450"}, "daily_dose_mcg", NOT_NEGATIVE, user="prescriber")),
     Case("program_bolus_negative", "negative on-demand bolus", "filled", "/programs/",
          with_(PROGRAM, ptm_bolus_mcg="-10", ptm_max_per_day=2), "ptm_bolus_mcg", NOT_NEGATIVE,
          page=Page("program", {"ptm_bolus_mcg": "-10", "ptm_max_per_day": "2"}, "ptm_bolus_mcg", NOT_NEGATIVE,
@@ -261,7 +266,7 @@ CASES: list[Case] = [
          with_(PROGRAM, effective_at="2026-03-05T09:00:00-06:00"), "effective_at", FUTURE,
          page=Page("program", {"effective_at": "2026-03-05T09:00"}, "effective_at", FUTURE, user="prescriber")),
     Case("explant_in_the_future", "an explant date in the future", "filled", "/pumps/{pump}/explant/",
-         {"explanted_on": "2026-03-05"}, "explanted_on", "The explant date is in the future.",
+         {"explanted_on": "2026-03-05", "withdrawal_plan": TAPERED}, "explanted_on", "The explant date is in the future.",
          page=Page("explant", {"explanted_on": "2026-03-05"}, "explanted_on", "The explant date is in the future.")),
     Case("implant_in_the_future", "an implant date in the future", "empty", "/pumps/",
          with_(NEW_PUMP, patient="<other patient id>", implanted_on="2026-03-05"), "implanted_on",
@@ -278,7 +283,8 @@ CASES: list[Case] = [
          page=Page("program", {"effective_at": "2026-01-10T09:00"}, "effective_at", BEFORE_IMPLANT,
                    user="prescriber")),
     Case("explant_before_implant", "explant date before the implant date", "filled", "/pumps/{pump}/explant/",
-         {"explanted_on": "2026-01-14"}, "explanted_on", "The explant date is before the implant date (2026-01-15).",
+         {"explanted_on": "2026-01-14", "withdrawal_plan": TAPERED}, "explanted_on",
+         "The explant date is before the implant date (2026-01-15).",
          page=Page("explant", {"explanted_on": "2026-01-14"}, "explanted_on",
                    "The explant date is before the implant date (2026-01-15).")),
     Case("refill_without_offset", "a datetime without an offset", "filled", "/refills/",

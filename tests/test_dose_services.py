@@ -27,6 +27,8 @@ from pumps.services import comedications as cm
 from pumps.services import withdrawal as wd
 from tests.conftest import CHICAGO
 from tests.factories import make_user
+from tests.test_admin import admin_client, local_days_ago, records, superuser  # noqa: F401 - fixtures
+from tests.test_admin import url as admin_url
 from tests.test_alerts import T0, WRITE_NOW, filled, recipients  # noqa: F401 - fixtures
 from tests.test_import_csv import AFTER_REFILL, csv_text, row, travel
 
@@ -400,3 +402,26 @@ def test_the_interaction_message_lists_what_is_active(filled, nurse):
         "CNS depressants add to baclofen's sedation and respiratory depression. Confirm the increase with "
         "comedication_confirmed.")
     assert Notification.objects.filter(kind="withdrawal_symptoms").count() == 0
+
+
+# --------------------------------------------------------------------------- admin
+
+
+def test_the_admin_explant_asks_for_the_plan(admin_client, records):
+    pump = Pump.objects.get(pk=records["pump"].pk)
+    data = {
+        "serial_number": pump.serial_number, "udi": "", "low_reservoir_alarm_ml": "2",
+        "expected_end_of_service": pump.expected_end_of_service.isoformat(),
+        "explanted_on": local_days_ago(1).date().isoformat(), "explant_reason": "infection",
+        "withdrawal_plan": "", "oral_bridge_dose": "", "withdrawal_plan_reason": "",
+    }
+    page = admin_client.post(admin_url(Pump, "change", pump.pk), data)
+    assert page.status_code == 200
+    assert "An explant stops intrathecal baclofen: give the withdrawal plan" in page.content.decode()
+    assert Pump.objects.get(pk=pump.pk).explanted_on is None
+    done = admin_client.post(admin_url(Pump, "change", pump.pk),
+                             {**data, "withdrawal_plan": "oral_bridge", "oral_bridge_dose": "10 mg three times a day"})
+    assert done.status_code == 302, done.content.decode()[:2000]
+    plan = WithdrawalPlan.objects.get(pump=pump)
+    assert (plan.plan, plan.oral_bridge_dose, plan.recorded_by.username) == (
+        "oral_bridge", "10 mg three times a day", "root")

@@ -90,6 +90,7 @@ def test_kinds_are_spelled_properly_in_subjects(filled, nurse):
         "battery_replacement": "Battery replacement", "post_mri_check": "Post-MRI check",
         "unverified_program": "Unverified program", "alerting_stalled": "Alerting stalled",
         "drug_expired": "Drug expired", "refill_unbooked": "Refill not booked",
+        "withdrawal_symptoms": "Withdrawal symptoms", "overdose_symptoms": "Overdose symptoms",
     }
     assert set(ADVICE) == set(TITLES) == set(RULES)
 

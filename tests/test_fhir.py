@@ -420,7 +420,8 @@ def test_device_carries_the_stored_reservoir_projection(api, clinic, patient, pu
 
 
 def test_explanted_pump_without_udi_is_inactive_without_udi_carrier(api, patient, pump):
-    services.explant_pump(pump=pump, explanted_on=date(2026, 2, 1), actor=SYSTEM, now=at(2026, 2, 1, 12))
+    services.explant_pump(pump=pump, explanted_on=date(2026, 2, 1), actor=SYSTEM, now=at(2026, 2, 1, 12),
+                          withdrawal_plan="taper_completed")
     body = get(api, f"Device/{pump.pk}").json()
     Device.model_validate(body)
     assert body["status"] == "inactive"
@@ -588,7 +589,8 @@ def test_verified_program_notes_who_verified(api, history, clinic):
 
 
 def test_last_program_of_an_explanted_pump_is_stopped(api, history, pump):
-    services.explant_pump(pump=pump, explanted_on=date(2026, 3, 3), actor=SYSTEM, now=at(2026, 3, 3, 12))
+    services.explant_pump(pump=pump, explanted_on=date(2026, 3, 3), actor=SYSTEM, now=at(2026, 3, 3, 12),
+                          withdrawal_plan="taper_completed")
     assert get(api, f"MedicationRequest/{history['flex'].pk}").json()["status"] == "stopped"
 
 

@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
@@ -260,3 +261,40 @@ def _doc_table(heading: str) -> list[tuple[str, str]]:
 def test_docs_list_every_code_of_the_assessment_code_systems():
     assert _doc_table("`{SITE_URL}/fhir/CodeSystem/assessment`") == mapping.assessment_codes()
     assert _doc_table("`{SITE_URL}/fhir/CodeSystem/modified-ashworth-grade`") == list(symptoms.ASHWORTH_GRADES)
+
+
+def test_medication_requests_note_a_confirmed_increase_and_the_plan_of_a_stop(api, pump, prescriber):
+    system = services.Actor.system("test")
+    services.record_refill(
+        pump=pump, performed_at=at(2026, 2, 2, 9), added_volume_ml=Decimal("36"),
+        concentration_mcg_per_ml=Decimal("1000"), actor=system, now=at(2026, 2, 2, 10),
+        program=services.ProgramInput(concentration_mcg_per_ml=Decimal("1000"), daily_dose_mcg=Decimal("450"),
+                                      entered_by="dr_pat"),
+    )
+    services.record_comedication(patient=pump.patient, name="oxycodone 10 mg twice a day", category="opioid",
+                                 started_on=at(2026, 1, 20).date(), actor=system, now=at(2026, 2, 2, 10))
+    raised = services.record_program(
+        pump=pump, effective_at=at(2026, 2, 10, 9), actor=system, now=at(2026, 2, 10, 10),
+        data=services.ProgramInput(concentration_mcg_per_ml=Decimal("1000"), daily_dose_mcg=Decimal("495"),
+                                   entered_by="dr_pat", comedication_confirmed=True),
+    )
+    stopped = services.record_program(
+        pump=pump, effective_at=at(2026, 2, 20, 9), actor=system, now=at(2026, 2, 20, 10),
+        data=services.ProgramInput(concentration_mcg_per_ml=Decimal("1000"), daily_dose_mcg=Decimal("0"),
+                                   entered_by="dr_pat", override_reason="pump to be explanted",
+                                   withdrawal_plan="oral_bridge", oral_bridge_dose="10 mg four times a day"),
+    )
+    notes = {}
+    for program in (raised, stopped):
+        body = get(api, f"MedicationRequest/{program.pk}").json()
+        MedicationRequest.model_validate(body)
+        notes[program.pk] = [n["text"] for n in body["note"]]
+    assert "Dose increase confirmed with CNS-depressant co-medication: oxycodone 10 mg twice a day (opioid)" in (
+        notes[raised.pk]
+    )
+    assert "Delivery stops: withdrawal plan oral baclofen bridge (10 mg four times a day)" in notes[stopped.pk]
+    assert not [n for n in notes[raised.pk] if n.startswith("Delivery stops")]
+    assert not [n for n in notes[stopped.pk] if n.startswith("Dose increase")]
+    bundle = get(api, "MedicationRequest", patient=pump.patient_id).json()
+    Bundle.model_validate(bundle)
+    assert bundle["total"] == 3

@@ -241,3 +241,36 @@ def test_the_planners_plain_values_are_the_models_choices():
     assert {o for o, _ in specs.ORIGIN_WEIGHTS} == set(Patient.Origin.values)
     assert {specs.EVENT_MRI, specs.EVENT_ALARM_REPORTED, specs.EVENT_WITHDRAWAL} <= set(Event.Kind.values)
     assert {code for code, _ in specs.MODEL_WEIGHTS} <= set(PumpModel.objects.values_list("code", flat=True))
+
+
+def test_demo_tells_the_dose_and_response_story(demo):
+    """A dose titrated up at every refill while the highest Ashworth grade falls; an overdose
+    screen the morning after a large increase (its alert names the increase, acknowledged
+    and settled by the next negative screen); a patient on an opioid; the explant's plan."""
+    from pumps import charts
+    from pumps.models import Alert, AlertKind, Assessment, CoMedication, WithdrawalPlan
+
+    titrated = Pump.objects.get(assessments__goal_note__startswith="Stand for transfers")
+    rows = list(Assessment.objects.filter(pump=titrated).order_by("assessed_at"))
+    assert [charts.highest_ashworth(a) for a in rows] == ["3", "3", "2", "2", "1+"]
+    assert all(a.refill_id is not None and a.assessed_by is not None for a in rows)  # with each refill, by a nurse
+    doses = [a.refill.program.daily_dose_mcg for a in rows[1:]]
+    assert doses == sorted(doses) and len(set(doses)) == len(doses)
+    chart = charts.response_chart(programs=list(titrated.programs.all()), assessments=rows, now=timezone.now(),
+                                  tz=titrated.clinic.tz)
+    assert chart is not None and "3 on" in str(chart.svg)
+
+    alert = Alert.objects.get(kind=AlertKind.OVERDOSE_SYMPTOMS)
+    assert alert.message.startswith("Overdose signs recorded at ")
+    assert ": drowsiness, somnolence. The daily dose was increased from " in alert.message
+    assert alert.acknowledgement_reason.startswith("Seen in clinic: drowsy but rousable")
+    assert alert.resolved_at is not None  # the next refill's negative screen settled it
+    assert not Alert.objects.filter(kind=AlertKind.WITHDRAWAL_SYMPTOMS).exists()
+
+    opioid = CoMedication.objects.get(category="opioid")
+    assert opioid.stopped_on is None and opioid.is_active_on(timezone.localdate())
+    assert CoMedication.objects.get(category="benzodiazepine").stopped_on is not None
+    assert Assessment.objects.filter(pump__patient=opioid.patient).count() == 6
+
+    plan = WithdrawalPlan.objects.get(stop="explant")
+    assert (plan.plan, plan.oral_bridge_dose) == ("oral_bridge", "20 mg four times a day")

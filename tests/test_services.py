@@ -439,9 +439,9 @@ def test_refill_and_program_are_saved_atomically(pump, actor):
     with pytest.raises(s.ServiceValidationError) as exc:
         s.record_refill(
             pump=pump, performed_at=T0, added_volume_ml=D(36), concentration_mcg_per_ml=D(1000), actor=actor, now=NOW,
-            program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(0)),
+            program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(-1)),
         )
-    assert errors_of(exc) == {"program.daily_dose_mcg": ["Must be greater than zero."]}
+    assert errors_of(exc) == {"program.daily_dose_mcg": ["Must be zero or more."]}
     assert Refill.objects.count() == 0 and Program.objects.count() == 0
 
 

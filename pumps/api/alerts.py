@@ -74,8 +74,8 @@ class AcknowledgeSerializer(serializers.Serializer):
     reason = serializers.CharField(
         required=False, allow_blank=True, max_length=s.REASON_MAX, default="",
         help_text="Why the alert can be silenced (what was done, or why it can wait). Required for critical "
-        "alerts (low_reservoir, withdrawal_risk, post_mri_check, alerting_stalled, and drug_expired once "
-        "critical): without it, 400 {\"reason\": [...]}.",
+        "alerts (low_reservoir, withdrawal_risk, withdrawal_symptoms, overdose_symptoms, post_mri_check, "
+        "alerting_stalled, and drug_expired once critical): without it, 400 {\"reason\": [...]}.",
     )
 
 

@@ -26,10 +26,10 @@ from . import serializers as s
 from .errors import body_field_names
 from .filters import AwareDateTimeFilter, IdFilter, VoidableFilterSet
 from .idempotency import idempotent
+from .schema import error_responses
 from .views import (
     ScopedViewMixin,
     VoidMixin,
-    _errors,
     actor_for,
     if_match_version,
     require_write,
@@ -63,7 +63,7 @@ ASSESSMENT_EXAMPLES = [
 @extend_schema_view(
     list=extend_schema(summary="Visit assessments (spasticity scores and the withdrawal / overdose sign screen)"),
     retrieve=extend_schema(
-        summary="A visit assessment", responses={200: s.AssessmentSerializer, **_errors(401, 404)}
+        summary="A visit assessment", responses={200: s.AssessmentSerializer, **error_responses(401, 404)}
     ),
 )
 class AssessmentViewSet(
@@ -196,9 +196,14 @@ class CoMedicationStopSerializer(serializers.Serializer):
 
 @extend_schema_view(
     list=extend_schema(summary="Co-medication: the CNS depressants of the caller's clinics' patients"),
-    retrieve=extend_schema(summary="A co-medication", responses={200: CoMedicationSerializer, **_errors(401, 404)}),
-    create=write_schema(CoMedicationCreateSerializer, CoMedicationSerializer,
-                        summary="Record a CNS depressant a patient takes"),
+    retrieve=extend_schema(
+        summary="A co-medication", responses={200: CoMedicationSerializer, **error_responses(401, 404)}
+    ),
+    create=[extend_schema(examples=[OpenApiExample(
+        "An opioid taken since January", request_only=True,
+        value={"patient": 7, "name": "oxycodone 10 mg twice a day", "category": "opioid", "started_on": "2026-01-20"},
+    )]), write_schema(CoMedicationCreateSerializer, CoMedicationSerializer,
+                     summary="Record a CNS depressant a patient takes")],
     partial_update=write_schema(
         CoMedicationStopSerializer, CoMedicationSerializer, ok=200,
         summary="Stop it: the patient's last day of it (stopped_on)",

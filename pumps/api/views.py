@@ -25,6 +25,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     extend_schema,
     extend_schema_view,
@@ -401,6 +402,15 @@ class PumpViewSet(
         )
         return self.render(pump)
 
+    @extend_schema(examples=[
+        OpenApiExample("Explant after a completed taper", request_only=True, value={
+            "explanted_on": "2026-03-30", "reason": "infection", "withdrawal_plan": {"plan": "taper_completed"},
+        }),
+        OpenApiExample("Explant with an oral baclofen bridge", request_only=True, value={
+            "explanted_on": "2026-03-30", "reason": "infection",
+            "withdrawal_plan": {"plan": "oral_bridge", "oral_bridge_dose": "10 mg four times a day"},
+        }),
+    ])
     @write_schema(
         s.ExplantSerializer, s.PumpSerializer, ok=200, if_match=True, codes=(400, 401, 403, 404, 412, 415, 422),
         summary="Record the explant of the pump, with the plan against withdrawal",
@@ -499,10 +509,20 @@ class WorklistView(PumpRowsMixin, ScopedViewMixin, generics.ListAPIView):
 @extend_schema_view(
     list=extend_schema(summary="Programs (what each pump delivers, from an instant)"),
     retrieve=extend_schema(summary="A program", responses={200: s.ProgramSerializer, **error_responses(401, 404)}),
-    create=write_schema(
+    create=[extend_schema(examples=[
+        OpenApiExample("A dose increase confirmed against the co-medication", request_only=True, value={
+            "pump": 12, "effective_at": "2026-02-10T09:00:00-06:00", "concentration_mcg_per_ml": "1000",
+            "mode": "continuous", "daily_dose_mcg": "495", "comedication_confirmed": True,
+        }),
+        OpenApiExample("A program that stops delivery, with no plan and its reason", request_only=True, value={
+            "pump": 12, "effective_at": "2026-02-10T09:00:00-06:00", "concentration_mcg_per_ml": "1000",
+            "mode": "continuous", "daily_dose_mcg": "0", "override_reason": "pump to be explanted",
+            "withdrawal_plan": {"plan": "none", "reason": "the family declined an oral bridge"},
+        }),
+    ]), write_schema(
         s.ProgramCreateSerializer, s.ProgramSerializer, if_match=True,
         codes=(400, 401, 403, 404, 412, 415, 422), summary="Record a program change (prescribers)",
-    ),
+    )],
 )
 class ProgramViewSet(
     VoidMixin, ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet

@@ -28,9 +28,11 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from pumps import projection as pj
+from pumps import symptoms
 from pumps.planner import Capacity
 
 from .specs import (
+    BENZODIAZEPINE,
     CEREBRAL,
     CLINICS,
     EVENT_ALARM_REPORTED,
@@ -41,11 +43,22 @@ from .specs import (
     HIGH_RISK_REASONS,
     MODEL_WEIGHTS,
     NURSE,
+    OPIOID,
+    OPIOID_SCORES,
     ORIGIN_WEIGHTS,
+    OVERDOSE_ACK,
+    OVERDOSE_NOTE,
+    OVERDOSE_SCORES,
+    OVERDOSE_SIGNS,
     PRESCRIBER,
     RANDOM_TARGETS,
     REPLACED,
+    RESPONSE_OPIOID,
+    RESPONSE_OVERDOSE,
+    RESPONSE_TITRATED,
     SPINAL,
+    TITRATED_GOAL,
+    TITRATED_SCORES,
     ClinicSpec,
 )
 
@@ -171,6 +184,7 @@ class Features:
     appointment: float = 0.0  # chance of a refill booked on or before the due date
     urgent_appointment: bool = False
     missed_appointment: bool = False
+    response: str = ""  # a dose-and-response story (specs.RESPONSE_*): assessments and co-medication
 
 
 @dataclass(frozen=True)
@@ -184,6 +198,7 @@ class Shape:
     flex_pattern: tuple = ()
     concentration_change_at: int | None = None
     max_rate: Fraction | None = None
+    titrate_up: bool = False  # the dose rises at every refill (the titrated story)
 
 
 @dataclass
@@ -255,6 +270,40 @@ class AppointmentPlan:
     LIKELY = "likely"
 
 
+@dataclass(frozen=True)
+class AssessmentPlan:
+    """A visit assessment (docs/clinical-rules.md §15): with the refill ``refill`` (an
+    index in the plan's refills; its instant is the refill's) or on its own."""
+
+    at: datetime
+    ashworth: tuple[str, str, str, str]  # left arm, right arm, left leg, right leg ("": not assessed)
+    penn: int | None
+    pain: int | None
+    refill: int | None = None
+    goal: str = ""
+    overdose: tuple[str, ...] = ()  # codes of pumps.symptoms.OVERDOSE_SIGNS answered yes
+    withdrawal: tuple[str, ...] = ()  # codes of pumps.symptoms.WITHDRAWAL_SIGNS answered yes
+    notes: str = ""
+    acknowledge: str = ""  # a prescriber acknowledges its alert with this reason, two hours later
+
+    @property
+    def highest(self) -> float | None:
+        """The highest Ashworth grade of the limbs assessed (1+ is 1.5)."""
+        values = [symptoms.ASHWORTH_VALUE[g] for g in self.ashworth if g]
+        return max(values) if values else None
+
+
+@dataclass(frozen=True)
+class CoMedicationPlan:
+    """A CNS depressant the patient takes (docs/clinical-rules.md §15)."""
+
+    name: str
+    category: str
+    started_on: date
+    stopped_on: date | None = None
+    notes: str = ""
+
+
 @dataclass
 class PumpPlan:
     model: ModelSpec
@@ -270,6 +319,8 @@ class PumpPlan:
     leave_last_program_unverified: bool = False
     fills: list[Decimal] = field(default_factory=list)  # volume after each planned refill
     reached: str = ""  # the status the plan gives over the reference day
+    assessments: list[AssessmentPlan] = field(default_factory=list)
+    comedications: list[CoMedicationPlan] = field(default_factory=list)  # the patient's
 
     @property
     def last_program_at(self) -> datetime | None:
@@ -440,17 +491,26 @@ def special_slots() -> list[Slot]:
         Slot(0, pj.STATUS_ALARM, Features(model="8637-40", max_rate=Fraction(2, 5), alarm_reported=True,
                                           urgent_appointment=True)),
         Slot(1, pj.STATUS_EMPTY, Features(model="8637-20", max_rate=Fraction(1, 2))),
-        Slot(0, pj.STATUS_OVERDUE, Features(discrepancy=-1, missed_appointment=True, refills=5)),
+        Slot(0, pj.STATUS_OVERDUE, Features(discrepancy=-1, missed_appointment=True, refills=5,
+                                            response=RESPONSE_TITRATED)),
         Slot(1, pj.STATUS_DUE_SOON, Features(high_risk=True, alarm_ml=Decimal("4.0"), withdrawal_history=True,
                                              appointment=1.0, refills=6, discrepancy=1)),
         Slot(0, pj.STATUS_INCOMPLETE, Features()),
         Slot(1, REPLACED, Features()),
         Slot(0, EXPLANTED, Features()),
         Slot(1, pj.STATUS_OK, Features(flex=True, bolus=True, concentration_change=True, refills=6,
-                                       model="8637-40", reading_rate=0.5)),
+                                       model="8637-40", reading_rate=0.5, response=RESPONSE_OPIOID)),
         Slot(0, pj.STATUS_DUE_SOON, Features(bolus=True, unverified=True, recent_mri=True, model="8637-40",
-                                             override_at=2, refills=4, origin=CEREBRAL)),
+                                             override_at=2, refills=4, origin=CEREBRAL,
+                                             response=RESPONSE_OVERDOSE)),
     ]
+
+
+def spread(steps: Sequence, count: int) -> list:
+    """``count`` items from ``steps`` spread from the first to the last."""
+    if count == 1:
+        return [steps[-1]]
+    return [steps[round(i * (len(steps) - 1) / (count - 1))] for i in range(count)]
 
 
 def _candidate_days(ideal: date, policy: pj.Policy) -> Iterator[date]:
@@ -605,6 +665,10 @@ class Planner:
         """The daily dose after each refill: mostly unchanged, sometimes up or down."""
         base = Decimal(rng.randint(20, 140) * 5) if origin == SPINAL else Decimal(rng.randint(15, 110) * 5)
         doses = [base]
+        if shape.titrate_up:  # about 12 % more at every refill, within any titration limit
+            for _ in range(1, shape.count):
+                doses.append(_floor_to(doses[-1] * Decimal("1.12"), 5))
+            return doses
         for i in range(1, shape.count):
             previous = doses[-1]
             if i == shape.override_at:
@@ -749,6 +813,7 @@ class Planner:
         return Shape(
             count=count, override_at=features.override_at, bolus_from=min(1, count - 1) if features.bolus else 0,
             flex_from=flex_from, flex_pattern=pattern, concentration_change_at=change_at, max_rate=features.max_rate,
+            titrate_up=features.response == RESPONSE_TITRATED,
         )
 
     def draws(self, rng: random.Random, specs: Sequence[ProgramSpec], features: Features) -> Draws:
@@ -815,7 +880,46 @@ class Planner:
         plan.leave_last_program_unverified = features.unverified
         plan.events += self.special_events(clinic, plan, patient, features)
         plan.appointment = self.appointment(features)
+        self.add_response(clinic, plan, features.response, features.override_at)
         return plan
+
+    # ---------------------------------------------------------- dose and response
+
+    def add_response(self, clinic: ClinicPlan, plan: PumpPlan, story: str, increase_at: int | None) -> None:
+        """The assessments and co-medication of a dose-and-response story (no random
+        draw: the story follows the planned refills)."""
+        if not story:
+            return
+        scores = {RESPONSE_TITRATED: TITRATED_SCORES, RESPONSE_OVERDOSE: OVERDOSE_SCORES,
+                  RESPONSE_OPIOID: OPIOID_SCORES}[story]
+        plan.assessments = [
+            AssessmentPlan(refill.at, ("", "", left, right), penn, pain, refill=i,
+                           goal=TITRATED_GOAL if story == RESPONSE_TITRATED and i == 0 else "")
+            for i, (refill, (left, right, penn, pain)) in enumerate(
+                zip(plan.refills, spread(scores, len(plan.refills)), strict=True))
+        ]
+        if story == RESPONSE_OVERDOSE and increase_at is not None and increase_at < len(plan.refills):
+            screen = self.overdose_screen(clinic, plan, increase_at)
+            if screen is not None:
+                plan.assessments = sorted([*plan.assessments, screen], key=lambda a: a.at)
+        if story == RESPONSE_OPIOID:
+            first = pj.local_date(plan.refills[0].at, clinic.tz)
+            middle = pj.local_date(plan.refills[len(plan.refills) // 2].at, clinic.tz)
+            name, category, notes = BENZODIAZEPINE
+            plan.comedications.append(CoMedicationPlan(name, category, first + timedelta(days=7),
+                                                       first + timedelta(days=35), notes))
+            name, category, notes = OPIOID
+            plan.comedications.append(CoMedicationPlan(name, category, middle - timedelta(days=12), None, notes))
+
+    def overdose_screen(self, clinic: ClinicPlan, plan: PumpPlan, index: int) -> AssessmentPlan | None:
+        """The morning after the refill ``index`` raised the dose: drowsy, somnolent."""
+        day = pj.local_date(plan.refills[index].at, clinic.tz) + ONE_DAY
+        at = clinic.local(day, 11, 0)
+        following = plan.refills[index + 1].at if index + 1 < len(plan.refills) else None
+        if at > self.latest or (following is not None and at >= following - ONE_DAY):
+            return None
+        return AssessmentPlan(at, ("", "", "1", "1"), 0, 2, overdose=OVERDOSE_SIGNS, notes=OVERDOSE_NOTE,
+                              acknowledge=OVERDOSE_ACK)
 
     def special_events(self, clinic: ClinicPlan, plan: PumpPlan, patient: PatientPlan,
                        features: Features) -> list[EventPlan]:

@@ -62,6 +62,26 @@ HIGH_RISK_REASONS = (
     "previous withdrawal episode after a missed refill",
 )
 
+#: Dose-and-response stories of the special pumps (docs/clinical-rules.md §15): a dose
+#: titrated up over months while the spasticity scores fall; an overdose screen the day
+#: after a large increase; a patient on an opioid (and a benzodiazepine stopped earlier).
+RESPONSE_TITRATED, RESPONSE_OVERDOSE, RESPONSE_OPIOID = "titrated", "overdose", "opioid"
+#: The titrated story, step by step from the first refill to the last (left leg, right leg,
+#: Penn spasm frequency, pain 0-10): the highest grade falls from 3 to 1+.
+TITRATED_SCORES = (("3", "3", 3, 7), ("3", "2", 3, 6), ("2", "2", 2, 5), ("2", "1+", 2, 4), ("1+", "1", 1, 3))
+TITRATED_GOAL = "Stand for transfers without help; sleep through the night without spasms."
+#: The overdose story: the scores at each refill, then the screen the day after the large
+#: increase (the third refill's program).
+OVERDOSE_SCORES = (("2", "2", 2, 4), ("2", "1+", 2, 4), ("1+", "1+", 1, 3), ("1", "1", 1, 2))
+OVERDOSE_SIGNS = ("drowsiness", "somnolence")
+OVERDOSE_NOTE = "Caregiver phoned: very sleepy since yesterday's dose increase; seen in clinic the same day."
+OVERDOSE_ACK = ("Seen in clinic: drowsy but rousable, breathing normal; dose kept, family to call at once if worse; "
+                "rechecked at the next refill.")
+OPIOID_SCORES = (("2", "2", 2, 6), ("2", "2", 2, 5), ("1+", "2", 2, 5), ("1+", "1+", 1, 4), ("1+", "1+", 1, 4),
+                 ("1+", "1", 1, 3))
+OPIOID = ("oxycodone 10 mg twice a day", "opioid", "Chronic shoulder pain; prescribed by the GP.")
+BENZODIAZEPINE = ("diazepam 5 mg at night", "benzodiazepine", "Short course for night-time spasms.")
+
 
 @dataclass(frozen=True)
 class ClinicSpec:

@@ -15,12 +15,23 @@ from django.core.management.base import CommandError
 from django.db import transaction
 
 from clinic.models import AlertRecipient, Clinic, ClinicClosure, Membership
+from pumps import alerts, services
 from pumps import projection as pj
-from pumps import services
 from pumps.history import policy_of
-from pumps.models import Appointment, DrugProduct, Patient, Program, Pump, PumpModel
+from pumps.models import (
+    Alert,
+    AlertKind,
+    Appointment,
+    CoMedication,
+    DrugProduct,
+    Patient,
+    Program,
+    Pump,
+    PumpModel,
+    WithdrawalPlan,
+)
 from pumps.planning import capacity_of
-from pumps.services import Actor, ProgramInput
+from pumps.services import Actor, AssessmentInput, ProgramInput
 
 from . import plan as pl
 from .specs import CLINICS, ClinicSpec
@@ -28,6 +39,18 @@ from .specs import CLINICS, ClinicSpec
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-pump-clinic"
 ACTOR = Actor.system("demo")
+BRIDGE_DOSE = "20 mg four times a day"
+
+
+def assessment_input(plan: pl.AssessmentPlan, assessed_by: str) -> AssessmentInput:
+    left_arm, right_arm, left_leg, right_leg = plan.ashworth
+    signs = {f"overdose_{code}": True for code in plan.overdose}
+    signs.update({f"withdrawal_{code}": True for code in plan.withdrawal})
+    return AssessmentInput(
+        ashworth_upper_left=left_arm, ashworth_upper_right=right_arm, ashworth_lower_left=left_leg,
+        ashworth_lower_right=right_leg, penn_spasm_frequency=plan.penn, pain_score=plan.pain, goal_note=plan.goal,
+        notes=plan.notes, signs=signs, assessed_by=assessed_by,
+    )
 
 
 def model_spec(model: PumpModel) -> pl.ModelSpec:
@@ -36,9 +59,12 @@ def model_spec(model: PumpModel) -> pl.ModelSpec:
                         volume_measured=model.volume_is == PumpModel.VOLUME_MEASURED)
 
 
-def program_input(spec: pl.ProgramSpec, entered_by: str) -> ProgramInput:
+def program_input(spec: pl.ProgramSpec, entered_by: str, *, comedication_confirmed: bool = False) -> ProgramInput:
+    """``comedication_confirmed``: the prescriber confirms a dose increase while the patient
+    takes a CNS depressant (the services keep it only when there is one)."""
     flex = spec.mode == pj.MODE_FLEX
     return ProgramInput(
+        comedication_confirmed=comedication_confirmed,
         concentration_mcg_per_ml=spec.conc,
         mode=spec.mode,
         daily_dose_mcg=None if flex else spec.daily,
@@ -174,6 +200,7 @@ class DemoWriter:
         services.explant_pump(
             pump=pump, explanted_on=plan.explanted_on, actor=ACTOR, now=ctx.plan.local(plan.explanted_on, 17, 0),
             reason="Pocket infection: pump and catheter explanted; oral baclofen bridge started.",
+            withdrawal_plan=WithdrawalPlan.Plan.ORAL_BRIDGE, oral_bridge_dose=BRIDGE_DOSE,
         )
         self.finish(pump, pj.STATUS_INACTIVE)
 
@@ -247,9 +274,18 @@ class DemoWriter:
         # recorded at the interrogation that follows it (so no post-MRI alert fires in
         # between), other events as they happen.
         actions += [(e.written_at, 3, e) for e in plan.events]
+        # dose and response: the patient's CNS depressants (started, stopped) and the
+        # assessments not made with a refill
+        actions += [(ctx.plan.local(c.started_on, 8, 0), 4, c) for c in plan.comedications]
+        actions += [(ctx.plan.local(c.stopped_on, 18, 0), 5, c) for c in plan.comedications if c.stopped_on]
+        actions += [(a.at, 6, a) for a in plan.assessments if a.refill is None]
         actions.sort(key=lambda a: (a[0], a[1]))
         nurse = rng.choice(ctx.plan.nurses)
-        for at, _, record in actions:
+        written: dict[pl.CoMedicationPlan, CoMedication] = {}
+        for at, order, record in actions:
+            if order in (4, 5, 6):
+                self.write_response(ctx, pump, record, at, nurse, stop=order == 5, written=written)
+                continue
             programs = self.write_record(ctx, rng, pump, plan, record, at, nurse)
             # A second clinician verifies each new program within the day (the next record
             # of a pump is always at least 21 hours later).
@@ -264,7 +300,8 @@ class DemoWriter:
         if isinstance(record, pl.RefillPlan):
             return self.write_refill(ctx, rng, pump, plan, record, nurse)
         if isinstance(record, pl.ProgramPlan):
-            data = program_input(record.spec, rng.choice(ctx.plan.prescribers))
+            data = program_input(record.spec, rng.choice(ctx.plan.prescribers),
+                                 comedication_confirmed=bool(plan.comedications))
             return [services.record_program(pump=pump, effective_at=at, data=data, actor=ACTOR, now=at)]
         if isinstance(record, pl.ReadingPlan):
             self.write_reading(ctx, rng, pump, plan, record)
@@ -272,6 +309,32 @@ class DemoWriter:
             services.record_event(pump=pump, kind=record.kind, occurred_at=record.occurred_at, notes=record.notes,
                                   actor=ACTOR, now=at)
         return []
+
+    def write_response(self, ctx: Context, pump: Pump, record, at: datetime, nurse: str, *, stop: bool,
+                       written: dict) -> None:
+        """A co-medication started or stopped, or an assessment on its own (its alert, if a
+        sign was answered yes, acknowledged by a prescriber when the plan says so)."""
+        if isinstance(record, pl.CoMedicationPlan) and stop:
+            services.stop_comedication(comedication=written[record], stopped_on=record.stopped_on, actor=ACTOR,
+                                       now=at)
+        elif isinstance(record, pl.CoMedicationPlan):
+            written[record] = services.record_comedication(
+                patient=pump.patient, name=record.name, category=record.category, started_on=record.started_on,
+                notes=record.notes, actor=ACTOR, now=at,
+            )
+        else:
+            assessment = services.record_assessment(pump=pump, assessed_at=at, data=assessment_input(record, nurse),
+                                                    actor=ACTOR, now=at)
+            self.counts["assessments"] += 1
+            if record.acknowledge:
+                self.acknowledge(ctx, assessment, record.acknowledge, at + timedelta(hours=2))
+
+    @staticmethod
+    def acknowledge(ctx: Context, assessment, reason: str, at: datetime) -> None:
+        prescriber = get_user_model().objects.get(username=ctx.plan.prescribers[0])
+        for alert in Alert.objects.filter(pump_id=assessment.pump_id, episode=f"assessment:{assessment.pk}",
+                                          kind__in=[AlertKind.OVERDOSE_SYMPTOMS, AlertKind.WITHDRAWAL_SYMPTOMS]):
+            alerts.acknowledge(alert, user=prescriber, reason=reason, now=at)
 
     def verify(self, ctx: Context, rng: random.Random, program: Program) -> None:
         entered = program.entered_by.username if program.entered_by else ""
@@ -315,17 +378,26 @@ class DemoWriter:
             notes = f"Concentration change: bridge bolus of {refill.bridge_ml} mL programmed."
         elif refill.discrepancy:
             notes = "Residual differs from the expected volume: reviewed with the physician."
+        assessment = self.refill_assessment(plan, refill, nurse)
         saved = services.record_refill(
             pump=pump, performed_at=refill.at, extracted_volume_ml=extracted,
             added_volume_ml=refill.fill_ml + (refill.bridge_ml or 0), bridge_bolus_ml=refill.bridge_ml,
             concentration_mcg_per_ml=spec.conc, drug_product=product,
             lot_number=f"{product.code[:3].upper()}{local_day:%y}{rng.randint(1000, 9999)}",
             lot_expiry=local_day + timedelta(days=rng.randint(150, 540)), performed_by=nurse,
-            program=program_input(spec, rng.choice(ctx.plan.prescribers)) if refill.new_program else None,
-            notes=notes, actor=ACTOR, now=refill.at,
+            program=program_input(spec, rng.choice(ctx.plan.prescribers),
+                                  comedication_confirmed=bool(plan.comedications)) if refill.new_program else None,
+            assessment=assessment, notes=notes, actor=ACTOR, now=refill.at,
         )
         self.counts["refills"] += 1
+        self.counts["assessments"] += assessment is not None
         return list(Program.objects.filter(refill=saved))
+
+    @staticmethod
+    def refill_assessment(plan: pl.PumpPlan, refill: pl.RefillPlan, nurse: str) -> AssessmentInput | None:
+        index = plan.refills.index(refill)
+        found = next((a for a in plan.assessments if a.refill == index), None)
+        return assessment_input(found, nurse) if found is not None else None
 
     def write_reading(self, ctx: Context, rng: random.Random, pump: Pump, plan: pl.PumpPlan,
                       reading: pl.ReadingPlan) -> None:

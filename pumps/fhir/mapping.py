@@ -28,7 +28,17 @@ from pumps import projection as pj
 from pumps import symptoms
 from pumps.calendar import DURATION as APPOINTMENT_DURATION
 from pumps.formats import rfc3339
-from pumps.models import Alert, AlertKind, Appointment, Assessment, Patient, Program, Pump, Refill
+from pumps.models import (
+    Alert,
+    AlertKind,
+    Appointment,
+    Assessment,
+    Patient,
+    Program,
+    Pump,
+    Refill,
+    WithdrawalPlan,
+)
 
 UCUM = "http://unitsofmeasure.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -404,6 +414,19 @@ def _dosage(program: Program, bounds: dict[str, str], zone: str) -> list[dict[st
     return dosages
 
 
+def _withdrawal_plan(program: Program) -> WithdrawalPlan | None:
+    try:
+        return program.withdrawal_plan
+    except WithdrawalPlan.DoesNotExist:
+        return None
+
+
+def withdrawal_plan_text(plan: WithdrawalPlan) -> str:
+    """"Delivery stops: withdrawal plan oral baclofen bridge (10 mg four times a day)"."""
+    detail = plan.oral_bridge_dose or plan.reason
+    return f"Delivery stops: withdrawal plan {plan.get_plan_display()}" + (f" ({detail})" if detail else "")
+
+
 def medication_request_resource(program: Program, *, superseded_at: datetime | None) -> dict[str, Any]:
     """A program: what the pump delivers from ``effective_at`` (``boundsPeriod.start``)
     until the next program (``boundsPeriod.end``)."""
@@ -420,6 +443,12 @@ def medication_request_resource(program: Program, *, superseded_at: datetime | N
     ]
     if program.override_reason:
         notes.append({"text": f"Titration limit overridden: {program.override_reason}"})
+    if program.comedication_confirmed:
+        notes.append({"text": f"Dose increase confirmed with CNS-depressant co-medication: "
+                              f"{program.comedication_summary}"})
+    plan = _withdrawal_plan(program)
+    if plan is not None:
+        notes.append({"text": withdrawal_plan_text(plan)})
     verifier = clinician(program.verified_by, program.verified_by_external)
     if program.verified_at is not None:
         by = f" by {verifier}" if verifier else ""

@@ -120,7 +120,7 @@ def _programs() -> QuerySet:
         .values("effective_at")[:1]
     )
     return Program.objects.select_related(
-        "pump__clinic", "pump__patient", "pump__model", "entered_by", "verified_by"
+        "pump__clinic", "pump__patient", "pump__model", "entered_by", "verified_by", "withdrawal_plan"
     ).annotate(superseded_at=Subquery(later))
 
 
