@@ -6,8 +6,10 @@ audit history with who acted. On any error nothing is saved.
 
 Services take keyword arguments, an ``Actor`` (who acted) and ``now`` (tests control the
 clock). One file per thing written: patients, pumps, programs, refills, records (readings,
-events, appointments, voids); what they share is in ``base``. Entry points (pages, API,
-FHIR, admin, import, commands) import from this package only.
+events, appointments, voids), clinics (settings, closures, alert addresses, the
+clinic-wide refresh); ``previews`` shows what a refill or program would give before it is
+saved, with the save's own checks; what they share is in ``base``. Entry points (pages,
+API, FHIR, admin, import, commands) import from this package only.
 """
 
 from pumps.alerting.sweep import refresh_pump
