@@ -293,6 +293,23 @@ def _refill_initial(pump, now: datetime) -> dict:
     return initial
 
 
+def assessment_done(assessment) -> tuple[str, bool]:
+    """The confirmation after a save: what was found and the alerts it opened (a warning
+    when a sign was answered yes)."""
+    signs = []
+    if assessment.withdrawal_signs():
+        signs.append(f"withdrawal signs: {', '.join(assessment.withdrawal_signs())}")
+    if assessment.overdose_signs():
+        signs.append(f"overdose signs: {', '.join(assessment.overdose_signs())}")
+    if not signs:
+        return "Assessment recorded.", False
+    episode = selectors.ASSESSMENT_EPISODE.format(assessment.pk)
+    opened = Alert.objects.filter(pump_id=assessment.pump_id, episode=episode)
+    kinds = sorted(a.get_kind_display() for a in opened)
+    alerted = f" Critical alert raised: {' and '.join(kinds)}." if kinds else ""
+    return f"Assessment recorded with {'; '.join(signs)}.{alerted}", True
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def refill_create(request, pk: int):
@@ -313,8 +330,14 @@ def refill_create(request, pk: int):
                 conflict = exc.message.split(" Send confirm_duplicate")[0]
             else:
                 text = "Refill recorded."
+                assessment = Assessment.objects.filter(refill=refill).first()
+                signs = assessment_done(assessment) if assessment is not None else ("", False)
                 if refill.discrepancy_flagged or refill.refilled_after_empty:
-                    messages.warning(request, f"{text} Flagged: {'; '.join(refill.flags)}.")
+                    text = f"{text} Flagged: {'; '.join(refill.flags)}."
+                if signs[1]:
+                    text = f"{text} {signs[0]}"
+                if refill.discrepancy_flagged or refill.refilled_after_empty or signs[1]:
+                    messages.warning(request, text)
                 else:
                     messages.success(request, text)
                 return redirect(pump_url(pump, SUMMARY))
@@ -512,7 +535,8 @@ def event_create(request, pk: int):
 def explant(request, pk: int):
     return _record_form(
         request, pk, forms.ExplantForm, title="Record the explant",
-        intro="The pump leaves the worklist; its history is kept.", done="Explant recorded.",
+        intro="The pump leaves the worklist; its history is kept. An explant stops intrathecal baclofen: say what "
+              "is done against withdrawal.", done="Explant recorded.",
         initial=lambda pump, now: {"explanted_on": pj.local_date(now, pump.clinic.tz).isoformat()},
     )
 

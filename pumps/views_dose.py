@@ -14,8 +14,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from . import forms, selectors, services
 from .errors import Forbidden
-from .models import Alert, CoMedication
-from .views import MSG_VIEWER, SUMMARY, actor_of, pump_url, redirect, render_page, require
+from .models import CoMedication
+from .views import MSG_VIEWER, SUMMARY, actor_of, assessment_done, pump_url, redirect, render_page, require
 
 DOSE_SECTION = "dose-response"
 
@@ -24,23 +24,6 @@ def _writable_pump(request, pk: int):
     pump = selectors.pump_for(request.user, pk)
     require(selectors.permissions_for(request.user, pump.clinic_id).can_write, MSG_VIEWER)
     return pump
-
-
-def assessment_done(assessment) -> tuple[str, bool]:
-    """The confirmation after a save: what was found and the alerts it opened (a warning
-    when a sign was answered yes)."""
-    signs = []
-    if assessment.withdrawal_signs():
-        signs.append(f"withdrawal signs: {', '.join(assessment.withdrawal_signs())}")
-    if assessment.overdose_signs():
-        signs.append(f"overdose signs: {', '.join(assessment.overdose_signs())}")
-    if not signs:
-        return "Assessment recorded.", False
-    episode = selectors.ASSESSMENT_EPISODE.format(assessment.pk)
-    opened = Alert.objects.filter(pump_id=assessment.pump_id, episode=episode)
-    kinds = sorted(a.get_kind_display() for a in opened)
-    alerted = f" Critical alert raised: {' and '.join(kinds)}." if kinds else ""
-    return f"Assessment recorded with {'; '.join(signs)}.{alerted}", True
 
 
 @login_required

@@ -15,7 +15,7 @@ from pumps import services as s
 from pumps.alerting.acknowledge import acknowledge
 from pumps.alerting.evaluate import evaluate_pump
 from pumps.errors import ServiceValidationError
-from pumps.models import Alert, Notification, WithdrawalPlan
+from pumps.models import Alert, Notification, Pump, WithdrawalPlan
 from tests.conftest import CHICAGO
 from tests.test_alerts import filled, recipients, sent, sweep_and_send  # noqa: F401 - fixtures
 
@@ -314,3 +314,12 @@ def test_a_plan_other_than_none_opens_no_alert(filled, nurse):
     s.explant_pump(pump=filled, explanted_on=STOP_DAY, withdrawal_plan="taper_completed", actor=s.Actor(nurse),
                    now=EXPLANT_RECORDED)
     assert not Alert.objects.filter(episode__startswith="stop:").exists()
+
+
+def test_re_evaluating_an_explanted_pump_resolves_its_reservoir_alerts_not_the_stop(filled, nurse):
+    plan = explant_without_plan(filled, nurse)
+    Alert.objects.create(clinic=filled.clinic, pump=filled, kind="refill_overdue", episode="fill:0", severity="warning",
+                         created_at=EXPLANT_RECORDED)  # as if left open from before the explant
+    alerts.evaluate_pump(Pump.objects.get(pk=filled.pk), EXPLANT_RECORDED + timedelta(hours=1))
+    assert sorted(Alert.objects.values_list("kind", "episode", "resolution")) == [
+        ("refill_overdue", "fill:0", "pump explanted"), ("withdrawal_risk", f"stop:{plan.pk}", "")]

@@ -249,7 +249,10 @@ def test_a_refill_saves_its_assessment_in_the_same_action(filled, nurse):
         response = client.post(f"/pumps/{filled.pk}/refill/", refill_form(
             assessment_ashworth_lower_left="2", assessment_penn_spasm_frequency="1",
             assessment_withdrawal_pruritus="yes"))
-    assert response.status_code == 302
+        assert response.status_code == 302
+        landed = text_of(client.get(response["Location"]).content.decode())
+    assert ("Assessment recorded with withdrawal signs: pruritus (itching). Critical alert raised: withdrawal "
+            "symptoms.") in landed
     saved = Assessment.objects.get()
     refill = Refill.objects.latest("performed_at")
     assert (saved.refill, saved.assessed_at, saved.assessed_by, saved.withdrawal_signs()) == (

@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Count, F
 from django.utils import timezone
 
 from clinic.models import Clinic
@@ -78,6 +78,21 @@ def test_a_copy_has_its_templates_records_and_the_same_projection(bulk_demo):
         fresh = project_pump(copy, now)
         assert (copy.low_reservoir_alarm_at, copy.empty_at, copy.refill_due_on) == (
             fresh.low_reservoir_alarm_at, fresh.empty_at, fresh.refill_due_on)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_every_explant_copied_or_not_has_its_withdrawal_plan(bulk_demo):
+    """No stop without a plan (docs/clinical-rules.md §15), in the copies too."""
+    from pumps.models import WithdrawalPlan
+
+    explanted = Pump.objects.filter(explanted_on__isnull=False)
+    replaced = Pump.objects.filter(patient__pumps__implanted_on__gte=F("explanted_on")).distinct()
+    explants = explanted.exclude(pk__in=replaced)  # a replacement goes on delivering: no plan
+    assert explants.filter(pk__in=_copies()).exists()
+    for pump in explants:
+        plans = list(WithdrawalPlan.objects.filter(pump=pump).values_list("stop", "plan", "oral_bridge_dose"))
+        assert plans == [("explant", "oral_bridge", "20 mg four times a day")], pump
 
 
 @pytest.mark.postgres

@@ -21,10 +21,17 @@ from datetime import datetime
 
 from django.db import connection, models
 
-from pumps.models import Appointment, Event, Patient, Program, Pump, Reading, Refill
+from pumps.models import Appointment, Assessment, Event, Patient, Program, Pump, Reading, Refill, WithdrawalPlan
 
-#: Records copied with each pump, in an order that satisfies the foreign keys.
-CHILDREN: tuple[type[models.Model], ...] = (Refill, Program, Reading, Event, Appointment)
+#: Records copied with each pump, in an order that satisfies the foreign keys (a copied
+#: explant keeps its withdrawal plan: no stop without a plan, docs/clinical-rules.md §15).
+CHILDREN: tuple[type[models.Model], ...] = (Refill, Program, Reading, Event, Appointment, Assessment, WithdrawalPlan)
+#: Foreign keys to a record copied before, mapped to its copy: (model, column, mapped table).
+MAPPED = {
+    Program: ("refill_id", "seed_map_pumps_refill"),
+    Assessment: ("refill_id", "seed_map_pumps_refill"),
+    WithdrawalPlan: ("program_id", "seed_map_pumps_program"),
+}
 
 
 @dataclass(frozen=True)
@@ -108,11 +115,12 @@ def copy_pumps(copies: Sequence[Copy], *, now: datetime) -> list[int]:
             )
             overrides = {"id": "x.new_id", "pump_id": "x.pump_id"}
             source = f"{mapping} x JOIN {{table}} t ON t.id = x.old_id"
-            if model is Program:
-                # a program saved with a refill points at the copy of that refill
-                overrides["refill_id"] = "r.new_id"
-                source += " LEFT JOIN seed_map_pumps_refill r ON r.old_id = t.refill_id AND r.pump_id = x.pump_id"
-            elif model is Refill:
+            if model in MAPPED:
+                # e.g. a program saved with a refill points at the copy of that refill
+                column, mapped = MAPPED[model]
+                overrides[column] = "r.new_id"
+                source += f" LEFT JOIN {mapped} r ON r.old_id = t.{column} AND r.pump_id = x.pump_id"
+            if model in (Refill, Program):
                 cursor.execute(f"CREATE INDEX ON {mapping} (old_id, pump_id)")
             _insert_select(cursor, model, overrides, source, now)
         # After a bulk load the planner needs fresh statistics (autovacuum would get there
