@@ -320,6 +320,6 @@ def test_re_evaluating_an_explanted_pump_resolves_its_reservoir_alerts_not_the_s
     plan = explant_without_plan(filled, nurse)
     Alert.objects.create(clinic=filled.clinic, pump=filled, kind="refill_overdue", episode="fill:0", severity="warning",
                          created_at=EXPLANT_RECORDED)  # as if left open from before the explant
-    alerts.evaluate_pump(Pump.objects.get(pk=filled.pk), EXPLANT_RECORDED + timedelta(hours=1))
+    evaluate_pump(Pump.objects.get(pk=filled.pk), EXPLANT_RECORDED + timedelta(hours=1))
     assert sorted(Alert.objects.values_list("kind", "episode", "resolution")) == [
         ("refill_overdue", "fill:0", "pump explanted"), ("withdrawal_risk", f"stop:{plan.pk}", "")]

@@ -15,8 +15,9 @@ from django.core.management.base import CommandError
 from django.db import transaction
 
 from clinic.models import AlertRecipient, Clinic, ClinicClosure, Membership
-from pumps import alerts, services
 from pumps import projection as pj
+from pumps import services
+from pumps.alerting.acknowledge import acknowledge
 from pumps.history import policy_of
 from pumps.models import (
     Alert,
@@ -334,7 +335,7 @@ class DemoWriter:
         prescriber = get_user_model().objects.get(username=ctx.plan.prescribers[0])
         for alert in Alert.objects.filter(pump_id=assessment.pump_id, episode=f"assessment:{assessment.pk}",
                                           kind__in=[AlertKind.OVERDOSE_SYMPTOMS, AlertKind.WITHDRAWAL_SYMPTOMS]):
-            alerts.acknowledge(alert, user=prescriber, reason=reason, now=at)
+            acknowledge(alert, user=prescriber, reason=reason, now=at)
 
     def verify(self, ctx: Context, rng: random.Random, program: Program) -> None:
         entered = program.entered_by.username if program.entered_by else ""
