@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from clinic.models import Clinic
 
-from . import planning
+from . import planning, symptom_alerts
 from . import projection as pj
 from .alerting.rules import RESERVOIR_KINDS, advice_for, describe, title_for
 from .calendar import appointment_ics
@@ -221,7 +221,8 @@ def build_email(note: Notification, now: datetime) -> EmailMultiAlternatives:
         headers={name: header_safe(value) for name, value in headers.items()},
     )
     message.attach_alternative(html, "text/html")
-    if note.kind in RESERVOIR_KINDS and note.alert.pump is not None:
+    # a reservoir alert carries the next refill appointment; a stop of delivery does not
+    if note.kind in RESERVOIR_KINDS and note.alert.pump is not None and not symptom_alerts.is_stop_episode(note.alert):
         appointment = next_refill_appointment(note.alert.pump, now)
         if appointment is not None:
             message.attach(f"refill-appointment-{appointment.pk}.ics", appointment_ics(appointment), "text/calendar")

@@ -43,6 +43,7 @@ from .models import (
     Reading,
     Refill,
     Severity,
+    WithdrawalPlan,
 )
 
 STATUS_LABELS = {
@@ -738,7 +739,8 @@ AUDIT_ACTIONS = {"+": "created", "~": "changed", "-": "deleted"}
 
 
 #: The audited tables of a pump's audit trail, in the order the pump page lists them.
-AUDIT_TABLES = ("Patient", "Pump", "Refill", "Program", "Reading", "Event", "Appointment", "Alert")
+AUDIT_TABLES = ("Patient", "Pump", "Refill", "Program", "Reading", "Event", "Appointment", "Alert", "Assessment",
+                "CoMedication", "WithdrawalPlan")
 
 
 @dataclass(frozen=True)
@@ -768,8 +770,10 @@ def _audit_source(table: str, pump: Pump) -> QuerySet:
         return Patient.history.filter(id=pump.patient_id)
     if table == "Pump":
         return Pump.history.filter(id=pump.pk)
+    if table == "CoMedication":  # the patient's, as the pump page lists them
+        return CoMedication.history.filter(patient_id=pump.patient_id)
     model = {"Refill": Refill, "Program": Program, "Reading": Reading, "Event": Event, "Appointment": Appointment,
-             "Alert": Alert}[table]
+             "Alert": Alert, "Assessment": Assessment, "WithdrawalPlan": WithdrawalPlan}[table]
     return model.history.filter(pump_id=pump.pk)
 
 

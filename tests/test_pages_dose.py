@@ -301,6 +301,12 @@ def test_add_stop_and_void_a_co_medication_from_the_pump_page(filled, nurse):
         assert voided.status_code == 302
     med.refresh_from_db()
     assert (med.void_reason, med.voided_by) == ("entered twice", nurse)
+    # the audit history of the pump page keeps the patient's co-medication changes
+    with travel(DUE_SOON_AT):
+        audit = section(client.get(f"/pumps/{filled.pk}/").content.decode(), "audit-heading")
+    assert f"CoMedication #{med.pk} changed" in audit
+    assert "stopped on: — → 2026-03-27" in audit
+    assert "void reason: — → entered twice" in audit
 
 
 @pytest.mark.parametrize(("overrides", "errors"), [
