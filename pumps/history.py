@@ -124,8 +124,7 @@ def store_projection(pump: Pump, *, now: datetime, history: PumpHistory | None =
     UPDATE. The one verb for "store a fresh projection"."""
     values = projection_values(pump, now=now, history=history)
     if bump_version:
-        pump.updated_at = timezone.now()
-        values.update(version=F("version") + 1, updated_at=pump.updated_at)
+        values.update(_version_bump(pump))
     # The stored projection is derived data: no audit row for it.
     Pump.objects.filter(pk=pump.pk).update(**values)
     if bump_version:
@@ -171,9 +170,16 @@ def projection_values(pump: Pump, *, now: datetime, history: PumpHistory | None 
     return {f: getattr(pump, f) for f in STORED_FIELDS}
 
 
+def _version_bump(pump: Pump) -> dict:
+    """The columns of a version bump (the one way to bump it: ``bump_version`` alone, or
+    ``store_projection(bump_version=True)`` in the same UPDATE as the projection)."""
+    pump.updated_at = timezone.now()
+    return {"version": F("version") + 1, "updated_at": pump.updated_at}
+
+
 def bump_version(pump: Pump) -> None:
     """The pump's version is its ETag (If-Match): every clinical write bumps it."""
-    Pump.objects.filter(pk=pump.pk).update(version=F("version") + 1, updated_at=timezone.now())
+    Pump.objects.filter(pk=pump.pk).update(**_version_bump(pump))
     pump.version += 1
 
 
