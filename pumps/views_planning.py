@@ -220,18 +220,16 @@ def planning_feeds(request, code: str):
     clinic = _clinic_for(request, code)
     _require(request, clinic, Action.ADMINISTER)
     if request.POST.get("action") == "revoke":
-        feed = CalendarFeed.objects.filter(clinic=clinic, pk=request.POST.get("id") or 0).first() \
-            if (request.POST.get("id") or "").isdigit() else None
+        feed = services.clinic_feed(clinic, request.POST.get("id") or "")
         if feed is None:
             raise Http404("No such calendar feed.")
-        feed.revoke()
+        services.revoke_feed(feed=feed, actor=actor_of(request))
         messages.success(request, f"Calendar feed “{feed.name}” revoked: its URL now answers 404.")
         return redirect(reverse("planning", args=[clinic.code]) + "#feeds-heading")
     form = FeedForm(request.POST)
     if not form.is_valid():
         return render_page(request, "pumps/planning.html", _context(request, clinic, feed_form=form), status=400)
-    feed, secret = CalendarFeed.create_with_secret(clinic=clinic, name=form.cleaned_data["name"],
-                                                   created_by=request.user)
+    _feed, secret = services.create_clinic_feed(clinic=clinic, name=form.cleaned_data["name"], actor=actor_of(request))
     url = request.build_absolute_uri(reverse("calendar_feed", args=[clinic.code, secret]))
     response = render_page(request, "pumps/planning.html", _context(request, clinic, new_feed_url=url))
     response["Cache-Control"] = "no-store"
@@ -247,11 +245,10 @@ def planning_my_feed(request, code: str):
     clinic = _clinic_for(request, code)
     action = request.POST.get("action")
     if action == "revoke":
-        ident = request.POST.get("id") or ""
-        feed = CalendarFeed.objects.filter(user=request.user, pk=ident).first() if ident.isdigit() else None
+        feed = services.own_feed(request.user, request.POST.get("id") or "")
         if feed is None:
             raise Http404("No such calendar feed.")
-        feed.revoke()
+        services.revoke_feed(feed=feed, actor=actor_of(request))
         messages.success(request, f"Your calendar feed “{feed.name}” revoked: its URL now answers 404.")
         return redirect(reverse("planning", args=[clinic.code]) + "#my-feed-heading")
     if action != "create":
@@ -259,8 +256,8 @@ def planning_my_feed(request, code: str):
     form = MyFeedForm(request.POST)
     if not form.is_valid():
         return render_page(request, "pumps/planning.html", _context(request, clinic, my_feed_form=form), status=400)
-    feed, secret = CalendarFeed.create_with_secret(
-        user=request.user, name=form.cleaned_data["name"].strip() or MY_FEED_DEFAULT_NAME, created_by=request.user,
+    _feed, secret = services.create_own_feed(
+        name=form.cleaned_data["name"].strip() or MY_FEED_DEFAULT_NAME, actor=actor_of(request),
     )
     url = request.build_absolute_uri(reverse("user_calendar_feed", args=[secret]))
     response = render_page(request, "pumps/planning.html", _context(request, clinic, new_my_feed_url=url))

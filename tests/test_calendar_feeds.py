@@ -16,7 +16,7 @@ from icalendar import Calendar
 
 from clinic.models import CalendarFeed, Membership, hash_token
 from pumps import services as s
-from pumps.errors import ServiceValidationError
+from pumps.errors import Forbidden, ServiceValidationError
 from pumps.models import Appointment
 from tests.factories import make_clinic, make_patient, make_pump, make_user
 from tests.pages_support import CHICAGO, DUE_SOON_AT, signed_in, travel, worked_example
@@ -243,3 +243,23 @@ def test_the_assignee_records_in_the_pumps_clinic(booked, clinic, other_clinic, 
             s.update_appointment(appointment=appointment, actor=actor, assigned_to=nurse)
     assert [h.assigned_to_id for h in appointment.history.order_by("history_id")] == [
         nurse.pk, nurse.pk, prescriber.pk, None]
+
+
+def test_the_feed_services_refuse_who_may_not_create_or_revoke(clinic, nurse, prescriber):
+    """The pages call these services; the rule is theirs (clinic/permissions.py)."""
+    with pytest.raises(Forbidden, match="Only a clinic administrator"):
+        s.create_clinic_feed(clinic=clinic, name="Refill nurses", actor=s.Actor(nurse))
+    feed, _secret = CalendarFeed.create_with_secret(clinic=clinic, name="Refill nurses")
+    with pytest.raises(Forbidden, match="Only a clinic administrator"):
+        s.revoke_feed(feed=feed, actor=s.Actor(nurse))
+    own, _secret = s.create_own_feed(name="My refills", actor=s.Actor(nurse))
+    assert (own.user, own.created_by, own.clinic) == (nurse, nurse, None)
+    with pytest.raises(Forbidden) as refused:
+        s.revoke_feed(feed=own, actor=s.Actor(prescriber))
+    assert str(refused.value) == "Only its owner revokes a personal calendar feed."
+    feed.refresh_from_db()
+    own.refresh_from_db()
+    assert feed.revoked_at is None and own.revoked_at is None
+    s.revoke_feed(feed=own, actor=s.Actor(nurse))
+    own.refresh_from_db()
+    assert own.revoked_at is not None

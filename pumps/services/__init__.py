@@ -43,6 +43,7 @@ from .base import (
     refill_check_values,
     resolve_clinician,
 )
+from .calendar_feeds import clinic_feed, create_clinic_feed, create_own_feed, own_feed, revoke_feed
 from .clinics import (
     add_alert_recipient,
     add_closure,
@@ -75,6 +76,7 @@ from .refills import RefillInput, record_refill, stability_days, validate_refill
 from .withdrawal import stops_delivery
 
 __all__ = [
+    "clinic_feed", "create_clinic_feed", "create_own_feed", "own_feed", "revoke_feed",
     "Actor", "AssessmentInput", "Conflict", "Forbidden", "Interaction", "MSG_CONTROL_CHARACTERS",
     "MSG_VOID_CARRIED_PROGRAM", "NOTES_MAX", "PATIENT_FIELDS", "PreconditionFailed", "ProgramInput", "ProgramPreview",
     "PumpHistory", "REASON_MAX", "RefillInput", "RefillPreview", "ServiceValidationError", "active_comedications",
