@@ -23,8 +23,10 @@ If anything in a chunk fails, the chunk's transaction is rolled back and the chu
 done again by the per-pump path (``alerts.sweep_pumps``), which isolates a broken pump:
 one bad record never stops alerting for the others.
 
-Entry points: ``refresh_pumps(ids, now)`` (the sweep's due ids, as ``sweep_pumps``) and
-``drain(now)`` (claim chunks of due pumps until none is left: any number of workers).
+Entry points: ``refresh_pumps(ids, now)`` (the sweep's due ids, as ``sweep_pumps``),
+``drain(now)`` (claim chunks of due pumps until none is left: any number of workers) and
+``reproject_chunk`` (the next chunk of a clinic's pumps, due or not, after a change of its
+policy: ``pumps.reprojection``, which also does the fallback pump by pump).
 """
 
 from __future__ import annotations
@@ -195,7 +197,29 @@ def _write_projections(values: dict[int, dict]) -> None:
 
 def _refresh_chunk(ids: list[int] | None, now: datetime, chunk: int,
                    locked_ids: list[int]) -> tuple[int, int, int, int]:
-    pumps = _lock(ids, now, chunk)
+    return _refresh_locked(_lock(ids, now, chunk), now, locked_ids)
+
+
+def reproject_chunk(clinic_id: int, after_id: int, now: datetime, *, chunk: int = CHUNK,
+                    locked_ids: list[int], failed_ids: list[int]) -> tuple[int, int, int, int]:
+    """Re-project the next ``chunk`` implanted pumps of a clinic after pump ``after_id``
+    (in id order), due or not: its policy, open days or closures changed
+    (``pumps.reprojection``). Inside the caller's transaction. The locks wait
+    (``FOR UPDATE`` without ``SKIP LOCKED``): a pump held by a clinical write or the sweep
+    is re-projected once they commit, never skipped, so each pump ends with a projection
+    read after the change was committed. ``locked_ids`` receives the chunk's pump ids and
+    ``failed_ids`` those whose projection failed (neither written nor evaluated); returns
+    (pumps refreshed, alerts created, notifications created, pumps failed)."""
+    pumps = list(
+        Pump.objects.select_for_update(of=("self",)).select_related("clinic", "patient", "model")
+        .filter(clinic_id=clinic_id, explanted_on__isnull=True, pk__gt=after_id).order_by("id")[:chunk]
+    )
+    return _refresh_locked(pumps, now, locked_ids, failed_ids)
+
+
+def _refresh_locked(pumps: list[Pump], now: datetime, locked_ids: list[int],
+                    failed_ids: list[int] | None = None) -> tuple[int, int, int, int]:
+    """Project, write back and evaluate the alerts of locked pumps (one chunk)."""
     if not pumps:
         return 0, 0, 0, 0
     locked_ids.extend(p.pk for p in pumps)
@@ -213,6 +237,8 @@ def _refresh_chunk(ids: list[int] | None, now: datetime, chunk: int,
         except Exception:  # noqa: BLE001 - one broken pump must not stop alerting for all
             log.exception("sweep: pump %s could not be evaluated; it stays due and is retried", pump.pk)
             failed += 1
+            if failed_ids is not None:
+                failed_ids.append(pump.pk)
             continue
         refreshed.append(pump)
     _write_projections(values)

@@ -546,13 +546,13 @@ class ClinicPolicyForm(forms.ModelForm):
         }
 
     def save_with(self, *, actor, now: datetime) -> Clinic:
-        """One transaction: the clinic (its audit row names the user) and the stored
-        projections that its policy moves."""
+        """One transaction: the clinic (its audit row names the user) and the re-projection
+        of the pumps its policy moves, run in the background once committed."""
         clinic = self.save(commit=False)
         with transaction.atomic():
             clinic._history_user = actor.user
             clinic.save()
-            recompute_clinic(clinic, now)
+            services.request_clinic_reprojection(clinic, user=actor.user, now=now)
         return clinic
 
 
@@ -605,7 +605,7 @@ class ClosureForm(forms.ModelForm):
         with transaction.atomic():
             closure._history_user = actor.user
             closure.save()
-            recompute_clinic(closure.clinic, now)
+            services.request_clinic_reprojection(closure.clinic, user=actor.user, now=now)
         return closure
 
 
@@ -614,19 +614,7 @@ def delete_closure(closure: ClinicClosure, *, actor, now: datetime) -> None:
         clinic = closure.clinic
         closure._history_user = actor.user
         closure.delete()
-        recompute_clinic(clinic, now)
-
-
-def recompute_clinic(clinic: Clinic, now: datetime) -> int:
-    """The policy and closures move due dates and statuses: refresh the stored projection
-    of every implanted pump of the clinic (locking each, as the services do) and its alerts,
-    inside the caller's transaction."""
-    count = 0
-    for pump_id in Pump.objects.filter(clinic=clinic, explanted_on__isnull=True).values_list("pk", flat=True):
-        pump = Pump.objects.select_for_update(of=("self",)).select_related("clinic", "patient", "model").get(pk=pump_id)
-        services.refresh_pump(pump, now=now)
-        count += 1
-    return count
+        services.request_clinic_reprojection(clinic, user=actor.user, now=now)
 
 
 def default_visit_time(now: datetime, tz: tzinfo) -> datetime:
