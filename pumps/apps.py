@@ -10,7 +10,8 @@ class PumpsConfig(AppConfig):
         # Imported here, as Django's app loading requires: models are not ready before.
         from clinic.signals import clinic_changed
 
-        from . import receivers, tallies
+        from . import receivers, reprojection, tallies, tasks
 
+        reprojection.register_queue(tasks.queue_reprojection)
         post_migrate.connect(tallies.ensure_sqlite_triggers, sender=self, dispatch_uid="pumps.tally_triggers")
         clinic_changed.connect(receivers.refresh_after_clinic_change, dispatch_uid="pumps.refresh_clinic")

@@ -3,7 +3,8 @@ implanted pump's stored projection and alerts are brought up to date in the back
 not inside the request that saved the change.
 
 The change and a ``ClinicReprojection`` row are committed together; once committed, a
-task (``pumps.tasks.reproject_clinic``) runs the job:
+task (``pumps.tasks.reproject_clinic``, registered at start-up with ``register_queue``)
+runs the job:
 
 - in chunks of pumps in id order after ``last_pump_id``, each chunk one transaction with
   the job's progress: the pumps locked (waiting, never skipped), their records read in a
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,16 +56,40 @@ STALLED_AFTER = timedelta(seconds=int(getattr(settings, "REPROJECTION_STALLED_AF
 ERROR_MAX = 300
 
 
+_queue: Callable[[int], None] | None = None
+
+
+def register_queue(queue: Callable[[int], None]) -> None:
+    """Set how a job is handed to a worker (at start-up: ``pumps.apps`` registers
+    ``pumps.tasks.queue_reprojection``; this module does not import the tasks)."""
+    global _queue
+    _queue = queue
+
+
 def request(clinic: Clinic, *, user=None, now: datetime | None = None) -> ClinicReprojection:
     """Record that ``clinic``'s pumps need re-projecting, inside the caller's transaction
-    (the one that saved the change). ``pumps.services.request_clinic_reprojection``
-    queues the task once it commits."""
+    (the one that saved the change); the job is handed to a worker once it commits."""
     now = now or timezone.now()
     total = Pump.objects.filter(clinic=clinic, explanted_on__isnull=True).count()
-    return ClinicReprojection.objects.create(
+    job = ClinicReprojection.objects.create(
         clinic=clinic, requested_at=now, requested_by=user if getattr(user, "pk", None) else None,
         total=total, updated_at=now,
     )
+    transaction.on_commit(lambda: queue(job.pk))
+    return job
+
+
+def queue(job_id: int) -> None:
+    """Hand a job to a worker. If that fails (the broker is down, or nothing is
+    registered) the job stays unfinished and beat queues it again (``stalled``): the
+    change has been committed."""
+    if _queue is None:
+        log.warning("re-projection %s: no queue is registered; beat queues it", job_id)
+        return
+    try:
+        _queue(job_id)
+    except Exception as exc:  # noqa: BLE001 - a broker outage must not fail the saved change
+        log.warning("could not queue re-projection %s (%s); beat queues it again", job_id, exc.__class__.__name__)
 
 
 def latest(clinic: Clinic | int) -> ClinicReprojection | None:

@@ -117,6 +117,11 @@ def deliver_webhooks(api_client_id: int) -> int:
         return outbox.deliver_due(channel=Notification.WEBHOOK, api_client_id=api_client_id)
 
 
+def queue_reprojection(job_id: int) -> None:
+    """How ``pumps.reprojection`` hands a job to a worker (registered in ``pumps.apps``)."""
+    reproject_clinic.delay(job_id)
+
+
 @shared_task(name="pumps.reproject_clinic", ignore_result=True)
 def reproject_clinic(job_id: int) -> bool:
     """A clinic's re-projection job (``pumps.reprojection``): chunks for about a minute,

@@ -40,7 +40,7 @@ from .base import (
     refresh_pump,
     resolve_clinician,
 )
-from .clinics import queue_reprojection, request_clinic_reprojection
+from .clinics import request_clinic_reprojection
 from .patients import PATIENT_FIELDS, create_patient, update_patient
 from .programs import ProgramInput, record_program, verify_program
 from .pumps import explant_pump, implant_pump, replace_pump, update_pump
@@ -58,9 +58,8 @@ __all__ = [
     "Conflict", "Forbidden", "PreconditionFailed", "ProgramInput", "PumpHistory", "RefillInput",
     "ServiceValidationError", "after_write", "authorize", "bump_version", "clinician_for", "create_patient",
     "explant_pump", "explanted_by", "has_control_characters", "implant_pump", "inactive_reason", "load_history",
-    "lock_pump", "project_pump", "projection_reason", "pump_state", "q3", "queue_reprojection",
-    "recompute_refill_checks", "record_event", "record_program", "record_reading", "record_refill",
-    "refill_check_values", "refresh_pump", "replace_pump", "request_clinic_reprojection", "resolve_clinician",
-    "schedule_appointment", "store_projection", "update_appointment", "update_patient", "update_pump",
-    "validate_refill", "verify_program", "void_record",
+    "lock_pump", "project_pump", "projection_reason", "pump_state", "q3", "recompute_refill_checks", "record_event",
+    "record_program", "record_reading", "record_refill", "refill_check_values", "request_clinic_reprojection",
+    "refresh_pump", "replace_pump", "resolve_clinician", "schedule_appointment", "store_projection",
+    "update_appointment", "update_patient", "update_pump", "validate_refill", "verify_program", "void_record",
 ]
