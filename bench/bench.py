@@ -531,19 +531,19 @@ def _ms(seconds: list[float]) -> tuple[float, float]:
 
 
 def child_catch_up(now: datetime) -> dict:
-    from pumps import alerts
+    from pumps.alerting.sweep import sweep
 
     started = time.perf_counter()
-    result = alerts.sweep(now)
+    result = sweep(now)
     return {"seconds": time.perf_counter() - started, "pumps": result.pumps_checked}
 
 
 def child_sweep(now: datetime) -> dict:
     from django.db import connection
 
-    from pumps import alerts
+    from pumps.alerting.sweep import sweep
 
-    alerts.sweep(now)  # settle: anything that changed since the catch-up
+    sweep(now)  # settle: anything that changed since the catch-up
     sweeps, selects, due = [], [], []
     sql = ("SELECT id FROM pumps_pump WHERE next_change_at <= %s ORDER BY next_change_at, id")
     for tick in range(1, TICKS + 1):
@@ -557,7 +557,7 @@ def child_sweep(now: datetime) -> dict:
                 timings.append(time.perf_counter() - started)
         selects.append(statistics.median(timings))
         started = time.perf_counter()
-        result = alerts.sweep(at)
+        result = sweep(at)
         sweeps.append(time.perf_counter() - started)
         due.append(result.pumps_checked)
     sweep_ms, select_ms = _ms(sweeps)[0], _ms(selects)[0]

@@ -28,7 +28,8 @@ from simple_history.admin import SimpleHistoryAdmin
 from clinic import admin_scope
 from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership
 
-from . import alerts, services
+from . import services
+from .alerting.acknowledge import acknowledge
 from .models import (
     Alert,
     Appointment,
@@ -602,7 +603,7 @@ class AlertAdmin(ReadOnly, ClinicScopedAdmin):
         for alert in queryset.filter(acknowledged_at__isnull=True):
             try:
                 with transaction.atomic():
-                    alerts.acknowledge(alert, user=request.user)
+                    acknowledge(alert, user=request.user)
             except ServiceValidationError:  # a critical alert is acknowledged with a reason
                 needs_reason += 1
                 continue

@@ -1,4 +1,4 @@
-"""Set-based refresh of due pumps (PostgreSQL): the same result as ``alerts.sweep_pumps``
+"""Set-based refresh of due pumps (PostgreSQL): the same result as ``alerting.sweep.sweep_pumps``
 (one transaction per pump) for a fixed handful of statements per *chunk* of pumps.
 
 Per chunk, in one transaction:
@@ -12,7 +12,7 @@ Per chunk, in one transaction:
    refill appointments, and the pumps' alerts;
 3. project every pump with the one projection code (``pumps.history.project_pump``, the
    stored projection of ``pumps.history``: one source of truth) and its alerts with
-   ``alerts.wanted_alerts`` (the rules stay there);
+   ``alerting.rules.wanted_alerts`` (the rules stay there);
 4. write the stored projections back in one statement (``UPDATE … FROM (VALUES …)``);
 5. resolve, raise and re-open alerts (one ``UPDATE`` per resolution reason), insert the
    new alerts (``INSERT … ON CONFLICT DO NOTHING RETURNING``), their audit rows and their
@@ -20,7 +20,7 @@ Per chunk, in one transaction:
    as on the per-pump path.
 
 If anything in a chunk fails, the chunk's transaction is rolled back and the chunk is
-done again by the per-pump path (``alerts.sweep_pumps``), which isolates a broken pump:
+done again by the per-pump path (``alerting.sweep.sweep_pumps``), which isolates a broken pump:
 one bad record never stops alerting for the others.
 
 Entry points: ``refresh_pumps(ids, now)`` (the sweep's due ids, as ``sweep_pumps``),
@@ -42,9 +42,11 @@ from django.db.models import Q
 
 from clinic.models import ApiClient, ClinicClosure
 
-from . import alerts
 from . import history as pump_history
 from . import projection as pj
+from .alerting import delivery, evaluate, rules
+from .alerting import sweep as alert_sweep
+from .alerting.recipients import recipients_for
 from .models import (
     Alert,
     Appointment,
@@ -77,25 +79,26 @@ def supported() -> bool:
 # ------------------------------------------------------------------ entry points
 
 
-def refresh_pumps(ids: list[int], now: datetime, result: alerts.SweepResult | None = None) -> alerts.SweepResult:
+def refresh_pumps(ids: list[int], now: datetime,
+                  result: alert_sweep.SweepResult | None = None) -> alert_sweep.SweepResult:
     """Refresh the given due pumps (those still due when locked) in chunks: the set-based
-    twin of ``alerts.sweep_pumps``, with the same result. Other databases: the per-pump
+    twin of ``alerting.sweep.sweep_pumps``, with the same result. Other databases: the per-pump
     path."""
-    result = result or alerts.SweepResult()
+    result = result or alert_sweep.SweepResult()
     if not supported():
         return _per_pump(ids, now, result)
-    with alerts.one_delivery_trigger():
+    with delivery.one_delivery_trigger():
         for start in range(0, len(ids), CHUNK):
             _chunk_or_fallback(ids[start:start + CHUNK], now, result)
     return result
 
 
-def drain(now: datetime, *, chunk: int = CHUNK, limit: int | None = None) -> alerts.SweepResult:
+def drain(now: datetime, *, chunk: int = CHUNK, limit: int | None = None) -> alert_sweep.SweepResult:
     """Claim chunks of due pumps (``FOR UPDATE SKIP LOCKED``) and refresh them until none
     is left (or ``limit`` pumps were refreshed). Any number of workers may drain at once:
     each takes pumps the others have not locked."""
-    result = alerts.SweepResult()
-    with alerts.one_delivery_trigger():
+    result = alert_sweep.SweepResult()
+    with delivery.one_delivery_trigger():
         while limit is None or result.pumps_checked < limit:
             before = result.pumps_checked + result.pumps_failed
             _chunk_or_fallback(None, now, result, chunk=chunk)
@@ -104,14 +107,14 @@ def drain(now: datetime, *, chunk: int = CHUNK, limit: int | None = None) -> ale
     return result
 
 
-def _per_pump(ids: list[int], now: datetime, result: alerts.SweepResult) -> alerts.SweepResult:
-    """The per-pump path: ``alerts.sweep_pumps_one_by_one`` once ``sweep_pumps`` itself
-    takes this module's path (the hook), ``alerts.sweep_pumps`` until then."""
-    path = getattr(alerts, "sweep_pumps_one_by_one", None) or alerts.sweep_pumps
+def _per_pump(ids: list[int], now: datetime, result: alert_sweep.SweepResult) -> alert_sweep.SweepResult:
+    """The per-pump path: ``alert_sweep.sweep_pumps_one_by_one`` once ``sweep_pumps`` itself
+    takes this module's path (the hook), ``alerting.sweep.sweep_pumps`` until then."""
+    path = getattr(alert_sweep, "sweep_pumps_one_by_one", None) or alert_sweep.sweep_pumps
     return path(ids, now, result)
 
 
-def _chunk_or_fallback(ids: list[int] | None, now: datetime, result: alerts.SweepResult, *,
+def _chunk_or_fallback(ids: list[int] | None, now: datetime, result: alert_sweep.SweepResult, *,
                        chunk: int = CHUNK) -> None:
     locked: list[int] = []
     try:
@@ -243,7 +246,7 @@ def _refresh_locked(pumps: list[Pump], now: datetime, locked_ids: list[int],
         refreshed.append(pump)
     _write_projections(values)
 
-    # 2. the alerts: the rules of alerts.wanted_alerts, the bookkeeping of evaluate_pump
+    # 2. the alerts: the rules of rules.wanted_alerts, the bookkeeping of evaluate_pump
     made_alerts, made_notes = _evaluate(refreshed, histories, now)
     return len(refreshed), made_alerts, made_notes, failed
 
@@ -267,7 +270,7 @@ def _preloads(pumps: list[Pump], now: datetime) -> dict[str, dict[int, list]]:
                 "pump", "occurred_at", "id"):
             mris[event.pump_id].append(event)
     # a superset (from two days back: the start of any zone's "today"); the rule
-    # (alerts.refill_booked_for) picks the ones that count
+    # (alerting.rules.refill_booked_for) picks the ones that count
     with_due_date = [p.pk for p in active if p.refill_due_on]
     booked = defaultdict(list)
     if with_due_date:
@@ -283,12 +286,12 @@ def _preloads(pumps: list[Pump], now: datetime) -> dict[str, dict[int, list]]:
 @dataclass
 class _Plan:
     """What the chunk's alerts need, gathered pump by pump, then applied in a few
-    statements (as ``alerts.evaluate_pump`` does one pump at a time)."""
+    statements (as ``alerting.evaluate.evaluate_pump`` does one pump at a time)."""
 
     resolve: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # reason -> alert ids
     resolve_all: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # reason -> pump ids
     raise_critical: list[int] = field(default_factory=list)
-    reopen: list[tuple[Alert, alerts.Wanted]] = field(default_factory=list)
+    reopen: list[tuple[Alert, rules.Wanted]] = field(default_factory=list)
     create: list[Alert] = field(default_factory=list)
 
 
@@ -322,14 +325,14 @@ def _existing_alerts(pumps: list[Pump]) -> dict[int, dict[tuple[str, str], Alert
 def _plan_pump(plan: _Plan, pump: Pump, existing: dict, history: pump_history.PumpHistory, now: datetime,
                extra: dict) -> None:
     """The alerts one active pump calls for against those it has (the rules of
-    ``alerts.wanted_alerts`` and ``alerts._resolution``)."""
-    episode = alerts.reservoir_episode(pump, history)
-    wanted = alerts.wanted_alerts(pump, now, history, episode=episode, **extra)
+    ``alerting.rules.wanted_alerts`` and ``alerting.evaluate.resolution_for``)."""
+    episode = rules.reservoir_episode(pump, history)
+    wanted = rules.wanted_alerts(pump, now, history, episode=episode, **extra)
     keys = {(w.kind, w.episode) for w in wanted}
     for alert in existing.values():
         if alert.resolved_at is not None or (alert.kind, alert.episode) in keys:
             continue
-        why = alerts._resolution(alert, episode, keys)
+        why = evaluate.resolution_for(alert, episode, keys)
         if why:
             plan.resolve[why].append(alert.pk)
     for w in wanted:
@@ -348,21 +351,21 @@ def _apply(plan: _Plan, now: datetime) -> tuple[int, int]:
         # of its resolved alerts are cancelled (only for pumps where something resolved)
         done = _resolve("pump_id", pump_ids, reason, now, returning="pump_id")
         if done:
-            alerts._cancel_pending(Q(alert__pump_id__in=sorted(set(done))))
+            evaluate.cancel_pending(Q(alert__pump_id__in=sorted(set(done))))
     resolved: list[int] = []
     for reason, alert_ids in plan.resolve.items():
         resolved += _resolve("id", alert_ids, reason, now)
     if resolved:
-        alerts._cancel_pending(Q(alert_id__in=resolved))
+        evaluate.cancel_pending(Q(alert_id__in=resolved))
     if plan.raise_critical:
         Alert.objects.filter(pk__in=plan.raise_critical).update(severity=Severity.CRITICAL)
     notes = 0
     for alert, w in plan.reopen:  # rare: a cleared condition that came back in the same episode
-        notes += alerts._reopen(alert, w, now)
+        notes += evaluate.reopen(alert, w, now)
     inserted = _insert_alerts(plan.create)
     notes += _notify_fresh(inserted, now)
     if notes:
-        alerts.queue_delivery_on_commit()
+        delivery.queue_delivery_on_commit()
     return len(inserted), notes
 
 
@@ -379,9 +382,9 @@ def _resolve(column: str, ids: list[int], reason: str, now: datetime, returning:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _new_alert(pump: Pump, w: alerts.Wanted, now: datetime) -> Alert:
-    """The row ``alerts._create_alert`` would save."""
-    rule = alerts.RULES[w.kind]
+def _new_alert(pump: Pump, w: rules.Wanted, now: datetime) -> Alert:
+    """The row ``alerting.evaluate.create_alert`` would save."""
+    rule = rules.RULES[w.kind]
     alert = Alert(
         clinic=pump.clinic, pump=pump, kind=w.kind, episode=w.episode, severity=w.severity or rule.severity,
         due_at=w.due_at, message=w.message, created_at=now,
@@ -399,7 +402,7 @@ _ALERT_COLUMNS = ("clinic_id", "pump_id", "kind", "episode", "severity", "due_at
 
 def _insert_alerts(rows: list[Alert]) -> list[Alert]:
     """One ``INSERT … ON CONFLICT DO NOTHING RETURNING`` for the chunk's new alerts (an
-    alert a concurrent sweep inserted first is skipped, as ``_create_alert`` skips it),
+    alert a concurrent sweep inserted first is skipped, as ``create_alert`` skips it),
     and their audit rows, as ``Alert.save()`` would write them."""
     if not rows:
         return []
@@ -427,18 +430,18 @@ def _insert_alerts(rows: list[Alert]) -> list[Alert]:
 
 
 def _notify_fresh(inserted: list[Alert], now: datetime) -> int:
-    """The notifications of the chunk's new alerts (``alerts.notify`` with ``fresh``), in
+    """The notifications of the chunk's new alerts (``alerting.evaluate.notify`` with ``fresh``), in
     one ``INSERT … ON CONFLICT DO NOTHING``; recipients and webhooks read once per clinic."""
     recipients: dict[tuple[int, bool], list[str]] = {}
     hooks: dict[int, list[ApiClient]] = {}
     rows: list[Notification] = []
     for alert in inserted:
-        if not alerts.RULES[alert.kind].emailed:
+        if not rules.RULES[alert.kind].emailed:
             continue
         clinic = alert.clinic
         key = (clinic.pk, alert.escalated_at is not None)
         if key not in recipients:
-            recipients[key] = alerts.recipients_for(clinic, escalation=key[1])
+            recipients[key] = recipients_for(clinic, escalation=key[1])
         if clinic.pk not in hooks:
             hooks[clinic.pk] = list(ApiClient.objects.active().filter(clinic=clinic).exclude(webhook_url=""))
         targets = [(Notification.EMAIL, address, None) for address in recipients[key]]

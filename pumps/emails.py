@@ -21,7 +21,7 @@ from clinic.models import Clinic
 
 from . import planning
 from . import projection as pj
-from .alerts import RESERVOIR_KINDS, advice_for, describe, title_for
+from .alerting.rules import RESERVOIR_KINDS, advice_for, describe, title_for
 from .calendar import appointment_ics
 from .models import Alert, AlertKind, Appointment, Notification, Pump, Refill, Severity
 from .templatetags.pumps_ui import isodate, ml, product, weekday

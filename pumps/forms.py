@@ -625,7 +625,7 @@ def default_visit_time(now: datetime, tz: tzinfo) -> datetime:
 
 class AcknowledgeForm(forms.Form):
     """Acknowledging an alert; the reason is required for a critical alert, and the
-    service (``pumps.alerts.acknowledge``) says so on the field."""
+    service (``pumps.alerting.acknowledge``) says so on the field."""
 
     reason = forms.CharField(label="Reason for acknowledging", max_length=500, required=False,
                              widget=forms.Textarea(attrs={"rows": 2}))

@@ -13,7 +13,7 @@ from django.http import JsonResponse
 from django.utils import timezone
 
 from clinic.celery import app
-from pumps import alerts
+from pumps.alerting import heartbeat
 
 
 def _database() -> str:
@@ -41,12 +41,12 @@ def _sweep(now, database_ok: bool):
     if not database_ok:
         return "unknown", None
     try:
-        last = alerts.last_sweep()
+        last = heartbeat.last_sweep()
     except Exception:  # noqa: BLE001 - the heartbeat could not be read
         return "unknown", None
     if last is None:
         return "never ran", None
-    return ("stale" if alerts.is_stale(last, now) else "ok"), last
+    return ("stale" if heartbeat.is_stale(last, now) else "ok"), last
 
 
 def health(request):

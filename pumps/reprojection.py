@@ -40,7 +40,9 @@ from django.utils import timezone
 
 from clinic.models import Clinic
 
-from . import alerts, bulk_refresh
+from . import bulk_refresh
+from .alerting.delivery import one_delivery_trigger
+from .alerting.sweep import refresh_pump
 from .history import lock_pump
 from .models import ClinicReprojection, Pump
 
@@ -112,7 +114,7 @@ def run(job_id: int, *, budget_seconds: float | None = None, chunk: int | None =
     budget = BUDGET_SECONDS if budget_seconds is None else budget_seconds
     chunk = chunk or CHUNK
     deadline = time.monotonic() + budget
-    with alerts.one_delivery_trigger():
+    with one_delivery_trigger():
         while True:
             more = step(job_id, chunk=chunk)
             if not more:
@@ -174,7 +176,7 @@ def _one_by_one(job_id: int, ids: list[int], finished: bool) -> bool:
         try:
             with transaction.atomic():
                 pump = lock_pump(pump_id)
-                alerts.refresh_pump(pump, now=timezone.now())
+                refresh_pump(pump, now=timezone.now())
         except Exception:  # noqa: BLE001 - one broken pump must not stop the others
             log.exception("re-projection %s: pump %s could not be re-projected; it stays due", job_id, pump_id)
             failed.append(pump_id)

@@ -1,38 +1,40 @@
-"""Reads shared by the staff pages: scoping, the worklist, the pump page, previews.
+"""Reads shared by the staff pages: scoping, the worklist, the pump page, the worksheet.
 
 Every function here reads; writes go through ``pumps.services``. Each page's data comes
 from a fixed number of queries whatever the number of pumps or records (tests assert
 the counts), and every number comes from the one projection engine (``pumps.projection``
-through ``services.project_pump``) and the one set of checks (``pumps.checks``).
+through ``pumps.history.project_pump``) and the one set of checks (``pumps.checks``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.core.cache import cache
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
 from clinic import permissions as perms
 from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership, Role
 
-from . import checks, services, tallies
+from . import checks, tallies
 from . import projection as pj
-from .alerts import is_stale, last_sweep
-from .history import policy_of
+from .alerting.heartbeat import is_stale, last_sweep
+from .alerting.rules import needs_reason
+from .history import PumpHistory, project_pump
 from .models import (
     Alert,
     AlertKind,
     Appointment,
     DrugProduct,
     Event,
+    Notification,
     Patient,
     Program,
     Pump,
@@ -133,10 +135,8 @@ def pump_safety(pump: Pump, now: datetime, open_alerts: list[Alert] | None = Non
 
 def alert_needs_reason(alert: Alert) -> bool:
     """Silencing a critical alert is deliberate: its acknowledgement needs a reason
-    (``alerts.needs_reason``: low reservoir, withdrawal risk, post-MRI check, alerting
-    stalled, and a drug past its stability date when critical)."""
-    from .alerts import needs_reason
-
+    (``alerting.rules.needs_reason``: low reservoir, withdrawal risk, post-MRI check,
+    alerting stalled, and a drug past its stability date when critical)."""
     return needs_reason(alert)
 
 
@@ -166,10 +166,6 @@ def user_timezone(user):
     """The time zone of the user's first clinic (by code), for times on pages that show no
     clinic of their own (the footer's last sweep); UTC for a user of no clinic. Cached a
     few minutes per user: no query on most pages."""
-    from zoneinfo import ZoneInfo
-
-    from django.core.cache import cache
-
     if not getattr(user, "is_authenticated", False):
         return UTC_ZONE
     key = f"pumps:user-tz:{user.pk}"
@@ -271,8 +267,6 @@ def alerting_health(now: datetime) -> AlertingHealth:
 
 def undelivered_notifications(user, limit: int = 50) -> list:
     """Notifications of the user's clinics that kept failing (docs/clinical-rules.md §11: a person is told)."""
-    from .models import Notification
-
     queryset = scope(Notification.objects.filter(status=Notification.FAILED), user)
     return list(queryset.select_related("clinic", "alert__pump__patient").order_by("-created_at")[:limit])
 
@@ -524,8 +518,6 @@ def changed_since(user, since: datetime) -> bool:
 
 def pump_changed_since(pump_id: int, since: datetime) -> bool:
     """Whether this pump or its alerts changed after ``since`` (one query)."""
-    from django.db.models import Exists
-
     handled = Alert.objects.filter(pump_id=pump_id).filter(
         Q(created_at__gt=since) | Q(acknowledged_at__gt=since) | Q(resolved_at__gt=since))
     return Pump.objects.filter(pk=pump_id).filter(Q(updated_at__gt=since) | Q(projected_at__gt=since)
@@ -684,7 +676,7 @@ class PumpPage:
     alerts: list[Alert]
     audit: list[AuditEntry]
     other_pumps: list[Pump]
-    history: services.PumpHistory  # live records only
+    history: PumpHistory  # live records only
     threshold_ml: Decimal
     safety: PumpSafety
     extra: dict = field(default_factory=dict)
@@ -834,12 +826,12 @@ def pump_page(user, pk: int, now: datetime) -> PumpPage:
     alerts = list(
         Alert.objects.filter(pump=pump).select_related("clinic", "acknowledged_by").order_by("-created_at", "-id")
     )
-    history = services.PumpHistory(
+    history = PumpHistory(
         refills=[r for r in refills if not r.is_voided],
         readings=[r for r in readings if not r.is_voided],
         programs=[p for p in programs if not p.is_voided],
     )
-    projection = services.project_pump(pump, now, history)
+    projection = project_pump(pump, now, history)
     in_force = [p for p in history.programs if p.effective_at <= now]
     for alert in alerts:
         alert.pump = pump  # the page names the pump's patient on each alert: no query per alert
@@ -930,291 +922,6 @@ def writable_clinic_ids(user) -> set[int] | None:
     return set(memberships.values_list("clinic_id", flat=True))
 
 
-# ------------------------------------------------------------------------- preview
-
-# The services' own words for what they refuse (pumps/services.py): a preview that would
-# compute on such a value shows the message instead (a negative extracted volume must
-# not read as "Flagged", a time in the future as "assess for withdrawal").
-MSG_NOT_NEGATIVE = "Must be zero or more."
-MSG_POSITIVE = "Must be greater than zero."
-MSG_FUTURE = "This time is in the future; record what has happened (at most 5 minutes ahead)."
-
-
-def _input_problems(pump: Pump, now: datetime, *, instant: tuple[str, datetime | None] | None = None,
-                    not_negative=(), positive=()) -> dict[str, str]:
-    """Field -> message for values a preview must not compute with."""
-    problems: dict[str, str] = {}
-    if instant is not None and instant[1] is not None:
-        name, moment = instant
-        if moment > now + timedelta(seconds=settings.PUMPS_FUTURE_TOLERANCE_SECONDS):
-            problems[name] = MSG_FUTURE
-        elif pj.local_date(moment, pump.clinic.tz) < pump.implanted_on:
-            problems[name] = f"This time is before the pump's implant date ({pump.implanted_on.isoformat()})."
-    for name, value in not_negative:
-        if value is not None and value < 0:
-            problems[name] = MSG_NOT_NEGATIVE
-    for name, value in positive:
-        if value is not None and value <= 0:
-            problems[name] = MSG_POSITIVE
-    return problems
-
-
-@dataclass
-class RefillPreview:
-    """What a refill would show, computed with the projection engine before saving."""
-
-    first_fill: bool
-    expected_residual_ml: Decimal | None = None
-    discrepancy_ml: Decimal | None = None
-    discrepancy_flagged: bool = False
-    meaning: str = ""
-    threshold_ml: Decimal | None = None
-    refilled_after_empty: bool = False
-    volume_after_ml: Decimal | None = None
-    capacity_ml: Decimal | None = None
-    over_capacity: bool = False
-    concentration_in_force: Decimal | None = None
-    concentration_change: bool = False
-    projection: pj.Projection | None = None
-    days_to_due: int | None = None
-    notes: list[str] = field(default_factory=list)
-    problems: dict[str, str] = field(default_factory=dict)  # field -> message: nothing computed
-
-
-def _refill_problems(pump: Pump, now: datetime, *, performed_at, extracted_volume_ml, added_volume_ml,
-                     residual_left_ml, bridge_bolus_ml, concentration_mcg_per_ml,
-                     program: services.ProgramInput | None) -> dict[str, str]:
-    """Field -> message for the refill's (and its new program's) values a preview must not
-    compute with."""
-    problems = _input_problems(
-        pump, now, instant=("performed_at", performed_at),
-        not_negative=[("extracted_volume_ml", extracted_volume_ml), ("residual_left_ml", residual_left_ml),
-                      ("bridge_bolus_ml", bridge_bolus_ml)],
-        positive=[("added_volume_ml", added_volume_ml), ("concentration_mcg_per_ml", concentration_mcg_per_ml)],
-    )
-    if program is not None:
-        problems.update({f"program_{k}": v for k, v in _program_problems(program).items()})
-    return problems
-
-
-def _note_concentration(preview: RefillPreview, history, at: datetime,
-                        concentration_mcg_per_ml: Decimal | None) -> None:
-    """The concentration of the program in force at the refill, and whether the refill's differs."""
-    in_force = [p for p in history.programs if p.effective_at <= at]
-    if not in_force:
-        return
-    preview.concentration_in_force = in_force[-1].concentration_mcg_per_ml
-    if (concentration_mcg_per_ml is not None
-            and services.q3(concentration_mcg_per_ml) != preview.concentration_in_force):
-        preview.concentration_change = True
-
-
-def _check_residual(preview: RefillPreview, pump: Pump, state: pj.PumpState, inputs, at: datetime,
-                    extracted_volume_ml: Decimal | None, residual_left: Decimal) -> None:
-    """The expected residual at the refill, the discrepancy with what was extracted and its
-    meaning, and whether the pump had run empty before it."""
-    refills, readings, programs = inputs
-    preview.threshold_ml = checks.discrepancy_threshold_ml(
-        pump.model.reservoir_ml,
-        small=pump.clinic.discrepancy_threshold_small_ml,
-        large=pump.clinic.discrepancy_threshold_large_ml,
-    )
-    expected, expected_empty = pj.expected_volume_at(
-        at=at, pump=state, refills=refills, readings=readings, programs=programs
-    )
-    if expected is not None:
-        preview.expected_residual_ml = pj.to_decimal_ml(max(expected, Fraction(0)))
-    if not preview.first_fill and extracted_volume_ml is not None:
-        result = checks.residual_discrepancy(
-            expected_volume=expected, extracted_ml=extracted_volume_ml, residual_left_ml=residual_left,
-            threshold_ml=preview.threshold_ml,
-        )
-        preview.discrepancy_ml = result.discrepancy_ml
-        preview.discrepancy_flagged = result.flagged
-        preview.meaning = result.meaning
-    preview.refilled_after_empty = expected_empty is not None and at >= expected_empty and not preview.first_fill
-
-
-def _project_after_refill(preview: RefillPreview, pump: Pump, state: pj.PumpState, inputs, new_refill: pj.Refill,
-                          program: services.ProgramInput | None, at: datetime, now: datetime) -> None:
-    """The new instants with the refill (and its new program) added; none while the new
-    program is incomplete, or when the concentration changes without one."""
-    refills, readings, programs = inputs
-    new_programs = list(programs)
-    if program is not None:
-        proposed = program_projection(program, at)
-        if proposed is None:
-            preview.notes.append("Complete the new program to see the new dates.")
-            return
-        new_programs = [p for p in new_programs if p.effective_at != proposed.effective_at] + [proposed]
-    elif preview.concentration_change:
-        return
-    preview.projection = pj.project(
-        at=max(at, now), pump=state, refills=[*refills, new_refill], readings=readings,
-        programs=new_programs, policy=policy_of(pump.clinic),
-    )
-    if preview.projection.refill_due_on is not None:
-        preview.days_to_due = (preview.projection.refill_due_on - pj.local_date(now, pump.clinic.tz)).days
-
-
-def refill_preview(
-    pump: Pump,
-    *,
-    performed_at: datetime | None,
-    extracted_volume_ml: Decimal | None,
-    added_volume_ml: Decimal | None,
-    residual_left_ml: Decimal | None,
-    bridge_bolus_ml: Decimal | None,
-    concentration_mcg_per_ml: Decimal | None,
-    stability_days: int,
-    program: services.ProgramInput | None,
-    now: datetime,
-) -> RefillPreview:
-    """The expected residual, the discrepancy and its meaning, the volume after and the new
-    instants, from the same functions the services use when the refill is saved
-    (``pj.expected_volume_at``, ``checks.residual_discrepancy``, ``pj.project``).
-
-    A value the services would refuse (a negative volume, a concentration of zero, a
-    time in the future or before the implant) computes nothing: ``problems`` says why."""
-    problems = _refill_problems(
-        pump, now, performed_at=performed_at, extracted_volume_ml=extracted_volume_ml,
-        added_volume_ml=added_volume_ml, residual_left_ml=residual_left_ml, bridge_bolus_ml=bridge_bolus_ml,
-        concentration_mcg_per_ml=concentration_mcg_per_ml, program=program,
-    )
-    if problems:
-        return RefillPreview(first_fill=False, capacity_ml=pump.model.reservoir_ml, problems=problems)
-    history = services.load_history(pump)
-    at = performed_at or now
-    residual_left = residual_left_ml or Decimal(0)
-    bridge = bridge_bolus_ml or Decimal(0)
-    first_fill = not any(r.performed_at < at for r in history.refills)
-    preview = RefillPreview(first_fill=first_fill, capacity_ml=pump.model.reservoir_ml)
-    state = services.pump_state(pump)
-    inputs = history.inputs()
-
-    _note_concentration(preview, history, at, concentration_mcg_per_ml)
-    _check_residual(preview, pump, state, inputs, at, extracted_volume_ml, residual_left)
-
-    if added_volume_ml is None or added_volume_ml <= 0:
-        return preview
-    preview.volume_after_ml = services.q3(residual_left + added_volume_ml - bridge)
-    preview.over_capacity = preview.volume_after_ml > pump.model.reservoir_ml
-    if preview.volume_after_ml < 0 or concentration_mcg_per_ml is None or concentration_mcg_per_ml <= 0:
-        return preview
-    new_refill = pj.Refill(
-        performed_at=at, added_volume_ml=services.q3(added_volume_ml), residual_left_ml=services.q3(residual_left),
-        bridge_bolus_ml=services.q3(bridge), stability_days=stability_days,
-    )
-    _project_after_refill(preview, pump, state, inputs, new_refill, program, at, now)
-    return preview
-
-
-def _program_problems(data: services.ProgramInput) -> dict[str, str]:
-    return _input_problems(
-        None, None,
-        not_negative=[("ptm_bolus_mcg", data.ptm_bolus_mcg), ("ptm_max_per_day", data.ptm_max_per_day)],
-        positive=[("daily_dose_mcg", data.daily_dose_mcg if data.mode != pj.MODE_FLEX else None)],
-    )
-
-
-def program_projection(data: services.ProgramInput, effective_at: datetime) -> pj.Program | None:
-    """A program input as the projection sees it, or None while it is incomplete or
-    invalid (the services say why when it is saved)."""
-    conc = data.concentration_mcg_per_ml
-    if conc is None or conc <= 0:
-        return None
-    if data.mode == pj.MODE_FLEX:
-        try:
-            steps = checks.parse_flex_steps(data.steps or [])
-        except checks.CheckError:
-            return None
-        daily = None
-    else:
-        if data.daily_dose_mcg is None or data.daily_dose_mcg <= 0:
-            return None
-        steps, daily = (), data.daily_dose_mcg
-    bolus, per_day = data.ptm_bolus_mcg, data.ptm_max_per_day
-    if bolus is not None and bolus < 0 or per_day is not None and per_day < 0:
-        return None
-    return pj.Program(
-        effective_at=effective_at, concentration_mcg_per_ml=conc, mode=data.mode, daily_dose_mcg=daily, steps=steps,
-        bolus_mcg=bolus if per_day else None, bolus_max_per_day=per_day if bolus else None,
-    )
-
-
-@dataclass
-class ProgramPreview:
-    daily_dose_mcg: Decimal | None = None
-    daily_volume_ml: Decimal | None = None
-    worst_case_daily_volume_ml: Decimal | None = None
-    previous_daily_dose_mcg: Decimal | None = None  # in force 24 h before
-    change_pct: Decimal | None = None
-    limit_pct: Decimal | None = None
-    ceiling_mcg: Decimal | None = None
-    titration_exceeded: bool = False
-    titration_message: str = ""
-    override_given: bool = False
-    projection: pj.Projection | None = None
-    reservoir_concentration: Decimal | None = None
-    concentration_mismatch: bool = False
-    problems: dict[str, str] = field(default_factory=dict)  # field -> message: nothing computed
-
-
-def program_preview(pump: Pump, data: services.ProgramInput, effective_at: datetime | None,
-                    now: datetime) -> ProgramPreview:
-    """mL/day, the titration check against the program in force 24 hours before
-    (``checks.check_titration``, as the services apply it) and the new dates; nothing
-    computed on a value the services would refuse (``problems`` says why)."""
-    problems = _input_problems(pump, now, instant=("effective_at", effective_at),
-                               positive=[("concentration_mcg_per_ml", data.concentration_mcg_per_ml)])
-    problems.update(_program_problems(data))
-    if problems:
-        return ProgramPreview(problems=problems)
-    at = effective_at or now
-    preview = ProgramPreview(override_given=bool((data.override_reason or "").strip()))
-    history = services.load_history(pump)
-    earlier_refills = [r for r in history.refills if r.performed_at <= at]
-    if earlier_refills:
-        preview.reservoir_concentration = earlier_refills[-1].concentration_mcg_per_ml
-        if data.concentration_mcg_per_ml is not None and data.concentration_mcg_per_ml > 0:
-            preview.concentration_mismatch = (
-                services.q3(data.concentration_mcg_per_ml) != preview.reservoir_concentration
-            )
-    proposed = program_projection(data, at)
-    if proposed is None:
-        return preview
-    daily = proposed.basal_daily_dose_mcg()
-    preview.daily_dose_mcg = pj.to_decimal_ml(daily)
-    preview.daily_volume_ml = pj.to_decimal_ml(proposed.daily_volume_ml())
-    preview.worst_case_daily_volume_ml = pj.to_decimal_ml(proposed.worst_case_daily_volume_ml())
-    before = [p for p in history.programs if p.effective_at <= at - timedelta(hours=24)]
-    if before:
-        old = before[-1].to_projection().basal_daily_dose_mcg()
-        limit = checks.titration_limit_pct(
-            pump.patient.spasticity_origin,
-            spinal_pct=pump.clinic.titration_limit_spinal_pct,
-            other_pct=pump.clinic.titration_limit_other_pct,
-        )
-        preview.previous_daily_dose_mcg = pj.to_decimal_ml(old)
-        preview.limit_pct = limit
-        preview.ceiling_mcg = pj.to_decimal_ml(old * (1 + Fraction(limit) / 100))
-        if old:
-            preview.change_pct = (pj.to_decimal_ml((daily - old) / old * 100)).quantize(Decimal("0.1"))
-        try:
-            checks.check_titration(new_daily_mcg=daily, old_daily_mcg=old, limit_pct=limit, override_reason="")
-        except checks.CheckError as exc:
-            preview.titration_exceeded = True
-            preview.titration_message = exc.message
-    if not preview.concentration_mismatch:
-        refills, readings, programs = history.inputs()
-        programs = [p for p in programs if p.effective_at != proposed.effective_at] + [proposed]
-        preview.projection = pj.project(
-            at=max(at, now), pump=services.pump_state(pump), refills=refills, readings=readings, programs=programs,
-            policy=policy_of(pump.clinic),
-        )
-    return preview
-
-
 # ----------------------------------------------------------------------- worksheet
 
 
@@ -1238,5 +945,5 @@ def worksheet(user, pk: int, now: datetime, appointment_id: int | None = None) -
     else:
         appointment = page.next_refill_appointment
     visit_at = appointment.scheduled_for if appointment is not None and appointment.scheduled_for > now else now
-    at_visit = services.project_pump(page.pump, visit_at, page.history)
+    at_visit = project_pump(page.pump, visit_at, page.history)
     return Worksheet(page, visit_at, appointment, at_visit)

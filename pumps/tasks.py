@@ -1,5 +1,7 @@
-"""Thin Celery tasks: they take ids (or nothing) and call ``pumps.alerts`` and
-``pumps.outbox``.
+"""Thin Celery tasks: they take ids (or nothing) and call ``pumps.alerting`` and
+``pumps.outbox``. Alerting does not import them: the sweep is handed
+``queue_sweep_chunk`` to fan out, and ``trigger_delivery`` is registered at start-up
+(``pumps.apps``) as the trigger that asks a worker to deliver the outbox.
 
 Queues: the sweep, the watchdog and the delivery dispatcher run on the default queue
 (``celery``); e-mail batches on ``email`` and webhook batches (one task per endpoint) on
@@ -10,13 +12,16 @@ clinic's webhook. A worker consumes the queues named with ``-Q``; every queue ne
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from . import alerts, outbox, reprojection
+from . import outbox, reprojection
+from .alerting.stalled import raise_stalled
+from .alerting.sweep import sweep, sweep_pumps
 from .models import Notification
 
 TRIGGER_KEY = "pumps.deliver_pending.scheduled"
@@ -38,21 +43,29 @@ def webhook_queue() -> str:
 @shared_task(name="pumps.sweep", ignore_result=True)
 def run_sweep() -> dict:
     """Beat runs this every 5 minutes: the sweep, then delivery of the outbox."""
-    result = alerts.sweep(fan_out=True)
+    result = sweep(fan_out=queue_sweep_chunk)
     deliver_pending.delay()
     return {"pumps_checked": result.pumps_checked, "alerts_created": result.alerts_created,
             "chunks_queued": result.chunks_queued}
 
 
+def queue_sweep_chunk(pump_ids: list[int], now: datetime) -> None:
+    """The sweep's fan-out: one task per chunk of a large due set, for any worker."""
+    sweep_chunk.delay(pump_ids, now.isoformat())
+
+
 @shared_task(name="pumps.sweep_chunk", ignore_result=True)
 def sweep_chunk(pump_ids: list[int], now_iso: str) -> int:
     """One chunk of a large due set: pump ids and the sweep's instant (ISO 8601)."""
-    from datetime import datetime
-
-    result = alerts.sweep_pumps(pump_ids, datetime.fromisoformat(now_iso))
+    result = sweep_pumps(pump_ids, datetime.fromisoformat(now_iso))
     if result.notifications_created:
         deliver_pending.delay()
     return result.pumps_checked
+
+
+def trigger_delivery() -> None:
+    """Alerting's delivery trigger (registered in ``pumps.apps``): queue ``deliver_pending``."""
+    deliver_pending.delay()
 
 
 @shared_task(name="pumps.deliver_pending", ignore_result=True)
@@ -148,7 +161,7 @@ def watchdog() -> int:
     """Raise ``alerting_stalled`` to clinic admins when the sweep stopped completing
     (a crashing sweep task does not stop this one), and send it from here: the worker
     that runs the sweep and the dispatcher may be what stopped."""
-    created = alerts.raise_stalled(timezone.now())
+    created = raise_stalled(timezone.now())
     if created:
         outbox.deliver_due(kind="alerting_stalled")
     return created

@@ -22,9 +22,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from clinic.models import AlertRecipient, Clinic, ClinicClosure
 from clinic.permissions import MESSAGES, Action, role_allows, user_may
 
-from . import alerts, charts, forms, reprojection, selectors, services
+from . import charts, forms, reprojection, selectors, services
 from . import projection as pj
 from .access import record_patient_access
+from .alerting.acknowledge import acknowledge
+from .alerting.rules import ADVICE
 from .calendar import appointment_ics
 from .errors import Forbidden
 from .models import Alert, AlertKind, Appointment, Event, Program, Reading, Refill, Severity
@@ -204,7 +206,7 @@ def pump_detail(request, pk: int):
     context = {
         "data": page, "pump": page.pump, "patient": page.pump.patient, "clinic": page.pump.clinic,
         "p": page.projection, "can": page.permissions, "charts": pump_charts(page, now),
-        "writable": None if _may_acknowledge(page.permissions) else set(), "advice": alerts.ADVICE,
+        "writable": None if _may_acknowledge(page.permissions) else set(), "advice": ADVICE,
         "flex": any(prog.mode == Program.Mode.FLEX for prog in page.history.programs),
         "poll_since": poll_since(now), "next_action": next_action(page),
     }
@@ -251,7 +253,7 @@ def preview_problems(form, preview) -> list[tuple[str, str, str]]:
             if name in form.fields]
 
 
-def _refill_preview(form: forms.RefillForm, pump, now: datetime) -> selectors.RefillPreview:
+def _refill_preview(form: forms.RefillForm, pump, now: datetime) -> services.RefillPreview:
     """The preview computes only on values that parse and that the services would take:
     otherwise it shows the fields' messages (``problems``)."""
     form.is_valid()  # the preview uses whatever parses; the save reports the rest
@@ -260,9 +262,9 @@ def _refill_preview(form: forms.RefillForm, pump, now: datetime) -> selectors.Re
     names = REFILL_PREVIEWED + (tuple(f"program_{n}" for n in PROGRAM_PREVIEWED) if changes_program else ())
     unparsed = _unparsed(form, names)
     if unparsed:
-        return selectors.RefillPreview(first_fill=False, capacity_ml=pump.model.reservoir_ml, problems=unparsed)
+        return services.RefillPreview(first_fill=False, capacity_ml=pump.model.reservoir_ml, problems=unparsed)
     program = form.program_or_none() if changes_program else None
-    return selectors.refill_preview(
+    return services.refill_preview(
         pump,
         performed_at=data.get("performed_at"),
         extracted_volume_ml=data.get("extracted_volume_ml"),
@@ -343,13 +345,13 @@ def refill_preview(request, pk: int):
 # ------------------------------------------------------------------------- programs
 
 
-def _program_preview(form: forms.ProgramForm, pump, now: datetime) -> selectors.ProgramPreview:
+def _program_preview(form: forms.ProgramForm, pump, now: datetime) -> services.ProgramPreview:
     form.is_valid()
     data = getattr(form, "cleaned_data", {})
     unparsed = _unparsed(form, PROGRAM_PREVIEWED)
     if unparsed:
-        return selectors.ProgramPreview(problems=unparsed)
-    return selectors.program_preview(pump, form.program_input(), data.get("effective_at"), now)
+        return services.ProgramPreview(problems=unparsed)
+    return services.program_preview(pump, form.program_input(), data.get("effective_at"), now)
 
 
 @login_required
@@ -602,7 +604,7 @@ def alert_inbox(request):
     )
     rows = selectors.alerts_for(request.user, filters)
     context = {"alerts": rows, "filters": filters, "writable": selectors.acknowledging_clinic_ids(request.user),
-               "kinds": AlertKind.choices, "severities": Severity.choices, "advice": alerts.ADVICE}
+               "kinds": AlertKind.choices, "severities": Severity.choices, "advice": ADVICE}
     return render_page(request, "pumps/alerts.html", context)
 
 
@@ -630,9 +632,9 @@ def alert_acknowledge(request, pk: int):
     form.is_valid()
     target = _safe_next(request, request.POST.get("next", ""))
     layout = request.POST.get("layout", "")
-    context = {"alert": alert, "writable": None, "advice": alerts.ADVICE, "next": target}
+    context = {"alert": alert, "writable": None, "advice": ADVICE, "next": target}
     try:
-        alert = alerts.acknowledge(alert, user=request.user, reason=form.cleaned_data.get("reason", ""))
+        alert = acknowledge(alert, user=request.user, reason=form.cleaned_data.get("reason", ""))
     except Forbidden as exc:
         raise PermissionDenied(exc.message) from exc
     except services.ServiceValidationError as exc:

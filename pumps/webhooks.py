@@ -14,7 +14,7 @@ import ssl
 from datetime import datetime
 
 from . import net
-from .alerts import ADVICE
+from .alerting.rules import ADVICE
 from .emails import pump_url
 from .models import Alert, Notification
 

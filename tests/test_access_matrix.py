@@ -38,7 +38,7 @@ from rest_framework.test import APIClient
 
 from clinic.models import ApiClient, Clinic, Membership
 from pumps import services as s
-from pumps.alerts import evaluate_pump
+from pumps.alerting.evaluate import evaluate_pump
 from pumps.models import Alert, AlertKind, Appointment, Event, Program, Severity, SweepRun
 
 #             anon viewer nurse presc pharm admin super tokRO tokRW revoked

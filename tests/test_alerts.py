@@ -11,8 +11,13 @@ from django.core import mail
 from django.core.management import call_command
 
 from clinic.models import AlertRecipient, Membership
-from pumps import alerts, outbox
+from pumps import outbox
 from pumps import services as s
+from pumps.alerting.acknowledge import acknowledge
+from pumps.alerting.evaluate import create_alert, evaluate_pump, notify
+from pumps.alerting.rules import Wanted
+from pumps.alerting.stalled import raise_stalled
+from pumps.alerting.sweep import due_pumps, sweep, sweep_pumps
 from pumps.models import Alert, DeliveryAttempt, Notification, Program, SweepRun
 from tests.conftest import CHICAGO
 from tests.factories import make_patient, make_pump, make_user
@@ -55,7 +60,7 @@ def filled(pump, clinic, nurse, prescriber, recipients):
 
 
 def sweep_and_send(now):
-    result = alerts.sweep(now)
+    result = sweep(now)
     outbox.deliver_due(now)
     return result
 
@@ -92,7 +97,7 @@ def test_low_reservoir_email_exactly_once_per_recipient_however_many_sweeps(fill
     now = LRA + timedelta(minutes=40)  # 2026-04-19 00:00 CDT
     for _ in range(3):
         sweep_and_send(now)
-        alerts.evaluate_pump(filled, now)  # even a direct re-evaluation adds nothing
+        evaluate_pump(filled, now)  # even a direct re-evaluation adds nothing
         sweep_and_send(now + timedelta(minutes=5))
     low = sent("low_reservoir")
     assert sorted(m.to[0] for m in low) == ["nina@clinic.example", "ward@clinic.example"]
@@ -163,7 +168,7 @@ def test_acknowledging_stops_repeats(filled, nurse):
     start = LRA + timedelta(minutes=40)
     sweep_and_send(start)
     alert = Alert.objects.get(kind="low_reservoir")
-    alerts.acknowledge(alert, user=nurse, reason="Refill booked for 08:00 today", now=start + timedelta(hours=1))
+    acknowledge(alert, user=nurse, reason="Refill booked for 08:00 today", now=start + timedelta(hours=1))
     sweep_and_send(start + timedelta(hours=8))
     assert len(sent("low_reservoir")) == 2
     alert.refresh_from_db()
@@ -247,7 +252,7 @@ def test_battery_alerts_180_and_90_days_before_end_of_service(filled):
     s.store_projection(filled, now=datetime(2026, 3, 1, tzinfo=CHICAGO))
     filled.refresh_from_db()
     assert filled.next_change_at == datetime(2026, 3, 27, 0, 0, tzinfo=CHICAGO)  # due-soon window first
-    alerts.evaluate_pump(filled, datetime(2026, 4, 3, 12, tzinfo=CHICAGO))  # 180 days before: 04-03
+    evaluate_pump(filled, datetime(2026, 4, 3, 12, tzinfo=CHICAGO))  # 180 days before: 04-03
     assert list(Alert.objects.filter(kind="battery_replacement").values_list("episode", "severity")) == [
         ("eos-180:2026-09-30", "info")
     ]
@@ -301,7 +306,7 @@ def test_notification_failing_ten_times_is_marked_failed(filled, monkeypatch):
 
 def test_worker_killed_after_claim_is_resent_at_least_once(filled):
     now = LRA + timedelta(minutes=40)
-    alerts.sweep(now)
+    sweep(now)
     note = Notification.objects.filter(kind="low_reservoir").first()
     assert outbox.claim(note.pk, now)  # a worker claimed it, then died before recording
     assert not outbox.claim(note.pk, now + timedelta(seconds=59))  # the claim still stands
@@ -313,14 +318,14 @@ def test_worker_killed_after_claim_is_resent_at_least_once(filled):
 
 def test_a_claimed_notification_cannot_be_claimed_twice(filled):
     now = LRA + timedelta(minutes=40)
-    alerts.sweep(now)
+    sweep(now)
     note = Notification.objects.first()
     assert outbox.claim(note.pk, now) is True
     assert outbox.claim(note.pk, now) is False
 
 
 def test_daily_digest_once_per_recipient_at_the_digest_hour(filled):
-    alerts.sweep(datetime(2026, 3, 30, 6, 59, tzinfo=CHICAGO))
+    sweep(datetime(2026, 3, 30, 6, 59, tzinfo=CHICAGO))
     assert not Notification.objects.filter(kind="digest").exists()
     for minute in (0, 5, 10):
         sweep_and_send(datetime(2026, 3, 30, 7, minute, tzinfo=CHICAGO))
@@ -349,8 +354,8 @@ def test_sweep_records_a_heartbeat_and_run_alert_sweep_command_uses_it(filled, c
 
 def test_sweep_reads_only_pumps_due_by_now(filled, django_assert_num_queries):
     # one indexed query for the due set; nothing else touches pumps when none is due
-    assert list(alerts.due_pumps(datetime(2026, 3, 1, tzinfo=CHICAGO))) == []
-    assert list(alerts.due_pumps(datetime(2026, 3, 27, 0, 0, tzinfo=CHICAGO))) == [filled]
+    assert list(due_pumps(datetime(2026, 3, 1, tzinfo=CHICAGO))) == []
+    assert list(due_pumps(datetime(2026, 3, 27, 0, 0, tzinfo=CHICAGO))) == [filled]
 
 
 def test_sweep_reads_a_due_pumps_records_once(filled):
@@ -363,7 +368,7 @@ def test_sweep_reads_a_due_pumps_records_once(filled):
 
     in_alarm = datetime(2026, 4, 19, 0, 0, tzinfo=CHICAGO)
     with CaptureQueriesContext(connection) as queries:
-        result = alerts.sweep_pumps([filled.pk], in_alarm)
+        result = sweep_pumps([filled.pk], in_alarm)
     assert (result.pumps_checked, result.alerts_created) == (1, 2)
     assert sorted(Alert.objects.values_list("kind", flat=True)) == ["low_reservoir", "refill_overdue"]
 
@@ -451,7 +456,7 @@ def test_a_sweep_of_many_pumps_queues_one_delivery_trigger(clinic, prescriber, m
     AlertRecipient.objects.create(clinic=clinic, email="pumps@clinic.example")
     queued = []
     monkeypatch.setattr("pumps.tasks.deliver_pending.delay", lambda: queued.append(1))
-    result = alerts.sweep(LRA + timedelta(minutes=40))
+    result = sweep(LRA + timedelta(minutes=40))
     assert result.pumps_checked == 3
     assert Notification.objects.filter(kind="low_reservoir").count() == 3
     assert queued == [1]
@@ -464,7 +469,7 @@ def test_one_delivery_task_per_transaction(filled, monkeypatch, django_capture_o
         from django.db import transaction
 
         with transaction.atomic():
-            alerts.sweep(LRA + timedelta(minutes=40))
+            sweep(LRA + timedelta(minutes=40))
     assert Notification.objects.count() >= 4
     assert queued == [1]
 
@@ -543,7 +548,7 @@ def test_one_broken_pump_does_not_stop_the_sweep(filled, clinic, prescriber, mon
         return real(pump, **kwargs)
 
     monkeypatch.setattr("pumps.history.store_projection", broken)
-    result = alerts.sweep(LRA + timedelta(minutes=40))
+    result = sweep(LRA + timedelta(minutes=40))
     assert (result.pumps_failed, result.pumps_checked) == (1, 1)
     assert SweepRun.objects.count() == 1
     assert Alert.objects.filter(pump=other, kind="low_reservoir").exists()
@@ -559,8 +564,8 @@ def test_stalled_alerting_emails_admins_from_the_watchdog_and_repeats_hourly(cli
     stalled = [m for m in mail.outbox if m.extra_headers["X-Clinic-Alert-Kind"] == "alerting_stalled"]
     assert [m.to for m in stalled] == [["ada@clinic.example"]]
     assert stalled[0].subject == "[CRITICAL] Alerting stalled"
-    alerts.raise_stalled(tz.now() + timedelta(minutes=59))
-    alerts.raise_stalled(tz.now() + timedelta(hours=1, minutes=1))
+    raise_stalled(tz.now() + timedelta(minutes=59))
+    raise_stalled(tz.now() + timedelta(hours=1, minutes=1))
     outbox.deliver_due(tz.now() + timedelta(hours=1, minutes=1), kind="alerting_stalled")
     assert len([m for m in mail.outbox if m.extra_headers["X-Clinic-Alert-Kind"] == "alerting_stalled"]) == 2
 
@@ -575,27 +580,27 @@ def test_a_large_due_set_fans_out_into_chunk_tasks_with_the_same_result(filled, 
             actor=s.Actor(prescriber), now=WRITE_NOW,
             program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)),
         )
-    monkeypatch.setattr(alerts, "CHUNK", 2)
+    monkeypatch.setattr("pumps.alerting.sweep.CHUNK", 2)
     queued = []
     from pumps import tasks
 
     real_delay = tasks.sweep_chunk.delay
     monkeypatch.setattr(tasks.sweep_chunk, "delay", lambda ids, at: (queued.append(list(ids)), real_delay(ids, at)))
     now = LRA + timedelta(minutes=40)
-    result = alerts.sweep(now, fan_out=True)
+    result = sweep(now, fan_out=tasks.queue_sweep_chunk)
     assert result.chunks_queued == 2
     assert sorted(len(chunk) for chunk in queued) == [1, 2]
     # the chunks ran (eagerly here, on any worker in production): one alert per pump
     assert Alert.objects.filter(kind="low_reservoir").count() == 3
-    assert alerts.sweep(now, fan_out=True).chunks_queued == 0  # nothing due any more
+    assert sweep(now, fan_out=tasks.queue_sweep_chunk).chunks_queued == 0  # nothing due any more
 
 
 def test_notify_queues_every_recipient_once_even_when_one_was_queued_already(filled, clinic, recipients):
     now = datetime(2026, 4, 19, 8, tzinfo=CHICAGO)
-    alert = alerts._create_alert(clinic, filled, alerts.Wanted("low_reservoir", "fill:test", now, "test"), now)
-    assert alerts.notify(alert, 0, now) == 2  # one INSERT for both recipients
-    assert alerts.notify(alert, 0, now) == 0  # both there already
+    alert = create_alert(clinic, filled, Wanted("low_reservoir", "fill:test", now, "test"), now)
+    assert notify(alert, 0, now) == 2  # one INSERT for both recipients
+    assert notify(alert, 0, now) == 0  # both there already
     Notification.objects.filter(alert=alert, recipient="ward@clinic.example").delete()
-    assert alerts.notify(alert, 0, now) == 1  # the one missing, one by one
+    assert notify(alert, 0, now) == 1  # the one missing, one by one
     assert sorted(Notification.objects.filter(alert=alert).values_list("recipient", "repeat_number")) == [
         ("nina@clinic.example", 0), ("ward@clinic.example", 0)]

@@ -8,7 +8,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from clinic.models import AlertRecipient
-from pumps import alerts
+from pumps.alerting.evaluate import create_alert
+from pumps.alerting.rules import Wanted
+from pumps.alerting.sweep import SweepResult, idle_tick, sweep
 from pumps.models import Alert, Notification, Pump, SweepRun
 from tests.conftest import CHICAGO
 from tests.test_alerts import filled, recipients  # noqa: F401 - fixtures
@@ -19,7 +21,7 @@ QUIET = datetime(2026, 3, 20, 12, tzinfo=CHICAGO)  # after the digest hour, befo
 
 
 def settle(now):
-    alerts.sweep(now)
+    sweep(now)
     assert not Pump.objects.filter(next_change_at__lte=now).exists()
 
 
@@ -27,66 +29,66 @@ def test_a_quiet_tick_is_one_statement_and_records_the_heartbeat(filled):  # noq
     settle(QUIET)
     before = SweepRun.objects.count()
     with CaptureQueriesContext(connection) as queries:
-        result = alerts.sweep(QUIET + timedelta(minutes=5))
+        result = sweep(QUIET + timedelta(minutes=5))
     assert len(queries) == 1
-    assert result == alerts.SweepResult()
+    assert result == SweepResult()
     assert SweepRun.objects.count() == before + 1
 
 
 def test_a_pump_whose_state_changed_is_not_quiet(filled):  # noqa: F811
     at = Pump.objects.get().next_change_at
     settle(at - timedelta(minutes=1))
-    assert alerts.idle_tick(at - timedelta(minutes=1), at)
-    assert not alerts.idle_tick(at, at)
-    assert alerts.sweep(at).pumps_checked == 1
+    assert idle_tick(at - timedelta(minutes=1), at)
+    assert not idle_tick(at, at)
+    assert sweep(at).pumps_checked == 1
 
 
 def test_an_alert_to_repeat_is_not_quiet(filled):  # noqa: F811
     lra = Pump.objects.get().low_reservoir_alarm_at
     settle(lra)
     alert = Alert.objects.get(kind="low_reservoir")
-    assert alerts.idle_tick(alert.next_repeat_at - timedelta(seconds=1), lra)
-    assert not alerts.idle_tick(alert.next_repeat_at, lra)
+    assert idle_tick(alert.next_repeat_at - timedelta(seconds=1), lra)
+    assert not idle_tick(alert.next_repeat_at, lra)
 
 
 def test_an_open_stalled_alert_is_not_quiet_until_the_sweep_resolves_it(filled, clinic):  # noqa: F811
     settle(QUIET)
-    alerts._create_alert(clinic, None, alerts.Wanted("alerting_stalled", "since:test", None, "stalled"), QUIET)
+    create_alert(clinic, None, Wanted("alerting_stalled", "since:test", None, "stalled"), QUIET)
     assert Alert.objects.filter(kind="alerting_stalled", resolved_at__isnull=True).exists()
-    assert not alerts.idle_tick(QUIET + timedelta(hours=1), QUIET)
-    alerts.sweep(QUIET + timedelta(hours=1))
+    assert not idle_tick(QUIET + timedelta(hours=1), QUIET)
+    sweep(QUIET + timedelta(hours=1))
     assert not Alert.objects.filter(kind="alerting_stalled", resolved_at__isnull=True).exists()
-    assert alerts.idle_tick(QUIET + timedelta(hours=1, minutes=5), QUIET)
+    assert idle_tick(QUIET + timedelta(hours=1, minutes=5), QUIET)
 
 
 def test_a_recipient_without_todays_digest_is_not_quiet(filled, clinic):  # noqa: F811
     settle(QUIET)
     assert Notification.objects.filter(kind="digest", digest_on=QUIET.date()).count() == 2
-    assert alerts.idle_tick(QUIET, QUIET)
+    assert idle_tick(QUIET, QUIET)
     AlertRecipient.objects.create(clinic=clinic, email="Late.Comer@clinic.example")
-    assert not alerts.idle_tick(QUIET, QUIET)
-    alerts.sweep(QUIET)
+    assert not idle_tick(QUIET, QUIET)
+    sweep(QUIET)
     assert Notification.objects.filter(kind="digest", recipient="late.comer@clinic.example").count() == 1
-    assert alerts.idle_tick(QUIET, QUIET)
+    assert idle_tick(QUIET, QUIET)
     # before the digest hour of the next local day nothing is owed; from it, the digests are
     morning = datetime(2026, 3, 21, 6, 59, tzinfo=CHICAGO)
-    assert alerts.idle_tick(morning, morning)
-    assert not alerts.idle_tick(morning + timedelta(minutes=1), morning)
+    assert idle_tick(morning, morning)
+    assert not idle_tick(morning + timedelta(minutes=1), morning)
 
 
 def test_a_new_digest_hour_or_a_recipients_new_address_unsettles_the_digests(filled, clinic, nurse):  # noqa: F811
     settle(QUIET)
-    assert alerts.idle_tick(QUIET, QUIET)
+    assert idle_tick(QUIET, QUIET)
     clinic.refresh_from_db()
     clinic.digest_hour = 8
     clinic.save()
-    assert not alerts.idle_tick(QUIET, QUIET)
-    alerts.sweep(QUIET)
-    assert alerts.idle_tick(QUIET, QUIET)
+    assert not idle_tick(QUIET, QUIET)
+    sweep(QUIET)
+    assert idle_tick(QUIET, QUIET)
     nurse.email = "nina.new@clinic.example"
     nurse.save()
-    assert not alerts.idle_tick(QUIET, QUIET)
-    alerts.sweep(QUIET)
+    assert not idle_tick(QUIET, QUIET)
+    sweep(QUIET)
     assert Notification.objects.filter(kind="digest", recipient="nina.new@clinic.example").count() == 1
 
 

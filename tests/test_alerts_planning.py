@@ -6,8 +6,9 @@ daily digest."""
 from datetime import datetime, timedelta
 from decimal import Decimal as D
 
-from pumps import alerts
 from pumps import services as s
+from pumps.alerting.evaluate import evaluate_pump
+from pumps.alerting.rules import describe, wanted_alerts
 from pumps.emails import build_email
 from pumps.models import Alert, Notification, Pump
 from tests.conftest import CHICAGO
@@ -28,7 +29,7 @@ def test_refill_unbooked_is_digest_only_and_booking_resolves_it(filled, nurse):
     assert unbooked.message == "refill due on 2026-04-10; no refill appointment booked on or before it"
     assert unbooked.next_repeat_at is None
     assert not Notification.objects.filter(alert=unbooked).exists()  # never e-mailed, nor sent to a webhook
-    assert alerts.describe(unbooked, WINDOW_OPENS) == (
+    assert describe(unbooked, WINDOW_OPENS) == (
         "The refill is due on 2026-04-10 (in 14 days) and no refill appointment is booked on or before that day.")
 
     booked_at = datetime(2026, 3, 30, 10, 0, tzinfo=CHICAGO)
@@ -51,9 +52,9 @@ def test_a_visit_booked_earlier_today_and_not_yet_done_still_counts(filled, nurs
     """The planner's test: a scheduled refill from the start of today (local) counts."""
     morning = datetime(2026, 4, 1, 8, 0, tzinfo=CHICAGO)
     s.schedule_appointment(pump=filled, scheduled_for=morning, actor=s.Actor(nurse), now=WINDOW_OPENS)
-    alerts.evaluate_pump(filled, datetime(2026, 4, 1, 15, 0, tzinfo=CHICAGO))
+    evaluate_pump(filled, datetime(2026, 4, 1, 15, 0, tzinfo=CHICAGO))
     assert open_kinds(filled) == ["refill_due_soon"]
-    alerts.evaluate_pump(filled, datetime(2026, 4, 2, 0, 5, tzinfo=CHICAGO))  # the next day: it is behind us
+    evaluate_pump(filled, datetime(2026, 4, 2, 0, 5, tzinfo=CHICAGO))  # the next day: it is behind us
     assert open_kinds(filled) == ["refill_due_soon", "refill_unbooked"]
 
 
@@ -67,20 +68,20 @@ def test_appointments_read_by_the_caller_give_the_same_answer_as_the_query(fille
         (datetime(2026, 4, 2, 0, 5, tzinfo=CHICAGO), [morning]),  # yesterday's visit is passed over
         (datetime(2026, 4, 1, 15, 0, tzinfo=CHICAGO), None),
     ):
-        queried = sorted(w.kind for w in alerts.wanted_alerts(filled, now))
-        assert sorted(w.kind for w in alerts.wanted_alerts(filled, now, refill_appointments=preloaded)) == queried
-    assert "refill_unbooked" in [w.kind for w in alerts.wanted_alerts(
+        queried = sorted(w.kind for w in wanted_alerts(filled, now))
+        assert sorted(w.kind for w in wanted_alerts(filled, now, refill_appointments=preloaded)) == queried
+    assert "refill_unbooked" in [w.kind for w in wanted_alerts(
         filled, datetime(2026, 4, 1, 15, 0, tzinfo=CHICAGO), refill_appointments=[])]
 
 
 def test_nothing_before_the_window_and_overdue_takes_over_after_the_due_date(filled):
-    alerts.evaluate_pump(filled, WINDOW_OPENS - timedelta(hours=1))  # 15 days before the due date
+    evaluate_pump(filled, WINDOW_OPENS - timedelta(hours=1))  # 15 days before the due date
     assert open_kinds(filled) == []
-    alerts.evaluate_pump(filled, WINDOW_OPENS)
+    evaluate_pump(filled, WINDOW_OPENS)
     assert open_kinds(filled) == ["refill_due_soon", "refill_unbooked"]
-    alerts.evaluate_pump(filled, datetime(2026, 4, 10, 23, 0, tzinfo=CHICAGO))  # due today: still unbooked
+    evaluate_pump(filled, datetime(2026, 4, 10, 23, 0, tzinfo=CHICAGO))  # due today: still unbooked
     assert open_kinds(filled) == ["refill_due_soon", "refill_unbooked"]
-    alerts.evaluate_pump(filled, datetime(2026, 4, 11, 9, 0, tzinfo=CHICAGO))
+    evaluate_pump(filled, datetime(2026, 4, 11, 9, 0, tzinfo=CHICAGO))
     assert open_kinds(filled) == ["refill_overdue"]
     unbooked = Alert.objects.get(kind="refill_unbooked")
     assert unbooked.resolution == "the due date has passed: the refill is overdue"

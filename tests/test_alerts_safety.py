@@ -9,8 +9,11 @@ from decimal import Decimal as D
 import pytest
 from django.core import mail
 
-from pumps import alerts, outbox
+from pumps import outbox
 from pumps import services as s
+from pumps.alerting.acknowledge import acknowledge
+from pumps.alerting.evaluate import evaluate_pump
+from pumps.alerting.sweep import sweep
 from pumps.errors import Forbidden, ServiceValidationError
 from pumps.models import Alert, Drug, DrugProduct, Notification, Program, Pump
 from tests.conftest import CHICAGO
@@ -46,7 +49,7 @@ def test_a_battery_alert_of_an_explanted_pump_is_never_emailed(filled, nurse, mo
     s.store_projection(filled, now=datetime(2026, 4, 3, 12, tzinfo=CHICAGO))
     failing_smtp(monkeypatch)
     at = datetime(2026, 4, 3, 12, tzinfo=CHICAGO)  # 180 days before the end of service
-    alerts.evaluate_pump(filled, at)
+    evaluate_pump(filled, at)
     outbox.deliver_due(at)
     battery = Alert.objects.get(kind="battery_replacement")
     notes = Notification.objects.filter(alert=battery)
@@ -63,7 +66,7 @@ def test_a_battery_alert_of_an_explanted_pump_is_never_emailed(filled, nurse, mo
     ] * 2
     mail.outbox.clear()
     assert outbox.deliver_due(at + timedelta(days=61)) == 0
-    alerts.sweep(at + timedelta(days=61))
+    sweep(at + timedelta(days=61))
     outbox.deliver_due(at + timedelta(days=61, minutes=5))
     assert [m for m in mail.outbox if m.extra_headers["X-Clinic-Alert-Kind"] != "digest"] == []
     assert Alert.objects.filter(pump=filled, resolved_at__isnull=True).count() == 0
@@ -105,17 +108,17 @@ def test_acknowledging_a_critical_alert_needs_a_reason(filled, nurse):
     alert = Alert.objects.get(kind="low_reservoir")
     for blank in ("", "   \n "):
         with pytest.raises(ServiceValidationError) as refused:
-            alerts.acknowledge(alert, user=nurse, reason=blank, now=LRA + timedelta(hours=1))
+            acknowledge(alert, user=nurse, reason=blank, now=LRA + timedelta(hours=1))
         assert refused.value.message_dict == {
             "reason": ["Give a reason to acknowledge a critical alert: what was done, or why it can wait."]
         }
     with pytest.raises(ServiceValidationError) as refused:
-        alerts.acknowledge(alert, user=nurse, reason="x" * 501, now=LRA + timedelta(hours=1))
+        acknowledge(alert, user=nurse, reason="x" * 501, now=LRA + timedelta(hours=1))
     assert refused.value.message_dict == {"reason": ["Keep the reason under 500 characters."]}
     alert.refresh_from_db()
     assert alert.acknowledged_at is None and alert.next_repeat_at is not None  # nothing changed
 
-    acked = alerts.acknowledge(alert, user=nurse, reason="  Called the patient: refill at 09:00  ",
+    acked = acknowledge(alert, user=nurse, reason="  Called the patient: refill at 09:00  ",
                                now=LRA + timedelta(hours=1))
     assert (acked.acknowledged_at, acked.acknowledged_by, acked.acknowledgement_reason, acked.resolved_at) == (
         LRA + timedelta(hours=1), nurse, "Called the patient: refill at 09:00", None)
@@ -126,7 +129,7 @@ def test_acknowledging_a_critical_alert_needs_a_reason(filled, nurse):
 
 def test_a_warning_is_acknowledged_without_a_reason(filled, nurse):
     sweep_and_send(LRA + timedelta(minutes=40))
-    overdue = alerts.acknowledge(Alert.objects.get(kind="refill_overdue"), user=nurse, now=LRA + timedelta(hours=1))
+    overdue = acknowledge(Alert.objects.get(kind="refill_overdue"), user=nurse, now=LRA + timedelta(hours=1))
     assert (overdue.acknowledged_by, overdue.acknowledgement_reason) == (nurse, "")
 
 
@@ -135,7 +138,7 @@ def test_a_viewer_may_not_acknowledge(filled, clinic):
     viewer = make_user("vic", clinic, "viewer")
     alert = Alert.objects.get(kind="low_reservoir")
     with pytest.raises(Forbidden) as refused:
-        alerts.acknowledge(alert, user=viewer, reason="seen", now=LRA + timedelta(hours=1))
+        acknowledge(alert, user=viewer, reason="seen", now=LRA + timedelta(hours=1))
     assert refused.value.message == "Your role in this clinic does not allow acknowledging alerts."
     alert.refresh_from_db()
     assert alert.acknowledged_at is None
@@ -143,7 +146,7 @@ def test_a_viewer_may_not_acknowledge(filled, clinic):
 
 def test_an_api_client_acknowledges_with_a_reason_under_its_name(filled):
     sweep_and_send(LRA + timedelta(minutes=40))
-    acked = alerts.acknowledge(Alert.objects.get(kind="low_reservoir"), external="api client EHR",
+    acked = acknowledge(Alert.objects.get(kind="low_reservoir"), external="api client EHR",
                                reason="Refill booked in the EHR", now=LRA + timedelta(hours=1))
     assert (acked.acknowledged_by, acked.acknowledged_by_external, acked.acknowledgement_reason) == (
         None, "api client EHR", "Refill booked in the EHR")
@@ -157,7 +160,7 @@ def test_an_acknowledged_may_run_empty_alert_does_not_silence_the_empty_one(fill
     assert sent("withdrawal_risk")[0].subject == "[CRITICAL] Withdrawal risk: MRN MRN001 (AG)"
     assert ("Detail: The reservoir may run empty (worst case) at 2026-04-23 10:00 CDT (in 3 days)."
             in sent("withdrawal_risk")[0].body.splitlines())
-    alerts.acknowledge(before, user=nurse, reason="Patient on holiday; refill booked for 04-22",
+    acknowledge(before, user=nurse, reason="Patient on holiday; refill booked for 04-22",
                        now=WINDOW + timedelta(hours=1))
     sweep_and_send(WINDOW + timedelta(hours=6))  # acknowledged: no reminders
     assert len(sent("withdrawal_risk")) == 3
@@ -191,8 +194,8 @@ def test_an_acknowledged_may_run_empty_alert_does_not_silence_the_empty_one(fill
 def test_acknowledging_twice_changes_nothing(filled, nurse, prescriber):
     sweep_and_send(LRA + timedelta(minutes=40))
     alert = Alert.objects.get(kind="low_reservoir")
-    alerts.acknowledge(alert, user=nurse, reason="Refill at 09:00", now=LRA + timedelta(hours=1))
-    again = alerts.acknowledge(alert, user=prescriber, reason="Also seen", now=LRA + timedelta(hours=2))
+    acknowledge(alert, user=nurse, reason="Refill at 09:00", now=LRA + timedelta(hours=1))
+    again = acknowledge(alert, user=prescriber, reason="Also seen", now=LRA + timedelta(hours=2))
     assert (again.acknowledged_by, again.acknowledgement_reason, again.acknowledged_at) == (
         nurse, "Refill at 09:00", LRA + timedelta(hours=1))
 
@@ -234,7 +237,7 @@ def test_expired_drug_raises_one_warning_once_per_refill(short_stability):
         wake_at(short_stability, moment)
         sweep_and_send(moment)
         short_stability.refresh_from_db()
-        alerts.evaluate_pump(short_stability, moment)  # even a direct re-evaluation adds nothing
+        evaluate_pump(short_stability, moment)  # even a direct re-evaluation adds nothing
     alert = Alert.objects.get(kind="drug_expired")
     refill = short_stability.refills.get()
     assert (alert.episode, alert.severity, alert.due_at, alert.created_at, alert.message, alert.next_repeat_at) == (
@@ -257,7 +260,7 @@ def test_expired_drug_raises_one_warning_once_per_refill(short_stability):
     assert ("What to do: The drug in the reservoir is past its stability date: refill with fresh drug (empty "
             "the reservoir first) and book the refill now.") in lines
     # a warning needs no reason to acknowledge
-    assert alerts.acknowledge(alert, now=expires + timedelta(days=2)).acknowledgement_reason == ""
+    assert acknowledge(alert, now=expires + timedelta(days=2)).acknowledgement_reason == ""
 
 
 def test_expired_drug_turns_critical_past_empty_and_a_new_refill_resolves_it(short_stability, nurse):
@@ -271,7 +274,7 @@ def test_expired_drug_turns_critical_past_empty_and_a_new_refill_resolves_it(sho
     assert (alert.severity, alert.resolved_at) == ("critical", None)
     assert len(sent("drug_expired")) == 2  # e-mailed once: no repeat for the upgrade
     with pytest.raises(ServiceValidationError):  # now critical: a reason is needed
-        alerts.acknowledge(alert, user=nurse, now=EMPTY + timedelta(minutes=2))
+        acknowledge(alert, user=nurse, now=EMPTY + timedelta(minutes=2))
     refill_at = EMPTY + timedelta(hours=1)
     s.record_refill(
         pump=short_stability, performed_at=refill_at, extracted_volume_ml=D("0"), added_volume_ml=D(36),

@@ -23,8 +23,10 @@ from django.db import connection
 from django.utils import timezone
 
 from clinic.models import AlertRecipient, Clinic
-from pumps import alerts, outbox
+from pumps import outbox
 from pumps import services as s
+from pumps.alerting import delivery
+from pumps.alerting.sweep import sweep
 from pumps.models import DeliveryAttempt, Notification, Program
 from tests.conftest import require_service
 from tests.factories import make_clinic, make_patient, make_pump, make_user
@@ -99,7 +101,7 @@ def kinds(inbox: Inbox, kind: str):
 def test_smtp_down_then_up_every_email_arrives(db, use_smtp):
     pump = low_reservoir_pump()
     now = timezone.now()
-    alerts.sweep(now)
+    sweep(now)
     assert outbox.deliver_due(now) == 0  # nothing listens on the port yet
     failed = Notification.objects.filter(kind="low_reservoir")
     assert {n.status for n in failed} == {"pending"}
@@ -117,7 +119,7 @@ def test_smtp_down_then_up_every_email_arrives(db, use_smtp):
         assert f"https://pumps.example.org/pumps/{pump.pk}/" in text and "<a href=" in html
         assert "Garcia" not in text + html
         # one more sweep and delivery send nothing new
-        alerts.sweep(now + timedelta(minutes=5))
+        sweep(now + timedelta(minutes=5))
         outbox.deliver_due(now + timedelta(minutes=5))
         assert len(kinds(inbox, "low_reservoir")) == 2
     finally:
@@ -333,8 +335,8 @@ def test_worker_killed_mid_send_loses_no_alert_and_delivery_recovers_promptly(sm
         # connection of its own so that the test does not depend on pooled connections
         # no daily digest in this test, whatever the time of day it runs at
         Clinic.objects.update(digest_settled_until=timezone.now() + timedelta(days=1))
-        with patch.object(alerts, "queue_delivery_on_commit", lambda: None):
-            alerts.sweep(timezone.now())
+        with patch.object(delivery, "queue_delivery_on_commit", lambda: None):
+            sweep(timezone.now())
         with publishing_to(url, queues) as app:
             trigger_delivery(app, queues)
         assert wait_for(lambda: Notification.objects.filter(status="sending").exists(), 60)

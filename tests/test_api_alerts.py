@@ -5,8 +5,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from pumps import alerts
 from pumps import services as s
+from pumps.alerting.sweep import sweep
 from pumps.models import Alert, Notification, Program
 from tests.api_support import API, session_client, token_client, travel
 from tests.conftest import CHICAGO
@@ -27,7 +27,7 @@ def alarm(pump, nurse, prescriber):
     second = make_user("dr_two", pump.clinic, "prescriber")
     s.verify_program(program=Program.objects.get(), actor=s.Actor(second), now=datetime(2026, 2, 2, 11, tzinfo=CHICAGO))
     pump.clinic.alert_recipients.create(email="ward@clinic.example")
-    alerts.sweep(LRA + timedelta(minutes=40))
+    sweep(LRA + timedelta(minutes=40))
     return Alert.objects.get(kind="low_reservoir")
 
 
@@ -63,7 +63,7 @@ def test_acknowledge_over_the_api_stops_repeats(alarm, clinic):
     assert (alarm.acknowledged_by_id, alarm.acknowledged_by_external, alarm.acknowledgement_reason) == (
         None, "NPI:1234567893", "Refill booked for 08:00; patient called, well.",
     )
-    alerts.sweep(LRA + timedelta(hours=9))
+    sweep(LRA + timedelta(hours=9))
     assert Notification.objects.filter(alert=alarm, repeat_number__gt=0).count() == 0
     assert api.get(f"{API}/alerts/?state=acknowledged").json()["count"] == 1
 

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from pumps import alerts
+from pumps.alerting.sweep import sweep
 from pumps.models import Alert, PatientAccess, Pump
 from tests.api_support import API, CHICAGO, QUERY_CLOCK, token_client, travel, worked_example_refill
 from tests.factories import make_patient, make_pump
@@ -33,7 +33,7 @@ def filled(api, pump):
 
 @pytest.fixture
 def alarm(filled):
-    alerts.sweep(SWEPT)
+    sweep(SWEPT)
     return filled
 
 

@@ -16,8 +16,8 @@ import pytest
 from django.db import connection
 
 from clinic.models import Clinic
-from pumps import alerts
 from pumps import services as s
+from pumps.alerting.evaluate import evaluate_pump
 from pumps.models import Alert, Patient, Program, Pump, Reading, Refill
 from tests.conftest import require_service
 from tests.factories import make_clinic, make_patient, make_pump, make_user
@@ -94,7 +94,7 @@ def test_dump_and_restore_into_a_fresh_database_keeps_every_record(tmp_path):
     )
     s.record_reading(pump=pump, read_at=READ_AT, reservoir_volume_ml=D("23.85"), actor=s.Actor(nurse), now=READ_AT)
     pump.refresh_from_db()
-    alerts.evaluate_pump(pump, SWEEP_AT)
+    evaluate_pump(pump, SWEEP_AT)
 
     before = snapshot_here()
     assert Program.objects.get().refill_id == refill.pk

@@ -1,5 +1,5 @@
 """The set-based refresh (pumps/bulk_refresh.py) leaves exactly what the per-pump path
-(``alerts.sweep_pumps``) leaves: the same pump rows, alerts (and their audit rows) and
+(``sweep_pumps``) leaves: the same pump rows, alerts (and their audit rows) and
 notifications, on a varied set of pumps, over a sequence of sweeps with clinical writes
 between them. PostgreSQL only (``FOR UPDATE SKIP LOCKED``, ``UPDATE … FROM (VALUES …)``)."""
 
@@ -16,8 +16,10 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from clinic.models import AlertRecipient, ApiClient, ClinicClosure, Membership
-from pumps import alerts, bulk_refresh
+from pumps import bulk_refresh
 from pumps import services as s
+from pumps.alerting import sweep as alert_sweep
+from pumps.alerting.sweep import due_pumps
 from pumps.models import Alert, Event, Notification, Program, Pump, Refill
 from tests.conftest import CHICAGO
 from tests.factories import make_clinic, make_patient, make_pump, make_user
@@ -193,7 +195,7 @@ def _run(path, steps) -> list[dict]:
             write()
         # every pump due, so that every state goes through the path under test
         Pump.objects.update(next_change_at=now - timedelta(minutes=1))
-        ids = list(alerts.due_pumps(now).values_list("id", flat=True))
+        ids = list(due_pumps(now).values_list("id", flat=True))
         result = path(ids, now)
         out.append({"result": (result.pumps_checked, result.alerts_created, result.notifications_created,
                                result.pumps_failed), **snapshot()})
@@ -206,7 +208,7 @@ def test_bulk_path_leaves_exactly_what_the_per_pump_path_leaves():
     steps = _steps(north, west, actors, pumps)
     start = transaction.savepoint()
     # the per-pump path (its own name once sweep_pumps delegates to the bulk path)
-    per_pump = _run(getattr(alerts, "sweep_pumps_one_by_one", alerts.sweep_pumps), steps)
+    per_pump = _run(getattr(alert_sweep, "sweep_pumps_one_by_one", alert_sweep.sweep_pumps), steps)
     transaction.savepoint_rollback(start)
     bulk = _run(bulk_refresh.refresh_pumps, steps)
     assert len(bulk) == len(per_pump)
@@ -236,7 +238,7 @@ def test_a_chunk_is_one_update_of_the_pumps_and_one_insert_of_alerts():
     north, west, actors, pumps = build_network()
     now = datetime(2026, 4, 24, 9, tzinfo=CHICAGO)
     Pump.objects.update(next_change_at=now - timedelta(minutes=1))
-    ids = list(alerts.due_pumps(now).values_list("id", flat=True))
+    ids = list(due_pumps(now).values_list("id", flat=True))
     with CaptureQueriesContext(connection) as queries:
         result = bulk_refresh.refresh_pumps(ids, now)
     shapes = [_shape(q["sql"]) for q in queries.captured_queries]
@@ -294,7 +296,7 @@ def test_a_failing_chunk_is_done_again_pump_by_pump(monkeypatch):
     north, west, actors, pumps = build_network()
     now = datetime(2026, 4, 24, 9, tzinfo=CHICAGO)
     Pump.objects.update(next_change_at=now - timedelta(minutes=1))
-    ids = list(alerts.due_pumps(now).values_list("id", flat=True))
+    ids = list(due_pumps(now).values_list("id", flat=True))
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

@@ -11,7 +11,8 @@ import pytest
 from django.utils import timezone
 
 from clinic.models import ApiClient, Clinic
-from pumps import alerts
+from pumps.alerting import delivery
+from pumps.alerting.sweep import sweep
 from pumps.models import Alert, DeliveryAttempt, Notification
 from tests.test_alerts_smtp import (
     Queues,
@@ -52,8 +53,8 @@ def test_a_dripping_webhook_of_clinic_a_does_not_delay_a_critical_email_of_clini
         # no daily digest in this test, whatever the time of day it runs at
         Clinic.objects.update(digest_settled_until=timezone.now() + timedelta(days=1))
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(alerts, "queue_delivery_on_commit", lambda: None)
-            alerts.sweep(timezone.now())
+            mp.setattr(delivery, "queue_delivery_on_commit", lambda: None)
+            sweep(timezone.now())
         hook = Notification.objects.get(channel="webhook", kind="low_reservoir")
         assert not Notification.objects.filter(clinic=west.clinic, channel="email").exists()
         east_alert = Alert.objects.get(pump=east, kind="low_reservoir")

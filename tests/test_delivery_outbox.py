@@ -18,8 +18,9 @@ from django.db import connection
 from django.utils import timezone
 
 from clinic.models import AlertRecipient
-from pumps import alerts, outbox, tasks
+from pumps import outbox, tasks
 from pumps import services as s
+from pumps.alerting.sweep import sweep
 from pumps.models import Alert, DeliveryAttempt, Notification
 from tests.test_alerts_smtp import Inbox, free_port, low_reservoir_pump
 
@@ -71,7 +72,7 @@ def ten_recipients(db):
     for i in range(8):
         AlertRecipient.objects.create(clinic=pump.clinic, email=f"r{i}@clinic.example")
     now = timezone.now()
-    alerts.sweep(now)
+    sweep(now)
     Notification.objects.filter(kind="digest").delete()  # whether the digest hour has passed depends on the clock
     assert Notification.objects.filter(channel="email", kind="low_reservoir").count() == 10
     assert Notification.objects.filter(channel="email", kind="refill_overdue").count() == 10

@@ -14,7 +14,9 @@ from django.db import connections
 from django.utils import timezone
 
 from clinic.models import AlertRecipient
-from pumps import alerts, outbox, tasks
+from pumps import outbox, tasks
+from pumps.alerting import delivery
+from pumps.alerting.sweep import sweep
 from pumps.models import DeliveryAttempt, Notification
 from tests.test_alerts_smtp import (
     Inbox,
@@ -54,8 +56,8 @@ def backlog(now=None) -> int:
     for n in range(RECIPIENTS):
         AlertRecipient.objects.create(clinic=pump.clinic, email=f"r{n:02d}@clinic.example")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(alerts, "queue_delivery_on_commit", lambda: None)
-        alerts.sweep(now or timezone.now())
+        mp.setattr(delivery, "queue_delivery_on_commit", lambda: None)
+        sweep(now or timezone.now())
     Notification.objects.filter(kind="digest").delete()  # alert e-mails only
     return Notification.objects.filter(channel="email", status="pending").count()
 

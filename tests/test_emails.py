@@ -9,8 +9,10 @@ from datetime import date, datetime, timedelta
 import pytest
 from django.core import mail
 
-from pumps import alerts, outbox
+from pumps import outbox
 from pumps import services as s
+from pumps.alerting.rules import ADVICE, RULES, TITLES
+from pumps.alerting.sweep import sweep
 from pumps.emails import header_safe
 from pumps.models import Alert, Notification, Patient, Pump
 from tests.conftest import CHICAGO
@@ -35,7 +37,7 @@ def test_header_safe_replaces_every_control_character(stored, safe):
 def test_a_line_break_in_a_stored_mrn_neither_blocks_the_alert_nor_injects_a_header(filled):
     Patient.objects.filter(pk=filled.patient_id).update(mrn="AB\r\nBcc: x@evil")  # legacy data, as stored
     now = LRA + timedelta(minutes=40)
-    alerts.sweep(now)
+    sweep(now)
     outbox.deliver_due(now)
     notes = Notification.objects.filter(kind="low_reservoir")
     assert sorted(notes.values_list("recipient", "status", "attempts")) == [
@@ -64,7 +66,7 @@ def test_one_failing_address_does_not_hold_up_the_next(filled, monkeypatch):
 
     monkeypatch.setattr("django.core.mail.EmailMultiAlternatives.send", send)
     now = LRA + timedelta(minutes=40)
-    alerts.sweep(now)
+    sweep(now)
     outbox.deliver_due(now)
     assert [m.to for m in sent("low_reservoir")] == [["ward@clinic.example"]]
     failing = Notification.objects.get(kind="low_reservoir", recipient="nina@clinic.example")
@@ -82,14 +84,14 @@ def test_kinds_are_spelled_properly_in_subjects(filled, nurse):
     assert lines[0] == "CRITICAL: Post-MRI check"
     assert "Detail: An MRI was recorded at 2026-03-02 08:00 CST (2 hours ago) and no reading since." in lines
     assert Alert.objects.get(kind="post_mri_check").message == "MRI recorded at 2026-03-02 08:00 CST and no reading since"
-    assert alerts.TITLES == {
+    assert TITLES == {
         "refill_due_soon": "Refill due soon", "refill_overdue": "Refill overdue", "low_reservoir": "Low reservoir",
         "withdrawal_risk": "Withdrawal risk", "residual_discrepancy": "Residual discrepancy",
         "battery_replacement": "Battery replacement", "post_mri_check": "Post-MRI check",
         "unverified_program": "Unverified program", "alerting_stalled": "Alerting stalled",
         "drug_expired": "Drug expired", "refill_unbooked": "Refill not booked",
     }
-    assert set(alerts.ADVICE) == set(alerts.TITLES) == set(alerts.RULES)
+    assert set(ADVICE) == set(TITLES) == set(RULES)
 
 
 def test_a_reminder_says_how_long_ago_as_of_its_sending(filled):

@@ -10,7 +10,9 @@ from django.core import mail
 from django.db.utils import OperationalError
 from django.utils import timezone
 
-from pumps import alerts, tasks
+from pumps import tasks
+from pumps.alerting import heartbeat
+from pumps.alerting.sweep import sweep
 from pumps.models import Alert, Notification, SweepRun
 from tests.factories import make_user
 
@@ -36,7 +38,7 @@ def test_the_watchdog_raises_and_emails_the_stall(clinic):
     assert [m.to for m in mail.outbox] == [["ada@clinic.example"]]
     assert Notification.objects.get(alert=stalled).status == "sent"
     assert tasks.watchdog() == 0  # once per stall
-    alerts.sweep()
+    sweep()
     stalled.refresh_from_db()
     assert stalled.resolution == "the sweep ran again"
 
@@ -63,7 +65,7 @@ def test_an_unreadable_database_makes_the_sweep_unknown(client, db, monkeypatch)
 
 
 def test_a_heartbeat_that_cannot_be_read_is_unknown(client, db, monkeypatch):
-    monkeypatch.setattr(alerts, "last_sweep", lambda: (_ for _ in ()).throw(OperationalError("relation missing")))
+    monkeypatch.setattr(heartbeat, "last_sweep", lambda: (_ for _ in ()).throw(OperationalError("relation missing")))
     response = client.get("/health/")
     assert response.status_code == 503
     assert response.json()["checks"]["alert_sweep"] == "unknown"

@@ -26,7 +26,7 @@ IN_ALARM = datetime(2026, 3, 28, 12, 0, tzinfo=CHICAGO)
 def alarm(patient, nurse):
     """26 mL at 0.45 mL/day: worst-case alarm 2026-03-27 18:00 CDT, due Friday 03-20, empty 04-01 04:40 CDT."""
     pump = worked_example(patient, s.Actor(nurse), added="26")
-    from pumps.alerts import evaluate_pump
+    from pumps.alerting.evaluate import evaluate_pump
 
     pump.refresh_from_db()
     evaluate_pump(pump, IN_ALARM)
@@ -35,7 +35,7 @@ def alarm(patient, nurse):
 
 def test_inbox_lists_open_alerts_critical_first(alarm, nurse, other_clinic):
     other = worked_example(make_patient(other_clinic, mrn="Z1"), s.Actor(None, "t"), added="26", serial="Z")
-    from pumps.alerts import evaluate_pump
+    from pumps.alerting.evaluate import evaluate_pump
 
     evaluate_pump(other, IN_ALARM)
     with travel(IN_ALARM):

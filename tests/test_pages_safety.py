@@ -9,8 +9,9 @@ from datetime import date, datetime
 
 import pytest
 
-from pumps import alerts
 from pumps import services as s
+from pumps.alerting.acknowledge import acknowledge
+from pumps.alerting.evaluate import evaluate_pump
 from pumps.models import Alert
 from tests.pages_support import CHICAGO, new_patient, signed_in, text_of, travel, worked_example
 
@@ -63,7 +64,7 @@ def two_in_alarm(clinic, prescriber):
     actor = s.Actor(prescriber)
     a = worked_example(new_patient(clinic, "MRN-A", "Adams", "Al"), actor, serial="A1", added="26")
     b = worked_example(new_patient(clinic, "MRN-B", "Brown", "Bo"), actor, serial="B1", added="26.2")
-    alerts.evaluate_pump(b, IN_ALARM)
+    evaluate_pump(b, IN_ALARM)
     return a, b
 
 
@@ -86,7 +87,7 @@ def test_worklist_spells_out_the_most_severe_open_alert_and_puts_critical_first(
 
     # acknowledged: still marked, with who; an unacknowledged critical alert elsewhere would rank first
     alert = Alert.objects.get(pump=b, kind="low_reservoir")
-    alerts.acknowledge(alert, user=nurse, reason="refill booked today", now=IN_ALARM)
+    acknowledge(alert, user=nurse, reason="refill booked today", now=IN_ALARM)
     with travel(IN_ALARM):
         html = client.get("/").content.decode()
     assert rows(html) == [("alarm", "MRN-B"), ("alarm", "MRN-A")]
@@ -111,7 +112,7 @@ def empty_with_withdrawal_alert(patient, prescriber):
     patient.withdrawal_high_risk = False
     patient.save()
     pump = worked_example(patient, s.Actor(prescriber), added="20")
-    alerts.evaluate_pump(pump, IN_ALARM)
+    evaluate_pump(pump, IN_ALARM)
     pump.refresh_from_db()
     return pump
 

@@ -203,10 +203,10 @@ def test_pages_merge_pumps_the_sweep_has_not_reached_at_their_place(board, nurse
     """The index gives the pumps whose stored status is current; those whose status
     changed since the last sweep are merged in by their live status: page after page, the
     order is the worklist's whichever pumps the sweep has reached."""
-    from pumps import alerts
+    from pumps.alerting.sweep import sweep
 
     if swept_days_before is not None:
-        alerts.sweep(DUE_SOON_AT - timedelta(days=swept_days_before))
+        sweep(DUE_SOON_AT - timedelta(days=swept_days_before))
     settings.WORKLIST_PAGE_SIZE = page_size
     client = signed_in(nurse)
     seen = []
@@ -227,11 +227,11 @@ def test_status_filter_counts_and_pages_include_pumps_the_sweep_has_not_reached(
 
 
 def test_stored_urgency_is_the_rank_of_the_stored_status(board):
-    from pumps import alerts
     from pumps import projection as pj
+    from pumps.alerting.sweep import sweep
     from pumps.models import Pump
 
-    alerts.sweep(DUE_SOON_AT)
+    sweep(DUE_SOON_AT)
     pairs = set(Pump.objects.values_list("status", "urgency"))
     assert len(pairs) == 6
     assert all(urgency == pj.STATUSES.index(status) for status, urgency in pairs)
@@ -275,9 +275,9 @@ def test_a_poll_answers_204_until_a_pump_changes(board, nurse):
 
 
 def test_band_names_the_open_critical_alert(board, nurse):
-    from pumps import alerts
+    from pumps.alerting.sweep import sweep
 
-    alerts.sweep(DUE_SOON_AT)
+    sweep(DUE_SOON_AT)
     with travel(DUE_SOON_AT):
         text = text_of(signed_in(nurse).get("/").content.decode())
     band = text[text.index("Needs action now"):text.index("Then, most urgent first")]

@@ -14,8 +14,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from clinic.models import Clinic
-from pumps import alerts
 from pumps import projection as pj
+from pumps.alerting.sweep import sweep
 from pumps.models import Alert, Patient, Program, Pump, Reading, Refill
 from pumps.services import project_pump
 
@@ -96,7 +96,7 @@ def test_the_first_sweep_raises_the_alerts_of_the_copies(bulk_demo):
     waiting = [p.pk for p in _copies().filter(next_change_at__lte=timezone.now())]
     assert waiting, "some copies are due soon, overdue or in alarm"
     assert not Alert.objects.filter(pump__in=waiting).exists()
-    alerts.sweep(timezone.now())
+    sweep(timezone.now())
     assert set(Alert.objects.filter(pump__in=waiting).values_list("pump", flat=True)) == set(waiting)
     assert not Pump.objects.filter(next_change_at__lte=timezone.now()).exists()
 

@@ -8,8 +8,9 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from pumps import alerts, tallies
 from pumps import services as s
+from pumps import tallies
+from pumps.alerting.sweep import idle_tick, sweep
 from pumps.models import Pump, Refill, StatusTally
 from tests.factories import make_clinic, make_patient, make_pump
 from tests.pages_support import DUE_SOON_AT, OK_AT, signed_in, text_of, travel, worked_example
@@ -31,7 +32,7 @@ def test_every_write_keeps_the_tally_equal_to_the_pumps(board, clinic, other_cli
         {"ok": 5, "incomplete": 1})  # stored as of their last write
     assert tally(other_clinic) == Counter({"ok": 1})
 
-    alerts.sweep(DUE_SOON_AT)  # the sweep moves stored statuses on
+    sweep(DUE_SOON_AT)  # the sweep moves stored statuses on
     assert tally(clinic) == pumps_by_status(clinic) == Counter(
         {s: 1 for s in ("empty", "alarm", "overdue", "due_soon", "ok", "incomplete")})
 
@@ -74,7 +75,7 @@ def test_a_failed_write_leaves_the_tally_as_it_was(board, clinic):  # noqa: F811
 
 
 def test_fold_keeps_every_sum_and_leaves_one_row_per_clinic_and_status(board, clinic, other_clinic):  # noqa: F811
-    alerts.sweep(DUE_SOON_AT)  # folds
+    sweep(DUE_SOON_AT)  # folds
     for status in ("alarm", "empty", "ok"):  # and back: rows that sum to nothing
         Pump.objects.filter(pk=board["ok"].pk).update(status=status)
     assert StatusTally.objects.count() == 7 + 6
@@ -110,7 +111,7 @@ def test_worklist_counts_are_the_live_statuses_before_and_after_the_sweep(board,
     client = signed_in(nurse)
     with travel(DUE_SOON_AT):
         stale = text_of(client.get("/").content.decode())  # stored statuses are from before
-        alerts.sweep(DUE_SOON_AT)
+        sweep(DUE_SOON_AT)
         swept = text_of(client.get("/").content.decode())
     for page in (stale, swept):
         assert expected in page
@@ -125,17 +126,17 @@ def test_worklist_counts_of_a_search_are_the_pumps_found(board, nurse):  # noqa:
 
 @pytest.mark.postgres
 def test_the_quiet_tick_folds_once_enough_rows_accumulated(board, clinic, monkeypatch):  # noqa: F811
-    alerts.sweep(OK_AT)
-    assert alerts.idle_tick(OK_AT, OK_AT)
+    sweep(OK_AT)
+    assert idle_tick(OK_AT, OK_AT)
     monkeypatch.setattr(tallies, "FOLD_AFTER", StatusTally.objects.count() + 1)
     pump = make_pump(make_patient(clinic, mrn="MRN-T"), serial="T1")  # +1 incomplete
     Pump.objects.filter(pk=pump.pk).update(status="inactive")  # -1 incomplete, +1 inactive
-    assert not alerts.idle_tick(OK_AT, OK_AT)  # rows to fold
+    assert not idle_tick(OK_AT, OK_AT)  # rows to fold
     counts = tally(clinic)
-    alerts.sweep(OK_AT)
+    sweep(OK_AT)
     assert StatusTally.objects.count() <= 7
     assert tally(clinic) == counts == pumps_by_status(clinic)
-    assert alerts.idle_tick(OK_AT + timedelta(minutes=5), OK_AT)
+    assert idle_tick(OK_AT + timedelta(minutes=5), OK_AT)
 
 
 @pytest.mark.django_db(transaction=True)

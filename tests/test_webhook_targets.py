@@ -18,8 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pumps import alerts, net, outbox
+from pumps import net, outbox
 from pumps import services as s
+from pumps.alerting.sweep import sweep
 from pumps.models import DeliveryAttempt, Notification, Program
 from tests.api_support import API, token_client
 from tests.conftest import CHICAGO
@@ -193,7 +194,7 @@ def alarm_pump(pump, clinic, prescriber):
 
 def low_reservoir_webhook() -> Notification:
     now = LRA + timedelta(minutes=40)
-    alerts.sweep(now)
+    sweep(now)
     outbox.deliver_due(now)
     return Notification.objects.get(channel="webhook", kind="low_reservoir")
 
@@ -290,7 +291,7 @@ def test_an_endpoint_dripping_bytes_is_cut_at_the_overall_deadline(alarm_pump, c
         api, _ = token_client(clinic, write=True, name="EHR")
         assert put(api, drip.url).status_code == 200
         now = LRA + timedelta(minutes=40)
-        alerts.sweep(now)
+        sweep(now)
         started = time.monotonic()
         result = outbox.deliver_batch(now, channel="webhook")
         elapsed = time.monotonic() - started

@@ -13,8 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pumps import alerts, outbox
+from pumps import outbox
 from pumps import services as s
+from pumps.alerting.sweep import sweep
 from pumps.models import DeliveryAttempt, Notification, Program
 from tests.api_support import API, token_client
 from tests.conftest import CHICAGO
@@ -89,7 +90,7 @@ def test_alert_is_posted_signed_to_the_registered_url(alarm_pump, clinic, receiv
     api, client, secret = register(clinic, receiver.url)
     assert len(secret) == 64
     now = LRA + timedelta(minutes=40)
-    alerts.sweep(now)
+    sweep(now)
     outbox.deliver_due(now)
     posted = {json.loads(body)["kind"]: (headers, body) for headers, body in receiver.requests}
     assert set(posted) == {"low_reservoir", "refill_overdue"}
@@ -106,7 +107,7 @@ def test_alert_is_posted_signed_to_the_registered_url(alarm_pump, clinic, receiv
     expected = hmac.new(secret.encode(), headers["X-Clinic-Timestamp"].encode() + b"." + body, hashlib.sha256)
     assert headers["X-Clinic-Signature"] == f"sha256={expected.hexdigest()}"
     # a second sweep and delivery post nothing more
-    alerts.sweep(now + timedelta(minutes=5))
+    sweep(now + timedelta(minutes=5))
     outbox.deliver_due(now + timedelta(minutes=5))
     assert len(receiver.requests) == 2
 
@@ -115,7 +116,7 @@ def test_failing_endpoint_is_retried_through_the_outbox(alarm_pump, clinic, rece
     register(clinic, receiver.url)
     receiver.status = 503
     now = LRA + timedelta(minutes=40)
-    alerts.sweep(now)
+    sweep(now)
     outbox.deliver_due(now)
     note = Notification.objects.get(channel="webhook", kind="low_reservoir")
     assert (note.status, note.attempts) == ("pending", 1)
@@ -143,7 +144,7 @@ def test_revoked_client_gets_no_more_webhooks(alarm_pump, clinic, receiver):
     _, client, _ = register(clinic, receiver.url)
     client.revoke()
     now = LRA + timedelta(minutes=40)
-    alerts.sweep(now)
+    sweep(now)
     outbox.deliver_due(now)
     assert receiver.requests == []
     assert not Notification.objects.filter(channel="webhook").exists()

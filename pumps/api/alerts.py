@@ -1,6 +1,6 @@
 """``/api/v1/alerts/``: list and read alerts, ``POST /alerts/{id}/acknowledge/``.
 Acknowledging stops an alert's repeats; a critical alert needs a reason (the service,
-``pumps.alerts.acknowledge``, refuses without one: 400 ``{"reason": [...]}``)."""
+``pumps.alerting.acknowledge``, refuses without one: 400 ``{"reason": [...]}``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 
-from pumps import alerts as alerting
+from pumps.alerting.acknowledge import acknowledge
 from pumps.models import Alert, AlertKind, Severity
 from pumps.services import clinician_for, resolve_clinician
 
@@ -129,5 +129,5 @@ class AlertViewSet(ScopedViewMixin, mixins.ListModelMixin, mixins.RetrieveModelM
                 external = actor.label
         else:  # signed in: as themselves; naming someone else is a 400 on acknowledged_by
             user, external = clinician_for(actor, alert.clinic, "acknowledged_by", named)
-        alerting.acknowledge(alert, user=user, external=external, reason=body.validated_data["reason"])
+        acknowledge(alert, user=user, external=external, reason=body.validated_data["reason"])
         return self.render(alert)

@@ -10,7 +10,7 @@ Returns the heartbeat's id when nothing was due (the heartbeat is recorded), NUL
 the sweep has work: a pump whose state changed, an alert to repeat, an open
 alerting-stalled alert, a clinic whose digests are not settled, or at least
 ``p_fold_after`` status-tally rows to fold. A change to these rules is a new migration
-that replaces the function (``pumps.alerts.idle_tick`` calls it).
+that replaces the function (``pumps.alerting.sweep.idle_tick`` calls it).
 """
 
 from django.db import migrations

@@ -42,6 +42,7 @@ from .base import (
 )
 from .clinics import request_clinic_reprojection
 from .patients import PATIENT_FIELDS, create_patient, update_patient
+from .previews import ProgramPreview, RefillPreview, program_preview, program_projection, refill_preview
 from .programs import ProgramInput, record_program, verify_program
 from .pumps import explant_pump, implant_pump, replace_pump, update_pump
 from .records import (
@@ -54,12 +55,13 @@ from .records import (
 from .refills import RefillInput, record_refill, validate_refill
 
 __all__ = [
-    "MSG_CONTROL_CHARACTERS", "MSG_VOID_CARRIED_PROGRAM", "NOTES_MAX", "PATIENT_FIELDS", "REASON_MAX", "Actor",
-    "Conflict", "Forbidden", "PreconditionFailed", "ProgramInput", "PumpHistory", "RefillInput",
-    "ServiceValidationError", "after_write", "authorize", "bump_version", "clinician_for", "create_patient",
-    "explant_pump", "explanted_by", "has_control_characters", "implant_pump", "inactive_reason", "load_history",
-    "lock_pump", "project_pump", "projection_reason", "pump_state", "q3", "recompute_refill_checks", "record_event",
-    "record_program", "record_reading", "record_refill", "refill_check_values", "request_clinic_reprojection",
+    "Actor", "Conflict", "Forbidden", "MSG_CONTROL_CHARACTERS", "MSG_VOID_CARRIED_PROGRAM", "NOTES_MAX",
+    "PATIENT_FIELDS", "PreconditionFailed", "ProgramInput", "ProgramPreview", "PumpHistory", "REASON_MAX",
+    "RefillInput", "RefillPreview", "ServiceValidationError", "after_write", "authorize", "bump_version",
+    "clinician_for", "create_patient", "explant_pump", "explanted_by", "has_control_characters", "implant_pump",
+    "inactive_reason", "load_history", "lock_pump", "program_preview", "program_projection", "project_pump",
+    "projection_reason", "pump_state", "q3", "recompute_refill_checks", "record_event", "record_program",
+    "record_reading", "record_refill", "refill_check_values", "refill_preview", "request_clinic_reprojection",
     "refresh_pump", "replace_pump", "resolve_clinician", "schedule_appointment", "store_projection",
     "update_appointment", "update_patient", "update_pump", "validate_refill", "verify_program", "void_record",
 ]

@@ -20,7 +20,8 @@ from clinic import permissions
 from clinic.models import Clinic, Membership, Role
 from pumps import checks
 from pumps import projection as pj
-from pumps.alerts import evaluate_pump, refresh_pump  # noqa: F401 (refresh_pump: re-exported)
+from pumps.alerting.evaluate import evaluate_pump
+from pumps.alerting.sweep import refresh_pump  # noqa: F401 (re-exported)
 from pumps.errors import Forbidden, ServiceValidationError
 from pumps.history import (
     PumpHistory,
@@ -202,6 +203,11 @@ def _positive(errors: _Errors, field: str, value, *, allow_zero: bool = False) -
         return
     if value < 0 or (value == 0 and not allow_zero):
         errors.add(field, "Must be zero or more." if allow_zero else "Must be greater than zero.")
+
+
+def _check_concentration_value(errors: _Errors, conc: Decimal | None) -> None:
+    """A concentration is greater than zero (whether it is required is the caller's)."""
+    _positive(errors, "concentration_mcg_per_ml", conc)
 
 
 def _require_implanted(errors: _Errors, pump: Pump, moment: datetime | None) -> None:

@@ -30,9 +30,11 @@ from pumps.models import (
 from .base import (
     REASON_MAX,
     Actor,
+    _check_concentration_value,
     _check_instant,
     _Errors,
     _n,
+    _positive,
     _require_implanted,
     _stamp,
     _text,
@@ -84,7 +86,7 @@ def _check_program_concentration(errors: _Errors, conc: Decimal | None, reservoi
     if conc is None:
         errors.add("concentration_mcg_per_ml", "This field is required.")
     elif conc <= 0:
-        errors.add("concentration_mcg_per_ml", "Must be greater than zero.")
+        _check_concentration_value(errors, conc)
     elif reservoir is not None and q3(conc) != q3(reservoir):
         errors.add(
             "concentration_mcg_per_ml",
@@ -112,10 +114,17 @@ def _program_dose(errors: _Errors, data: ProgramInput) -> tuple[Decimal | None, 
     if data.daily_dose_mcg is None:
         errors.add("daily_dose_mcg", "This field is required for a continuous program.")
     elif data.daily_dose_mcg <= 0:
-        errors.add("daily_dose_mcg", "Must be greater than zero.")
+        check_daily_dose_value(errors, data)
     else:
         return q3(data.daily_dose_mcg), []
     return None, []
+
+
+def check_daily_dose_value(errors: _Errors, data: ProgramInput) -> None:
+    """A continuous program's daily dose is greater than zero (a flex program's comes from
+    its steps)."""
+    if data.mode != Program.Mode.FLEX:
+        _positive(errors, "daily_dose_mcg", data.daily_dose_mcg)
 
 
 def _check_bolus(errors: _Errors, bolus: Decimal | None, per_day: int | None) -> None:
@@ -123,10 +132,13 @@ def _check_bolus(errors: _Errors, bolus: Decimal | None, per_day: int | None) ->
     if (bolus is None) != (per_day is None) and not (bolus == 0 or per_day == 0):
         errors.add("ptm_bolus_mcg" if bolus is None else "ptm_max_per_day",
                    "An on-demand bolus needs both a dose (ptm_bolus_mcg) and a maximum per day (ptm_max_per_day).")
-    if bolus is not None and bolus < 0:
-        errors.add("ptm_bolus_mcg", "Must be zero or more.")
-    if per_day is not None and per_day < 0:
-        errors.add("ptm_max_per_day", "Must be zero or more.")
+    check_bolus_values(errors, bolus, per_day)
+
+
+def check_bolus_values(errors: _Errors, bolus: Decimal | None, per_day: int | None) -> None:
+    """An on-demand bolus dose and maximum per day are zero or more."""
+    _positive(errors, "ptm_bolus_mcg", bolus, allow_zero=True)
+    _positive(errors, "ptm_max_per_day", per_day, allow_zero=True)
 
 
 def _check_titration(errors: _Errors, pump: Pump, data: ProgramInput, daily: Decimal, programs: list[Program],

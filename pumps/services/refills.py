@@ -31,6 +31,7 @@ from pumps.models import (
 from .base import (
     NOTES_MAX,
     Actor,
+    _check_concentration_value,
     _check_instant,
     _Errors,
     _identifier,
@@ -104,15 +105,21 @@ def _check_entry(errors: _Errors, pump: Pump, data: RefillInput, now: datetime) 
     _text(errors, "notes", data.notes, NOTES_MAX)
 
 
+def check_volume_values(errors: _Errors, data: RefillInput) -> None:
+    """Volumes a refill can be computed with: an added volume greater than zero, the
+    others zero or more (the save and the preview check these)."""
+    _positive(errors, "added_volume_ml", data.added_volume_ml)
+    _positive(errors, "extracted_volume_ml", data.extracted_volume_ml, allow_zero=True)
+    _positive(errors, "residual_left_ml", data.residual_left_ml, allow_zero=True)
+    _positive(errors, "bridge_bolus_ml", data.bridge_bolus_ml, allow_zero=True)
+
+
 def _check_volumes(errors: _Errors, pump: Pump, data: RefillInput, first_fill: bool) -> None:
     """Positive volumes, the first fill's rules, and the reservoir's capacity."""
     capacity = pump.model.reservoir_ml
     if data.added_volume_ml is None:
         errors.add("added_volume_ml", "This field is required.")
-    _positive(errors, "added_volume_ml", data.added_volume_ml)
-    _positive(errors, "extracted_volume_ml", data.extracted_volume_ml, allow_zero=True)
-    _positive(errors, "residual_left_ml", data.residual_left_ml, allow_zero=True)
-    _positive(errors, "bridge_bolus_ml", data.bridge_bolus_ml, allow_zero=True)
+    check_volume_values(errors, data)
     if first_fill:
         if data.extracted_volume_ml is not None:
             errors.add("extracted_volume_ml", "A first fill after implant has no extracted volume: leave it empty.")
@@ -149,7 +156,7 @@ def _check_concentration(errors: _Errors, history: PumpHistory, data: RefillInpu
     if conc is None:
         errors.add("concentration_mcg_per_ml", "This field is required.")
     elif conc <= 0:
-        errors.add("concentration_mcg_per_ml", "Must be greater than zero.")
+        _check_concentration_value(errors, conc)
     elif product is not None and product.concentration_mcg_per_ml is not None \
             and q3(conc) != product.concentration_mcg_per_ml:
         errors.add(

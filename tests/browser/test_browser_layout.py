@@ -12,8 +12,8 @@ from decimal import Decimal as D
 import pytest
 from django.utils import timezone
 
-from pumps import alerts
 from pumps import services as s
+from pumps.alerting.sweep import sweep
 from tests.browser.conftest import PASSWORD, SCREENSHOTS
 from tests.factories import make_patient, make_pump, make_user
 
@@ -39,7 +39,7 @@ def ward(clinic_data):
         s.record_refill(pump=pump, performed_at=now - timedelta(days=5 + 3 * i), added_volume_ml=D("30"),
                         concentration_mcg_per_ml=D("1000"), actor=prescriber, now=now,
                         program=s.ProgramInput(concentration_mcg_per_ml=D("1000"), daily_dose_mcg=D("600")))
-    alerts.sweep(now)
+    sweep(now)
     pump = clinic_data["main"]
     s.schedule_appointment(pump=pump, scheduled_for=now + timedelta(days=3), actor=prescriber, now=now)
     return clinic_data

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from pumps import alerts, outbox
+from pumps import outbox
+from pumps.alerting.sweep import sweep
 
 
 class Command(BaseCommand):
@@ -10,7 +11,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-deliver", action="store_true", help="Only create alerts and notifications.")
 
     def handle(self, *args, **options):
-        result = alerts.sweep()
+        result = sweep()
         sent = 0 if options["no_deliver"] else outbox.deliver_due()
         self.stdout.write(
             f"checked {result.pumps_checked} pumps, created {result.alerts_created} alerts and "
