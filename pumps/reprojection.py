@@ -42,7 +42,7 @@ from clinic.models import Clinic
 
 from . import bulk_refresh
 from .alerting.delivery import one_delivery_trigger
-from .alerting.sweep import refresh_pump
+from .alerting.evaluate import refresh_pump
 from .history import lock_pump
 from .models import ClinicReprojection, Pump
 

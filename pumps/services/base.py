@@ -20,8 +20,7 @@ from clinic import permissions
 from clinic.models import Clinic, Membership, Role
 from pumps import checks
 from pumps import projection as pj
-from pumps.alerting.evaluate import evaluate_pump
-from pumps.alerting.sweep import refresh_pump  # noqa: F401 (re-exported)
+from pumps.alerting.evaluate import evaluate_pump, refresh_pump  # noqa: F401 (refresh_pump: re-exported)
 from pumps.errors import Forbidden, ServiceValidationError
 from pumps.history import (
     PumpHistory,
