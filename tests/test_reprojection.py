@@ -43,6 +43,7 @@ def _due_dates(pumps):
     return [Pump.objects.get(pk=p.pk).refill_due_on for p in pumps]
 
 
+@pytest.mark.postgres
 @pytest.mark.django_db
 def test_the_set_based_job_leaves_exactly_what_the_pump_by_pump_path_leaves(monkeypatch):
     """Every state of build_network, one clinic's lead days and withdrawal window
@@ -148,7 +149,8 @@ def test_a_second_save_during_a_running_chunk_is_not_lost(clinic, nurse, monkeyp
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("set_based", [True, False], ids=["set-based", "pump-by-pump"])
+@pytest.mark.parametrize("set_based", [pytest.param(True, marks=pytest.mark.postgres), False],
+                         ids=["set-based", "pump-by-pump"])
 def test_a_broken_pump_does_not_stop_the_others_and_stays_due(clinic, nurse, monkeypatch, set_based):
     pumps = _north_of_three(clinic, nurse)
     broken_id = pumps[1].pk
