@@ -27,7 +27,11 @@ After the pages, on each size (these change the database, so they come last):
   ``FOR UPDATE SKIP LOCKED``);
 * delivery: a backlog of 10,000 alert e-mails (4 recipients per open alert) sent to an
   aiosmtpd server on loopback (a process of its own) by ``outbox.deliver_emails``, in one
-  process and then in two at once; e-mails per second, and the server's count checked.
+  process and then in two at once; e-mails per second, and the server's count checked;
+* a clinic-wide change: the largest clinic's policy saved and its re-projection job
+  (``pumps.reprojection``, set-based chunks) run in one process as a worker runs it,
+  timed until the first ``REPROJECTION_PUMPS`` pumps (25,000) are done, or all of the
+  clinic's pumps when it has fewer.
 
 The pages of the sizes are measured in alternating rounds (2k, 100k, 2k, 100k, ...), each
 round in a fresh process after a few warm-up requests, and the medians are taken over
@@ -266,6 +270,7 @@ def measure_pages(results: list[dict]) -> None:
 
 BURST = 20_000  # pumps made due at once
 DELIVERY_BACKLOG = 10_000  # e-mails
+REPROJECTION_PUMPS = 25_000  # of the largest clinic, re-projected after a change of its policy
 SMTP_SINK = """
 import asyncio, signal, sys
 from aiosmtpd.controller import Controller
@@ -315,6 +320,14 @@ def measure_scale_out(result: dict, now: datetime) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    print(f"-- {size} pumps: re-projection of the largest clinic (up to {REPROJECTION_PUMPS:,} pumps)",
+          file=sys.stderr, flush=True)
+    _, _, out = _run(_script("reprojection", str(REPROJECTION_PUMPS)), size)
+    reprojected = json.loads(out.strip().splitlines()[-1])
+    result["reprojection_pumps"] = reprojected["pumps"]
+    result["reprojection_s"] = round(reprojected["seconds"], 1)
+    result["reprojection_ms_per_pump"] = round(1000 * reprojected["seconds"] / max(reprojected["pumps"], 1), 2)
+    print(f"   {reprojected['pumps']:,} pumps in {reprojected['seconds']:.1f} s", file=sys.stderr, flush=True)
     for workers, key in ((1, "delivery_per_s"), (2, "delivery_2_workers_per_s")):
         print(f"-- {size} pumps: delivery of {DELIVERY_BACKLOG:,} e-mails, {workers} worker(s)",
               file=sys.stderr, flush=True)
@@ -371,6 +384,9 @@ ROWS = (
     ("delivery_backlog", "delivery: backlog of e-mails (aiosmtpd)", "", "{}"),
     ("delivery_per_s", "  one worker", "/s", "{:.0f}"),
     ("delivery_2_workers_per_s", "  two workers at once", "/s", "{:.0f}"),
+    ("reprojection_pumps", "clinic re-projection: pumps (one worker)", "", "{}"),
+    ("reprojection_s", "  time until done", "s", "{:.1f}"),
+    ("reprojection_ms_per_pump", "    per pump", "ms", "{:.2f}"),
 )
 
 
@@ -398,6 +414,15 @@ def targets(results: list[dict]) -> list[tuple[str, bool]]:
             ("burst with two workers <= 0.6x one worker",
              large["burst_2_workers_s"] <= 0.6 * large["burst_1_worker_s"]),
         ]
+    if "reprojection_s" in large:
+        pumps = large["reprojection_pumps"]
+        if pumps >= REPROJECTION_PUMPS:
+            checks.append((f"re-projection of a {REPROJECTION_PUMPS:,}-pump clinic <= 60 s",
+                           large["reprojection_s"] <= 60))
+        else:  # the largest clinic is smaller: its rate, taken to 25,000 pumps
+            checks.append((f"re-projection of a {REPROJECTION_PUMPS:,}-pump clinic <= 60 s "
+                           f"(at the rate measured on {pumps:,} pumps)",
+                           large["reprojection_ms_per_pump"] * REPROJECTION_PUMPS <= 60_000))
     if "delivery_per_s" in large:
         checks.append((f"delivery of a {large['delivery_backlog']:,} e-mail backlog >= 200 e-mails/s",
                        max(large["delivery_per_s"], large.get("delivery_2_workers_per_s", 0)) >= 200))
@@ -674,6 +699,34 @@ def child_delivery_setup(count: int, run: int) -> dict:
     return {"backlog": backlog}
 
 
+def child_reprojection(limit: int) -> dict:
+    """The largest clinic's policy saved (the change and its job, as the settings page
+    does), then its job run chunk by chunk as a worker runs it, timed until ``limit``
+    pumps are done (or the job is)."""
+    from django.db import transaction
+    from django.db.models import Count, Q
+
+    from clinic.models import Clinic
+    from pumps import reprojection
+    from pumps.models import ClinicReprojection
+
+    clinic = Clinic.objects.annotate(
+        implanted=Count("pumps", filter=Q(pumps__explanted_on__isnull=True))).order_by("-implanted").first()
+    with transaction.atomic():
+        clinic.lead_days += 1
+        clinic.save(update_fields=["lead_days"])
+        job = reprojection.request(clinic)
+    started = time.perf_counter()
+    while reprojection.step(job.pk):
+        progress = ClinicReprojection.objects.values_list("done", "failed").get(pk=job.pk)
+        if sum(progress) >= limit:
+            break
+    seconds = time.perf_counter() - started
+    job.refresh_from_db()
+    return {"pumps": job.done + job.failed, "failed": job.failed, "clinic_pumps": clinic.implanted,
+            "seconds": seconds}
+
+
 def child_delivery() -> dict:
     from pumps import outbox
 
@@ -693,6 +746,8 @@ def main_child(argv: list[str]) -> None:
         result = child_delivery_setup(int(argv[1]), int(argv[2]))
     elif kind == "delivery":
         result = child_delivery()
+    elif kind == "reprojection":
+        result = child_reprojection(int(argv[1]))
     elif kind == "catch-up":
         result = child_catch_up(datetime.fromisoformat(argv[1]))
     elif kind == "sweep":
@@ -704,7 +759,7 @@ def main_child(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in ("catch-up", "sweep", "pages", "burst-setup", "burst", "delivery-setup",
-                                             "delivery"):
+                                             "delivery", "reprojection"):
         main_child(sys.argv[1:])
     else:
         main_parent(sys.argv[1:])

@@ -2,8 +2,9 @@
 API clients.
 
 A clinic's policy and closures decide every pump's due date and status, so saving a
-clinic sends ``clinic_changed``, and the pumps app refreshes the stored projection of its
-pumps in the same transaction. API tokens
+clinic sends ``clinic_changed``, and the pumps app queues the re-projection of its pumps
+in the same transaction (run in the background once committed; the clinic's settings
+page shows its progress). API tokens
 are shown once, when created, and stored only as a hash; a client is revoked, not deleted.
 """
 
@@ -132,12 +133,14 @@ class ClinicAdmin(ClinicScopedMixin, SimpleHistoryAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         if change:
-            # the pumps app refreshes the clinic's pumps (pumps.receivers): due dates move
-            count = sum(r for _, r in clinic_changed.send(sender=Clinic, clinic=form.instance) if isinstance(r, int))
+            # the pumps app queues the re-projection of the clinic's pumps (pumps.receivers)
+            results = clinic_changed.send(sender=Clinic, clinic=form.instance, user=request.user)
+            count = sum(r for _, r in results if isinstance(r, int))
             if count:
-                self.message_user(
-                    request, ngettext("Recomputed %d pump.", "Recomputed %d pumps.", count) % count, messages.INFO
-                )
+                self.message_user(request, ngettext(
+                    "Re-projecting %d pump in the background: the clinic's settings page shows the progress.",
+                    "Re-projecting %d pumps in the background: the clinic's settings page shows the progress.",
+                    count) % count, messages.INFO)
 
 
 @admin.register(Membership)

@@ -181,6 +181,8 @@ ALERT_SWEEP_CHUNK = env.int("ALERT_SWEEP_CHUNK", default=500)
 CELERY_BEAT_SCHEDULE = {
     "alert-sweep": {"task": "pumps.sweep", "schedule": float(ALERT_SWEEP_INTERVAL_SECONDS)},
     "alerting-watchdog": {"task": "pumps.watchdog", "schedule": float(ALERT_SWEEP_INTERVAL_SECONDS)},
+    # a clinic's re-projection whose task was lost (pumps.reprojection) is queued again
+    "reprojection-resume": {"task": "pumps.resume_reprojections", "schedule": float(ALERT_SWEEP_INTERVAL_SECONDS)},
 }
 
 # --- Alert delivery ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from django.dispatch import Signal
 
-#: Sent (``clinic=``) after a clinic's policy, open days or closures changed in the admin;
-#: receivers return how many pumps they refreshed (``pumps.receivers``).
+#: Sent (``clinic=``, ``user=``: who changed it) after a clinic's policy, open days or
+#: closures changed in the admin; receivers return how many pumps they queued for
+#: re-projection (``pumps.receivers``).
 clinic_changed = Signal()

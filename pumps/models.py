@@ -870,3 +870,40 @@ class PatientAccess(models.Model):
     def __str__(self) -> str:
         who = self.user or self.api_client or "unknown"
         return f"{who} viewed patient #{self.patient_id} ({self.channel}) at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+# ------------------------------------------------------------ clinic re-projection
+
+
+class ClinicReprojection(models.Model):
+    """A clinic's policy, open days or closures changed: every implanted pump's stored
+    projection and alerts are brought up to date by a background job
+    (``pumps.reprojection``), in chunks, each chunk committed with this row's progress.
+    The newest row of a clinic is the one that counts: a change saved while a job runs
+    supersedes it, and the new job re-projects every pump under the newest policy."""
+
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE, related_name="reprojections")
+    requested_at = models.DateTimeField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    total = models.PositiveIntegerField(default=0, help_text="Implanted pumps when requested (then as counted).")
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0, help_text="Pumps left due for the sweep to retry.")
+    last_pump_id = models.BigIntegerField(default=0, help_text="Pumps are taken in id order after this one.")
+    updated_at = models.DateTimeField(help_text="The last chunk committed (or the request).")
+    finished_at = models.DateTimeField(null=True, blank=True)
+    superseded = models.BooleanField(default=False, help_text="A newer change of the clinic took over.")
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["clinic", "-id"], name="reprojection_clinic_idx"),
+            models.Index(fields=["updated_at"], condition=Q(finished_at__isnull=True),
+                         name="reprojection_running_idx"),
+        ]
+
+    def __str__(self) -> str:
+        state = "finished" if self.finished_at else "running"
+        return f"re-projection #{self.pk} of clinic {self.clinic_id}: {self.done}/{self.total} ({state})"

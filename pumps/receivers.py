@@ -7,7 +7,8 @@ from django.db import transaction
 from . import services
 
 
-def refresh_after_clinic_change(sender, *, clinic, **kwargs) -> int:
-    """A clinic's policy or closures changed: refresh its pumps (one transaction)."""
+def refresh_after_clinic_change(sender, *, clinic, user=None, **kwargs) -> int:
+    """A clinic's policy or closures changed: queue the re-projection of its pumps (in the
+    sender's transaction; the job runs once it commits). Returns how many pumps it covers."""
     with transaction.atomic():
-        return services.refresh_clinic_pumps(clinic)
+        return services.request_clinic_reprojection(clinic, user=user).total

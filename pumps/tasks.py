@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from . import outbox
+from . import outbox, reprojection
 from .alerting.stalled import raise_stalled
 from .alerting.sweep import sweep, sweep_pumps
 from .models import Notification
@@ -128,6 +128,32 @@ def deliver_webhooks(api_client_id: int) -> int:
         if not got:
             return 0
         return outbox.deliver_due(channel=Notification.WEBHOOK, api_client_id=api_client_id)
+
+
+def queue_reprojection(job_id: int) -> None:
+    """How ``pumps.reprojection`` hands a job to a worker (registered in ``pumps.apps``)."""
+    reproject_clinic.delay(job_id)
+
+
+@shared_task(name="pumps.reproject_clinic", ignore_result=True)
+def reproject_clinic(job_id: int) -> bool:
+    """A clinic's re-projection job (``pumps.reprojection``): chunks for about a minute,
+    then this task again for the rest, so one large clinic never holds a worker long.
+    Returns True when it queued its successor."""
+    more = reprojection.run(job_id)
+    if more:
+        reproject_clinic.delay(job_id)
+    return more
+
+
+@shared_task(name="pumps.resume_reprojections", ignore_result=True)
+def resume_reprojections() -> int:
+    """Beat: queue again the re-projection jobs whose task was lost (a broker or worker
+    outage); a quiet tick is one indexed read of the unfinished jobs."""
+    ids = reprojection.stalled(timezone.now())
+    for job_id in ids:
+        reproject_clinic.delay(job_id)
+    return len(ids)
 
 
 @shared_task(name="pumps.watchdog", ignore_result=True)

@@ -4,6 +4,7 @@ needs sign-in; another clinic's record answers 404; roles limit what can be chan
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from clinic.models import AlertRecipient, Clinic, ClinicClosure
 from clinic.permissions import MESSAGES, Action, role_allows, user_may
 
-from . import charts, forms, selectors, services
+from . import charts, forms, reprojection, selectors, services
 from . import projection as pj
 from .access import record_patient_access
 from .alerting.acknowledge import acknowledge
@@ -734,11 +735,13 @@ def clinic_settings(request, code: str):
     policy = forms.ClinicPolicyForm(request.POST if action == "policy" else None, instance=clinic)
     recipient = forms.RecipientForm(request.POST if action == "add_recipient" else None, clinic=clinic)
     closure = forms.ClosureForm(request.POST if action == "add_closure" else None, clinic=clinic)
+    if request.method == "GET" and request.htmx:  # the progress of the re-projection, polled
+        return render(request, "partials/reprojection.html", {"reprojection": reprojection_progress(clinic, now)})
     actor = actor_of(request)
     if request.method == "POST":
         if action == "policy" and policy.is_valid():
             policy.save_with(actor=actor, now=now)
-            messages.success(request, "Policy saved; due dates and statuses recomputed.")
+            messages.success(request, f"Policy saved; {REPROJECTING}")
             return redirect("clinic_settings", code=clinic.code)
         if action == "add_recipient" and recipient.is_valid():
             services.add_alert_recipient(recipient=recipient.save(commit=False), actor=actor)
@@ -752,18 +755,51 @@ def clinic_settings(request, code: str):
             return redirect("clinic_settings", code=clinic.code)
         if action == "add_closure" and closure.is_valid():
             closure.save_with(actor=actor, now=now)
-            messages.success(request, "Closure added; due dates moved to open days.")
+            messages.success(request, f"Closure added; {REPROJECTING}")
             return redirect("clinic_settings", code=clinic.code)
         if action == "remove_closure":
             target = ClinicClosure.objects.filter(clinic=clinic, pk=_int_or_none(request.POST.get("id"))).first()
             if target is not None:
                 services.remove_closure(closure=target, actor=actor, now=now)
-                messages.success(request, f"Closure on {target.date.isoformat()} removed.")
+                messages.success(request, f"Closure on {target.date.isoformat()} removed; {REPROJECTING}")
             return redirect("clinic_settings", code=clinic.code)
     invalid = any(f.errors for f in (policy, recipient, closure))
     context = {
         "clinic": clinic, "policy": policy, "recipient": recipient, "closure": closure,
         "recipients": list(clinic.alert_recipients.all()),
         "closures": list(clinic.closures.filter(date__gte=pj.local_date(now, clinic.tz)).order_by("date")),
+        "reprojection": reprojection_progress(clinic, now),
     }
     return render_page(request, "pumps/clinic_settings.html", context, status=400 if invalid else 200, now=now)
+
+
+REPROJECTING = "due dates and statuses are being re-projected in the background (progress below)."
+
+
+@dataclass(frozen=True)
+class ReprojectionProgress:
+    running: bool
+    done: int
+    total: int
+    words: str
+    problem: str
+
+
+def reprojection_progress(clinic: Clinic, now: datetime) -> ReprojectionProgress | None:
+    """The clinic's newest re-projection in words (None: there never was one)."""
+    job = reprojection.latest(clinic)
+    if job is None:
+        return None
+
+    def clock(moment: datetime) -> str:
+        local = moment.astimezone(clinic.tz)
+        day = "" if local.date() == pj.local_date(now, clinic.tz) else f"{local:%Y-%m-%d} "
+        return f"{day}{local:%H:%M} {local.tzname()}"
+
+    if job.finished_at is None:
+        words = (f"Re-projecting due dates and statuses after the change saved at {clock(job.requested_at)}: "
+                 f"{job.done} of {job.total} pumps done.")
+    else:
+        words = f"Re-projected {job.done} pump{'' if job.done == 1 else 's'} at {clock(job.finished_at)}."
+    return ReprojectionProgress(running=job.finished_at is None, done=job.done, total=max(job.total, job.done),
+                                words=words, problem=job.error)

@@ -21,6 +21,7 @@ from pumps import services
 from pumps.models import (
     Alert,
     Appointment,
+    ClinicReprojection,
     DrugProduct,
     Event,
     Notification,
@@ -299,7 +300,10 @@ def test_verify_action_records_the_second_clinician(admin_client, records, super
     assert program.verified_at is not None
 
 
-def test_changing_the_clinic_policy_recomputes_its_pumps(admin_client, records):
+def test_changing_the_clinic_policy_recomputes_its_pumps(admin_client, records, superuser,
+                                                         django_capture_on_commit_callbacks):
+    """The admin saves the clinic and queues its re-projection (pumps.reprojection), which
+    runs once the save commits (here in-process, the task eager)."""
     clinic, pump = records["clinic"], Pump.objects.get(pk=records["pump"].pk)
     before = pump.refill_due_on
     closures = list(clinic.closures.all())
@@ -321,13 +325,23 @@ def test_changing_the_clinic_policy_recomputes_its_pumps(admin_client, records):
     for i, recipient in enumerate(recipients):
         data.update({f"alert_recipients-{i}-id": recipient.pk, f"alert_recipients-{i}-clinic": clinic.pk,
                      f"alert_recipients-{i}-email": recipient.email})
-    response = admin_client.post(url(Clinic, "change", clinic.pk), data)
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        response = admin_client.post(url(Clinic, "change", clinic.pk), data)
     assert response.status_code == 302, response.content.decode()[:3000]
+    assert len(queued) == 1
     clinic.refresh_from_db()
     assert clinic.lead_days == 14
     pump.refresh_from_db()
     assert pump.refill_due_on < before
     assert clinic.code == "north"
+    implanted = clinic.pumps.filter(explanted_on__isnull=True).count()
+    job = ClinicReprojection.objects.get(clinic=clinic)
+    assert (job.requested_by, job.total, job.done, job.failed, job.superseded) == (superuser, implanted, implanted, 0,
+                                                                                  False)
+    assert job.finished_at is not None
+    page = admin_client.get(url(Clinic, "changelist")).content.decode()
+    assert (f"Re-projecting {implanted} pump{'' if implanted == 1 else 's'} in the background: "
+            "the clinic&#x27;s settings page shows the progress.") in page
 
 
 # -------------------------------------------------------------------- scoping

@@ -2,6 +2,7 @@
 outbox retries, digest and heartbeat. E-mails are read from Django's test outbox here;
 tests/test_alerts_smtp.py reads them from a real SMTP server."""
 
+import re
 from datetime import date, datetime, timedelta
 from decimal import Decimal as D
 
@@ -9,6 +10,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from clinic.models import AlertRecipient, Membership
 from pumps import outbox
@@ -17,7 +20,7 @@ from pumps.alerting.acknowledge import acknowledge
 from pumps.alerting.evaluate import create_alert, evaluate_pump, notify
 from pumps.alerting.rules import Wanted
 from pumps.alerting.stalled import raise_stalled
-from pumps.alerting.sweep import due_pumps, sweep, sweep_pumps
+from pumps.alerting.sweep import due_pumps, sweep, sweep_pumps, sweep_pumps_one_by_one
 from pumps.models import Alert, DeliveryAttempt, Notification, Program, SweepRun
 from tests.conftest import CHICAGO
 from tests.factories import make_patient, make_pump, make_user
@@ -358,38 +361,62 @@ def test_sweep_reads_only_pumps_due_by_now(filled, django_assert_num_queries):
     assert list(due_pumps(datetime(2026, 3, 27, 0, 0, tzinfo=CHICAGO))) == [filled]
 
 
-def test_sweep_reads_a_due_pumps_records_once(filled):
-    # the projection and the alert rules share one read of the refills, readings and
-    # programs; a due pump costs a fixed list of statements, whatever its history
-    import re
+def _query_shape(sql: str) -> str:
+    if sql.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+        return sql.rsplit(" ", 1)[0]
+    verb = sql.lstrip("(").split(" ", 1)[0]
+    table = re.search(r'(?:FROM|INTO|UPDATE) "(\w+)"', sql).group(1)
+    return f"{verb} {table}"
 
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
+def _sweep_in_alarm(filled, path):
     in_alarm = datetime(2026, 4, 19, 0, 0, tzinfo=CHICAGO)
     with CaptureQueriesContext(connection) as queries:
-        result = sweep_pumps([filled.pk], in_alarm)
+        result = path([filled.pk], in_alarm)
     assert (result.pumps_checked, result.alerts_created) == (1, 2)
     assert sorted(Alert.objects.values_list("kind", flat=True)) == ["low_reservoir", "refill_overdue"]
+    return [_query_shape(q["sql"]) for q in queries.captured_queries]
 
-    def shape(sql: str) -> str:
-        if sql.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
-            return sql.rsplit(" ", 1)[0]
-        verb = sql.lstrip("(").split(" ", 1)[0]
-        table = re.search(r'(?:FROM|INTO|UPDATE) "(\w+)"', sql).group(1)
-        return f"{verb} {table}"
 
-    per_alert = ["SAVEPOINT", "INSERT pumps_alert", "INSERT pumps_historicalalert", "RELEASE SAVEPOINT",
-                 "SELECT clinic_alertrecipient", "SELECT clinic_apiclient", "INSERT pumps_notification"]
-    assert [shape(q["sql"]) for q in queries.captured_queries] == [
+@pytest.mark.postgres
+def test_sweep_reads_a_due_pumps_records_once(filled):
+    """The sweep's set-based path: the projection and the alert plan share one read of the
+    refills, readings and programs; a chunk of due pumps costs a fixed list of statements,
+    whatever their histories and however many alerts they raise."""
+    assert _sweep_in_alarm(filled, sweep_pumps) == [
+        "SAVEPOINT",  # the chunk's transaction (BEGIN outside a test)
+        "SELECT pumps_pump",  # the chunk's due pumps, locked (SKIP LOCKED)
+        "SELECT pumps_refill", "SELECT pumps_reading", "SELECT pumps_program",  # their records, once
+        "SELECT clinic_clinicclosure",  # their clinics' closures, once
+        "UPDATE pumps_pump",  # the stored projections, one statement
+        "SELECT pumps_event",  # MRIs (this model stalls in an MRI)
+        "SELECT pumps_appointment",  # booked refills (the rule of refill_unbooked)
+        "SELECT pumps_alert",  # their alerts, once
+        "INSERT pumps_alert", "INSERT pumps_historicalalert",  # the new alerts and their audit rows
+        "SELECT clinic_alertrecipient", "SELECT clinic_apiclient",  # who is told, once per clinic
+        "INSERT pumps_notification",  # the outbox rows of every new alert
+        "RELEASE SAVEPOINT",  # COMMIT
+    ]
+
+
+def test_the_pump_by_pump_path_reads_a_due_pumps_records_once(filled):
+    """The pump-by-pump path (other databases, a chunk that failed): one read of the
+    pump's records for the projection and the alert plan, the same plan as a chunk's."""
+    if connection.vendor == "postgresql":  # INSERT … ON CONFLICT DO NOTHING RETURNING, and their audit rows
+        inserts = ["INSERT pumps_alert", "INSERT pumps_historicalalert"]
+    else:  # one savepoint per alert
+        inserts = ["SAVEPOINT", "INSERT pumps_alert", "INSERT pumps_historicalalert", "RELEASE SAVEPOINT"] * 2
+    assert _sweep_in_alarm(filled, sweep_pumps_one_by_one) == [
         "SAVEPOINT",  # the pump's transaction (BEGIN outside a test)
         "SELECT pumps_pump",  # locked
         "SELECT pumps_refill", "SELECT pumps_reading", "SELECT pumps_program",  # its records, once
         "SELECT clinic_clinicclosure",
         "UPDATE pumps_pump",  # the stored projection
-        "SELECT pumps_event",  # MRIs (this model stalls in an MRI)
         "SELECT pumps_alert",  # its alerts, once
-        *per_alert, *per_alert,
+        "SELECT pumps_event",  # MRIs (this model stalls in an MRI)
+        *inserts,
+        "SELECT clinic_alertrecipient", "SELECT clinic_apiclient",  # who is told
+        "INSERT pumps_notification",  # the outbox rows of both alerts
         "RELEASE SAVEPOINT",  # COMMIT
     ]
 
@@ -531,8 +558,14 @@ def test_mri_entered_minutes_ahead_of_the_clock_still_needs_its_check(filled, nu
     assert Alert.objects.filter(kind="post_mri_check").count() == 1
 
 
-def test_one_broken_pump_does_not_stop_the_sweep(filled, clinic, prescriber, monkeypatch):
-    from tests.factories import make_patient, make_pump
+@pytest.mark.parametrize("broken_in", ["projection", "alert rules"])
+def test_one_broken_pump_does_not_stop_the_sweep(filled, clinic, prescriber, monkeypatch, broken_in):
+    """A pump whose projection fails is left out of its chunk (set-based); a pump whose
+    alert rules fail fails its whole chunk, which is done again pump by pump. Either way
+    the other pump of the chunk is refreshed and alerted, the broken one stays due for the
+    next sweep, and the sweep completes."""
+    from pumps import history
+    from pumps.alerting import evaluate
 
     other = make_pump(make_patient(clinic, mrn="MRN002"), serial="SN-0002")
     s.record_refill(
@@ -540,18 +573,22 @@ def test_one_broken_pump_does_not_stop_the_sweep(filled, clinic, prescriber, mon
         actor=s.Actor(prescriber),
         program=s.ProgramInput(concentration_mcg_per_ml=D(1000), daily_dose_mcg=D(450)), now=WRITE_NOW,
     )
-    real = s.store_projection
+    module, name = (history, "projection_values") if broken_in == "projection" else (evaluate, "wanted_alerts")
+    real = getattr(module, name)
 
-    def broken(pump, **kwargs):
+    def broken(pump, *args, **kwargs):
         if pump.pk == filled.pk:
             raise ValueError("corrupt history")
-        return real(pump, **kwargs)
+        return real(pump, *args, **kwargs)
 
-    monkeypatch.setattr("pumps.history.store_projection", broken)
-    result = sweep(LRA + timedelta(minutes=40))
+    monkeypatch.setattr(module, name, broken)
+    now = LRA + timedelta(minutes=40)
+    result = sweep(now)
     assert (result.pumps_failed, result.pumps_checked) == (1, 1)
     assert SweepRun.objects.count() == 1
     assert Alert.objects.filter(pump=other, kind="low_reservoir").exists()
+    assert not Alert.objects.filter(pump=filled).exists()
+    assert list(due_pumps(now)) == [filled]  # retried by the next sweep
 
 
 def test_stalled_alerting_emails_admins_from_the_watchdog_and_repeats_hourly(clinic):

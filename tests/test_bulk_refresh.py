@@ -1,5 +1,5 @@
 """The set-based refresh (pumps/bulk_refresh.py) leaves exactly what the per-pump path
-(``sweep_pumps``) leaves: the same pump rows, alerts (and their audit rows) and
+(``sweep_pumps_one_by_one``) leaves: the same pump rows, alerts (and their audit rows) and
 notifications, on a varied set of pumps, over a sequence of sweeps with clinical writes
 between them. PostgreSQL only (``FOR UPDATE SKIP LOCKED``, ``UPDATE … FROM (VALUES …)``)."""
 
@@ -19,6 +19,8 @@ from clinic.models import AlertRecipient, ApiClient, ClinicClosure, Membership
 from pumps import bulk_refresh
 from pumps import services as s
 from pumps.alerting import sweep as alert_sweep
+from pumps.alerting.recipients import recipients_for
+from pumps.alerting.rules import RULES
 from pumps.alerting.sweep import due_pumps
 from pumps.models import Alert, Event, Notification, Program, Pump, Refill
 from tests.conftest import CHICAGO
@@ -207,8 +209,7 @@ def test_bulk_path_leaves_exactly_what_the_per_pump_path_leaves():
     north, west, actors, pumps = build_network()
     steps = _steps(north, west, actors, pumps)
     start = transaction.savepoint()
-    # the per-pump path (its own name once sweep_pumps delegates to the bulk path)
-    per_pump = _run(getattr(alert_sweep, "sweep_pumps_one_by_one", alert_sweep.sweep_pumps), steps)
+    per_pump = _run(alert_sweep.sweep_pumps_one_by_one, steps)
     transaction.savepoint_rollback(start)
     bulk = _run(bulk_refresh.refresh_pumps, steps)
     assert len(bulk) == len(per_pump)
@@ -301,7 +302,57 @@ def test_a_failing_chunk_is_done_again_pump_by_pump(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(bulk_refresh, "_insert_alerts", broken)
+    # the chunk's one UPDATE of the stored projections (the pump-by-pump path has its own)
+    monkeypatch.setattr(bulk_refresh, "_write_projections", broken)
     result = bulk_refresh.refresh_pumps(ids, now)
     assert result.pumps_checked == len(ids) and result.alerts_created > 0
     assert not Pump.objects.filter(next_change_at__lte=now).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("second", ["set-based", "pump-by-pump"])
+def test_two_sweeps_at_once_raise_each_alert_and_its_notifications_exactly_once(second):
+    """Two sweeps of the same due set at once (two workers given the same chunk): the
+    set-based one and another set-based one (they share the pumps through SKIP LOCKED),
+    or a pump-by-pump one (it waits for the pumps' locks, then finds them refreshed).
+    Every pump is refreshed once, every alert raised once with one notification per
+    recipient, and the two results add up to what is in the database."""
+    north, west, actors, pumps = build_network()
+    now = datetime(2026, 4, 24, 9, tzinfo=CHICAGO)
+    Pump.objects.update(next_change_at=now - timedelta(minutes=1))
+    ids = list(due_pumps(now).values_list("id", flat=True))
+    alerts_before, notes_before = Alert.objects.count(), Notification.objects.count()
+    paths = [alert_sweep.sweep_pumps,
+             alert_sweep.sweep_pumps if second == "set-based" else alert_sweep.sweep_pumps_one_by_one]
+    start, results, errors = threading.Barrier(2), [], []
+
+    def worker(path):
+        try:
+            start.wait(10)
+            results.append(path(ids, now))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(path,)) for path in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sum(r.pumps_checked for r in results) == len(ids)
+    assert sum(r.pumps_failed for r in results) == 0
+    assert not Pump.objects.filter(next_change_at__lte=now).exists()
+    created = Alert.objects.count() - alerts_before
+    assert created > 0 and sum(r.alerts_created for r in results) == created
+    queued = Notification.objects.count() - notes_before
+    assert queued > 0 and sum(r.notifications_created for r in results) == queued
+    # every new e-mailed alert has one notification per recipient of its clinic
+    new = Alert.objects.filter(created_at=now).select_related("clinic")
+    for alert in new:
+        if not RULES[alert.kind].emailed:
+            continue
+        expected = recipients_for(alert.clinic, escalation=alert.escalated_at is not None)
+        emails = sorted(alert.notifications.filter(channel=Notification.EMAIL).values_list("recipient", flat=True))
+        assert emails == sorted(expected), alert

@@ -3,9 +3,11 @@
 The modules, bottom to top: ``rules`` (each kind's severity, repeats, titles and advice,
 and which alerts a pump calls for), ``heartbeat`` (is the sweep stale), ``recipients``
 (who is told), ``delivery`` (the trigger that asks a worker to deliver the outbox),
-``evaluate`` (one pump's alerts and their notifications), ``repeats``, ``digests``,
-``stalled`` (``alerting_stalled``), ``sweep`` and ``acknowledge``. Delivery itself is
-``pumps.outbox``; the Celery tasks that run all this are ``pumps.tasks``.
+``evaluate`` (the one alert plan, for one pump or a chunk of pumps, and the
+notifications), ``repeats``, ``digests``, ``stalled`` (``alerting_stalled``), ``sweep``
+(its due pumps refreshed set-based by ``pumps.bulk_refresh``) and ``acknowledge``.
+Delivery itself is ``pumps.outbox``; the Celery tasks that run all this are
+``pumps.tasks``.
 
 Safety rules kept here:
 - resolving an alert (explant, patient no longer active, condition cleared, a new refill)

@@ -1,44 +1,32 @@
 """The sweep: refresh the pumps whose stored instants say something changed (one range
 scan of ``next_change_at``), create and resolve their alerts, send repeats and digests,
-and record the heartbeat; ``refresh_pump`` brings one pump up to a given instant."""
+and record the heartbeat. The due pumps are refreshed set-based in chunks
+(``pumps.bulk_refresh``), with the one alert plan of ``evaluate``."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
-from pumps import history as history_io
-from pumps import tallies
+from pumps import bulk_refresh, tallies
+from pumps.bulk_refresh import SweepResult
 from pumps.models import Pump, SweepRun
 
 from .delivery import one_delivery_trigger
 from .digests import queue_digests
-from .evaluate import evaluate_pump, settle_dose_alerts
+from .evaluate import settle_dose_alerts
 from .repeats import process_repeats
 from .stalled import resolve_stalled
-
-log = logging.getLogger("pumps.alerts")
 
 CHUNK = getattr(settings, "ALERT_SWEEP_CHUNK", 500)  # pumps per batch, and per task when the sweep fans out
 MAX_DUE_PER_SWEEP = 100_000
 
 #: Hands one chunk of due pump ids and the sweep's instant to a task (the task layer's).
 FanOut = Callable[[list[int], datetime], None]
-
-
-@dataclass
-class SweepResult:
-    pumps_checked: int = 0
-    pumps_failed: int = 0
-    chunks_queued: int = 0
-    alerts_created: int = 0
-    notifications_created: int = 0
 
 
 def due_pumps(now: datetime):
@@ -84,7 +72,7 @@ def _sweep_work(now: datetime, started: datetime, result: SweepResult, fan_out: 
     ids = list(due_pumps(now).values_list("id", flat=True)[:MAX_DUE_PER_SWEEP])
     if fan_out is not None and len(ids) > CHUNK:
         # Scale out: each chunk is a task that any worker (on any machine) may take. The
-        # per-pump lock and the next_change_at re-check keep the exactly-once rules.
+        # row locks (SKIP LOCKED) and the next_change_at re-check keep the exactly-once rules.
         for start in range(0, len(ids), CHUNK):
             fan_out(ids[start:start + CHUNK], now)
         result.chunks_queued = -(-len(ids) // CHUNK)
@@ -100,40 +88,13 @@ def _sweep_work(now: datetime, started: datetime, result: SweepResult, fan_out: 
     )
 
 
-def refresh_pump(pump: Pump, *, now: datetime) -> tuple[int, int]:
-    """Bring a pump whose state may have changed without a new record (time passed, the
-    clinic's policy changed) up to ``now``: its stored projection and its alerts, from one
-    read of its records, inside the caller's transaction, the pump row locked by the
-    caller. Returns (alerts created, notifications created)."""
-    records = history_io.load_history(pump)
-    history_io.store_projection(pump, now=now, history=records)
-    return evaluate_pump(pump, now, records)
-
-
 def sweep_pumps(ids: list[int], now: datetime, result: SweepResult | None = None) -> SweepResult:
-    """Refresh the given due pumps and create their alerts, one transaction per pump."""
-    result = result or SweepResult()
-    with one_delivery_trigger():
-        _sweep_chunks(ids, now, result, refresh_pump)
-    return result
+    """Refresh the given due pumps and create their alerts: set-based in chunks
+    (``pumps.bulk_refresh``: a handful of statements per chunk, ``SKIP LOCKED`` so that
+    two sweeps share the pumps), each chunk that fails done again pump by pump, a broken
+    pump isolated; pump by pump on other databases than PostgreSQL."""
+    return bulk_refresh.refresh_pumps(ids, now, result)
 
 
-def _sweep_chunks(ids: list[int], now: datetime, result: SweepResult, refresh_pump) -> None:
-    for start in range(0, len(ids), CHUNK):
-        for pump_id in ids[start:start + CHUNK]:
-            try:
-                with transaction.atomic():
-                    locked = Pump.objects.select_for_update(of=("self",)).select_related(
-                        "clinic", "patient", "model").get(pk=pump_id)
-                    if locked.next_change_at is None or locked.next_change_at > now:
-                        continue  # another sweep got here first
-                    made, notes = refresh_pump(locked, now=now)
-            except Exception:  # noqa: BLE001 - one broken pump must not stop alerting for all
-                log.exception("sweep: pump %s could not be evaluated; it stays due and is retried", pump_id)
-                result.pumps_failed += 1
-                continue
-            result.pumps_checked += 1
-            result.alerts_created += made
-            result.notifications_created += notes
-
-
+#: The pump-by-pump path, one transaction per pump (``pumps.bulk_refresh``).
+sweep_pumps_one_by_one = bulk_refresh.refresh_one_by_one

@@ -12,7 +12,7 @@ saved, with the save's own checks; what they share is in ``base``. Entry points 
 API, FHIR, admin, import, commands) import from this package only.
 """
 
-from pumps.alerting.sweep import refresh_pump
+from pumps.alerting.evaluate import refresh_pump
 from pumps.errors import Conflict, Forbidden, PreconditionFailed, ServiceValidationError
 from pumps.history import (
     PumpHistory,
@@ -47,9 +47,9 @@ from .calendar_feeds import clinic_feed, create_clinic_feed, create_own_feed, ow
 from .clinics import (
     add_alert_recipient,
     add_closure,
-    refresh_clinic_pumps,
     remove_alert_recipient,
     remove_closure,
+    request_clinic_reprojection,
     save_clinic_policy,
     save_refill_capacity,
 )
@@ -76,17 +76,17 @@ from .refills import RefillInput, record_refill, stability_days, validate_refill
 from .withdrawal import stops_delivery
 
 __all__ = [
-    "clinic_feed", "create_clinic_feed", "create_own_feed", "own_feed", "revoke_feed",
     "Actor", "AssessmentInput", "Conflict", "Forbidden", "Interaction", "MSG_CONTROL_CHARACTERS",
     "MSG_VOID_CARRIED_PROGRAM", "NOTES_MAX", "PATIENT_FIELDS", "PreconditionFailed", "ProgramInput", "ProgramPreview",
     "PumpHistory", "REASON_MAX", "RefillInput", "RefillPreview", "ServiceValidationError", "active_comedications",
     "add_alert_recipient", "add_closure", "after_write", "authorize", "bump_version", "check_interaction",
-    "clinician_for", "create_patient", "explant_pump", "explanted_by", "has_control_characters", "implant_pump",
-    "inactive_reason", "load_history", "lock_pump", "program_preview", "program_projection", "project_pump",
-    "projection_reason", "pump_state", "q3", "recompute_refill_checks", "record_assessment", "record_comedication",
-    "record_event", "record_program", "record_reading", "record_refill", "refill_check_values", "refill_preview",
-    "refresh_clinic_pumps", "refresh_pump", "remove_alert_recipient", "remove_closure", "replace_pump",
-    "resolve_clinician", "save_clinic_policy", "save_refill_capacity", "schedule_appointment", "stability_days",
+    "clinic_feed", "clinician_for", "create_clinic_feed", "create_own_feed", "create_patient", "explant_pump",
+    "explanted_by", "has_control_characters", "implant_pump", "inactive_reason", "load_history", "lock_pump",
+    "own_feed", "program_preview", "program_projection", "project_pump", "projection_reason", "pump_state", "q3",
+    "recompute_refill_checks", "record_assessment", "record_comedication", "record_event", "record_program",
+    "record_reading", "record_refill", "refill_check_values", "refill_preview", "refresh_pump",
+    "remove_alert_recipient", "remove_closure", "replace_pump", "request_clinic_reprojection", "resolve_clinician",
+    "revoke_feed", "save_clinic_policy", "save_refill_capacity", "schedule_appointment", "stability_days",
     "stop_comedication", "stops_delivery", "store_projection", "update_appointment", "update_patient", "update_pump",
     "validate_refill", "verify_program", "void_assessment", "void_comedication", "void_record",
 ]

@@ -2,45 +2,41 @@
 saved in one transaction by a clinic administrator, its audit row naming who.
 
 A change to the policy or the closures may move every implanted pump's due date and
-status (docs/clinical-rules.md §6): ``refresh_clinic_pumps`` is the one clinic-wide
-refresh, used by these services, the admin (through ``clinic.signals.clinic_changed``)
-and the tests."""
+status (docs/clinical-rules.md §6.5): ``request_clinic_reprojection`` is the one
+clinic-wide refresh, used by these services, the admin (through
+``clinic.signals.clinic_changed``) and the tests. The change is committed with a
+re-projection job, which a worker runs once it is committed (``pumps.reprojection``):
+the request that saved the change does not wait for it."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from django.db import transaction
-from django.utils import timezone
 
 from clinic import permissions
 from clinic.models import AlertRecipient, Clinic, ClinicClosure
-from pumps.alerting.sweep import refresh_pump
-from pumps.history import lock_pump
-from pumps.models import Pump
+from pumps import reprojection
+from pumps.models import ClinicReprojection
 
 from .base import Actor, _stamp, authorize
 
 
-def refresh_clinic_pumps(clinic: Clinic, now: datetime | None = None) -> int:
-    """Store a fresh projection, and raise or resolve the alerts it calls for, of every
-    implanted pump of ``clinic``, each under its row lock, inside the caller's
-    transaction. Returns the number of pumps refreshed."""
-    now = now or timezone.now()
-    count = 0
-    for pump_id in Pump.objects.filter(clinic=clinic, explanted_on__isnull=True).values_list("pk", flat=True):
-        refresh_pump(lock_pump(pump_id), now=now)
-        count += 1
-    return count
+def request_clinic_reprojection(clinic: Clinic, *, user=None, now: datetime | None = None) -> ClinicReprojection:
+    """Record, inside the caller's transaction (the one that saves the change), that every
+    implanted pump of ``clinic`` needs a fresh projection and alerts; the job is queued
+    when that transaction commits. ``user``: who changed the clinic (from the session)."""
+    return reprojection.request(clinic, user=user, now=now)
 
 
 @transaction.atomic
 def save_clinic_policy(*, clinic: Clinic, actor: Actor, now: datetime | None = None) -> Clinic:
-    """Save the clinic's policy (the caller set its fields) and refresh its pumps."""
+    """Save the clinic's policy (the caller set its fields); its pumps are re-projected in the
+    background once it is committed."""
     authorize(actor, clinic.pk, permissions.Action.ADMINISTER)
     _stamp(clinic, actor)
     clinic.save()
-    refresh_clinic_pumps(clinic, now)
+    request_clinic_reprojection(clinic, user=actor.user, now=now)
     return clinic
 
 
@@ -56,22 +52,22 @@ def save_refill_capacity(*, clinic: Clinic, fields: list[str], actor: Actor) -> 
 
 @transaction.atomic
 def add_closure(*, closure: ClinicClosure, actor: Actor, now: datetime | None = None) -> ClinicClosure:
-    """Mark a day closed (the caller built the row) and refresh the clinic's pumps."""
+    """Mark a day closed (the caller built the row); the clinic's pumps are re-projected."""
     authorize(actor, closure.clinic_id, permissions.Action.ADMINISTER)
     _stamp(closure, actor)
     closure.save()
-    refresh_clinic_pumps(closure.clinic, now)
+    request_clinic_reprojection(closure.clinic, user=actor.user, now=now)
     return closure
 
 
 @transaction.atomic
 def remove_closure(*, closure: ClinicClosure, actor: Actor, now: datetime | None = None) -> None:
-    """Open a closed day again and refresh the clinic's pumps."""
+    """Open a closed day again; the clinic's pumps are re-projected."""
     authorize(actor, closure.clinic_id, permissions.Action.ADMINISTER)
     clinic = closure.clinic
     _stamp(closure, actor)
     closure.delete()
-    refresh_clinic_pumps(clinic, now)
+    request_clinic_reprojection(clinic, user=actor.user, now=now)
 
 
 @transaction.atomic
