@@ -23,7 +23,7 @@ from django.http import Http404
 from clinic import permissions as perms
 from clinic.models import CLINICAL_WRITERS, PROGRAM_WRITERS, Clinic, Membership, Role
 
-from . import checks, tallies
+from . import checks, symptom_alerts, tallies
 from . import projection as pj
 from .alerting.heartbeat import is_stale, last_sweep
 from .alerting.rules import needs_reason
@@ -131,7 +131,10 @@ def pump_safety(pump: Pump, now: datetime, open_alerts: list[Alert] | None = Non
     return PumpSafety(
         status=status, label=STATUS_LABELS[status], reason=reason, explanted_on=pump.explanted_on,
         explant_reason=pump.explant_reason, open_alerts=list(open_alerts), critical_alerts=critical,
-        withdrawal_risk=bool(why) and pump.explanted_on is None, withdrawal_reasons=why,
+        # an explanted pump is at risk while a stop without a plan is open (docs/clinical-rules.md §15)
+        withdrawal_risk=bool(why) and (pump.explanted_on is None
+                                       or any(map(symptom_alerts.is_stop_episode, critical))),
+        withdrawal_reasons=why,
         high_risk_patient=patient.withdrawal_high_risk, high_risk_reason=patient.high_risk_reason,
     )
 
@@ -328,8 +331,8 @@ class WorklistRow:
     def needs_action(self) -> bool:
         """Empty, at the alarm, at risk of withdrawal or with an open critical alert: the
         worklist's "Needs action now" band."""
-        if self.pump.explanted_on is not None:
-            return False
+        if self.pump.explanted_on is not None:  # only its dose-and-response alerts stay open
+            return bool(self.critical_alerts)
         return self.status in (pj.STATUS_EMPTY, pj.STATUS_ALARM) or self.withdrawal_risk or bool(self.critical_alerts)
 
     @property
@@ -490,6 +493,9 @@ def critical_elsewhere(worklist: Worklist, shown: set[int]) -> list[WorklistRow]
     rows: WorklistRows = worklist.rows
     critical = Alert.objects.filter(resolved_at__isnull=True, severity=Severity.CRITICAL, pump__isnull=False)
     fresh = rows.fresh.filter(pk__in=critical.values("pump_id")).exclude(pk__in=shown)
+    if worklist.explanted is not None:
+        # an explanted pump keeps a stop-without-plan or symptom alert (pumps.symptom_alerts)
+        fresh = fresh | worklist.explanted.filter(pk__in=critical.values("pump_id")).exclude(pk__in=shown)
     found = [rows._row(pump, pump.status) for pump in fresh[:WORKLIST_BAND_LIMIT]]
     stale = [r for r in rows.stale if r.pump.pk not in shown]
     if stale:
@@ -534,6 +540,8 @@ class Worklist:
     clinics: list[Clinic]
     prescribers: list[Any]
     total: int
+    #: the explanted pumps the filters select (their dose-and-response alerts outlive the explant)
+    explanted: QuerySet | None = None
 
 
 def _current_program(now: datetime):
@@ -649,6 +657,7 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
         clinics=clinics,
         prescribers=prescribers,
         total=sum(counts.values()) - explanted_count,  # the implanted pumps
+        explanted=explanted if not filters.status or filters.status == pj.STATUS_INACTIVE else None,
     )
 
 

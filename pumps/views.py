@@ -351,7 +351,9 @@ def refill_create(request, pk: int):
                "problems": preview_problems(preview_form, preview),
                "can_program": selectors.permissions_for(request.user, pump.clinic_id).can_program,
                "conflict": conflict,
-               "comedications": services.active_comedications(pump.patient_id, pj.local_date(now, pump.clinic.tz)),
+               # active on the refill's day, as the save checks it (docs/clinical-rules.md §15)
+               "comedications": services.active_comedications(pump.patient_id, pj.local_date(
+                   getattr(preview_form, "cleaned_data", {}).get("performed_at") or now, pump.clinic.tz)),
                "show_assessment": bool(form["assessment_recorded"].value()) or any(
                    name.startswith("assessment_") for name in form.errors),
                "show_program": bool(form["changes_program"].value()) or preview.concentration_change}

@@ -139,3 +139,19 @@ def test_appointment_assignee_by_username(api, pump, clinic, nurse):
     history = api.get(f"{API}/pumps/{pump.pk}/history/").json()
     changes = [h["changes"]["assigned_to"] for h in history if "assigned_to" in h["changes"]]
     assert changes == [["nina", None]]  # audited, by username
+
+
+def test_pump_history_includes_the_patients_co_medication_and_the_pumps_assessments(api, pump):
+    """The audit of safety-relevant dose-and-response records reaches integrators too."""
+    with travel(NOW):
+        med = api.post(f"{API}/comedications/", {"patient": pump.patient_id, "name": "oxycodone 10 mg twice a day",
+                                                  "category": "opioid", "started_on": "2026-03-01"}, format="json")
+        assert med.status_code == 201, med.json()
+        stopped = api.patch(f"{API}/comedications/{med.json()['id']}/", {"stopped_on": "2026-03-02"}, format="json")
+        assert stopped.status_code == 200, stopped.json()
+        history = api.get(f"{API}/pumps/{pump.pk}/history/").json()
+    entries = [h for h in history if h["record"] == "comedication"]
+    assert sorted((h["record_id"], h["change"]) for h in entries) == [(med.json()["id"], "changed"),
+                                                                      (med.json()["id"], "created")]
+    changed = next(h for h in entries if h["change"] == "changed")
+    assert changed["changes"]["stopped_on"] == [None, "2026-03-02"]

@@ -302,6 +302,18 @@ def test_a_negative_daily_dose_is_refused_zero_stops_delivery(filled, prescriber
     assert Program.objects.count() == 1 and not WithdrawalPlan.objects.exists()
 
 
+def test_a_bolus_that_rounds_to_nothing_stops_delivery_too(filled, prescriber):
+    """Stored to 0.001 mcg, a bolus of 0.0004 mcg is none: validation asks for the plan, as
+    the save would treat the program (no 500 from a plan missing at the save)."""
+    assert refused(lambda: s.record_program(
+        pump=filled, effective_at=RAISE_AT, data=program(0, ptm_bolus_mcg=D("0.0004"), ptm_max_per_day=4),
+        actor=s.Actor(prescriber), now=RAISE_AT)) == {"withdrawal_plan": [wd.MSG_PLAN_PROGRAM]}
+    made = s.record_program(
+        pump=filled, effective_at=RAISE_AT, actor=s.Actor(prescriber), now=RAISE_AT,
+        data=program(0, ptm_bolus_mcg=D("0.0004"), ptm_max_per_day=4, withdrawal_plan="taper_completed"))
+    assert made.withdrawal_plan.plan == "taper_completed"
+
+
 @pytest.mark.parametrize(("plan", "errors"), [
     ({"withdrawal_plan": "cold_turkey"}, {"withdrawal_plan": ["Must be one of: taper_completed, oral_bridge, none."]}),
     ({"withdrawal_plan": "oral_bridge"},

@@ -405,6 +405,22 @@ def test_a_refill_carrying_an_increase_needs_the_confirmation_too(filled, histor
     assert filled.programs.latest("effective_at").comedication_summary == "oxycodone 10 mg twice a day (opioid)"
 
 
+def test_a_back_dated_refill_shows_the_co_medication_active_on_its_day(filled, nurse, prescriber):
+    """The confirmation the save asks for is shown for the refill's day, not today's: an
+    opioid stopped two days ago was active when the back-dated refill was done."""
+    CoMedication.objects.create(patient=filled.patient, name="oxycodone 10 mg twice a day", category="opioid",
+                                started_on=date(2026, 3, 1), stopped_on=date(2026, 3, 26), recorded_by=nurse)
+    client = signed_in(prescriber)
+    data = refill_form(performed_at="2026-03-25T11:00", changes_program="on", program_daily_dose_mcg="600")
+    with travel(DUE_SOON_AT):
+        assert "The patient takes oxycodone" not in text_of(client.get(f"/pumps/{filled.pk}/refill/").content.decode())
+        refused = client.post(f"/pumps/{filled.pk}/refill/", data)
+    assert refused.status_code == 400
+    assert refused.context["form"].errors["program_comedication_confirmed"][0].startswith(
+        "The daily dose rises from 540 to 600 mcg/day while the patient takes oxycodone 10 mg twice a day (opioid)")
+    assert "The patient takes oxycodone 10 mg twice a day (opioid)." in text_of(refused.content.decode())
+
+
 # ------------------------------------------------------ no stop without a plan
 
 MSG_PLAN_PROGRAM = ("This program stops delivery (0 mcg/day and no on-demand bolus): give the withdrawal plan "

@@ -159,3 +159,27 @@ def test_an_expired_drug_is_named_as_the_cause(drug_expired, nurse):
     assert f"Refill overdue {reason}" in sheet
     assert "Drug expired 2026-08-01 10:00 CDT (9 days ago)" in page
     assert "Drug expired 2026-08-01 10:00 CDT (9 days ago)" in sheet
+
+
+def test_an_explant_without_a_withdrawal_plan_stays_in_the_needs_action_band(clinic, nurse, prescriber):
+    """docs/clinical-rules.md §15: the stop's critical withdrawal_risk alert outlives the
+    explant, so the pump stays in "Needs action now" (though inactive) and its pages say
+    withdrawal risk while the alert is open."""
+    pump = worked_example(new_patient(clinic, "MRN-E", "Evans", "Eve"), s.Actor(prescriber))
+    s.explant_pump(withdrawal_plan="none", withdrawal_plan_reason="the family declined an oral bridge", pump=pump,
+                   explanted_on=date(2026, 3, 27), reason="infection", actor=s.Actor(prescriber),
+                   now=datetime(2026, 3, 27, 15, tzinfo=CHICAGO))
+    alert = Alert.objects.get(pump=pump, kind="withdrawal_risk", resolved_at__isnull=True)
+    with travel(IN_ALARM):
+        client = signed_in(nurse)
+        html = client.get("/").content.decode()
+        page = text_of(client.get(f"/pumps/{pump.pk}/").content.decode())
+    assert rows(html) == [("inactive", "MRN-E")]
+    assert "Needs action now (1)" in text_of(html)
+    assert "a withdrawal-risk alert is open" in page
+    acknowledge(alert, user=nurse, reason="oral baclofen started on the ward", now=IN_ALARM)
+    with travel(IN_ALARM):
+        html = client.get("/").content.decode()
+    # acknowledging stops the reminders, not the marker: the window has not passed yet
+    assert rows(html) == [("inactive", "MRN-E")]
+    assert "acknowledged by nina" in text_of(html)

@@ -10,6 +10,7 @@ from django.utils import timezone
 from clinic import permissions
 from pumps import symptom_alerts
 from pumps.errors import Forbidden, ServiceValidationError
+from pumps.history import lock_pump
 from pumps.models import Alert
 
 from .evaluate import settle_dose_alerts
@@ -35,6 +36,9 @@ def acknowledge(alert: Alert, *, user=None, external: str = "", reason: str = ""
     now = now or timezone.now()
     if user is not None and not permissions.user_may(user, alert.clinic_id, permissions.Action.ACKNOWLEDGE):
         raise Forbidden(permissions.MESSAGES[permissions.Action.ACKNOWLEDGE])
+    if alert.pump_id is not None and symptom_alerts.is_own(alert):
+        # settling it reads the pump's assessments: the pump lock first, as their writes take it
+        lock_pump(alert.pump_id)
     alert = Alert.objects.select_for_update().get(pk=alert.pk)
     reason = (reason or "").strip()
     if len(reason) > REASON_MAX:

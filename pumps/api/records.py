@@ -220,7 +220,9 @@ class AppointmentViewSet(
 
 
 class HistoryEntrySerializer(serializers.Serializer):
-    record = serializers.CharField(help_text="pump, program, refill, reading, event or appointment")
+    record = serializers.CharField(
+        help_text="pump, program, refill, reading, event, appointment, assessment, withdrawal_plan or comedication"
+    )
     record_id = serializers.IntegerField()
     change = serializers.CharField(help_text="created, changed or deleted")
     at = serializers.DateTimeField()
@@ -236,7 +238,8 @@ CHANGE = {"+": "created", "~": "changed", "-": "deleted"}
 
 #: The API's names of the audited tables of ``selectors.audit_trail``, in its order.
 HISTORY_TABLES = {"Pump": "pump", "Program": "program", "Refill": "refill", "Reading": "reading", "Event": "event",
-                  "Appointment": "appointment"}
+                  "Appointment": "appointment", "Assessment": "assessment", "WithdrawalPlan": "withdrawal_plan",
+                  "CoMedication": "comedication"}
 
 
 def pump_history(pump: Pump, limit: int = 500) -> list[dict]:

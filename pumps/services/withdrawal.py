@@ -16,7 +16,7 @@ from pumps.alerting import evaluate as alert_evaluate
 from pumps.alerting.rules import Wanted
 from pumps.models import Alert, AlertKind, Program, Pump, WithdrawalPlan
 
-from .base import REASON_MAX, Actor, _Errors, _identifier, _stamp, _text
+from .base import REASON_MAX, Actor, _Errors, _identifier, _stamp, _text, q3
 
 PLAN_FIELD = "withdrawal_plan"
 DOSE_FIELD = "oral_bridge_dose"
@@ -43,9 +43,10 @@ MSG_REASON_UNUSED = "Only a plan of none has a reason here: leave this empty."
 
 
 def stops_delivery(daily_dose_mcg, ptm_bolus_mcg, ptm_max_per_day) -> bool:
-    """A program that delivers nothing: no basal dose and no on-demand bolus."""
-    no_bolus = not ptm_bolus_mcg or not ptm_max_per_day
-    return daily_dose_mcg is not None and daily_dose_mcg == 0 and no_bolus
+    """A program that delivers nothing: no basal dose and no on-demand bolus, as stored (to
+    0.001 mcg: a bolus that rounds to 0 is none), so validation and the save agree."""
+    no_bolus = not ptm_bolus_mcg or not q3(ptm_bolus_mcg) or not ptm_max_per_day
+    return daily_dose_mcg is not None and q3(daily_dose_mcg) == 0 and no_bolus
 
 
 def validate_plan(errors: _Errors, prefix: str, *, plan: str | None, oral_bridge_dose: str, reason: str,
