@@ -251,6 +251,7 @@ def test_a_broker_outage_does_not_fail_the_saved_change(clinic, nurse, monkeypat
 def test_the_job_names_who_asked_and_counts_only_implanted_pumps(clinic, nurse, prescriber):
     pumps = _north_of_three(clinic, nurse)
     s.explant_pump(pump=pumps[2], explanted_on=date(2026, 3, 1), actor=s.Actor(prescriber), reason="infection",
+                   withdrawal_plan="taper_completed",
                    now=datetime(2026, 3, 1, 12, tzinfo=CHICAGO))
     admin = make_user("ada", clinic, "admin")
     with time_machine.travel(NOW, tick=False):
