@@ -27,7 +27,6 @@ from pumps.models import Alert, Assessment, Pump, Refill
 
 from .base import (
     NOTES_MAX,
-    REASON_MAX,
     Actor,
     _check_instant,
     _Errors,
@@ -35,6 +34,7 @@ from .base import (
     _text,
     authorize,
     clinician_for,
+    mark_voided,
 )
 
 GOAL_MAX = 1000
@@ -167,16 +167,7 @@ def void_assessment(*, assessment: Assessment, reason: str, actor: Actor, now: d
     pump = lock_pump(assessment.pump_id)
     authorize(actor, pump.clinic_id, permissions.Action.RECORD)
     row = Assessment.objects.select_for_update().get(pk=assessment.pk)
-    if not (reason or "").strip():
-        raise ServiceValidationError({"reason": ["Give the reason for voiding this record."]})
-    if len(reason) > REASON_MAX:
-        raise ServiceValidationError({"reason": [f"Ensure this field has no more than {REASON_MAX} characters."]})
-    if row.is_voided:
-        raise ServiceValidationError({"non_field_errors": ["This record is already voided."]})
-    row.voided_at, row.void_reason = now, reason.strip()
-    row.voided_by = actor.user if actor.is_person else None
-    _stamp(row, actor, "void")
-    row.save()
+    mark_voided(row, reason=reason, actor=actor, now=now)
     sync_symptom_alerts(pump, now)
     bump_version(pump)
     return row

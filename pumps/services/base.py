@@ -169,6 +169,26 @@ def _stamp(instance, actor: Actor, reason: str = "") -> None:
         instance._change_reason = text[:100]
 
 
+MSG_VOID_REASON = "Give the reason for voiding this record."
+MSG_ALREADY_VOIDED = "This record is already voided."
+
+
+def mark_voided(record, *, reason: str, actor: Actor, now: datetime) -> None:
+    """The one void of a clinical record (it stays in the history, marked): a reason is
+    needed (at most ``REASON_MAX`` characters), a voided record is not voided again; who
+    voided it comes from the actor. Saved, with its audit row, in the caller's transaction."""
+    if not (reason or "").strip():
+        raise ServiceValidationError({"reason": [MSG_VOID_REASON]})
+    if len(reason) > REASON_MAX:
+        raise ServiceValidationError({"reason": [f"Ensure this field has no more than {REASON_MAX} characters."]})
+    if record.is_voided:
+        raise ServiceValidationError({"non_field_errors": [MSG_ALREADY_VOIDED]})
+    record.voided_at, record.void_reason = now, reason.strip()
+    record.voided_by = actor.user if actor.user is not None and actor.user.pk else None
+    _stamp(record, actor, "void")
+    record.save()
+
+
 # ------------------------------------------------------------------- validation
 
 

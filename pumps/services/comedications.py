@@ -15,12 +15,10 @@ from django.utils import timezone
 
 from clinic import permissions
 from pumps import projection as pj
-from pumps.errors import ServiceValidationError
 from pumps.models import CoMedication, Patient, Program, Pump
 
 from .base import (
     NOTES_MAX,
-    REASON_MAX,
     Actor,
     _Errors,
     _identifier,
@@ -28,6 +26,7 @@ from .base import (
     _stamp,
     _text,
     authorize,
+    mark_voided,
 )
 
 NAME_MAX = 200
@@ -132,16 +131,7 @@ def void_comedication(
     patient = _lock_patient(comedication.patient_id)
     authorize(actor, patient.clinic_id, permissions.Action.RECORD)
     row = CoMedication.objects.select_for_update().get(pk=comedication.pk)
-    if not (reason or "").strip():
-        raise ServiceValidationError({"reason": ["Give the reason for voiding this record."]})
-    if len(reason) > REASON_MAX:
-        raise ServiceValidationError({"reason": [f"Ensure this field has no more than {REASON_MAX} characters."]})
-    if row.is_voided:
-        raise ServiceValidationError({"non_field_errors": ["This record is already voided."]})
-    row.voided_at, row.void_reason = now, reason.strip()
-    row.voided_by = actor.user if actor.is_person else None
-    _stamp(row, actor, "void")
-    row.save()
+    mark_voided(row, reason=reason, actor=actor, now=now)
     return row
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from clinic import permissions
 from clinic.models import Clinic
 from pumps import projection as pj
-from pumps.errors import Forbidden, ServiceValidationError
+from pumps.errors import Forbidden
 from pumps.history import (
     bump_version,
     lock_pump,
@@ -44,6 +44,7 @@ from .base import (
     authorize,
     clinician_for,
     evaluate_alerts,
+    mark_voided,
     q3,
 )
 from .withdrawal import void_plan_of
@@ -225,16 +226,7 @@ def void_record(*, record, reason: str, actor: Actor, now: datetime | None = Non
             if carried is None:
                 raise
             raise Forbidden(MSG_VOID_CARRIED_PROGRAM) from None
-    if not (reason or "").strip():
-        raise ServiceValidationError({"reason": ["Give the reason for voiding this record."]})
-    if len(reason) > REASON_MAX:
-        raise ServiceValidationError({"reason": [f"Ensure this field has no more than {REASON_MAX} characters."]})
-    if record.is_voided:
-        raise ServiceValidationError({"non_field_errors": ["This record is already voided."]})
-    record.voided_at, record.void_reason = now, reason.strip()
-    record.voided_by = actor.user if actor.user is not None and actor.user.pk else None
-    _stamp(record, actor, "void")
-    record.save()
+    mark_voided(record, reason=reason, actor=actor, now=now)
     if carried is not None:  # a program saved with a refill stands or falls with it
         carried.voided_at, carried.void_reason = now, f"refill voided: {reason.strip()}"[:REASON_MAX]
         carried.voided_by = record.voided_by
