@@ -215,6 +215,8 @@ class Pump(models.Model):
                 fields=["urgency", "refill_due_on", "low_reservoir_alarm_at", "id"], name="pump_urgency_idx",
                 condition=Q(explanted_on__isnull=True),
             ),
+            # the explanted pumps of a clinic (counted under "Inactive"): a small range
+            models.Index(fields=["clinic"], name="pump_explanted_idx", condition=Q(explanted_on__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -725,6 +727,9 @@ class Alert(models.Model):
             models.Index(fields=["clinic", "resolved_at", "acknowledged_at"], name="alert_open_idx"),
             # the sweep's quiet tick: "is alerting_stalled open?" without reading every alert
             models.Index(fields=["kind"], condition=Q(resolved_at__isnull=True), name="alert_open_kind_idx"),
+            # the worklist's band: the pumps with an open critical alert
+            models.Index(fields=["clinic", "pump"], name="alert_open_critical_idx",
+                         condition=Q(resolved_at__isnull=True, severity="critical", pump__isnull=False)),
         ]
 
     def __str__(self) -> str:

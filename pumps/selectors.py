@@ -380,8 +380,9 @@ class WorklistRows:
     at the top."""
 
     def __init__(self, fresh: QuerySet, stale: list[WorklistRow], fresh_count: int, now: datetime,
-                 people: dict):
+                 people: dict, clinics: dict[int, Clinic]):
         self.fresh = fresh  # ordered by WORKLIST_ORDER
+        self.clinics = clinics
         self.stale = sorted(stale, key=lambda r: _worklist_key(r.status, r.pump))
         self.fresh_count = fresh_count
         self.now = now
@@ -404,7 +405,7 @@ class WorklistRows:
             return []
         s = len(self.stale)
         first = max(0, start - s)  # fresh rows before ``first`` rank before ``start``
-        fetched = list(self.fresh[first:stop])
+        fetched = _share_clinics(list(self.fresh[first:stop]), self.clinics)
         missing = {p.prescriber_id for p in fetched if p.prescriber_id and p.prescriber_id not in self.people}
         if missing:  # a program entered by someone no longer a prescriber here
             self.people.update({u.pk: u for u in get_user_model().objects.filter(pk__in=missing)})
@@ -488,20 +489,31 @@ def with_alerts(rows: list[WorklistRow], now: datetime) -> list[WorklistRow]:
 def critical_elsewhere(worklist: Worklist, shown: set[int]) -> list[WorklistRow]:
     """The pumps of the (filtered) worklist with an open critical alert that are not among
     ``shown``, the rows of the first page: the "Needs action now" band lists them there
-    too, so that no critical alert waits on a later page. One query (the page's own
-    filters, ordered like the worklist)."""
+    too, so that no critical alert waits on a later page. Two queries: the pumps of the
+    user's clinics with an open critical alert (``alert_open_critical_idx``), then those
+    of them the page's filters select (explanted pumps included), ordered like the
+    worklist. Also returned: the pumps whose stored status is stale (in memory already);
+    ``first_page_rows`` keeps those that ``with_alerts`` finds a critical alert for."""
     rows: WorklistRows = worklist.rows
     critical = Alert.objects.filter(resolved_at__isnull=True, severity=Severity.CRITICAL, pump__isnull=False)
-    fresh = rows.fresh.filter(pk__in=critical.values("pump_id")).exclude(pk__in=shown)
+    listed = rows.fresh
     if worklist.explanted is not None:
         # an explanted pump keeps a stop-without-plan or symptom alert (pumps.symptom_alerts)
-        fresh = fresh | worklist.explanted.filter(pk__in=critical.values("pump_id")).exclude(pk__in=shown)
-    found = [rows._row(pump, pump.status) for pump in fresh[:WORKLIST_BAND_LIMIT]]
-    stale = [r for r in rows.stale if r.pump.pk not in shown]
-    if stale:
-        ids = set(critical.filter(pump_id__in=[r.pump.pk for r in stale]).values_list("pump_id", flat=True))
-        found += [r for r in stale if r.pump.pk in ids]
-    return found
+        listed = listed | worklist.explanted
+    ids = critical.filter(clinic_id__in=rows.clinics).values("pump_id")
+    fresh = listed.filter(pk__in=ids).exclude(pk__in=shown).order_by(*WORKLIST_ORDER)
+    pumps = _share_clinics(list(fresh[:WORKLIST_BAND_LIMIT]), rows.clinics)
+    found = [rows._row(pump, pump.status) for pump in pumps]
+    return found + [r for r in rows.stale if r.pump.pk not in shown]
+
+
+def first_page_rows(worklist: Worklist, rows: list[WorklistRow], now: datetime) -> list[WorklistRow]:
+    """The first page's rows and, for its band, the worklist's other pumps with an open
+    critical alert (``critical_elsewhere``), with their alerts and in the band's order
+    (``with_alerts``): two queries whatever the number of pumps."""
+    extra = critical_elsewhere(worklist, {r.pump.pk for r in rows})
+    added = {id(r) for r in extra}
+    return [r for r in with_alerts(rows + extra, now) if id(r) not in added or r.critical_alerts]
 
 
 #: At most this many pumps from later pages join the first page's band.
@@ -568,7 +580,7 @@ def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: dat
     ).order_by("scheduled_for", "id")
     queryset = (
         scope(queryset, user)
-        .select_related("clinic", "patient", "model")
+        .select_related("patient", "model")  # the clinic: one shared object per clinic (``_share_clinics``)
         .annotate(
             next_appointment_at=Subquery(next_appointment.values("scheduled_for")[:1]),
             next_appointment_kind=Subquery(next_appointment.values("kind")[:1]),
@@ -583,6 +595,15 @@ def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: dat
     if text:
         queryset = queryset.filter(_search(text))
     return queryset
+
+
+def _share_clinics(pumps: list[Pump], clinics: dict[int, Clinic]) -> list[Pump]:
+    """Give the worklist's pumps their clinic from the user's clinics, read once (the
+    query does not join the clinic's wide row to every pump's)."""
+    for pump in pumps:
+        if pump.clinic_id in clinics:
+            pump.clinic = clinics[pump.clinic_id]
+    return pumps
 
 
 def _fresh_counts(user, filters: WorklistFilters, fresh: QuerySet, stale_pumps: list[Pump]) -> Counter:
@@ -627,13 +648,14 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     # Explanted pumps are inactive: counted under "Inactive" and listed by its filter.
     explanted = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=False), user, filters, now)
     explanted_count = explanted.order_by().count()
-    stale_pumps = list(pumps.filter(next_change_at__lte=now))
+    clinics = visible_clinics(user)
+    by_id = {c.pk: c for c in clinics}
+    stale_pumps = _share_clinics(list(pumps.filter(next_change_at__lte=now)), by_id)
     fresh = pumps.filter(Q(next_change_at__isnull=True) | Q(next_change_at__gt=now))
     fresh_counts = _fresh_counts(user, filters, fresh, stale_pumps)
     counts = Counter(fresh_counts)
     counts[pj.STATUS_INACTIVE] += explanted_count
 
-    clinics = visible_clinics(user)
     prescribers = _worklist_prescribers(user, stale_pumps)
     people = {u.pk: u for u in prescribers}
 
@@ -652,7 +674,7 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
             Q(explanted_on__isnull=False) | (Q(urgency=URGENCY[pj.STATUS_INACTIVE]) & current))
         fresh_count += explanted_count
     return Worklist(
-        rows=WorklistRows(fresh.order_by(*WORKLIST_ORDER), stale, fresh_count, now, people),
+        rows=WorklistRows(fresh.order_by(*WORKLIST_ORDER), stale, fresh_count, now, people, by_id),
         counts={s: counts.get(s, 0) for s in pj.STATUSES},
         clinics=clinics,
         prescribers=prescribers,

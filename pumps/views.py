@@ -123,8 +123,9 @@ def worklist(request):
     page = Paginator(data.rows, settings.WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
     rows = list(page.object_list)
     if page.number == 1:  # no open critical alert waits on a later page: the band lists it here
-        rows += selectors.critical_elsewhere(data, {r.pump.pk for r in rows})
-    page.object_list = selectors.with_alerts(rows, now)  # one query for the page's alerts
+        page.object_list = selectors.first_page_rows(data, rows, now)
+    else:
+        page.object_list = selectors.with_alerts(rows, now)  # one query for the page's alerts
     band, rest = selectors.split_band(page.object_list)
     query = request.GET.copy()
     query.pop("since", None)

@@ -8,6 +8,8 @@ import re
 from datetime import date, datetime
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from pumps import services as s
 from pumps.alerting.acknowledge import acknowledge
@@ -104,6 +106,29 @@ def test_a_critical_alert_on_a_later_page_joins_the_first_pages_band(two_in_alar
         first, second = (client.get("/", {"page": n}).content.decode() for n in (1, 2))
     assert rows(first) == [("alarm", "MRN-B"), ("alarm", "MRN-A")]
     assert rows(second) == [("alarm", "MRN-B")]
+
+
+def test_the_band_takes_from_later_pages_only_pumps_with_an_open_critical_alert(two_in_alarm, clinic, prescriber,
+                                                                                nurse, settings):
+    """Page size 1: A (at the alarm, no alert raised yet) is the first page's row; B (an
+    open critical alert, on page 2) joins its band; C (later in the order, no alert) does
+    not. The three pumps' stored status is stale (no sweep since their refills), so B
+    comes from the pumps read apart, and the page's queries are those of a worklist
+    without any critical alert."""
+    worked_example(new_patient(clinic, "MRN-C", "Cole", "Cy"), s.Actor(prescriber), serial="C1")
+    settings.WORKLIST_PAGE_SIZE = 1
+    with travel(IN_ALARM):
+        client = signed_in(nurse)
+        client.get("/")  # the session's first request stores its start
+        with CaptureQueriesContext(connection) as with_critical:
+            first = client.get("/").content.decode()
+        third = client.get("/", {"page": 3}).content.decode()
+        Alert.objects.filter(pump=two_in_alarm[1]).update(severity="warning")
+        with CaptureQueriesContext(connection) as without:
+            client.get("/")
+    assert rows(first) == [("alarm", "MRN-B"), ("alarm", "MRN-A")]
+    assert [mrn for _, mrn in rows(third)] == ["MRN-C"]
+    assert len(with_critical) == len(without) == 13
 
 
 @pytest.fixture
