@@ -5,6 +5,10 @@ preview, a refill saved through the page, the alerts page. API clients (``ApiUse
 the API worklist, a pump's projection, a refill POSTed with an ``Idempotency-Key`` (every
 fourth key is sent twice: the replay must answer the same refill, not a second one).
 
+Pacing: a staff user waits 5-15 s between actions (reading the page it opened), an API
+client 1-3 s (``LOADTEST_STAFF_WAIT`` and ``LOADTEST_API_WAIT``, "min,max" in seconds;
+run.sh --staff-wait and --api-wait).
+
 Every write that got its 201 (API) or its redirect (page) is appended to the file named
 by ``LOADTEST_WRITES`` (JSON lines); ``loadtest/check.py`` then finds each one in the
 database exactly once. The users' accounts, tokens and pumps come from the JSON file of
@@ -30,6 +34,8 @@ from locust import HttpUser, between, task
 
 FIXTURES_ENV = "LOADTEST_FIXTURES"
 WRITES_ENV = "LOADTEST_WRITES"
+#: Seconds a user waits between two actions, "min,max" (run.sh --staff-wait, --api-wait).
+STAFF_WAIT_ENV, API_WAIT_ENV = "LOADTEST_STAFF_WAIT", "LOADTEST_API_WAIT"
 PAGE_ZONES = {"lakeshore": "America/Chicago", "thames": "Europe/London", "harbour": "Australia/Sydney",
               "rockies": "America/Denver"}
 STATUSES = ["", "empty", "alarm", "overdue", "due_soon", "ok"]
@@ -48,6 +54,13 @@ def fixtures() -> dict:
             "password": "", "users": ["nobody"], "api": [{"token": "", "clinic": ""}], "clinics": [""],
             "read_pumps": [1], "staff_write_pumps": [[]], "api_write_pumps": [[]]}
     return _fixtures
+
+
+def pacing(variable: str, default: tuple[float, float]):
+    """Locust's ``between`` from "min,max" in ``variable`` (else ``default``)."""
+    text = os.environ.get(variable, "")
+    low, high = (float(part) for part in text.split(",")) if text else default
+    return between(low, high)
 
 
 def record_write(**row) -> None:
@@ -78,7 +91,8 @@ class StaffUser(HttpUser):
     """A nurse at the pages (signed in once, then browsing)."""
 
     weight = 50
-    wait_time = between(1, 3)
+    # a nurse reads the page she opened before the next click (run.sh --staff-wait)
+    wait_time = pacing(STAFF_WAIT_ENV, (5, 15))
 
     def on_start(self):
         data = fixtures()
@@ -161,7 +175,7 @@ class ApiUser(HttpUser):
     """An integration (EHR) on the REST API with its bearer token."""
 
     weight = 10
-    wait_time = between(0.5, 2)
+    wait_time = pacing(API_WAIT_ENV, (1, 3))
 
     def on_start(self):
         data = fixtures()

@@ -357,13 +357,43 @@ def _take_moves(
     return moved, refused
 
 
+class _EarliestFirst:
+    """The forward earliest-deadline-first schedule of the kept pumps (``placeable``'s),
+    grown one pump at a time. Pumps come in due-date order, and a window's start is a
+    non-decreasing function of its due date (``_Calendar.window_start``), so that sweep
+    serves them first come, first served: each kept pump takes the first free slot on
+    or after its window's start and the day of the pump kept before it. Whether the kept
+    set plus one more pump is placeable is then whether that slot is on or before its
+    due date: the same answer as ``placeable`` on the whole set, in time linear in the
+    days instead of the pumps (a clinic of 25,000 pumps is planned in seconds, not hours)."""
+
+    def __init__(self, cal: _Calendar) -> None:
+        self.days, self.free = cal.days, cal.free
+        self.position = {d: i for i, d in enumerate(cal.days)}
+        self.at = 0  # the day of the last kept pump (an index of ``days``)
+        self.used = 0  # the slots of that day taken by kept pumps
+
+    def keep(self, lo: date, due: date) -> bool:
+        """Keep a pump of window [``lo``, ``due``] if a slot is left for it (and take it)."""
+        i, used = self.at, self.used
+        if self.position[lo] > i:
+            i, used = self.position[lo], 0
+        while i < len(self.days) and self.days[i] <= due:
+            if self.free.get(self.days[i], 0) > used:
+                self.at, self.used = i, used + 1
+                return True
+            i, used = i + 1, 0
+        return False
+
+
 def _choose(
     candidates: Sequence[Candidate], moved: Mapping[int, date], cal: _Calendar
 ) -> tuple[list[tuple[Candidate, date]], list[tuple[Candidate, str]]]:
     """1. Which pumps: greedy by due date, kept (with its window start) while the kept set
-    stays placeable; the others are short, with the reason."""
+    stays placeable (``_EarliestFirst``); the others are short, with the reason."""
     kept: list[tuple[Candidate, date]] = []
     short: list[tuple[Candidate, str]] = []
+    schedule = _EarliestFirst(cal)
     for cand in candidates:
         if cand.key in moved:
             continue
@@ -372,7 +402,7 @@ def _choose(
             short.append((cand, REASON_OVERDUE))
         elif not any(cal.nominal.get(d, 0) > 0 for d in _days(lo, cand.due_on)):
             short.append((cand, REASON_CLOSURES))
-        elif placeable([(s, c.due_on) for c, s in kept] + [(lo, cand.due_on)], cal.free, cal.days):
+        elif schedule.keep(lo, cand.due_on):
             kept.append((cand, lo))
         else:
             short.append((cand, REASON_CAPACITY))

@@ -275,3 +275,54 @@ def test_moves_never_exceed_capacity(case, data):
         honoured = (result.proposal_for(key) or result.shortfall_for(key))
         if key not in result.refused_moves and honoured is not None:
             assert (getattr(honoured, "day", None) or honoured.suggested) == day
+
+
+@st.composite
+def busy_clinics(draw):
+    """Larger than the brute force can enumerate: up to 80 pumps over up to 40 days."""
+    horizon = draw(st.integers(0, 40))
+    days = [MONDAY + DAY * i for i in range(horizon + 1)]
+    capacity = Capacity(
+        slots_per_day=draw(st.integers(0, 3)),
+        slots_by_weekday=tuple(draw(st.lists(st.none() | st.integers(0, 3), min_size=7, max_size=7))
+                               if draw(st.booleans()) else (None,) * 7),
+        open_weekdays=EVERY_DAY if draw(st.booleans()) else frozenset(draw(st.sets(st.integers(0, 6), min_size=1))),
+        closures=frozenset(draw(st.sets(st.sampled_from(days), max_size=5))) if days else frozenset(),
+        earliest_days=draw(st.integers(0, 10)),
+    )
+    booked = {d: n for d in days if draw(st.integers(0, 3)) == 0 and (n := draw(st.integers(1, 3)))}
+    dues = draw(st.lists(st.integers(-2, horizon + 2), max_size=80))
+    moves = {key: MONDAY + DAY * draw(st.integers(-1, horizon + 1))
+             for key in range(1, len(dues) + 1) if draw(st.integers(0, 9)) == 0}
+    return horizon, capacity, booked, [Candidate(k, MONDAY + DAY * o) for k, o in enumerate(dues, start=1)], moves
+
+
+def _choose_by_rechecking(candidates, moved, cal):
+    """The rule as first written: a pump is kept if the kept set with it is still
+    placeable (the whole set checked again for every pump: quadratic)."""
+    kept, short = [], []
+    for cand in candidates:
+        if cand.key in moved:
+            continue
+        lo = cal.window_start(cand)
+        if cand.due_on < cal.start:
+            short.append((cand, pl.REASON_OVERDUE))
+        elif not any(cal.nominal.get(d, 0) > 0 for d in pl._days(lo, cand.due_on)):
+            short.append((cand, pl.REASON_CLOSURES))
+        elif pl.placeable([(s, c.due_on) for c, s in kept] + [(lo, cand.due_on)], cal.free, cal.days):
+            kept.append((cand, lo))
+        else:
+            short.append((cand, pl.REASON_CAPACITY))
+    return kept, short
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(busy_clinics())
+@example(TRAP + ({},))
+@example(TRAP_FULL + ({},))
+def test_choosing_pump_by_pump_keeps_the_pumps_that_rechecking_the_kept_set_keeps(case):
+    horizon, capacity, booked, pumps, moves = case
+    cal = pl._calendar(pl.first_day(AT, UTC, capacity.first_visit), MONDAY + DAY * horizon, capacity, booked)
+    candidates = sorted({c.key: c for c in pumps if c.due_on <= cal.end}.values(), key=lambda c: (c.due_on, c.key))
+    moved, _ = pl._take_moves(candidates, moves, cal)
+    assert pl._choose(candidates, moved, cal) == _choose_by_rechecking(candidates, moved, cal)
