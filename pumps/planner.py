@@ -29,7 +29,10 @@ pump may use the slots of an interval of days. Two things are wanted:
    give the day's slots to the waiting pumps with the earliest due dates; fail when a
    pump's due date passes unplaced), which is exact for unit jobs with release days,
    deadlines and per-day capacities (the greedy matching of points to intervals by
-   earliest right end).
+   earliest right end). The pumps come in due-date order and a window's start grows
+   with its due date, so that sweep serves them first come, first served, and it is
+   grown one pump at a time (``_EarliestFirst``): linear in the days, not quadratic in
+   the pumps.
 
 2. **Place the kept pumps as late as possible** (the longest interval between refills).
    The mirror image of the sweep above does it: walk the days from the last to the
