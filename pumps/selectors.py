@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Case, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.http import Http404
 
 from clinic import permissions as perms
@@ -1012,19 +1012,32 @@ class AlertFilters:
     kind: str = ""
 
 
-def alerts_for(user, filters: AlertFilters, limit: int = 500) -> list[Alert]:
-    """Alerts of the user's clinics, critical first, newest first. One query."""
-    alerts = scope(Alert.objects.select_related("clinic", "pump__patient", "pump__model", "acknowledged_by"), user)
+#: The alerts inbox lists at most this many, the most urgent (filters narrow it).
+ALERT_INBOX_LIMIT = 100
+
+
+def alerts_for(user, filters: AlertFilters, limit: int | None = None) -> tuple[list[Alert], bool]:
+    """Alerts of the user's clinics, the most urgent ``limit`` of them: open ones first,
+    critical first, newest first, ordered by the database so that no older critical
+    alert falls behind newer warnings (two queries: the ids in order, then their rows).
+    Also whether more alerts match."""
+    limit = limit or ALERT_INBOX_LIMIT
+    alerts = scope(Alert.objects.all(), user)
     if filters.show != "all":
         alerts = alerts.filter(resolved_at__isnull=True, acknowledged_at__isnull=True)
     if filters.severity:
         alerts = alerts.filter(severity=filters.severity)
     if filters.kind:
         alerts = alerts.filter(kind=filters.kind)
-    rank = {"critical": 0, "warning": 1, "info": 2}
-    rows = list(alerts.order_by("-created_at", "-id")[:limit])
-    rows.sort(key=lambda a: (0 if a.is_open else 1, rank.get(a.severity, 3)))
-    return rows
+    ranked = alerts.annotate(
+        closed=Case(When(resolved_at__isnull=True, acknowledged_at__isnull=True, then=Value(0)), default=Value(1)),
+        rank=Case(*(When(severity=s, then=Value(i)) for i, s in enumerate(SEVERITY_RANK)), default=Value(3)),
+    )
+    ids = list(ranked.order_by("closed", "rank", "-created_at", "-id").values_list("id", flat=True)[:limit + 1])
+    # then the rows shown with what they show (joined for these only, not for every match)
+    found = Alert.objects.select_related("clinic", "pump__patient", "pump__model", "acknowledged_by").in_bulk(
+        ids[:limit])
+    return [found[pk] for pk in ids[:limit]], len(ids) > limit
 
 
 # ----------------------------------------------------------------------- worksheet

@@ -656,8 +656,9 @@ def alert_inbox(request):
         severity=request.GET.get("severity", "") if request.GET.get("severity") in Severity.values else "",
         kind=request.GET.get("kind", "") if request.GET.get("kind") in AlertKind.values else "",
     )
-    rows = selectors.alerts_for(request.user, filters)
-    context = {"alerts": rows, "filters": filters, "writable": selectors.acknowledging_clinic_ids(request.user),
+    rows, more = selectors.alerts_for(request.user, filters)
+    context = {"alerts": rows, "more": more, "filters": filters,
+               "writable": selectors.acknowledging_clinic_ids(request.user),
                "kinds": AlertKind.choices, "severities": Severity.choices, "advice": ADVICE}
     return render_page(request, "pumps/alerts.html", context)
 

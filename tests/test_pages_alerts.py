@@ -47,6 +47,22 @@ def test_inbox_lists_open_alerts_critical_first(alarm, nurse, other_clinic):
     assert "Z1" not in text
 
 
+def test_an_older_critical_alert_is_listed_before_newer_warnings_when_the_inbox_is_full(alarm, nurse, monkeypatch):
+    """The inbox shows the most urgent alerts (``ALERT_INBOX_LIMIT``), ordered by the
+    database: the critical alert raised first is not pushed out by newer warnings, and the
+    caption says that more match."""
+    from pumps import selectors
+
+    critical = Alert.objects.get(pump=alarm, severity="critical")
+    Alert.objects.filter(pk=critical.pk).update(created_at=datetime(2026, 3, 1, 9, 0, tzinfo=CHICAGO))
+    monkeypatch.setattr(selectors, "ALERT_INBOX_LIMIT", 1)
+    with travel(IN_ALARM):
+        text = text_of(signed_in(nurse).get("/alerts/").content.decode())
+    assert "The 1 most urgent alerts, critical first; more match: narrow them by severity or kind" in text
+    assert "critical Low reservoir" in text
+    assert "Unverified program" not in text and "Refill overdue" not in text
+
+
 def test_acknowledge_with_htmx_swaps_the_row(alarm, nurse):
     alert = Alert.objects.get(pump=alarm, kind="refill_overdue")  # a warning: one click
     with travel(IN_ALARM):
