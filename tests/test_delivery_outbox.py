@@ -9,7 +9,7 @@ import logging
 import socket
 import threading
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from clinic.models import AlertRecipient
 from pumps import outbox, tasks
+from pumps import projection as pj
 from pumps import services as s
 from pumps.alerting.sweep import sweep
 from pumps.models import Alert, DeliveryAttempt, Notification
@@ -217,7 +218,9 @@ def test_a_resolved_alert_is_never_sent(ten_recipients, smtp, nurse_of):
     pump, t0 = ten_recipients
     inbox = smtp.start()
     # explanted before anything went out (SMTP was down); delivered two months later
-    s.explant_pump(withdrawal_plan="taper_completed", pump=pump, explanted_on=date.today(), actor=s.Actor(nurse_of(pump)), now=t0 + timedelta(minutes=1))
+    explanted_on = pj.local_date(t0, pump.clinic.tz)  # the clinic's today, whatever the hour in UTC
+    s.explant_pump(withdrawal_plan="taper_completed", pump=pump, explanted_on=explanted_on, actor=s.Actor(nurse_of(pump)),
+                   now=t0 + timedelta(minutes=1))
     assert set(Alert.objects.values_list("resolution", flat=True)) == {"pump explanted"}
     assert outbox.deliver_due(t0 + timedelta(days=60)) == 0
     assert inbox.messages == []
