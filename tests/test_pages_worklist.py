@@ -283,3 +283,16 @@ def test_band_names_the_open_critical_alert(board, nurse):
     band = text[text.index("Needs action now"):text.index("Then, most urgent first")]
     assert "Critical: low reservoir not acknowledged" in band
     assert band.index("Dubois, Dan") < band.index("Chen, Cora")
+
+
+def test_worklist_rows_escape_what_staff_typed(clinic, nurse, prescriber):
+    """The rows are written by a template tag (``pumps_ui.worklist_rows``), not the
+    template engine: a name or MRN holding markup is shown as text, never run."""
+    worked_example(new_patient(clinic, "MRN-<i>1</i>", '<script>alert("x")</script>', "O'Brien & <b>Co</b>"),
+                   s.Actor(prescriber), serial="X1")
+    with travel(DUE_SOON_AT):
+        html = signed_in(nurse).get("/").content.decode()
+    assert ("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;, O&#x27;Brien &amp; &lt;b&gt;Co&lt;/b&gt;</a> "
+            '<span class="mrn">MRN MRN-&lt;i&gt;1&lt;/i&gt;</span>') in html
+    assert "<script>alert" not in html and "<b>Co</b>" not in html
+    assert_no_inline_script(html)
