@@ -489,10 +489,11 @@ def with_alerts(rows: list[WorklistRow], now: datetime) -> list[WorklistRow]:
 def critical_elsewhere(worklist: Worklist, shown: set[int]) -> list[WorklistRow]:
     """The pumps of the (filtered) worklist with an open critical alert that are not among
     ``shown``, the rows of the first page: the "Needs action now" band lists them there
-    too, so that no critical alert waits on a later page. Two queries: the pumps of the
-    user's clinics with an open critical alert (``alert_open_critical_idx``), then those
-    of them the page's filters select (explanted pumps included), ordered like the
-    worklist. Also returned: the pumps whose stored status is stale (in memory already);
+    too, so that no critical alert waits on a later page. One query: the pumps the page's
+    filters select (explanted pumps included), ordered like the worklist, among those of
+    the user's clinics with an open critical alert (a subquery on the partial index
+    ``alert_open_critical_idx``, which drives the plan). Also returned: the pumps whose
+    stored status is stale (in memory already);
     ``first_page_rows`` keeps those that ``with_alerts`` finds a critical alert for."""
     rows: WorklistRows = worklist.rows
     critical = Alert.objects.filter(resolved_at__isnull=True, severity=Severity.CRITICAL, pump__isnull=False)
