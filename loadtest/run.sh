@@ -39,6 +39,11 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+for wait in "$STAFF_WAIT" "$API_WAIT"; do
+  if ! [[ "$wait" =~ ^[0-9]+(\.[0-9]+)?,[0-9]+(\.[0-9]+)?$ ]]; then
+    echo "--staff-wait and --api-wait take \"MIN,MAX\" in seconds (e.g. 5,15), not \"$wait\"" >&2; exit 2
+  fi
+done
 
 SERVER="${LOADTEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 DB="pumpclinic_loadtest_${PUMPS}"

@@ -136,19 +136,30 @@ def test_moves_are_honoured_or_refused():
 # ---------------------------------------------------------------------- properties
 
 
+def _capacity(draw, days, slots_per_day, *, most_slots: int, most_closures: int, most_earliest: int) -> Capacity:
+    """A clinic's capacity over ``days``: slots per day (or per weekday), open weekdays,
+    closures and the earliest useful refill."""
+    return Capacity(
+        slots_per_day=draw(slots_per_day),
+        slots_by_weekday=tuple(draw(st.lists(st.none() | st.integers(0, most_slots), min_size=7, max_size=7))
+                               if draw(st.booleans()) else (None,) * 7),
+        open_weekdays=EVERY_DAY if draw(st.booleans()) else frozenset(draw(st.sets(st.integers(0, 6), min_size=1))),
+        closures=frozenset(draw(st.sets(st.sampled_from(days), max_size=most_closures))) if days else frozenset(),
+        earliest_days=draw(st.integers(0, most_earliest)),
+    )
+
+
+def _booked(draw, days) -> dict:
+    """Refill appointments already booked on some of the days."""
+    return {d: n for d in days if draw(st.integers(0, 3)) == 0 and (n := draw(st.integers(1, 3)))}
+
+
 @st.composite
 def clinics(draw):
     horizon = draw(st.integers(0, 7))
     days = [MONDAY + DAY * i for i in range(horizon + 1)]
-    capacity = Capacity(
-        slots_per_day=draw(st.sampled_from((1, 1, 2, 0))),
-        slots_by_weekday=tuple(draw(st.lists(st.none() | st.integers(0, 2), min_size=7, max_size=7))
-                               if draw(st.booleans()) else (None,) * 7),
-        open_weekdays=EVERY_DAY if draw(st.booleans()) else frozenset(draw(st.sets(st.integers(0, 6), min_size=1))),
-        closures=frozenset(draw(st.sets(st.sampled_from(days), max_size=2))) if days else frozenset(),
-        earliest_days=draw(st.integers(0, 4)),
-    )
-    booked = {d: n for d in days if draw(st.integers(0, 3)) == 0 and (n := draw(st.integers(1, 3)))}
+    capacity = _capacity(draw, days, st.sampled_from((1, 1, 2, 0)), most_slots=2, most_closures=2, most_earliest=4)
+    booked = _booked(draw, days)
     dues = draw(st.lists(st.integers(-1, min(horizon + 1, 4)), max_size=6))
     pumps = [Candidate(key, MONDAY + DAY * offset) for key, offset in enumerate(dues, start=1)]
     return horizon, capacity, booked, pumps
@@ -282,15 +293,8 @@ def busy_clinics(draw):
     """Larger than the brute force can enumerate: up to 80 pumps over up to 40 days."""
     horizon = draw(st.integers(0, 40))
     days = [MONDAY + DAY * i for i in range(horizon + 1)]
-    capacity = Capacity(
-        slots_per_day=draw(st.integers(0, 3)),
-        slots_by_weekday=tuple(draw(st.lists(st.none() | st.integers(0, 3), min_size=7, max_size=7))
-                               if draw(st.booleans()) else (None,) * 7),
-        open_weekdays=EVERY_DAY if draw(st.booleans()) else frozenset(draw(st.sets(st.integers(0, 6), min_size=1))),
-        closures=frozenset(draw(st.sets(st.sampled_from(days), max_size=5))) if days else frozenset(),
-        earliest_days=draw(st.integers(0, 10)),
-    )
-    booked = {d: n for d in days if draw(st.integers(0, 3)) == 0 and (n := draw(st.integers(1, 3)))}
+    capacity = _capacity(draw, days, st.integers(0, 3), most_slots=3, most_closures=5, most_earliest=10)
+    booked = _booked(draw, days)
     dues = draw(st.lists(st.integers(-2, horizon + 2), max_size=80))
     moves = {key: MONDAY + DAY * draw(st.integers(-1, horizon + 1))
              for key in range(1, len(dues) + 1) if draw(st.integers(0, 9)) == 0}
