@@ -90,6 +90,9 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend with psycopg's C reader of timestamps (clinic/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "clinic.postgresql"
 # Seconds a process keeps its database connection (0: one per request or task). In
 # production a few minutes saves a connect per request and per sweep, and keeps the
 # plans PostgreSQL cached for the quiet sweep (pumps_idle_tick) from one tick to the next.
