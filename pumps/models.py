@@ -730,6 +730,11 @@ class Alert(models.Model):
             # the worklist's band: the pumps with an open critical alert
             models.Index(fields=["clinic", "pump"], name="alert_open_critical_idx",
                          condition=Q(resolved_at__isnull=True, severity="critical", pump__isnull=False)),
+            # the quiet tick's probe for the end of an acknowledged stop's window
+            # (pumps_idle_tick): the open unacknowledged withdrawal-risk alerts of empty
+            # pumps, hundreds at scale, are not in it
+            models.Index(fields=["due_at"], name="alert_ack_withdrawal_idx",
+                         condition=Q(kind="withdrawal_risk", resolved_at__isnull=True, acknowledged_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
