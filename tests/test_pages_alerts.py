@@ -217,3 +217,29 @@ def test_notifications_that_kept_failing_are_shown_to_staff_of_that_clinic_only(
     assert "Notifications that could not be delivered" in inbox
     assert "low_reservoir MRN MRN001 gone@clinic.example 10 SMTPRecipientsRefused: 550 no such user" in inbox
     assert "could not be delivered" not in elsewhere
+
+
+def test_undelivered_notifications_newest_first_and_one_narrow_query_when_there_are_none(alarm, nurse):
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from pumps import selectors
+    from pumps.models import Notification
+
+    with CaptureQueriesContext(connection) as queries:
+        assert selectors.undelivered_notifications(nurse) == []
+    assert len(queries) == 1  # the ids only: the wide join is read when some kept failing
+    alert = Alert.objects.filter(pump=alarm, kind="low_reservoir").first()
+    for recipient, created in (("older@clinic.example", IN_ALARM - timedelta(hours=1)),
+                               ("newer@clinic.example", IN_ALARM)):
+        Notification.objects.create(alert=alert, clinic=alarm.clinic, kind="low_reservoir", recipient=recipient,
+                                    status="failed", attempts=10, next_attempt_at=created, created_at=created)
+    assert [n.recipient for n in selectors.undelivered_notifications(nurse)] == [
+        "newer@clinic.example", "older@clinic.example"]
+    assert [n.recipient for n in selectors.undelivered_notifications(nurse, limit=1)] == ["newer@clinic.example"]
+    shown = selectors.undelivered_notifications(nurse)[0]
+    with CaptureQueriesContext(connection) as queries:
+        assert shown.alert.pump.patient.mrn == "MRN001"
+    assert len(queries) == 0  # read with its alert, pump and patient
