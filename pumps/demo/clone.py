@@ -80,6 +80,10 @@ def copy_pumps(copies: Sequence[Copy], *, now: datetime) -> list[int]:
         return []
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor  # the driver's cursor, for COPY
+        # Room to join and sort the copies in memory: with the default 4 MB, copying the
+        # programs (each mapped to the copy of its refill) sorted 750k rows on disk.
+        # Set for the seed's transaction only.
+        cursor.execute("SELECT set_config('work_mem', '256MB', true)")
         patient_ids = _allocate(cursor, Patient, len(copies))
         pump_ids = _allocate(cursor, Pump, len(copies))
 
@@ -126,7 +130,8 @@ def copy_pumps(copies: Sequence[Copy], *, now: datetime) -> list[int]:
                 overrides[column] = "r.new_id"
                 source += f" LEFT JOIN {mapped} r ON r.old_id = t.{column} AND r.pump_id = x.pump_id"
             if model in (Refill, Program):
-                cursor.execute(f"CREATE INDEX ON {mapping} (old_id, pump_id)")
+                # row counts for the planner: later copies join this map as a whole (hash join)
+                cursor.execute(f"ANALYZE {mapping}")
             _insert_select(cursor, model, overrides, source, now)
         # After a bulk load the planner needs fresh statistics (autovacuum would get there
         # later): the worklist and the sweep read these tables through their indexes.
