@@ -2,7 +2,8 @@
 
 Django reads every ``timestamptz`` value through a Python subclass of psycopg's Python
 loader (to force its connection's time zone onto the values), so each one is parsed in
-Python, about 10 µs: a worklist page reads a few thousand of them, a third of its time.
+Python, about 10 µs: a worklist page reads a few thousand of them, about a quarter of its
+time.
 The connection's time zone here is UTC (``TIME_ZONE = "UTC"``), and on a UTC session
 psycopg's C loader returns the very same values (aware, in ``datetime.UTC``). So each
 cursor reads them with the C loader when both hold: Django's zone for the connection is
