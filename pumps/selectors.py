@@ -572,14 +572,33 @@ def _current_program(now: datetime):
     )
 
 
-def _search(text: str) -> Q:
+#: A search that finds at most this many pumps hands their ids to the worklist's queries.
+SEARCH_IDS_LIMIT = 2000
+
+
+def _search(text: str, user) -> Q:
     """Pumps whose patient's MRN (exactly or its start) or pump's serial number is the text,
-    or whose patient's family or given name contains each of its words."""
-    by_id = Q(patient__mrn__iexact=text) | Q(patient__mrn__istartswith=text) | Q(serial_number__iexact=text)
+    or whose patient's family or given name contains each of its words.
+
+    The pumps found are read first, in one query: ``pumps of the matching patients
+    UNION pumps with that serial``, the patients looked for among the user's clinics'
+    alone, each side on one table's indexes (on PostgreSQL the patients' MRN and name
+    indexes and the pumps' serial index of migration ``pumps/0021``). The worklist's
+    queries (its page, counts, stale pumps and band) then take those ids; only a search
+    finding more than ``SEARCH_IDS_LIMIT`` pumps hands them the query itself. Written as
+    one ``OR`` across the pump and patient tables, the same test joined every pump of the
+    clinics to its patient in each of those queries (README "Scale and benchmarks")."""
     by_name = Q()
     for word in text.replace(",", " ").split():
-        by_name &= Q(patient__family_name__icontains=word) | Q(patient__given_name__icontains=word)
-    return by_id | by_name
+        by_name &= Q(family_name__icontains=word) | Q(given_name__icontains=word)
+    patients = scope(Patient.objects.all(), user).filter(
+        Q(mrn__iexact=text) | Q(mrn__istartswith=text) | by_name
+    ).order_by().values("id")
+    by_patient = Pump.objects.filter(patient__in=patients).order_by().values_list("id", flat=True)
+    by_serial = scope(Pump.objects.filter(serial_number__iexact=text), user).order_by().values_list("id", flat=True)
+    found = by_patient.union(by_serial)
+    ids = list(found[:SEARCH_IDS_LIMIT + 1])
+    return Q(pk__in=ids if len(ids) <= SEARCH_IDS_LIMIT else found)
 
 
 def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: datetime) -> QuerySet:
@@ -603,7 +622,7 @@ def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: dat
         queryset = queryset.filter(prescriber_id=filters.prescriber)
     text = filters.q.strip()
     if text:
-        queryset = queryset.filter(_search(text))
+        queryset = queryset.filter(_search(text, user))
     return queryset
 
 

@@ -113,6 +113,50 @@ def test_filters_and_search(board, nurse, query, expected):
     assert rows(html) == expected
 
 
+@pytest.mark.parametrize("query", ["q=MRN-C", "q=mrn", "q=fisch", "q=Ana+Garcia", "q=E1", "q=z1", "q=MRN-Z",
+                                   "q=mrn&status=inactive", "q=mrn&page=2", "q=nobody"])
+def test_a_search_lists_the_same_pumps_by_ids_and_by_subquery(board, nurse, query, monkeypatch):
+    """A search reads the ids of the pumps it finds once and hands them to the worklist's
+    queries; a search finding more than ``SEARCH_IDS_LIMIT`` pumps hands them the query
+    instead. Both list the same rows, counts and band (another clinic's pump never)."""
+    from pumps import selectors
+
+    with travel(DUE_SOON_AT):
+        by_ids = signed_in(nurse).get(f"/?{query}").content.decode()
+        monkeypatch.setattr(selectors, "SEARCH_IDS_LIMIT", 0)
+        by_query = signed_in(nurse).get(f"/?{query}").content.decode()
+    assert rows(by_ids) == rows(by_query)
+    assert text_of(by_ids).split("Last sweep")[0] == text_of(by_query).split("Last sweep")[0]
+    assert "Zed, Zoe" not in by_ids
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the search indexes are PostgreSQL's (pumps/0021)")
+@pytest.mark.parametrize(("lookup", "index"), [
+    ({"patient__mrn__iexact": "MRN-A"}, "patient_mrn_upper_idx"),
+    ({"patient__mrn__istartswith": "MRN"}, "patient_mrn_upper_idx"),
+    ({"patient__family_name__icontains": "arc"}, "patient_family_trgm_idx"),
+    ({"patient__given_name__icontains": "ana"}, "patient_given_trgm_idx"),
+    ({"serial_number__iexact": "a1"}, "pump_serial_upper_idx"),
+])
+def test_the_search_lookups_can_use_their_indexes(db, lookup, index):
+    """Each lookup of the search, as Django writes it, matches an index of migration
+    pumps/0021 (an expression index serves only the very expression): with sequential
+    scans priced out, the plan of the lookup reads that index."""
+    from pumps.models import Patient, Pump
+
+    field, value = next(iter(lookup.items()))
+    if field.startswith("patient__"):
+        queryset = Patient.objects.filter(**{field.removeprefix("patient__"): value})
+    else:
+        queryset = Pump.objects.filter(**{field: value})
+    sql, params = queryset.values("id").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert index in plan, plan
+
+
 def test_prescriber_filter_is_the_prescriber_of_the_program_in_force(board, nurse, prescriber):
     with travel(DUE_SOON_AT):
         html = signed_in(nurse).get(f"/?prescriber={prescriber.pk}").content.decode()
