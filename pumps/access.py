@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from django.db import connection
 from django.utils import timezone
 
 from clinic.models import ApiClient
@@ -63,7 +64,7 @@ def record_patients_access(
     list_read: bool = True,
 ) -> int:
     """Record that this request returned the patients ``patient_ids`` (a list, a search,
-    a page of results): one statement for the whole request, whatever its size. Call it
+    a page of results): one statement for a page of up to a thousand patients. Call it
     with the ids actually returned (the page, not the whole match) after scoping.
 
     ``clinic_ids`` maps each patient id to its clinic id when the caller has them at hand
@@ -71,7 +72,9 @@ def record_patients_access(
     opposed to the opening of one record. Returns the number of patients recorded.
 
     Today a ``PatientAccess`` row names one patient, so a read of N patients writes N rows
-    in one ``bulk_create`` (same instant, same path). Duplicated ids count once.
+    (same instant, same path), an ``INSERT`` per thousand. Duplicated ids count once. The
+    rows go in as plain values, not as models through ``bulk_create``: making a model for
+    each row and compiling its insert cost an API list a sixth of its time.
     """
     if channel not in CHANNELS:
         raise ValueError(f"unknown access channel {channel!r}")
@@ -82,14 +85,19 @@ def record_patients_access(
         clinic_ids = dict(Patient.objects.filter(pk__in=ids).values_list("pk", "clinic_id"))
     user, client = _who(request)
     path = _path(request)
-    now = timezone.now()
-    rows = [
-        PatientAccess(
-            patient_id=pk, clinic_id=clinic_ids[pk], user=user, api_client=client, channel=channel, path=path, at=now,
-            list_read=list_read,
-        )
-        for pk in ids
-        if pk in clinic_ids
-    ]
-    PatientAccess.objects.bulk_create(rows)
+    at = _AT.get_db_prep_save(timezone.now(), connection)
+    user_id, client_id = (user.pk if user else None), (client.pk if client else None)
+    rows = [(pk, clinic_ids[pk], user_id, client_id, channel, path, at, list_read) for pk in ids if pk in clinic_ids]
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _ROWS_PER_INSERT):  # SQLite takes at most 32,766 parameters
+            chunk = rows[start:start + _ROWS_PER_INSERT]
+            cursor.execute(f"{_INSERT} {', '.join([_ROW] * len(chunk))}", [value for row in chunk for value in row])
     return len(rows)
+
+
+_AT = PatientAccess._meta.get_field("at")
+_COLUMNS = ("patient_id", "clinic_id", "user_id", "api_client_id", "channel", "path", "at", "list_read")
+_INSERT = (f"INSERT INTO {connection.ops.quote_name(PatientAccess._meta.db_table)} "
+           f"({', '.join(connection.ops.quote_name(c) for c in _COLUMNS)}) VALUES")
+_ROWS_PER_INSERT = 1000
+_ROW = f"({', '.join(['%s'] * len(_COLUMNS))})"

@@ -185,6 +185,30 @@ def test_helper_truncates_a_long_path(nurse, patient):
     assert len(row.path) == 300
 
 
+def test_a_list_read_writes_one_row_per_patient_in_inserts_of_bounded_size(nurse, clinic, monkeypatch):
+    """A read of many patients is written as plain rows, a statement per
+    ``_ROWS_PER_INSERT`` (two here): every patient once, with the user, the clinic, the
+    channel, the path without its query, the instant of the read and the list flag."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from pumps import access
+
+    patients = [make_patient(clinic, mrn=f"MRN-L{n}") for n in range(5)]
+    request = RequestFactory().get("/api/v1/patients/", {"mrn": "MRN-L"})
+    request.user = nurse
+    monkeypatch.setattr(access, "_ROWS_PER_INSERT", 2)
+    at = datetime(2026, 3, 28, 12, 0, tzinfo=CHICAGO)
+    with travel(at), CaptureQueriesContext(connection) as captured:
+        written = access.record_patients_access(request, [p.pk for p in patients] + [patients[0].pk], None, "api")
+    assert written == 5
+    assert [q["sql"].split(" (")[0] for q in captured.captured_queries].count(
+        'INSERT INTO "pumps_patientaccess"') == 3
+    rows = list(PatientAccess.objects.order_by("id").values_list(
+        "patient_id", "clinic_id", "user_id", "api_client_id", "channel", "path", "at", "list_read"))
+    assert rows == [(p.pk, clinic.pk, nurse.pk, None, "api", "/api/v1/patients/", at, True) for p in patients]
+
+
 # ------------------------------------------------------------------------ admin
 
 
