@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -57,6 +58,7 @@ def weekday(value) -> str:
     return f"{value:%a}" if value else ""
 
 
+@functools.lru_cache(maxsize=4096)  # a page repeats its pumps' capacities and alarm volumes
 def _plain(value, places: str) -> str:
     if value is None or value == "":
         return "—"
