@@ -226,3 +226,51 @@ def test_the_pump_page_poll_answers_204_until_the_pump_changes(filled, nurse):
     changed = client.get(f"/pumps/{filled.pk}/", {"since": poll_since(later)}, headers=poll)
     assert quiet.status_code == 204
     assert changed.status_code == 200 and 'id="pump-live"' in changed.content.decode()
+
+
+def test_the_pages_audit_rows_are_the_orms(filled, nurse, clinic):
+    """The pump page reads the audit rows with queries compiled once (``audit_query``):
+    the same rows, in the same order, with the same values and types as the ORM's
+    ``audit_trail``, for every audited field type (decimals, booleans, instants, dates,
+    JSON, user and product ids), changes by staff and by the system, and a deletion."""
+    from pumps import selectors
+    from pumps.models import Alert, DrugProduct
+
+    actor = s.Actor(nurse)
+    at = datetime(2026, 3, 4, 9, tzinfo=CHICAGO)
+    product = DrugProduct.objects.filter(concentration_mcg_per_ml=D("1000")).order_by("pk").first()
+    s.record_refill(pump=filled, performed_at=at, extracted_volume_ml=D("19"), added_volume_ml=D("38"),
+                    concentration_mcg_per_ml=D("1000"), drug_product=product,
+                    lot_number='L<1> & "2"', actor=actor, now=at)
+    second = make_user("dr_two", clinic, "prescriber", first_name="Ada", last_name="Osei")
+    s.verify_program(program=filled.programs.get(), actor=s.Actor(second), now=at)
+    reading = s.record_reading(pump=filled, read_at=at, reservoir_volume_ml=D("30.125"), eri=True, actor=actor, now=at)
+    s.void_record(record=reading, reason="wrong pump", actor=actor, now=at)
+    s.schedule_appointment(pump=filled, scheduled_for=at + timedelta(days=30), actor=actor, now=at).delete()
+    patient = filled.patient
+    patient.high_risk_reason, patient.withdrawal_high_risk = "injury at T4", True
+    patient.save()
+    Assessment.objects.create(pump=filled, assessed_at=at, ashworth_lower_left="1+", penn_spasm_frequency=2,
+                              assessed_by=nurse)
+    CoMedication.objects.create(patient=patient, name="oxycodone 10 mg", category="opioid", started_on=at.date(),
+                                recorded_by=nurse)
+    alert = Alert.objects.create(clinic=filled.clinic, pump=filled, kind="refill_due_soon", episode="e", created_at=at,
+                                 severity="info", message="refill due")
+    alert.acknowledged_at, alert.acknowledged_by = at, nurse
+    alert.save()
+
+    page = selectors.page_audit_rows(filled)
+    orm = selectors.audit_trail(filled)
+    assert len(page) == len(orm) > 12
+    assert {a.row.history_type for a, _ in page} == {"+", "~", "-"}
+    for (a, query), b in zip(page, orm, strict=True):
+        assert (a.table, a.row.id, a.row.history_type, a.row.history_date, a.row.history_change_reason) == (
+            b.table, b.row.id, b.row.history_type, b.row.history_date, b.row.history_change_reason)
+        assert (a.before is None) == (b.before is None)
+        assert a.row.history_user__username == (b.row.history_user.username if b.row.history_user else None)
+        for f in query.fields:
+            value, expected = getattr(a.row, f.attname), getattr(b.row, f.attname)
+            assert (value, type(value)) == (expected, type(expected)), (a.table, f.attname)
+        assert [f.attname for f in query.fields] == [
+            f.attname for f in b.row.instance_type._meta.fields
+            if f.attname not in selectors.AUDIT_SKIP and hasattr(b.row, f.attname)]
