@@ -211,6 +211,7 @@ def pump_detail(request, pk: int):
         "data": page, "pump": page.pump, "patient": page.pump.patient, "clinic": page.pump.clinic,
         "p": page.projection, "can": page.permissions, "charts": pump_charts(page, now, dose), "dose": dose,
         "comedication_form": forms.CoMedicationForm(initial={"started_on": dose.day.isoformat()}),
+        "comedication_fields": forms.comedication_fields_html(dose.day.isoformat()),
         "writable": None if _may_acknowledge(page.permissions) else set(), "advice": ADVICE,
         "flex": any(prog.mode == Program.Mode.FLEX for prog in page.history.programs),
         "poll_since": poll_since(now), "next_action": next_action(page),

@@ -479,3 +479,21 @@ def test_the_explant_asks_for_the_withdrawal_plan(filled, nurse):
                                                    "Transferred to intensive care; oral route not possible")
     alert = Alert.objects.get(kind=AlertKind.WITHDRAWAL_RISK, episode=f"stop:{plan.pk}")
     assert alert.severity == "critical" and alert.resolved_at is None
+
+
+def test_the_add_co_medication_fields_are_the_forms_own(filled, nurse):
+    """The pump page shows the fields of the empty co-medication form rendered once a day
+    (``forms.comedication_fields_html``): as Django renders the form, with the page's date."""
+    from django.template import Context, Template
+
+    from pumps import forms
+
+    form = forms.CoMedicationForm(initial={"started_on": "2026-03-28"})
+    rendered = Template('{% for field in form %}<div class="field">{{ field.as_field_group }}</div>{% endfor %}')
+    expected = rendered.render(Context({"form": form}))
+    assert forms.comedication_fields_html("2026-03-28") == expected
+    assert 'name="started_on" value="2026-03-28"' in expected
+    assert forms.comedication_fields_html("2026-03-29") != expected
+    with travel(DUE_SOON_AT):
+        html = signed_in(nurse).get(f"/pumps/{filled.pk}/").content.decode()
+    assert expected in html
