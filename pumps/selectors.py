@@ -971,14 +971,14 @@ def pump_page(user, pk: int, now: datetime) -> PumpPage:
     """Everything the pump page shows, in a fixed number of queries."""
     pump = pump_for(user, pk)
     refills = list(
-        Refill.objects.filter(pump=pump).select_related("performed_by", "drug_product", "voided_by", "program")
+        Refill.objects.filter(pump=pump).select_related("performed_by", "drug_product")
         .order_by("performed_at", "id")
     )
     readings = list(Reading.objects.filter(pump=pump).select_related("performed_by").order_by("read_at", "id"))
     programs = list(
         Program.objects.filter(pump=pump).select_related("entered_by", "verified_by").order_by("effective_at", "id")
     )
-    events = list(Event.objects.filter(pump=pump).select_related("recorded_by").order_by("occurred_at", "id"))
+    events = list(Event.objects.filter(pump=pump).order_by("occurred_at", "id"))
     appointments = list(Appointment.objects.filter(pump=pump).order_by("scheduled_for", "id"))
     alerts = list(
         Alert.objects.filter(pump=pump).select_related("clinic", "acknowledged_by").order_by("-created_at", "-id")
@@ -1054,11 +1054,10 @@ def dose_response(pump: Pump, now: datetime, alerts: list[Alert] | None = None) 
     """Two queries: the pump's assessments and the patient's co-medications. ``alerts``
     (the pump's, when the caller has them) are matched to the assessment that opened them."""
     assessments = list(
-        Assessment.objects.filter(pump=pump).select_related("assessed_by", "voided_by").order_by("assessed_at", "id")
+        Assessment.objects.filter(pump=pump).select_related("assessed_by").order_by("assessed_at", "id")
     )
     comedications = list(
-        CoMedication.objects.filter(patient_id=pump.patient_id).select_related("recorded_by")
-        .order_by("started_on", "id")
+        CoMedication.objects.filter(patient_id=pump.patient_id).order_by("started_on", "id")
     )
     by_episode: dict[str, list[Alert]] = {}
     for alert in alerts or []:
