@@ -14,7 +14,7 @@ from django.utils.safestring import mark_safe
 
 from pumps import projection as pj
 from pumps import selectors
-from pumps.models import AlertKind, Severity
+from pumps.models import AlertKind, Program, Severity
 
 register = template.Library()
 
@@ -312,3 +312,140 @@ def worklist_rows(context, rows) -> str:
     many = bool(context.get("many_clinics"))
     pump_url = reverse("pump", args=[_SOME_PK])  # reversed once; each row puts its pump's id in
     return mark_safe("".join(worklist_row_html(row, now, many, pump_url) for row in rows))  # noqa: S308 - escaped above
+
+
+# ---------------------------------------------------------------- pump page rows
+#
+# The pump page lists every refill, program and reading of the pump and up to two
+# hundred audit entries: a pump with a long history has hundreds of rows, written here
+# as the worklist's are (escaped with ``_e``), each table's "Void" link reversed once.
+
+_MODE_LABELS = {value: str(label) for value, label in Program.Mode.choices}
+
+
+def _void_cell(record, may_void: bool, void_url: str) -> str:
+    """The last cell of a record's row: why it was voided, else the link to void it."""
+    if record.is_voided:
+        inside = f"voided: {_e(record.void_reason)}"
+    elif may_void:
+        inside = f'<a href="{_e(void_url.replace(_SOME_PK, str(record.pk)))}">Void</a>'
+    else:
+        inside = ""
+    return f'<td class="void-reason">{inside}</td>'
+
+
+def _voided_class(record) -> str:
+    return "voided" if record.is_voided else ""
+
+
+def refill_row_html(r, clinic, may_void: bool, void_url: str) -> str:
+    """One row of the pump page's refills table (``void_url``: with ``_SOME_PK`` for the id)."""
+    first = '<br><span class="small muted">first fill</span>' if r.is_first_fill else ""
+    discrepancy = f"{_e(signed(r.discrepancy_ml))} mL" if r.discrepancy_ml is not None else "—"
+    flags = "".join(f'<br><span class="flag">Flagged: {_e(f)}</span>' for f in r.flags or ())
+    drug = f"{_e(ml(r.concentration_mcg_per_ml))} mcg/mL"
+    if r.drug_product:
+        drug += f'<br><span class="small">{_e(product(r))}</span>'
+    if r.lot_number:
+        drug += f'<br><span class="small">lot {_e(r.lot_number)}</span>'
+    if r.bridge_bolus_ml:
+        drug += f'<br><span class="small">bridge bolus {_e(ml(r.bridge_bolus_ml))} mL</span>'
+    return (
+        f'\n      <tr class="{_voided_class(r)}">\n'
+        f'        <td>{_e(local(r.performed_at, clinic))}{first}</td>\n'
+        f'        <td class="num">{_e(ml(r.extracted_volume_ml))}</td>\n'
+        f'        <td class="num">{_e(ml(r.expected_residual_ml))}</td>\n'
+        f'        <td>{discrepancy}\n'
+        f'          {flags}</td>\n'
+        f'        <td class="num">{_e(ml(r.added_volume_ml))}</td>\n'
+        f'        <td class="num">{_e(ml(r.volume_after_ml))}</td>\n'
+        f'        <td>{drug}</td>\n'
+        f'        <td>{_e(person(r.performed_by))}{_e(r.performed_by_external)}</td>\n'
+        f'        {_void_cell(r, may_void, void_url)}\n'
+        f'      </tr>\n    '
+    )
+
+
+def _flex_steps(prog) -> str:
+    if prog.mode != Program.Mode.FLEX:
+        return ""
+    steps = "; ".join(f'{_e(s.get("start", ""))} {_e(ml(s.get("dose_mcg_per_hour")))} mcg/h' for s in prog.steps or ())
+    return f'<br><span class="small">{steps}</span>'
+
+
+def program_row_html(prog, clinic, may_void: bool, void_url: str) -> str:
+    """One row of the pump page's programs table; a program that came with a refill is
+    voided with its refill."""
+    with_refill = '<br><span class="small muted">with a refill</span>' if prog.refill_id else ""
+    bolus = f"{_e(ml(prog.ptm_bolus_mcg))} mcg × {_e(prog.ptm_max_per_day)}/day" if prog.ptm_bolus_mcg else "—"
+    if prog.verified_at:
+        verified = f"{_e(person(prog.verified_by))}{_e(prog.verified_by_external)}"
+    else:
+        verified = "<strong>not verified</strong>"
+    return (
+        f'\n      <tr class="{_voided_class(prog)}">\n'
+        f'        <td>{_e(local(prog.effective_at, clinic))}{with_refill}</td>\n'
+        f'        <td>{_e(_MODE_LABELS.get(prog.mode, prog.mode))}{_flex_steps(prog)}</td>\n'
+        f'        <td class="num">{_e(ml(prog.daily_dose_mcg))}</td>\n'
+        f'        <td class="num">{_e(ml(prog.concentration_mcg_per_ml))}</td>\n'
+        f'        <td class="num">{_e(rate(prog.daily_volume_ml))}</td>\n'
+        f'        <td>{bolus}</td>\n'
+        f'        <td>{_e(person(prog.entered_by))}{_e(prog.entered_by_external)}</td>\n'
+        f'        <td>{verified}</td>\n'
+        f'        <td>{_e(prog.override_reason or "—")}</td>\n'
+        f'        {_void_cell(prog, may_void and not prog.refill_id, void_url)}\n'
+        f'      </tr>\n    '
+    )
+
+
+def reading_row_html(r, clinic, may_void: bool, void_url: str) -> str:
+    """One row of the pump page's readings table."""
+    return (
+        f'<tr class="{_voided_class(r)}"><td>{_e(local(r.read_at, clinic))}</td>'
+        f'<td class="num">{_e(ml(r.reservoir_volume_ml))}</td><td>{"yes" if r.eri else "no"}</td>\n'
+        f'      {_void_cell(r, may_void, void_url)}</tr>\n    '
+    )
+
+
+def audit_row_html(entry, clinic) -> str:
+    """One row of the pump page's audit history (``selectors.AuditEntry``)."""
+    reason = f'<br><span class="small muted">{_e(entry.reason)}</span>' if entry.reason else ""
+    changes = "<br>".join(f"{_e(field)}: {_e(old)} → {_e(new)}" for field, old, new in entry.changes) or "—"
+    return (
+        f'<tr><td>{_e(local(entry.at, clinic))}</td><td>{_e(entry.who or "—")}</td>'
+        f'<td>{_e(entry.what)} {_e(entry.action)}{reason}</td>\n'
+        f'      <td>{changes}</td></tr>\n    '
+    )
+
+
+def _record_rows(context, records, kind: str, row_html, may_void: bool) -> str:
+    """The rows of a table of records, newest first, each written by ``row_html``."""
+    void_url = reverse("void", args=[kind, _SOME_PK]) if may_void else ""
+    clinic = context["clinic"]
+    html = "".join(row_html(r, clinic, may_void, void_url) for r in reversed(records))
+    return mark_safe(html)  # noqa: S308 - escaped by the row functions
+
+
+@register.simple_tag(takes_context=True)
+def refill_rows(context, refills) -> str:
+    """The ``<tr>`` of each refill, newest first (``refill_row_html``)."""
+    return _record_rows(context, refills, "refill", refill_row_html, context["can"].can_write)
+
+
+@register.simple_tag(takes_context=True)
+def program_rows(context, programs) -> str:
+    """The ``<tr>`` of each program, newest first (``program_row_html``)."""
+    return _record_rows(context, programs, "program", program_row_html, context["can"].can_program)
+
+
+@register.simple_tag(takes_context=True)
+def reading_rows(context, readings) -> str:
+    """The ``<tr>`` of each reading, newest first (``reading_row_html``)."""
+    return _record_rows(context, readings, "reading", reading_row_html, context["can"].can_write)
+
+
+@register.simple_tag(takes_context=True)
+def audit_rows(context, entries) -> str:
+    """The ``<tr>`` of each audit entry, in their order (``audit_row_html``)."""
+    clinic = context["clinic"]
+    return mark_safe("".join(audit_row_html(e, clinic) for e in entries))  # noqa: S308 - escaped by audit_row_html
