@@ -779,15 +779,16 @@ ALERT_ACK_FIELDS = ("acknowledged_at", "acknowledged_by_id", "acknowledged_by_ex
 AUDIT_LIMIT = 200
 
 
-def _audit_value(value, users: dict, products: dict, attname: str, tz=None) -> str:
+def _audit_value(value, users: dict[int, str], products: dict[int, str], attname: str, tz=None) -> str:
+    """``users``: names by id; ``products``: codes by id (``_audit_references``)."""
     if value is None or value == "":
         return "—"
     if attname.endswith("_by_id") or attname == "acknowledged_by_id":
-        user = users.get(value)
-        return display_name(user) if user else f"user #{value}"
+        name = users.get(value)
+        return name if name is not None else f"user #{value}"
     if attname == "drug_product_id":
-        product = products.get(value)
-        return product.code if product else f"#{value}"
+        code = products.get(value)
+        return code if code is not None else f"#{value}"
     if isinstance(value, Decimal):
         return f"{value.normalize():f}"
     if isinstance(value, bool):
@@ -914,16 +915,17 @@ def page_audit_rows(pump: Pump) -> list[tuple[AuditRow, AuditQuery]]:
     return rows
 
 
-def _audit_references(rows: list[AuditRow]) -> tuple[dict[int, Any], dict[int, DrugProduct]]:
-    """The users and drug products the rows refer to, by id: a query for each, only when
-    some row refers to one."""
+def _audit_references(rows: list[AuditRow]) -> tuple[dict[int, str], dict[int, str]]:
+    """The names of the users and the codes of the drug products the rows refer to, by
+    id: a query for each (of those columns only), only when some row refers to one."""
     user_ids = set()
     for a in rows:
         for attname in AUDIT_USER_FIELDS:
             if getattr(a.row, attname, None):
                 user_ids.add(getattr(a.row, attname))
-    users = {u.pk: u for u in get_user_model().objects.filter(pk__in=user_ids)} if user_ids else {}
-    products = {p.pk: p for p in DrugProduct.objects.all()} if any(
+    users = {pk: person_name(first, last, username) for pk, first, last, username in get_user_model().objects
+             .filter(pk__in=user_ids).values_list("pk", "first_name", "last_name", "username")} if user_ids else {}
+    products = dict(DrugProduct.objects.values_list("pk", "code")) if any(
         getattr(a.row, "drug_product_id", None) for a in rows
     ) else {}
     return users, products

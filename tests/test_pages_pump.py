@@ -274,3 +274,19 @@ def test_the_pages_audit_rows_are_the_orms(filled, nurse, clinic):
         assert [f.attname for f in query.fields] == [
             f.attname for f in b.row.instance_type._meta.fields
             if f.attname not in selectors.AUDIT_SKIP and hasattr(b.row, f.attname)]
+
+
+def test_the_audit_names_the_users_and_products_changed(filled, clinic):
+    from pumps import selectors
+    from pumps.models import DrugProduct
+
+    at = datetime(2026, 3, 4, 9, tzinfo=CHICAGO)
+    refill = Refill.objects.get()
+    product = DrugProduct.objects.filter(concentration_mcg_per_ml=D("1000")).order_by("pk").first()
+    refill.drug_product = product
+    refill.save()
+    second = make_user("dr_two", clinic, "prescriber", first_name="Ada", last_name="Osei")
+    s.verify_program(program=filled.programs.get(), actor=s.Actor(second), now=at)
+    changes = {change for entry in selectors._audit(filled) for change in entry.changes}
+    assert ("drug product", "—", product.code) in changes
+    assert ("verified by", "—", "Ada Osei") in changes
