@@ -188,9 +188,13 @@ class Projection:
 def to_decimal_ml(value: Fraction | Decimal | int) -> Decimal:
     """Round a volume half-up to 0.001 mL (the stored and returned precision)."""
     frac = value if type(value) is Fraction else Fraction(value)
+    return _ratio_to_decimal_ml(frac.numerator, frac.denominator)
+
+
+def _ratio_to_decimal_ml(n: int, d: int) -> Decimal:
+    """``to_decimal_ml`` of ``n / d`` mL (``d`` > 0, the ratio in any terms)."""
     # Exact half-up (away from zero) on the rational itself: dividing as Decimals first
     # would round at 28 digits and could round a second time here.
-    n, d = frac.numerator, frac.denominator
     whole = (2000 * abs(n) + d) // (2 * d)  # floor(|x| * 1000 + 1/2), in integers
     if n < 0:
         whole = -whole
@@ -427,7 +431,10 @@ class _Flat:
         self.per_day = rate * _US_PER_DAY  # mL per day
 
     def used(self, a: int, b: int, offset: int) -> Fraction:
-        return Fraction(self.rate * (b - a), self.den)
+        return Fraction(self.used_over_den(a, b, offset), self.den)
+
+    def used_over_den(self, a: int, b: int, offset: int) -> int:
+        return self.rate * (b - a)
 
     def reach(self, a: int, need: Fraction, offset: int) -> tuple[int, int, int]:
         """The instant at which ``need`` (> 0) mL have flowed since ``a``, exactly:
@@ -471,7 +478,10 @@ class _Day:
         return day * self.daily + self.cumulative[i] + self.rates[i] * (of_day - self.starts[i])
 
     def used(self, a: int, b: int, offset: int) -> Fraction:
-        return Fraction(self.through(b + offset) - self.through(a + offset), self.den)
+        return Fraction(self.used_over_den(a, b, offset), self.den)
+
+    def used_over_den(self, a: int, b: int, offset: int) -> int:
+        return self.through(b + offset) - self.through(a + offset)
 
     def reach(self, a: int, need: Fraction, offset: int) -> tuple[int, int, int]:
         """The instant at which ``need`` (> 0) mL have flowed since ``a``, the offset
@@ -597,6 +607,28 @@ class _Consumption:
 
     def volume(self, v0: Fraction, at: datetime, worst: bool) -> Fraction:
         return v0 - self.used(_to_us(at), worst)
+
+    def volumes_ml(self, v0: Fraction, moments: Sequence[datetime], worst: bool) -> list[Decimal]:
+        """``to_decimal_ml`` of ``volume`` at each instant, floored at 0, as charts want
+        them, exactly the same: within a piece in integers over one denominator, rather
+        than a few Fraction operations per instant (each reducing its result by a gcd),
+        as a chart asks for hundreds."""
+        out = []
+        left: dict[int, Fraction] = {}  # mL at the start of each piece reached
+        for at in moments:
+            at_us = _to_us(at)
+            i = bisect.bisect_left(self.starts, at_us) - 1  # the piece with a < at <= b
+            if i < 0 or at_us >= self.pieces[i][1]:
+                out.append(to_decimal_ml(max(v0 - self.used(at_us, worst), Fraction(0))))
+                continue
+            a, _, offset, exp_rate, worst_rate = self.pieces[i]
+            rate = worst_rate if worst else exp_rate
+            if i not in left:
+                left[i] = v0 - self.used_before[i][worst]
+            start = left[i]
+            n = start.numerator * rate.den - start.denominator * rate.used_over_den(a, at_us, offset)
+            out.append(_ratio_to_decimal_ml(max(n, 0), start.denominator * rate.den))
+        return out
 
     def crossings(
         self, v0: Fraction, thresholds: dict[str, Fraction], worst: bool, horizon: datetime
@@ -988,15 +1020,14 @@ def volume_series(
         walk = _Consumption(programs, pump.tz, _to_us(t0), _to_us(end))
     else:
         segments = list(_segments(programs, pump.tz, t0, end))
-    out = []
     step = (end - start) / max(points - 1, 1)
-    for i in range(points):
-        moment = start + step * i
-        if fast:
-            exp = max(walk.volume(anchor.volume_ml, moment, False), Fraction(0))
-            worst = max(walk.volume(anchor.volume_ml, moment, True), Fraction(0))
-        else:
-            exp = max(_volume_at(segments, anchor.volume_ml, moment, False), Fraction(0))
-            worst = max(_volume_at(segments, anchor.volume_ml, moment, True), Fraction(0))
+    moments = [start + step * i for i in range(points)]
+    if fast:
+        return list(zip(moments, walk.volumes_ml(anchor.volume_ml, moments, False),
+                        walk.volumes_ml(anchor.volume_ml, moments, True), strict=True))
+    out = []
+    for moment in moments:
+        exp = max(_volume_at(segments, anchor.volume_ml, moment, False), Fraction(0))
+        worst = max(_volume_at(segments, anchor.volume_ml, moment, True), Fraction(0))
         out.append((moment, to_decimal_ml(exp), to_decimal_ml(worst)))
     return out

@@ -276,6 +276,25 @@ def test_the_benchmark_program_in_every_zone(zone):
         assert project(at=at, **records) == project(at=at, fast=False, **records)
 
 
+@pytest.mark.parametrize("zone", ZONE_NAMES)
+def test_a_charts_series_equals_the_walk(zone):
+    # A chart's 121 points (charts.SERIES_POINTS) over both clocks' changes and past empty,
+    # flex then continuous with boluses: the volumes the series computes in integers
+    # (``_Consumption.volumes_ml``) are the walk's, floored at 0.
+    tz = ZONES[zone]
+    t0 = datetime(2026, 3, 5, 9, 0, tzinfo=tz)
+    records = _flex_36ml(tz, t0)
+    start, end = t0.astimezone(UTC), t0.astimezone(UTC) + 240 * DAY
+    assert volume_series(start=start, end=end, points=121, **records) == volume_series(
+        start=start, end=end, points=121, fast=False, **records)
+    records["programs"] = [ProgramData(effective_at=t0 - DAY, concentration_mcg_per_ml=D("1500"),
+                                       mode=MODE_CONTINUOUS, daily_dose_mcg=D("333"), bolus_mcg=D("25"),
+                                       bolus_max_per_day=3)]
+    series = volume_series(start=start, end=end, points=121, **records)
+    assert series == volume_series(start=start, end=end, points=121, fast=False, **records)
+    assert series[-1][1:] == (D("0.000"), D("0.000"))
+
+
 def test_a_flex_program_that_delivers_nothing_never_empties():
     tz = ZONES["Australia/Lord_Howe"]
     t0 = datetime(2026, 4, 1, tzinfo=tz)
