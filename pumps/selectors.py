@@ -783,7 +783,7 @@ def _audit_value(value, users: dict[int, str], products: dict[int, str], attname
     """``users``: names by id; ``products``: codes by id (``_audit_references``)."""
     if value is None or value == "":
         return "—"
-    if attname.endswith("_by_id") or attname == "acknowledged_by_id":
+    if attname in AUDIT_USER_FIELDS:
         name = users.get(value)
         return name if name is not None else f"user #{value}"
     if attname == "drug_product_id":
@@ -798,7 +798,10 @@ def _audit_value(value, users: dict[int, str], products: dict[int, str], attname
     return str(value)
 
 
-AUDIT_USER_FIELDS = ("performed_by_id", "entered_by_id", "verified_by_id", "voided_by_id", "acknowledged_by_id")
+#: The columns of audited records that name a staff member: the audit shows the name
+#: (``tests/test_pages_pump.py`` checks that every audited model's user columns are here).
+AUDIT_USER_FIELDS = ("performed_by_id", "entered_by_id", "verified_by_id", "voided_by_id", "acknowledged_by_id",
+                     "recorded_by_id", "assessed_by_id", "assigned_to_id")
 AUDIT_ACTIONS = {"+": "created", "~": "changed", "-": "deleted"}
 
 

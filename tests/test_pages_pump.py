@@ -290,3 +290,17 @@ def test_the_audit_names_the_users_and_products_changed(filled, clinic):
     changes = {change for entry in selectors._audit(filled) for change in entry.changes}
     assert ("drug product", "—", product.code) in changes
     assert ("verified by", "—", "Ada Osei") in changes
+
+
+def test_the_audit_shows_every_staff_column_of_an_audited_record_by_name():
+    """Each column of an audited record that names a staff member (who recorded an
+    event or an assessment, who performed a refill, ...) is shown by the person's name in
+    the audit, not as "user #12": ``AUDIT_USER_FIELDS`` lists them all."""
+    from django.contrib.auth import get_user_model
+
+    from pumps import selectors
+
+    user_model = get_user_model()
+    columns = {f.attname for model, _column, _by_patient in selectors.AUDITED.values()
+               for f in model._meta.concrete_fields if f.is_relation and f.related_model is user_model}
+    assert columns == set(selectors.AUDIT_USER_FIELDS)
