@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Case, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.expressions import RawSQL
 from django.http import Http404
 
 from clinic import permissions as perms
@@ -601,12 +602,19 @@ def _search(text: str, user) -> Q:
     by_serial = scope(Pump.objects.filter(serial_number__iexact=text), user).order_by().values_list("id", flat=True)
     found = by_patient.union(by_serial)
     ids = list(found[:SEARCH_IDS_LIMIT + 1])
-    return Q(pk__in=ids if len(ids) <= SEARCH_IDS_LIMIT else found)
+    if len(ids) > SEARCH_IDS_LIMIT:
+        return Q(pk__in=found)
+    if connection.vendor == "postgresql":
+        # one array parameter: Django prepares each value of an IN list in Python, and a
+        # thousand ids in each of the page's queries cost more than the page itself
+        return Q(pk__in=RawSQL("SELECT unnest(%s::bigint[])", ["{" + ",".join(map(str, ids)) + "}"]))
+    return Q(pk__in=ids)
 
 
-def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: datetime) -> QuerySet:
+def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: datetime, search: Q | None) -> QuerySet:
     """The pumps of the user's clinics with what a worklist row shows (the next
-    appointment, the prescriber of the program in force), narrowed by the filters but the status."""
+    appointment, the prescriber of the program in force), narrowed by the filters but the
+    status; ``search``: the search's condition (``_search``, read once per page)."""
     next_appointment = Appointment.objects.filter(
         pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True, scheduled_for__gte=now
     ).order_by("scheduled_for", "id")
@@ -623,9 +631,8 @@ def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: dat
         queryset = queryset.filter(clinic__code=filters.clinic)
     if filters.prescriber:
         queryset = queryset.filter(prescriber_id=filters.prescriber)
-    text = filters.q.strip()
-    if text:
-        queryset = queryset.filter(_search(text, user))
+    if search is not None:
+        queryset = queryset.filter(search)
     return queryset
 
 
@@ -676,9 +683,11 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     status (from the status tally, unless a search or a prescriber narrows the list), the
     clinics, the prescribers, and (when the paginator slices the rows) one page of pumps
     from the worklist index."""
-    pumps = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=True), user, filters, now)
+    text = filters.q.strip()
+    search = _search(text, user) if text else None
+    pumps = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=True), user, filters, now, search)
     # Explanted pumps are inactive: counted under "Inactive" and listed by its filter.
-    explanted = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=False), user, filters, now)
+    explanted = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=False), user, filters, now, search)
     explanted_count = explanted.order_by().count()
     clinics = visible_clinics(user)
     by_id = {c.pk: c for c in clinics}
@@ -702,7 +711,7 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     fresh_count = fresh_counts.get(filters.status, 0) if filters.status else sum(fresh_counts.values())
     if filters.status == pj.STATUS_INACTIVE:  # the implanted inactive pumps, then the explanted ones
         current = Q(next_change_at__isnull=True) | Q(next_change_at__gt=now)
-        fresh = _worklist_pumps(Pump.objects.all(), user, filters, now).filter(
+        fresh = _worklist_pumps(Pump.objects.all(), user, filters, now, search).filter(
             Q(explanted_on__isnull=False) | (Q(urgency=URGENCY[pj.STATUS_INACTIVE]) & current))
         fresh_count += explanted_count
     return Worklist(

@@ -116,13 +116,17 @@ def test_filters_and_search(board, nurse, query, expected):
 @pytest.mark.parametrize("query", ["q=MRN-C", "q=mrn", "q=fisch", "q=Ana+Garcia", "q=E1", "q=z1", "q=MRN-Z",
                                    "q=mrn&status=inactive", "q=mrn&page=2", "q=nobody"])
 def test_a_search_lists_the_same_pumps_by_ids_and_by_subquery(board, nurse, query, monkeypatch):
-    """A search reads the ids of the pumps it finds once and hands them to the worklist's
-    queries; a search finding more than ``SEARCH_IDS_LIMIT`` pumps hands them the query
+    """A search reads the ids of the pumps it finds once (one query with a UNION) and
+    hands them to the worklist's queries; a search finding more than ``SEARCH_IDS_LIMIT`` pumps hands them the query
     instead. Both list the same rows, counts and band (another clinic's pump never)."""
     from pumps import selectors
 
     with travel(DUE_SOON_AT):
-        by_ids = signed_in(nurse).get(f"/?{query}").content.decode()
+        client = signed_in(nurse)
+        client.get("/")  # the session's activity stamp, not counted below
+        with CaptureQueriesContext(connection) as captured:
+            by_ids = client.get(f"/?{query}").content.decode()
+        assert [q["sql"].count(" UNION ") for q in captured.captured_queries if "UNION" in q["sql"]] == [1]
         monkeypatch.setattr(selectors, "SEARCH_IDS_LIMIT", 0)
         by_query = signed_in(nurse).get(f"/?{query}").content.decode()
     assert rows(by_ids) == rows(by_query)
