@@ -595,9 +595,8 @@ def _search(text: str, user) -> Q:
     by_name = Q()
     for word in text.replace(",", " ").split():
         by_name &= Q(family_name__icontains=word) | Q(given_name__icontains=word)
-    patients = scope(Patient.objects.all(), user).filter(
-        Q(mrn__iexact=text) | Q(mrn__istartswith=text) | by_name
-    ).order_by().values("id")
+    # an MRN that is the text is one that starts with it
+    patients = scope(Patient.objects.all(), user).filter(Q(mrn__istartswith=text) | by_name).order_by().values("id")
     by_patient = Pump.objects.filter(patient__in=patients).order_by().values_list("id", flat=True)
     by_serial = scope(Pump.objects.filter(serial_number__iexact=text), user).order_by().values_list("id", flat=True)
     found = by_patient.union(by_serial)
