@@ -8,6 +8,8 @@ read-only helpers only.
 
 from __future__ import annotations
 
+import functools
+import operator
 from datetime import time
 from decimal import Decimal
 
@@ -200,6 +202,13 @@ class Pump(models.Model):
                 fields=["patient"], condition=Q(explanted_on__isnull=True), name="one_implanted_pump_per_patient"
             ),
             models.CheckConstraint(condition=Q(low_reservoir_alarm_ml__gte=0), name="pump_alarm_not_negative"),
+            # the worklist (pages and API) filters and orders by ``urgency``: it is the status's rank
+            models.CheckConstraint(
+                condition=functools.reduce(
+                    operator.or_, (Q(status=status, urgency=rank) for rank, status in enumerate(pj.STATUSES))
+                ),
+                name="pump_urgency_is_status_rank",
+            ),
             models.CheckConstraint(
                 condition=Q(explanted_on__isnull=True) | Q(explanted_on__gte=models.F("implanted_on")),
                 name="pump_explant_after_implant",
@@ -214,6 +223,11 @@ class Pump(models.Model):
             models.Index(
                 fields=["urgency", "refill_due_on", "low_reservoir_alarm_at", "id"], name="pump_urgency_idx",
                 condition=Q(explanted_on__isnull=True),
+            ),
+            # one clinic's worklist (a clinic's staff, the clinic filter, an API client)
+            models.Index(
+                fields=["clinic", "urgency", "refill_due_on", "low_reservoir_alarm_at", "id"],
+                name="pump_clinic_urgency_idx", condition=Q(explanted_on__isnull=True),
             ),
             # the explanted pumps of a clinic (counted under "Inactive"): a small range
             models.Index(fields=["clinic"], name="pump_explanted_idx", condition=Q(explanted_on__isnull=False)),

@@ -18,9 +18,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth import get_user_model
+from django.contrib.postgres.expressions import ArraySubquery
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Case, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import BooleanField, Case, Count, Exists, F, Func, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.expressions import RawSQL
 from django.http import Http404
 
@@ -515,10 +516,22 @@ def critical_elsewhere(worklist: Worklist, shown: set[int]) -> list[WorklistRow]
         # an explanted pump keeps a stop-without-plan or symptom alert (pumps.symptom_alerts)
         listed = listed | worklist.explanted
     ids = critical.filter(clinic_id__in=rows.clinics).values("pump_id")
-    fresh = listed.filter(pk__in=ids).exclude(pk__in=shown).order_by(*WORKLIST_ORDER)
+    fresh = listed.filter(_pk_in_array(ids)).exclude(pk__in=shown).order_by(*WORKLIST_ORDER)
     pumps = _share_clinics(list(fresh[:WORKLIST_BAND_LIMIT]), rows.clinics)
     found = [rows._row(pump, pump.status) for pump in pumps]
     return found + [r for r in rows.stale if r.pump.pk not in shown]
+
+
+def _pk_in_array(ids: QuerySet) -> Q | Func:
+    """``pk IN ids``, on PostgreSQL as ``pk = ANY(ARRAY(ids))``: the ids are read first,
+    once, and the rows fetched by primary key. Written ``IN (subquery)``, with the
+    worklist's order and a limit, the planner may walk a status's pumps in index order
+    probing each for an open critical alert, a walk of every pump of that status when none
+    has one (75 ms for the "ok" pumps at 100k, README "Scale and benchmarks")."""
+    if connection.vendor != "postgresql":
+        return Q(pk__in=ids)
+    return Func(F("pk"), ArraySubquery(ids), arg_joiner=" = ANY(", template="(%(expressions)s))",
+                output_field=BooleanField())
 
 
 def first_page_rows(worklist: Worklist, rows: list[WorklistRow], now: datetime) -> list[WorklistRow]:
@@ -576,8 +589,11 @@ def _current_program(now: datetime):
     )
 
 
-#: A search that finds at most this many pumps hands their ids to the worklist's queries.
-SEARCH_IDS_LIMIT = 2000
+#: A search that finds at most this many pumps hands their ids to the worklist's queries:
+#: on PostgreSQL as one array parameter, elsewhere as a list of at most
+#: ``SEARCH_IDS_LIST_LIMIT`` parameters.
+SEARCH_IDS_LIMIT = 10_000
+SEARCH_IDS_LIST_LIMIT = 2000
 
 
 def _search(text: str, user) -> Q:
@@ -589,7 +605,8 @@ def _search(text: str, user) -> Q:
     alone, each side on one table's indexes (on PostgreSQL the patients' MRN and name
     indexes and the pumps' serial index of migration ``pumps/0021``). The worklist's
     queries (its page, counts, stale pumps and band) then take those ids; only a search
-    finding more than ``SEARCH_IDS_LIMIT`` pumps hands them the query itself. Written as
+    finding more than ``SEARCH_IDS_LIMIT`` pumps (a common surname in a large network
+    finds thousands) hands them the query itself. Written as
     one ``OR`` across the pump and patient tables, the same test joined every pump of the
     clinics to its patient in each of those queries (README "Scale and benchmarks")."""
     by_name = Q()
@@ -600,25 +617,42 @@ def _search(text: str, user) -> Q:
     by_patient = Pump.objects.filter(patient__in=patients).order_by().values_list("id", flat=True)
     by_serial = scope(Pump.objects.filter(serial_number__iexact=text), user).order_by().values_list("id", flat=True)
     found = by_patient.union(by_serial)
-    ids = list(found[:SEARCH_IDS_LIMIT + 1])
-    if len(ids) > SEARCH_IDS_LIMIT:
+    array = connection.vendor == "postgresql"
+    limit = SEARCH_IDS_LIMIT if array else min(SEARCH_IDS_LIMIT, SEARCH_IDS_LIST_LIMIT)
+    ids = list(found[:limit + 1])
+    if len(ids) > limit:
         return Q(pk__in=found)
-    if connection.vendor == "postgresql":
+    if array:
         # one array parameter: Django prepares each value of an IN list in Python, and a
         # thousand ids in each of the page's queries cost more than the page itself
         return Q(pk__in=RawSQL("SELECT unnest(%s::bigint[])", ["{" + ",".join(map(str, ids)) + "}"]))
     return Q(pk__in=ids)
 
 
-def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: datetime, search: Q | None) -> QuerySet:
-    """The pumps of the user's clinics with what a worklist row shows (the next
-    appointment, the prescriber of the program in force), narrowed by the filters but the
-    status; ``search``: the search's condition (``_search``, read once per page)."""
+def _worklist_clinic_ids(user, clinics: list[Clinic], filters: WorklistFilters) -> list[int] | None:
+    """The ids of the clinics the worklist lists (the user's, or the one its filter names),
+    None for every clinic (a superuser's unfiltered list). Given to the worklist's queries
+    as values, not as a join or a subquery: the planner then knows which clinics, and
+    reads one clinic's most urgent pumps from ``pump_clinic_urgency_idx`` instead of
+    sorting all of them (README "Scale and benchmarks")."""
+    if user.is_superuser and not filters.clinic:
+        return None
+    return [c.pk for c in clinics if not filters.clinic or c.code == filters.clinic]
+
+
+def _worklist_pumps(queryset: QuerySet, clinic_ids: list[int] | None, filters: WorklistFilters, now: datetime,
+                    search: Q | None) -> QuerySet:
+    """The pumps of ``clinic_ids`` (``_worklist_clinic_ids``: the user's clinics, or the
+    one the filter names) with what a worklist row shows (the next appointment, the
+    prescriber of the program in force), narrowed by the filters but the status and the
+    clinic; ``search``: the search's condition (``_search``, read once per page)."""
     next_appointment = Appointment.objects.filter(
         pump=OuterRef("pk"), status=Appointment.Status.SCHEDULED, voided_at__isnull=True, scheduled_for__gte=now
     ).order_by("scheduled_for", "id")
+    if clinic_ids is not None:
+        queryset = queryset.filter(clinic_id__in=clinic_ids)
     queryset = (
-        scope(queryset, user)
+        queryset
         .select_related("patient", "model")  # the clinic: one shared object per clinic (``_share_clinics``)
         .annotate(
             next_appointment_at=Subquery(next_appointment.values("scheduled_for")[:1]),
@@ -626,8 +660,6 @@ def _worklist_pumps(queryset: QuerySet, user, filters: WorklistFilters, now: dat
             prescriber_id=Subquery(_current_program(now).values("entered_by_id")[:1]),
         )
     )
-    if filters.clinic:
-        queryset = queryset.filter(clinic__code=filters.clinic)
     if filters.prescriber:
         queryset = queryset.filter(prescriber_id=filters.prescriber)
     if search is not None:
@@ -684,12 +716,13 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     from the worklist index."""
     text = filters.q.strip()
     search = _search(text, user) if text else None
-    pumps = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=True), user, filters, now, search)
-    # Explanted pumps are inactive: counted under "Inactive" and listed by its filter.
-    explanted = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=False), user, filters, now, search)
-    explanted_count = explanted.order_by().count()
     clinics = visible_clinics(user)
     by_id = {c.pk: c for c in clinics}
+    clinic_ids = _worklist_clinic_ids(user, clinics, filters)
+    pumps = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=True), clinic_ids, filters, now, search)
+    # Explanted pumps are inactive: counted under "Inactive" and listed by its filter.
+    explanted = _worklist_pumps(Pump.objects.filter(explanted_on__isnull=False), clinic_ids, filters, now, search)
+    explanted_count = explanted.order_by().count()
     stale_pumps = _share_clinics(list(pumps.filter(next_change_at__lte=now)), by_id)
     fresh = pumps.filter(Q(next_change_at__isnull=True) | Q(next_change_at__gt=now))
     fresh_counts = _fresh_counts(user, filters, fresh, stale_pumps)
@@ -710,7 +743,7 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     fresh_count = fresh_counts.get(filters.status, 0) if filters.status else sum(fresh_counts.values())
     if filters.status == pj.STATUS_INACTIVE:  # the implanted inactive pumps, then the explanted ones
         current = Q(next_change_at__isnull=True) | Q(next_change_at__gt=now)
-        fresh = _worklist_pumps(Pump.objects.all(), user, filters, now, search).filter(
+        fresh = _worklist_pumps(Pump.objects.all(), clinic_ids, filters, now, search).filter(
             Q(explanted_on__isnull=False) | (Q(urgency=URGENCY[pj.STATUS_INACTIVE]) & current))
         fresh_count += explanted_count
     return Worklist(

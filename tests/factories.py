@@ -7,6 +7,7 @@ from datetime import date
 from django.contrib.auth import get_user_model
 
 from clinic.models import Clinic, Membership
+from pumps import projection as pj
 from pumps.models import Patient, Pump, PumpModel
 from pumps.services import Actor, implant_pump
 
@@ -52,3 +53,9 @@ def make_pump(patient, model_code="8637-40", implanted_on=date(2026, 1, 15), ser
         patient=patient, model=PumpModel.objects.get(code=model_code), serial_number=serial,
         implanted_on=implanted_on, actor=Actor.system("test"), now=now, **kwargs,
     )
+
+
+def stored_status(status: str) -> dict:
+    """The columns of a stored status for ``Pump.objects.update``: the status and its rank
+    (the constraint ``pump_urgency_is_status_rank`` keeps them together)."""
+    return {"status": status, "urgency": pj.STATUSES.index(status)}

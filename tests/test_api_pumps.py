@@ -21,7 +21,7 @@ from tests.api_support import (
     travel,
     worked_example_refill,
 )
-from tests.factories import make_clinic, make_patient, make_pump
+from tests.factories import make_clinic, make_patient, make_pump, stored_status
 
 NOW = datetime(2026, 2, 2, 10, 0, tzinfo=CHICAGO)
 
@@ -276,8 +276,8 @@ def test_projection_at_must_have_an_offset(api, pump, at, message):
 
 def test_filters(api, pump, clinic):
     second = make_pump(make_patient(clinic, mrn="MRN002"), serial="SN-0002")
-    Pump.objects.filter(pk=pump.pk).update(status="due_soon", refill_due_on=date(2026, 4, 10))
-    Pump.objects.filter(pk=second.pk).update(status="alarm", refill_due_on=date(2026, 3, 1))
+    Pump.objects.filter(pk=pump.pk).update(**stored_status("due_soon"), refill_due_on=date(2026, 4, 10))
+    Pump.objects.filter(pk=second.pk).update(**stored_status("alarm"), refill_due_on=date(2026, 3, 1))
 
     def ids(**params):
         return [p["id"] for p in api.get(f"{API}/pumps/", params).json()["results"]]
@@ -327,7 +327,7 @@ def test_worklist_sorts_by_urgency_then_due_date(api, clinic, other_clinic):
     pumps = []
     for i, (status, due) in enumerate(layout):
         pump = make_pump(make_patient(clinic, mrn=f"W{i}"), serial=f"W{i}")
-        Pump.objects.filter(pk=pump.pk).update(status=status, refill_due_on=due)
+        Pump.objects.filter(pk=pump.pk).update(**stored_status(status), refill_due_on=due)
         pumps.append(pump)
     explanted = make_pump(make_patient(clinic, mrn="GONE"), serial="GONE")
     services.explant_pump(pump=explanted, explanted_on=date(2026, 1, 16), actor=services.Actor.system(),
@@ -384,13 +384,38 @@ def test_clinic_offset_follows_the_clinic(db):
     assert body["at"] == "2026-02-01T11:00:00+11:00"
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="plans are PostgreSQL's")
+@pytest.mark.parametrize("params", [{}, {"status": "ok"}, {"status": "alarm,empty"}, {"clinic": "north"},
+                                    {"clinic": "north", "status": "due_soon"}])
+def test_a_worklist_page_is_a_range_of_the_clinics_worklist_index(api, clinic, params):
+    """The status filter is its rank (``urgency``) and the clinic filter the clinic's id,
+    the columns ``pump_clinic_urgency_idx`` starts with: a page is read from the index in
+    the worklist's order, not found by walking every pump of the clinic (at 100k pumps a
+    page of "ok" pumps took 45 ms, 19 with the index)."""
+    for i, status in enumerate(["ok", "alarm", "empty", "due_soon"]):
+        pump = make_pump(make_patient(clinic, mrn=f"I{i}"), serial=f"I{i}")
+        Pump.objects.filter(pk=pump.pk).update(**stored_status(status), refill_due_on=date(2026, 4, 1 + i))
+    with CaptureQueriesContext(connection) as captured:
+        body = api.get(f"{API}/worklist/", params).json()
+    wanted = set(params.get("status", "ok,alarm,empty,due_soon").split(","))
+    assert {row["status"] for row in body["results"]} == wanted and body["count"] == len(wanted)
+    [sql] = [q["sql"] for q in captured.captured_queries if 'ORDER BY "pumps_pump"."urgency" ASC' in q["sql"]]
+    assert '"clinic_clinic"."code" =' not in sql and '"pumps_pump"."status" IN' not in sql
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(f"EXPLAIN {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "pump_clinic_urgency_idx" in plan and "Sort Key" not in plan.split("SubPlan")[0], plan
+
+
 def test_worklist_count_is_the_number_of_pumps_listed_whatever_the_filters(api, clinic, other_clinic):
     # Without filters, or with status and clinic only, the count comes from the status
     # tally; with any other filter the rows are counted. Both give the rows listed.
     statuses = ["ok", "ok", "alarm", "due_soon", "empty", "incomplete"]
     for i, status in enumerate(statuses):
         pump = make_pump(make_patient(clinic, mrn=f"C{i}"), serial=f"C{i}")
-        Pump.objects.filter(pk=pump.pk).update(status=status, refill_due_on=date(2026, 4, 1 + i))
+        Pump.objects.filter(pk=pump.pk).update(**stored_status(status), refill_due_on=date(2026, 4, 1 + i))
     make_pump(make_patient(other_clinic, mrn="OTHER"), serial="OTHER")  # not the client's clinic
     gone = make_pump(make_patient(clinic, mrn="GONE"), serial="GONE")
     Pump.objects.filter(pk=gone.pk).update(explanted_on=date(2026, 2, 1))

@@ -161,6 +161,76 @@ def test_the_search_lookups_can_use_their_indexes(db, lookup, index):
     assert index in plan, plan
 
 
+def plan_without_seqscan_or_sort(sql: str) -> str:
+    """The plan of ``sql`` (a query as run, values in place) with sequential scans and
+    sorts priced out: what it shows is an index that can serve the query's filter and
+    order, if there is one (a few test rows would otherwise be read whole)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(f"EXPLAIN {sql}")
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def page_query(captured) -> str:
+    """The worklist's page query among ``captured``: the one ordered like the worklist with a limit."""
+    [sql] = [q["sql"] for q in captured.captured_queries
+             if 'ORDER BY "pumps_pump"."urgency" ASC' in q["sql"] and " LIMIT " in q["sql"]
+             and "ANY(ARRAY(" not in q["sql"]]
+    return sql
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="plans are PostgreSQL's")
+@pytest.mark.parametrize("query", ["", "?status=ok", "?clinic=north", "?clinic=north&status=empty"])
+def test_one_clinics_page_is_a_range_of_its_worklist_index(board, nurse, query):
+    """A nurse of one clinic, or the clinic filter: the page query names the clinic by its
+    id (no join on the clinic's code, no membership subquery) and the status by its rank,
+    so that the page is read from ``pump_clinic_urgency_idx`` in the worklist's order, not
+    sorted from every pump of the clinic (at 100k pumps, 160 ms against 50 for the page)."""
+    with travel(DUE_SOON_AT):
+        client = signed_in(nurse)
+        client.get("/")
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(f"/{query}").status_code == 200
+    sql = page_query(captured)
+    assert '"clinic_clinic"' not in sql and '"clinic_membership"' not in sql
+    assert f'"pumps_pump"."clinic_id" IN ({board["ok"].clinic_id})' in sql
+    plan = plan_without_seqscan_or_sort(sql)
+    assert "pump_clinic_urgency_idx" in plan and "Sort Key" not in plan.split("SubPlan")[0], plan
+
+
+def test_a_stored_status_without_its_rank_is_refused(board):
+    """``urgency`` orders the worklist and stands for the status in its filters: the
+    database refuses a status stored without its rank, whoever writes it."""
+    from django.db import IntegrityError, transaction
+
+    from pumps.models import Pump
+
+    with pytest.raises(IntegrityError, match="pump_urgency_is_status_rank"), transaction.atomic():
+        Pump.objects.filter(pk=board["ok"].pk).update(status="empty")
+    Pump.objects.filter(pk=board["ok"].pk).update(status="empty", urgency=0)
+    assert Pump.objects.get(pk=board["ok"].pk).urgency == 0
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the array form is PostgreSQL's")
+def test_the_band_reads_the_pumps_of_open_critical_alerts_by_key(board, nurse, settings):
+    """The band's query reads the pumps with an open critical alert first, as one array,
+    then those pumps by primary key: written ``IN (subquery)`` with the worklist's order
+    and a limit, the planner walked every pump of a status probing each for an alert."""
+    settings.WORKLIST_PAGE_SIZE = 1
+    from pumps.alerting.sweep import sweep
+
+    sweep(DUE_SOON_AT)
+    with travel(DUE_SOON_AT):
+        client = signed_in(nurse)
+        client.get("/")
+        with CaptureQueriesContext(connection) as captured:
+            html = client.get("/?status=empty").content.decode()
+    [band] = [q["sql"] for q in captured.captured_queries if "ANY(ARRAY(" in q["sql"]]
+    assert '"pumps_pump"."id" = ANY(ARRAY(SELECT' in band
+    assert rows(html) == ["empty"]
+
+
 def test_prescriber_filter_is_the_prescriber_of_the_program_in_force(board, nurse, prescriber):
     with travel(DUE_SOON_AT):
         html = signed_in(nurse).get(f"/?prescriber={prescriber.pk}").content.decode()

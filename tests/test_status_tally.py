@@ -12,7 +12,7 @@ from pumps import services as s
 from pumps import tallies
 from pumps.alerting.sweep import idle_tick, sweep
 from pumps.models import Pump, Refill, StatusTally
-from tests.factories import make_clinic, make_patient, make_pump
+from tests.factories import make_clinic, make_patient, make_pump, stored_status
 from tests.pages_support import DUE_SOON_AT, OK_AT, signed_in, text_of, travel, worked_example
 from tests.test_pages_worklist import board  # noqa: F401 - fixture
 
@@ -68,7 +68,7 @@ def test_a_failed_write_leaves_the_tally_as_it_was(board, clinic):  # noqa: F811
 
     before = tally(clinic)
     with pytest.raises(RuntimeError), transaction.atomic():
-        Pump.objects.filter(clinic=clinic).update(status="ok")
+        Pump.objects.filter(clinic=clinic).update(**stored_status("ok"))
         assert tally(clinic) == Counter({"ok": 6})
         raise RuntimeError("rolled back")
     assert tally(clinic) == before
@@ -77,7 +77,7 @@ def test_a_failed_write_leaves_the_tally_as_it_was(board, clinic):  # noqa: F811
 def test_fold_keeps_every_sum_and_leaves_one_row_per_clinic_and_status(board, clinic, other_clinic):  # noqa: F811
     sweep(DUE_SOON_AT)  # folds
     for status in ("alarm", "empty", "ok"):  # and back: rows that sum to nothing
-        Pump.objects.filter(pk=board["ok"].pk).update(status=status)
+        Pump.objects.filter(pk=board["ok"].pk).update(**stored_status(status))
     assert StatusTally.objects.count() == 7 + 6
     before = {c.pk: tally(c) for c in (clinic, other_clinic)}
     unfolded = StatusTally.objects.count()
@@ -100,7 +100,7 @@ def test_fold_without_delete_returning_gives_the_same_rows(board, clinic, monkey
     folded = StatusTally.objects.count()
     assert folded == 3  # north: ok 5, incomplete 1; south: ok 1
     for status in ("alarm", "ok"):  # two rows each
-        Pump.objects.filter(pk=board["ok"].pk).update(status=status)
+        Pump.objects.filter(pk=board["ok"].pk).update(**stored_status(status))
     assert tallies.fold() == folded + 4
     assert tally(clinic) == pumps_by_status(clinic) == Counter({"ok": 5, "incomplete": 1})
     assert StatusTally.objects.count() == folded
@@ -130,7 +130,7 @@ def test_the_quiet_tick_folds_once_enough_rows_accumulated(board, clinic, monkey
     assert idle_tick(OK_AT, OK_AT)
     monkeypatch.setattr(tallies, "FOLD_AFTER", StatusTally.objects.count() + 1)
     pump = make_pump(make_patient(clinic, mrn="MRN-T"), serial="T1")  # +1 incomplete
-    Pump.objects.filter(pk=pump.pk).update(status="inactive")  # -1 incomplete, +1 inactive
+    Pump.objects.filter(pk=pump.pk).update(**stored_status("inactive"))  # -1 incomplete, +1 inactive
     assert not idle_tick(OK_AT, OK_AT)  # rows to fold
     counts = tally(clinic)
     sweep(OK_AT)
@@ -167,10 +167,10 @@ def test_after_migrate_sqlite_gets_back_triggers_a_table_rebuild_lost(board, cli
     assert tallies.ensure_sqlite_triggers() is False  # all there
     with connection.cursor() as cursor:  # what rebuilding pumps_pump in a migration does
         cursor.execute("DROP TRIGGER pumps_status_tally_update")
-    Pump.objects.filter(pk=board["ok"].pk).update(status="alarm")
+    Pump.objects.filter(pk=board["ok"].pk).update(**stored_status("alarm"))
     assert tally(clinic) != pumps_by_status(clinic)
     emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
     assert tally(clinic) == pumps_by_status(clinic)
-    Pump.objects.filter(pk=board["ok"].pk).update(status="ok")
+    Pump.objects.filter(pk=board["ok"].pk).update(**stored_status("ok"))
     assert tally(clinic) == pumps_by_status(clinic)
     assert tallies.ensure_sqlite_triggers() is False
