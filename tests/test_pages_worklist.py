@@ -250,6 +250,18 @@ def test_clinic_filter_for_a_member_of_two_clinics(board, other_clinic, nurse):
     assert "Zed, Zoe" in south
 
 
+def test_the_clinic_filter_never_reaches_beyond_the_users_clinics(board, nurse):
+    """The worklist's queries take the ids of the user's clinics, the clinic filter one of
+    them: another clinic's code, or no clinic's, lists nothing and counts nothing."""
+    with travel(DUE_SOON_AT):
+        for code in ("south", "nowhere"):
+            response = signed_in(nurse).get("/", {"clinic": code})
+            html = response.content.decode()
+            assert response.status_code == 200 and rows(html) == [], code
+            assert "Zed, Zoe" not in html and "Z1" not in html
+            assert "0 pumps shown of 0." in text_of(html), text_of(html)
+
+
 def test_htmx_search_returns_only_the_results_fragment(board, nurse):
     with travel(DUE_SOON_AT):
         response = signed_in(nurse).get("/?q=MRN-F", headers={"HX-Request": "true", "HX-Target": "worklist-results"})
