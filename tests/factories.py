@@ -59,3 +59,16 @@ def stored_status(status: str) -> dict:
     """The columns of a stored status for ``Pump.objects.update``: the status and its rank
     (the constraint ``pump_urgency_is_status_rank`` keeps them together)."""
     return {"status": status, "urgency": pj.STATUSES.index(status)}
+
+
+def query_plan(sql: str, params=None) -> str:
+    """PostgreSQL's plan of ``sql`` with sequential scans and sorts priced out: what it
+    shows is an index that can serve the query's filter and order, if there is one (a
+    few test rows would otherwise be read whole)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(f"EXPLAIN {sql}", params)
+        return "\n".join(row[0] for row in cursor.fetchall())

@@ -21,7 +21,7 @@ from tests.api_support import (
     travel,
     worked_example_refill,
 )
-from tests.factories import make_clinic, make_patient, make_pump, stored_status
+from tests.factories import make_clinic, make_patient, make_pump, query_plan, stored_status
 
 NOW = datetime(2026, 2, 2, 10, 0, tzinfo=CHICAGO)
 
@@ -401,11 +401,7 @@ def test_a_worklist_page_is_a_range_of_the_clinics_worklist_index(api, clinic, p
     assert {row["status"] for row in body["results"]} == wanted and body["count"] == len(wanted)
     [sql] = [q["sql"] for q in captured.captured_queries if 'ORDER BY "pumps_pump"."urgency" ASC' in q["sql"]]
     assert '"clinic_clinic"."code" =' not in sql and '"pumps_pump"."status" IN' not in sql
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute(f"EXPLAIN {sql}")
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = query_plan(sql)
     assert "pump_clinic_urgency_idx" in plan and "Sort Key" not in plan.split("SubPlan")[0], plan
 
 

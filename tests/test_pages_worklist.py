@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from pumps import services as s
-from tests.factories import make_patient, make_pump, make_user
+from tests.factories import make_patient, make_pump, make_user, query_plan
 from tests.pages_support import (
     CHICAGO,
     DUE_SOON_AT,
@@ -153,23 +153,8 @@ def test_the_search_lookups_can_use_their_indexes(db, lookup, index):
         queryset = Patient.objects.filter(**{field.removeprefix("patient__"): value})
     else:
         queryset = Pump.objects.filter(**{field: value})
-    sql, params = queryset.values("id").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute(f"EXPLAIN {sql}", params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
+    plan = query_plan(*queryset.order_by().values("id").query.sql_with_params())
     assert index in plan, plan
-
-
-def plan_without_seqscan_or_sort(sql: str) -> str:
-    """The plan of ``sql`` (a query as run, values in place) with sequential scans and
-    sorts priced out: what it shows is an index that can serve the query's filter and
-    order, if there is one (a few test rows would otherwise be read whole)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute(f"EXPLAIN {sql}")
-        return "\n".join(row[0] for row in cursor.fetchall())
 
 
 def page_query(captured) -> str:
@@ -195,7 +180,7 @@ def test_one_clinics_page_is_a_range_of_its_worklist_index(board, nurse, query):
     sql = page_query(captured)
     assert '"clinic_clinic"' not in sql and '"clinic_membership"' not in sql
     assert f'"pumps_pump"."clinic_id" IN ({board["ok"].clinic_id})' in sql
-    plan = plan_without_seqscan_or_sort(sql)
+    plan = query_plan(sql)
     assert "pump_clinic_urgency_idx" in plan and "Sort Key" not in plan.split("SubPlan")[0], plan
 
 
