@@ -676,8 +676,10 @@ def _share_clinics(pumps: list[Pump], clinics: dict[int, Clinic]) -> list[Pump]:
     return pumps
 
 
-def _fresh_counts(user, filters: WorklistFilters, fresh: QuerySet, stale_pumps: list[Pump]) -> Counter:
-    """The implanted pumps whose stored status is current, counted per status: one query."""
+def _fresh_counts(clinic_ids: list[int], filters: WorklistFilters, fresh: QuerySet,
+                  stale_pumps: list[Pump]) -> Counter:
+    """The implanted pumps whose stored status is current, counted per status: one query.
+    ``clinic_ids``: the clinics the worklist lists (``_worklist_clinic_ids``)."""
     if filters.q.strip() or filters.prescriber:
         # a search or one prescriber's pumps: count the pumps found
         return Counter({
@@ -685,10 +687,7 @@ def _fresh_counts(user, filters: WorklistFilters, fresh: QuerySet, stale_pumps: 
             for row in fresh.order_by().values("status").annotate(n=Count("*")).values("status", "n")
         })
     # every pump of the clinics: the status tally, one small indexed sum
-    clinic_ids = scope(Clinic.objects.all(), user, clinic_field="id")
-    if filters.clinic:
-        clinic_ids = clinic_ids.filter(code=filters.clinic)
-    fresh_counts = tallies.counts(clinic_ids.values("id"))
+    fresh_counts = tallies.counts(clinic_ids)
     for pump in stale_pumps:  # counted below at their live status
         fresh_counts[pump.status] -= 1
     return fresh_counts
@@ -725,7 +724,7 @@ def worklist_for(user, filters: WorklistFilters, now: datetime) -> Worklist:
     explanted_count = explanted.order_by().count()
     stale_pumps = _share_clinics(list(pumps.filter(next_change_at__lte=now)), by_id)
     fresh = pumps.filter(Q(next_change_at__isnull=True) | Q(next_change_at__gt=now))
-    fresh_counts = _fresh_counts(user, filters, fresh, stale_pumps)
+    fresh_counts = _fresh_counts(list(by_id) if clinic_ids is None else clinic_ids, filters, fresh, stale_pumps)
     counts = Counter(fresh_counts)
     counts[pj.STATUS_INACTIVE] += explanted_count
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 from clinic.models import Clinic, Membership
 from pumps import projection as pj
@@ -65,8 +66,6 @@ def query_plan(sql: str, params=None) -> str:
     """PostgreSQL's plan of ``sql`` with sequential scans and sorts priced out: what it
     shows is an index that can serve the query's filter and order, if there is one (a
     few test rows would otherwise be read whole)."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute("SET LOCAL enable_sort = off")
